@@ -1,0 +1,530 @@
+"""Rekindle wire contract, version 1: MQTT topics, payload schema, units and validation.
+
+This is the only module that the ingest and analysis services share. Third parties may publish
+into the same topics; ``docs/wire-contract.md`` is the human-readable form of this module.
+
+Topics: ``rekindle/v1/{site}/{session}/{stream}``; analysis output under
+``rekindle/v1/{site}/{session}/out/{kind}``; rejected payloads under
+``rekindle/v1/deadletter/{original topic without the rekindle/v1/ prefix}``.
+
+Payloads are UTF-8 JSON objects. Sample streams come in two forms:
+
+* regular:   ``{"v": 1, "device": "e4", "seq": 812, "t0": 1644227574.0, "fs": 4.0, "values": [..]}``
+* irregular: ``{"v": 1, "device": "h10", "seq": 9, "t": [1644227574.2, ..], "values": [..]}``
+
+``rr`` and ``marker`` only accept the irregular form. ``acc`` values are ``[x, y, z]`` triples.
+Every payload may carry ``"run"``: an opaque id of the publishing process, so that a restarted
+publisher whose ``seq`` starts again at 0 is not mistaken for duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeAlias, cast, get_args
+
+PROTOCOL_VERSION: Final = 1
+TOPIC_ROOT: Final = "rekindle/v1"
+DEADLETTER_ROOT: Final = f"{TOPIC_ROOT}/deadletter"
+
+#: Largest payload accepted, in bytes. A publisher sends at most ~1 s of data per message.
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+#: Most samples in one message (1 s of 3-axis ACC at 1 kHz fits well below this).
+MAX_VALUES: Final = 4096
+#: How far in the future (relative to the receiver's clock) a sample time may lie.
+MAX_FUTURE_S: Final = 300.0
+#: Earliest plausible sample time (2000-01-01T00:00:00Z): catches devices whose clock is unset.
+MIN_TIME_S: Final = 946_684_800.0
+MAX_MARKER_CHARS: Final = 200
+MAX_ID_CHARS: Final = 64
+
+SampleStream: TypeAlias = Literal["hr", "rr", "eda", "acc", "ppg", "ecg", "temp"]
+EventStream: TypeAlias = Literal["marker", "status", "gap"]
+Stream: TypeAlias = Literal["hr", "rr", "eda", "acc", "ppg", "ecg", "temp", "marker", "status", "gap"]
+OutputKind: TypeAlias = Literal["features", "episode", "quality"]
+DeviceState: TypeAlias = Literal["online", "offline", "lost", "end"]
+
+SAMPLE_STREAMS: Final[tuple[SampleStream, ...]] = get_args(SampleStream)
+STREAMS: Final[tuple[Stream, ...]] = get_args(Stream)
+OUTPUT_KINDS: Final[tuple[OutputKind, ...]] = get_args(OutputKind)
+DEVICE_STATES: Final[tuple[DeviceState, ...]] = get_args(DeviceState)
+IRREGULAR_ONLY: Final = frozenset({"rr", "marker"})
+
+#: Units of each sample stream (fixed by the contract).
+UNITS: Final[Mapping[SampleStream, str]] = {
+    "hr": "bpm",
+    "rr": "ms",
+    "eda": "uS",
+    "acc": "g",
+    "ppg": "arbitrary",
+    "ecg": "mV",
+    "temp": "degC",
+}
+
+#: Physically possible range of each sample stream, inclusive; values outside are rejected.
+PHYSICAL_RANGE: Final[Mapping[SampleStream, tuple[float, float]]] = {
+    "hr": (20.0, 300.0),
+    "rr": (150.0, 3000.0),
+    "eda": (0.0, 100.0),
+    "acc": (-32.0, 32.0),
+    "ppg": (-1.0e6, 1.0e6),
+    "ecg": (-50.0, 50.0),
+    "temp": (0.0, 50.0),
+}
+#: Sampling-rate bounds for the regular form.
+FS_RANGE: Final = (0.01, 10_000.0)
+
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ContractError(ValueError):
+    """A topic or payload that violates the wire contract.
+
+    ``field`` names the offending part (``"topic"``, ``"payload"``, ``"values[3]"``, ...) and
+    ``reason`` says what was wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    site: str
+    session: str
+    stream: Stream
+
+    def __str__(self) -> str:
+        return topic_for(self.site, self.session, self.stream)
+
+
+@dataclass(frozen=True, slots=True)
+class SampleMessage:
+    """A batch of samples of one stream from one device.
+
+    Exactly one of (``t0`` and ``fs``) or ``t`` is set. ``values`` holds floats, or for ``acc``
+    ``(x, y, z)`` triples in g.
+    """
+
+    site: str
+    session: str
+    stream: SampleStream
+    device: str
+    seq: int
+    values: tuple[float, ...] | tuple[tuple[float, float, float], ...]
+    t0: float | None = None
+    fs: float | None = None
+    t: tuple[float, ...] | None = None
+    run: str | None = None
+
+    def __post_init__(self) -> None:
+        regular = self.t0 is not None and self.fs is not None and self.t is None
+        irregular = self.t is not None and self.t0 is None and self.fs is None
+        if not (regular or irregular):
+            raise ContractError("t0/fs/t", "give either t0 and fs, or t")
+        if self.t is not None and len(self.t) != len(self.values):
+            raise ContractError("t", f"has {len(self.t)} entries but values has {len(self.values)}")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def times_ns(self) -> list[int]:
+        """Sample times as integer nanoseconds, identical wherever they are computed."""
+        if self.t is not None:
+            return [round(x * 1e9) for x in self.t]
+        assert self.t0 is not None and self.fs is not None
+        base = round(self.t0 * 1e9)
+        step = 1e9 / self.fs
+        return [base + round(i * step) for i in range(len(self.values))]
+
+    def times(self) -> list[float]:
+        return [ns / 1e9 for ns in self.times_ns()]
+
+    @property
+    def end(self) -> float:
+        """Time of the last sample (unix seconds); ``t0`` for an empty regular message."""
+        if self.t is not None:
+            return self.t[-1] if self.t else 0.0
+        assert self.t0 is not None and self.fs is not None
+        return self.t0 + max(len(self.values) - 1, 0) / self.fs
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerMessage:
+    """Clinician or device event marks ("dose given", "tears", "baseline_start")."""
+
+    site: str
+    session: str
+    device: str
+    seq: int
+    t: tuple[float, ...]
+    values: tuple[str, ...]
+    run: str | None = None
+    stream: Literal["marker"] = "marker"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMessage:
+    """Device or publisher state; published retained. ``end`` closes a session's stream."""
+
+    site: str
+    session: str
+    device: str
+    state: DeviceState
+    t: float
+    battery: int | None = None
+    rssi: int | None = None
+    detail: str | None = None
+    run: str | None = None
+    stream: Literal["status"] = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class GapMessage:
+    """Data of ``gap_stream`` from ``device`` is missing between ``start`` and ``end``."""
+
+    site: str
+    session: str
+    device: str
+    seq: int
+    gap_stream: SampleStream
+    start: float
+    end: float
+    run: str | None = None
+    stream: Literal["gap"] = "gap"
+
+
+Message: TypeAlias = SampleMessage | MarkerMessage | StatusMessage | GapMessage
+
+
+# --------------------------------------------------------------------------------------- topics
+
+
+def _check_id(value: str, what: str) -> str:
+    if not _ID_RE.match(value):
+        raise ContractError(
+            what, f"{value!r} must be 1-{MAX_ID_CHARS} characters of A-Z a-z 0-9 _ . -"
+        )
+    return value
+
+
+def topic_for(site: str, session: str, stream: Stream) -> str:
+    _check_id(site, "site")
+    _check_id(session, "session")
+    if stream not in STREAMS:
+        raise ContractError("stream", f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}")
+    return f"{TOPIC_ROOT}/{site}/{session}/{stream}"
+
+
+def output_topic(site: str, session: str, kind: OutputKind) -> str:
+    return f"{TOPIC_ROOT}/{_check_id(site, 'site')}/{_check_id(session, 'session')}/out/{kind}"
+
+
+def deadletter_topic(topic: str) -> str:
+    """Dead-letter topic for a payload rejected on ``topic``."""
+    prefix = TOPIC_ROOT + "/"
+    rest = topic[len(prefix) :] if topic.startswith(prefix) else topic
+    rest = rest.replace("+", "_").replace("#", "_").strip("/") or "unknown"
+    return f"{DEADLETTER_ROOT}/{rest}"
+
+
+def subscription(site: str = "+", session: str = "+") -> str:
+    """Subscription filter for every input stream of the given site/session."""
+    return f"{TOPIC_ROOT}/{site}/{session}/+"
+
+
+def parse_topic(topic: str) -> Topic:
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        raise ContractError("topic", f"{topic!r} is not rekindle/v1/<site>/<session>/<stream>")
+    site, session, stream = parts[2], parts[3], parts[4]
+    _check_id(site, "topic.site")
+    _check_id(session, "topic.session")
+    if stream not in STREAMS:
+        raise ContractError(
+            "topic.stream", f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}"
+        )
+    return Topic(site, session, cast(Stream, stream))
+
+
+# ------------------------------------------------------------------------------------- decoding
+
+
+def _reject_constant(name: str) -> float:
+    raise ContractError("payload", f"non-finite number {name} is not allowed")
+
+
+def _number(obj: object, where: str) -> float:
+    if isinstance(obj, bool) or not isinstance(obj, int | float):
+        raise ContractError(where, f"expected a number, got {type(obj).__name__}")
+    value = float(obj)
+    if not math.isfinite(value):
+        raise ContractError(where, "must be finite")
+    return value
+
+
+def _integer(obj: object, where: str) -> int:
+    if isinstance(obj, bool) or not isinstance(obj, int):
+        raise ContractError(where, f"expected an integer, got {type(obj).__name__}")
+    return obj
+
+
+def _string(obj: object, where: str, max_chars: int) -> str:
+    if not isinstance(obj, str):
+        raise ContractError(where, f"expected a string, got {type(obj).__name__}")
+    if not obj or len(obj) > max_chars:
+        raise ContractError(where, f"must be 1-{max_chars} characters")
+    return obj
+
+
+def _time(obj: object, where: str, now: float) -> float:
+    value = _number(obj, where)
+    if value < MIN_TIME_S:
+        raise ContractError(where, f"{value} is before 2000-01-01: is the device clock set?")
+    if value > now + MAX_FUTURE_S:
+        raise ContractError(
+            where, f"{value} is {value - now:.0f} s in the future (limit {MAX_FUTURE_S:.0f} s)"
+        )
+    return value
+
+
+def _keys(obj: Mapping[str, object], required: set[str], optional: set[str]) -> None:
+    missing = sorted(required - obj.keys())
+    if missing:
+        raise ContractError(missing[0], "required field is missing")
+    extra = sorted(obj.keys() - required - optional)
+    if extra:
+        raise ContractError(extra[0], "unknown field")
+
+
+def _list(obj: object, where: str) -> list[object]:
+    if not isinstance(obj, list):
+        raise ContractError(where, f"expected a list, got {type(obj).__name__}")
+    if len(obj) > MAX_VALUES:
+        raise ContractError(where, f"{len(obj)} entries exceed the limit of {MAX_VALUES}")
+    return obj
+
+
+def _in_range(value: float, stream: SampleStream, where: str) -> float:
+    low, high = PHYSICAL_RANGE[stream]
+    if not low <= value <= high:
+        raise ContractError(
+            where, f"{value} {UNITS[stream]} is outside the physical range [{low}, {high}]"
+        )
+    return value
+
+
+def _times(obj: object, where: str, now: float) -> tuple[float, ...]:
+    raw = _list(obj, where)
+    out = tuple(_time(x, f"{where}[{i}]", now) for i, x in enumerate(raw))
+    for i in range(1, len(out)):
+        if out[i] < out[i - 1]:
+            raise ContractError(f"{where}[{i}]", "times must not decrease")
+    return out
+
+
+def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
+    """Validate and convert one MQTT message.
+
+    Raises:
+        ContractError: naming the field and what was wrong with it.
+    """
+    parsed = parse_topic(topic)
+    now = time.time() if now is None else now
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(
+            "payload", f"{len(payload)} bytes exceed the limit of {MAX_PAYLOAD_BYTES}"
+        )
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ContractError("payload", f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise ContractError("payload", f"not JSON: {exc.msg} at position {exc.pos}") from exc
+    if not isinstance(obj, dict):
+        raise ContractError("payload", f"expected a JSON object, got {type(obj).__name__}")
+    if "v" not in obj:
+        raise ContractError("v", "required field is missing")
+    if _integer(obj["v"], "v") != PROTOCOL_VERSION:
+        raise ContractError("v", f"unsupported version {obj['v']}; this receiver speaks 1")
+    run = _string(obj["run"], "run", MAX_ID_CHARS) if "run" in obj else None
+    device = obj.get("device")
+    site, session, stream = parsed.site, parsed.session, parsed.stream
+
+    if stream == "status":
+        _keys(obj, {"v", "device", "state", "t"}, {"run", "battery", "rssi", "detail"})
+        state = obj["state"]
+        if state not in DEVICE_STATES:
+            raise ContractError("state", f"{state!r} is not one of {', '.join(DEVICE_STATES)}")
+        battery = _integer(obj["battery"], "battery") if obj.get("battery") is not None else None
+        if battery is not None and not 0 <= battery <= 100:
+            raise ContractError("battery", f"{battery} is not a percentage")
+        rssi = _integer(obj["rssi"], "rssi") if obj.get("rssi") is not None else None
+        detail = _string(obj["detail"], "detail", 500) if obj.get("detail") is not None else None
+        return StatusMessage(
+            site,
+            session,
+            _check_id(_string(device, "device", MAX_ID_CHARS), "device"),
+            cast(DeviceState, state),
+            _time(obj["t"], "t", now),
+            battery,
+            rssi,
+            detail,
+            run,
+        )
+
+    if stream == "gap":
+        _keys(obj, {"v", "device", "seq", "stream", "start", "end"}, {"run"})
+        gap_stream = obj["stream"]
+        if gap_stream not in SAMPLE_STREAMS:
+            raise ContractError("stream", f"{gap_stream!r} is not a sample stream")
+        start = _time(obj["start"], "start", now)
+        end = _time(obj["end"], "end", now)
+        if end < start:
+            raise ContractError("end", "is before start")
+        seq = _integer(obj["seq"], "seq")
+        if seq < 0:
+            raise ContractError("seq", "must be >= 0")
+        return GapMessage(
+            site,
+            session,
+            _check_id(_string(device, "device", MAX_ID_CHARS), "device"),
+            seq,
+            cast(SampleStream, gap_stream),
+            start,
+            end,
+            run,
+        )
+
+    regular = "t0" in obj or "fs" in obj
+    if regular and stream in IRREGULAR_ONLY:
+        raise ContractError("t0", f"stream {stream!r} takes per-sample times 't', not t0/fs")
+    required = {"v", "device", "seq", "values"} | ({"t0", "fs"} if regular else {"t"})
+    _keys(obj, required, {"run"})
+    device_id = _check_id(_string(device, "device", MAX_ID_CHARS), "device")
+    seq = _integer(obj["seq"], "seq")
+    if seq < 0:
+        raise ContractError("seq", "must be >= 0")
+    raw_values = _list(obj["values"], "values")
+
+    if stream == "marker":
+        marker_t = _times(obj["t"], "t", now)
+        texts = tuple(
+            _string(x, f"values[{i}]", MAX_MARKER_CHARS) for i, x in enumerate(raw_values)
+        )
+        if len(marker_t) != len(texts):
+            raise ContractError("t", f"has {len(marker_t)} entries but values has {len(texts)}")
+        return MarkerMessage(site, session, device_id, seq, marker_t, texts, run)
+
+    sample_stream = cast(SampleStream, stream)
+    values: tuple[float, ...] | tuple[tuple[float, float, float], ...]
+    if sample_stream == "acc":
+        triples: list[tuple[float, float, float]] = []
+        for i, item in enumerate(raw_values):
+            if not isinstance(item, list) or len(item) != 3:
+                raise ContractError(f"values[{i}]", "acc samples are [x, y, z] triples")
+            x, y, z = (_in_range(_number(c, f"values[{i}]"), "acc", f"values[{i}]") for c in item)
+            triples.append((x, y, z))
+        values = tuple(triples)
+    else:
+        values = tuple(
+            _in_range(_number(x, f"values[{i}]"), sample_stream, f"values[{i}]")
+            for i, x in enumerate(raw_values)
+        )
+    if regular:
+        t0 = _time(obj["t0"], "t0", now)
+        fs = _number(obj["fs"], "fs")
+        if not FS_RANGE[0] <= fs <= FS_RANGE[1]:
+            raise ContractError("fs", f"{fs} Hz is outside [{FS_RANGE[0]}, {FS_RANGE[1]}]")
+        last = t0 + max(len(values) - 1, 0) / fs
+        _time(last, "t0", now)
+        return SampleMessage(site, session, sample_stream, device_id, seq, values, t0, fs, None, run)
+    t = _times(obj["t"], "t", now)
+    if len(t) != len(values):
+        raise ContractError("t", f"has {len(t)} entries but values has {len(values)}")
+    return SampleMessage(site, session, sample_stream, device_id, seq, values, None, None, t, run)
+
+
+# ------------------------------------------------------------------------------------- encoding
+
+
+def _payload_dict(msg: Message) -> dict[str, object]:
+    out: dict[str, object] = {"v": PROTOCOL_VERSION, "device": msg.device}
+    if isinstance(msg, StatusMessage):
+        out.update(state=msg.state, t=msg.t)
+        for key in ("battery", "rssi", "detail"):
+            value = getattr(msg, key)
+            if value is not None:
+                out[key] = value
+    elif isinstance(msg, GapMessage):
+        out.update(seq=msg.seq, stream=msg.gap_stream, start=msg.start, end=msg.end)
+    elif isinstance(msg, MarkerMessage):
+        out.update(seq=msg.seq, t=list(msg.t), values=list(msg.values))
+    else:
+        out["seq"] = msg.seq
+        if msg.t is not None:
+            out["t"] = list(msg.t)
+        else:
+            out.update(t0=msg.t0, fs=msg.fs)
+        out["values"] = [list(v) if isinstance(v, tuple) else v for v in msg.values]
+    if msg.run is not None:
+        out["run"] = msg.run
+    return out
+
+
+def encode(msg: Message) -> tuple[str, bytes]:
+    """Topic and UTF-8 JSON payload for ``msg``; ``decode`` of the result gives ``msg`` back."""
+    payload = json.dumps(_payload_dict(msg), separators=(",", ":"), allow_nan=False)
+    return topic_for(msg.site, msg.session, msg.stream), payload.encode("utf-8")
+
+
+@dataclass(slots=True)
+class SeqTracker:
+    """Receiver side of ``seq``: drops duplicates and reports gaps per (device, stream, run)."""
+
+    _last: dict[tuple[str, str, str, str, str | None], int] = field(default_factory=dict)
+
+    def check(self, msg: SampleMessage | MarkerMessage | GapMessage) -> tuple[bool, int]:
+        """Return ``(accept, missing)``: ``accept`` is False for a duplicate or replayed seq;
+        ``missing`` counts the sequence numbers skipped before this one."""
+        key = (msg.site, msg.session, msg.device, msg.stream, msg.run)
+        last = self._last.get(key)
+        if last is not None and msg.seq <= last:
+            return False, 0
+        self._last[key] = msg.seq
+        missing = 0 if last is None else msg.seq - last - 1
+        return True, missing
+
+    def forget_session(self, site: str, session: str) -> None:
+        for key in [k for k in self._last if k[0] == site and k[1] == session]:
+            del self._last[key]
+
+
+def samples(
+    site: str,
+    session: str,
+    stream: SampleStream,
+    device: str,
+    seq: int,
+    values: Sequence[float] | Sequence[tuple[float, float, float]],
+    *,
+    t0: float | None = None,
+    fs: float | None = None,
+    t: Sequence[float] | None = None,
+    run: str | None = None,
+) -> SampleMessage:
+    """Convenience constructor that converts sequences to the tuples the dataclass holds."""
+    vals: tuple[float, ...] | tuple[tuple[float, float, float], ...]
+    if stream == "acc":
+        vals = tuple((float(a), float(b), float(c)) for a, b, c in cast(Sequence[Sequence[float]], values))
+    else:
+        vals = tuple(float(x) for x in cast(Sequence[float], values))
+    return SampleMessage(
+        site, session, stream, device, seq, vals, t0, fs, None if t is None else tuple(t), run
+    )
