@@ -3,7 +3,8 @@
 This is the only module that the ingest and analysis services share. Third parties may publish
 into the same topics; ``docs/wire-contract.md`` is the human-readable form of this module.
 
-Topics: ``rekindle/v1/{site}/{session}/{stream}``; analysis output under
+Topics: ``rekindle/v1/{site}/{session}/{stream}``, except device status, which is retained per
+device at ``rekindle/v1/{site}/{session}/status/{device}``; analysis output under
 ``rekindle/v1/{site}/{session}/out/{kind}``; rejected payloads under
 ``rekindle/v1/deadletter/{original topic without the rekindle/v1/ prefix}``.
 
@@ -99,9 +100,10 @@ class Topic:
     site: str
     session: str
     stream: Stream
+    device: str | None = None
 
     def __str__(self) -> str:
-        return topic_for(self.site, self.session, self.stream)
+        return topic_for(self.site, self.session, self.stream, self.device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,11 +216,16 @@ def _check_id(value: str, what: str) -> str:
     return value
 
 
-def topic_for(site: str, session: str, stream: Stream) -> str:
+def topic_for(site: str, session: str, stream: Stream, device: str | None = None) -> str:
+    """Topic of ``stream``; ``status`` topics end with the device id (one retained per device)."""
     _check_id(site, "site")
     _check_id(session, "session")
     if stream not in STREAMS:
         raise ContractError("stream", f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}")
+    if stream == "status":
+        if device is None:
+            raise ContractError("device", "status topics end with the device id")
+        return f"{TOPIC_ROOT}/{site}/{session}/status/{_check_id(device, 'device')}"
     return f"{TOPIC_ROOT}/{site}/{session}/{stream}"
 
 
@@ -234,14 +241,15 @@ def deadletter_topic(topic: str) -> str:
     return f"{DEADLETTER_ROOT}/{rest}"
 
 
-def subscription(site: str = "+", session: str = "+") -> str:
-    """Subscription filter for every input stream of the given site/session."""
-    return f"{TOPIC_ROOT}/{site}/{session}/+"
+def subscriptions(site: str = "+", session: str = "+") -> tuple[str, str]:
+    """Subscription filters for every input stream (and device status) of a site/session."""
+    return f"{TOPIC_ROOT}/{site}/{session}/+", f"{TOPIC_ROOT}/{site}/{session}/status/+"
 
 
 def parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
-    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+    status = len(parts) == 6 and parts[4] == "status"
+    if not (len(parts) == 5 or status) or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
         raise ContractError("topic", f"{topic!r} is not rekindle/v1/<site>/<session>/<stream>")
     site, session, stream = parts[2], parts[3], parts[4]
     _check_id(site, "topic.site")
@@ -250,7 +258,10 @@ def parse_topic(topic: str) -> Topic:
         raise ContractError(
             "topic.stream", f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}"
         )
-    return Topic(site, session, cast(Stream, stream))
+    if stream == "status" and not status:
+        raise ContractError("topic", "status topics end with /status/<device>")
+    device = _check_id(parts[5], "topic.device") if status else None
+    return Topic(site, session, cast(Stream, stream), device)
 
 
 # ------------------------------------------------------------------------------------- decoding
@@ -367,10 +378,13 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
             raise ContractError("battery", f"{battery} is not a percentage")
         rssi = _integer(obj["rssi"], "rssi") if obj.get("rssi") is not None else None
         detail = _string(obj["detail"], "detail", 500) if obj.get("detail") is not None else None
+        device_id = _check_id(_string(device, "device", MAX_ID_CHARS), "device")
+        if device_id != parsed.device:
+            raise ContractError("device", f"{device_id!r} differs from the topic's {parsed.device!r}")
         return StatusMessage(
             site,
             session,
-            _check_id(_string(device, "device", MAX_ID_CHARS), "device"),
+            device_id,
             cast(DeviceState, state),
             _time(obj["t"], "t", now),
             battery,
@@ -481,7 +495,8 @@ def _payload_dict(msg: Message) -> dict[str, object]:
 def encode(msg: Message) -> tuple[str, bytes]:
     """Topic and UTF-8 JSON payload for ``msg``; ``decode`` of the result gives ``msg`` back."""
     payload = json.dumps(_payload_dict(msg), separators=(",", ":"), allow_nan=False)
-    return topic_for(msg.site, msg.session, msg.stream), payload.encode("utf-8")
+    device = msg.device if msg.stream == "status" else None
+    return topic_for(msg.site, msg.session, msg.stream, device), payload.encode("utf-8")
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""Rekindle analysis: streaming detectors, per-session pipeline, InfluxDB writer."""

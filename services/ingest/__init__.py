@@ -1,0 +1,1 @@
+"""Rekindle ingest: wearable sources (BLE, recordings, simulator) published over MQTT."""

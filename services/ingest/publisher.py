@@ -1,0 +1,200 @@
+"""MQTT publisher shared by every ingest source (BLE, replay, simulator).
+
+Policy lives here: ``seq`` per (device, stream), QoS 1 for data, retained per-device ``status``,
+a last-will that marks the publisher's device ``lost``, and back-pressure so that a replay at
+``max`` speed never holds more than ``max_pending`` unacknowledged messages in memory.
+While the broker is away paho keeps QoS 1 messages queued and sends them on reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+
+import paho.mqtt.client as mqtt
+
+from services import contract
+from services.contract import DeviceState, Message, SampleStream
+from services.ingest.errors import PublishError
+from services.mqtturl import MqttSettings, make_client, reason_ok
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Publishes contract messages for one site/session.
+
+    Use as a context manager, or call :meth:`start` and :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        site: str,
+        session: str,
+        *,
+        device: str = "ingest",
+        client_id: str | None = None,
+        max_pending: int = 2000,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        contract.topic_for(site, session, "status", device)  # validates the ids early
+        self.settings = settings
+        self.site = site
+        self.session = session
+        self.device = device
+        self.run = uuid.uuid4().hex[:12]
+        self.max_pending = max_pending
+        self.connect_timeout = connect_timeout
+        self._seq: dict[tuple[str, str], int] = {}
+        self._pending: deque[mqtt.MQTTMessageInfo] = deque()
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self.sent = 0
+        self._client = make_client(settings, client_id)
+        self._client.max_queued_messages_set(0)
+        self._client.max_inflight_messages_set(100)
+        will_topic, will_payload = contract.encode(
+            contract.StatusMessage(
+                site, session, device, "lost", time.time(), detail="publisher disconnected",
+                run=self.run,
+            )
+        )
+        self._client.will_set(will_topic, will_payload, qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+
+    # paho callbacks: only record state
+    def _on_connect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        if reason_ok(reason):
+            self._connected.set()
+            log.info("publisher connected to %s", self.settings.url)
+        else:
+            log.warning("publisher connection to %s refused: %s", self.settings.url, reason)
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        self._connected.clear()
+        if not reason_ok(reason):
+            log.warning("publisher lost broker %s (%s); will reconnect", self.settings.url, reason)
+
+    def start(self) -> Publisher:
+        try:
+            self._client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
+        except OSError as exc:
+            raise PublishError(self.settings.url, f"cannot connect: {exc}") from exc
+        self._client.loop_start()
+        if not self._connected.wait(self.connect_timeout):
+            self._client.loop_stop()
+            raise PublishError(self.settings.url, "broker did not accept the connection in time")
+        return self
+
+    def __enter__(self) -> Publisher:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def next_seq(self, device: str, stream: str) -> int:
+        with self._lock:
+            seq = self._seq.get((device, stream), -1) + 1
+            self._seq[(device, stream)] = seq
+            return seq
+
+    def publish(self, msg: Message) -> None:
+        """Publish an already-built message (its ``seq`` is the caller's)."""
+        topic, payload = contract.encode(msg)
+        retain = isinstance(msg, contract.StatusMessage)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise PublishError(self.settings.url, f"publish to {topic} failed: rc={info.rc}")
+        self.sent += 1
+        self._pending.append(info)
+        self._drain(self.max_pending)
+
+    def _drain(self, limit: int, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._pending and (len(self._pending) > limit or self._pending[0].is_published()):
+            head = self._pending[0]
+            if not head.is_published():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PublishError(
+                        self.settings.url, f"{len(self._pending)} messages still unacknowledged"
+                    )
+                head.wait_for_publish(timeout=min(remaining or 1.0, 1.0))
+                continue
+            self._pending.popleft()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until the broker acknowledged everything published so far."""
+        self._drain(0, timeout)
+
+    def send_samples(
+        self,
+        stream: SampleStream,
+        device: str,
+        values: Sequence[float] | Sequence[tuple[float, float, float]],
+        *,
+        t0: float | None = None,
+        fs: float | None = None,
+        t: Sequence[float] | None = None,
+    ) -> contract.SampleMessage:
+        msg = contract.samples(
+            self.site, self.session, stream, device, self.next_seq(device, stream), values,
+            t0=t0, fs=fs, t=t, run=self.run,
+        )
+        self.publish(msg)
+        return msg
+
+    def send_markers(
+        self, device: str, t: Sequence[float], texts: Sequence[str]
+    ) -> contract.MarkerMessage:
+        msg = contract.MarkerMessage(
+            self.site, self.session, device, self.next_seq(device, "marker"), tuple(t),
+            tuple(texts), self.run,
+        )
+        self.publish(msg)
+        return msg
+
+    def send_status(
+        self,
+        device: str,
+        state: DeviceState,
+        t: float,
+        *,
+        battery: int | None = None,
+        rssi: int | None = None,
+        detail: str | None = None,
+    ) -> contract.StatusMessage:
+        msg = contract.StatusMessage(
+            self.site, self.session, device, state, t, battery, rssi, detail, self.run
+        )
+        self.publish(msg)
+        return msg
+
+    def send_gap(
+        self, device: str, stream: SampleStream, start: float, end: float
+    ) -> contract.GapMessage:
+        msg = contract.GapMessage(
+            self.site, self.session, device, self.next_seq(device, "gap"), stream, start, end,
+            self.run,
+        )
+        self.publish(msg)
+        return msg
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush, disconnect cleanly (no last-will) and stop the network thread."""
+        try:
+            if self._connected.is_set():
+                self.flush(timeout)
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
