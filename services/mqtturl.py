@@ -65,13 +65,19 @@ class MqttSettings:
         return f"{scheme}://{auth}{self.host}:{self.port}"
 
 
-def make_client(settings: MqttSettings, client_id: str | None = None) -> mqtt.Client:
-    """A paho client (callback API v2, MQTT 3.1.1) configured from ``settings``; not connected."""
+def make_client(
+    settings: MqttSettings, client_id: str | None = None, *, clean_session: bool = True
+) -> mqtt.Client:
+    """A paho client (callback API v2, MQTT 3.1.1) configured from ``settings``; not connected.
+
+    ``clean_session=False`` (with a stable ``client_id``) lets the broker queue QoS 1 messages
+    for a subscriber while it is away.
+    """
     cid = client_id or f"rekindle-{uuid.uuid4().hex[:12]}"
     client = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         client_id=cid,
-        clean_session=True,
+        clean_session=clean_session,
         protocol=mqtt.MQTTv311,
     )
     if settings.username is not None:

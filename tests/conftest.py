@@ -26,3 +26,15 @@ def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxD]:
     server = InfluxD.start(tmp_path_factory.mktemp("influxd"))
     yield server
     server.stop()
+
+
+def fixture_path(relative: str) -> Path:
+    """A copied fixture under tests/fixtures (with its PROVENANCE.md)."""
+    path = FIXTURES / relative
+    if not path.exists():
+        msg = f"fixture {relative} missing under {FIXTURES}"
+        raise FileNotFoundError(msg)
+    return path
+
+
+S02 = "stress_predict_e4/Raw_data/S02"
