@@ -45,7 +45,9 @@ MAX_ID_CHARS: Final = 64
 
 SampleStream: TypeAlias = Literal["hr", "rr", "eda", "acc", "ppg", "ecg", "temp"]
 EventStream: TypeAlias = Literal["marker", "status", "gap"]
-Stream: TypeAlias = Literal["hr", "rr", "eda", "acc", "ppg", "ecg", "temp", "marker", "status", "gap"]
+Stream: TypeAlias = Literal[
+    "hr", "rr", "eda", "acc", "ppg", "ecg", "temp", "marker", "status", "gap"
+]
 OutputKind: TypeAlias = Literal["features", "episode", "quality"]
 DeviceState: TypeAlias = Literal["online", "offline", "lost", "end"]
 
@@ -140,7 +142,8 @@ class SampleMessage:
         """Sample times as integer nanoseconds, identical wherever they are computed."""
         if self.t is not None:
             return [round(x * 1e9) for x in self.t]
-        assert self.t0 is not None and self.fs is not None
+        assert self.t0 is not None
+        assert self.fs is not None
         base = round(self.t0 * 1e9)
         step = 1e9 / self.fs
         return [base + round(i * step) for i in range(len(self.values))]
@@ -153,7 +156,8 @@ class SampleMessage:
         """Time of the last sample (unix seconds); ``t0`` for an empty regular message."""
         if self.t is not None:
             return self.t[-1] if self.t else 0.0
-        assert self.t0 is not None and self.fs is not None
+        assert self.t0 is not None
+        assert self.fs is not None
         return self.t0 + max(len(self.values) - 1, 0) / self.fs
 
 
@@ -380,7 +384,9 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
         detail = _string(obj["detail"], "detail", 500) if obj.get("detail") is not None else None
         device_id = _check_id(_string(device, "device", MAX_ID_CHARS), "device")
         if device_id != parsed.device:
-            raise ContractError("device", f"{device_id!r} differs from the topic's {parsed.device!r}")
+            raise ContractError(
+                "device", f"{device_id!r} differs from the topic's {parsed.device!r}"
+            )
         return StatusMessage(
             site,
             session,
@@ -458,7 +464,9 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
             raise ContractError("fs", f"{fs} Hz is outside [{FS_RANGE[0]}, {FS_RANGE[1]}]")
         last = t0 + max(len(values) - 1, 0) / fs
         _time(last, "t0", now)
-        return SampleMessage(site, session, sample_stream, device_id, seq, values, t0, fs, None, run)
+        return SampleMessage(
+            site, session, sample_stream, device_id, seq, values, t0, fs, None, run
+        )
     t = _times(obj["t"], "t", now)
     if len(t) != len(values):
         raise ContractError("t", f"has {len(t)} entries but values has {len(values)}")
@@ -537,7 +545,9 @@ def samples(
     """Convenience constructor that converts sequences to the tuples the dataclass holds."""
     vals: tuple[float, ...] | tuple[tuple[float, float, float], ...]
     if stream == "acc":
-        vals = tuple((float(a), float(b), float(c)) for a, b, c in cast(Sequence[Sequence[float]], values))
+        vals = tuple(
+            (float(a), float(b), float(c)) for a, b, c in cast(Sequence[Sequence[float]], values)
+        )
     else:
         vals = tuple(float(x) for x in cast(Sequence[float], values))
     return SampleMessage(

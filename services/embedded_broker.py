@@ -38,7 +38,9 @@ class EmbeddedBroker:
     async def _start(self) -> None:
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
         self._broker = Broker(config, loop=self._loop)
         await self._broker.start()

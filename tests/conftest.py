@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.servers import InfluxD, Mosquitto
+
+if TYPE_CHECKING:
+    from services.analysis.service import ServiceStats
+    from services.ingest.replay import ReplayStats
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "external"
@@ -38,3 +46,60 @@ def fixture_path(relative: str) -> Path:
 
 
 S02 = "stress_predict_e4/Raw_data/S02"
+
+
+@dataclass
+class ReplayedSession:
+    """A recording replayed through mosquitto and the analysis service into influxd."""
+
+    db: str
+    site: str
+    session: str
+    replay: ReplayStats
+    service: ServiceStats
+    lines_written: int
+    wall_s: float
+
+
+def replay_into_influx(
+    broker: Mosquitto,
+    influx: InfluxD,
+    source: Path,
+    *,
+    db: str,
+    site: str,
+    session: str,
+) -> ReplayedSession:
+    """Run the real analysis service and replay ``source`` at max speed into it."""
+    from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+    from services.analysis.service import AnalysisService
+    from services.ingest.publisher import Publisher
+    from services.ingest.replay import replay
+    from services.ingest.sources.base import open_source
+    from services.mqtturl import MqttSettings
+
+    influx.create_database(db)
+    settings = MqttSettings.from_url(broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influx.url, database=db)))
+    started = time.monotonic()
+    service = AnalysisService(settings, writer, site=site).start()
+    try:
+        with Publisher(settings, site, session, device="replay") as pub:
+            stats = replay(open_source(source), pub, speed=None)
+        deadline = time.monotonic() + 300
+        while service.stats.sessions_finished < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.stats.sessions_finished == 1, "analysis never saw the session end"
+    finally:
+        service.stop()
+    return ReplayedSession(
+        db, site, session, stats, service.stats, writer.written, time.monotonic() - started
+    )
+
+
+@pytest.fixture(scope="session")
+def s02_in_influx(mqtt_broker: Mosquitto, influxd: InfluxD) -> ReplayedSession:
+    """Stress-Predict S02 replayed once per test session into database ``rekindle``."""
+    return replay_into_influx(
+        mqtt_broker, influxd, fixture_path(S02), db="rekindle", site="galway", session="S02"
+    )

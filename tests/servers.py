@@ -112,9 +112,9 @@ class InfluxD:
         return f"http://{self.host}:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path) -> InfluxD:
+    def start(cls, workdir: Path, port: int | None = None) -> InfluxD:
         binary = _find("influxd", "/usr/bin/influxd")
-        port, rpc = free_port(), free_port()
+        port, rpc = port or free_port(), free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "influxdb.conf"
         conf.write_text(

@@ -16,8 +16,14 @@ EDA_TOPIC = "rekindle/v1/clinic/s1/eda"
 
 
 def payload(**fields: object) -> bytes:
-    base: dict[str, object] = {"v": 1, "device": "e4", "seq": 3, "t0": NOW - 10, "fs": 4.0,
-                               "values": [0.5, 0.6]}
+    base: dict[str, object] = {
+        "v": 1,
+        "device": "e4",
+        "seq": 3,
+        "t0": NOW - 10,
+        "fs": 4.0,
+        "values": [0.5, 0.6],
+    }
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
 
@@ -58,10 +64,16 @@ def test_irregular_acc_marker_status_gap_round_trip() -> None:
         (payload(values="0.5"), "values", "list"),
         (payload(values=[0.5, "x"]), "values[1]", "number"),
         (payload(values=[0.5, True]), "values[1]", "number"),
-        (b'{"v":1,"device":"e4","seq":1,"t0":1699999990,"fs":4,"values":[NaN]}', "payload",
-         "non-finite"),
-        (b'{"v":1,"device":"e4","seq":1,"t0":1699999990,"fs":4,"values":[Infinity]}', "payload",
-         "non-finite"),
+        (
+            b'{"v":1,"device":"e4","seq":1,"t0":1699999990,"fs":4,"values":[NaN]}',
+            "payload",
+            "non-finite",
+        ),
+        (
+            b'{"v":1,"device":"e4","seq":1,"t0":1699999990,"fs":4,"values":[Infinity]}',
+            "payload",
+            "non-finite",
+        ),
         (payload(values=[-1.0]), "values[0]", "physical range"),
         (payload(values=[150.0]), "values[0]", "physical range"),
         (payload(t0=NOW + 86400), "t0", "future"),

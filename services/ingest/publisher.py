@@ -60,7 +60,12 @@ class Publisher:
         self._client.max_inflight_messages_set(100)
         will_topic, will_payload = contract.encode(
             contract.StatusMessage(
-                site, session, device, "lost", time.time(), detail="publisher disconnected",
+                site,
+                session,
+                device,
+                "lost",
+                time.time(),
+                detail="publisher disconnected",
                 run=self.run,
             )
         )
@@ -148,8 +153,16 @@ class Publisher:
         t: Sequence[float] | None = None,
     ) -> contract.SampleMessage:
         msg = contract.samples(
-            self.site, self.session, stream, device, self.next_seq(device, stream), values,
-            t0=t0, fs=fs, t=t, run=self.run,
+            self.site,
+            self.session,
+            stream,
+            device,
+            self.next_seq(device, stream),
+            values,
+            t0=t0,
+            fs=fs,
+            t=t,
+            run=self.run,
         )
         self.publish(msg)
         return msg
@@ -158,8 +171,13 @@ class Publisher:
         self, device: str, t: Sequence[float], texts: Sequence[str]
     ) -> contract.MarkerMessage:
         msg = contract.MarkerMessage(
-            self.site, self.session, device, self.next_seq(device, "marker"), tuple(t),
-            tuple(texts), self.run,
+            self.site,
+            self.session,
+            device,
+            self.next_seq(device, "marker"),
+            tuple(t),
+            tuple(texts),
+            self.run,
         )
         self.publish(msg)
         return msg
@@ -184,7 +202,13 @@ class Publisher:
         self, device: str, stream: SampleStream, start: float, end: float
     ) -> contract.GapMessage:
         msg = contract.GapMessage(
-            self.site, self.session, device, self.next_seq(device, "gap"), stream, start, end,
+            self.site,
+            self.session,
+            device,
+            self.next_seq(device, "gap"),
+            stream,
+            start,
+            end,
             self.run,
         )
         self.publish(msg)

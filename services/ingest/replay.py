@@ -30,7 +30,7 @@ class ReplayStats:
 
 
 def parse_speed(text: str) -> float | None:
-    """``max`` -> None (as fast as possible); otherwise a positive factor (``1``, ``10``, ``60x``)."""
+    """``max`` -> None (as fast as possible); otherwise a positive factor (``10``, ``60x``)."""
     if text.strip().lower() == "max":
         return None
     try:
@@ -75,7 +75,9 @@ def replay(
                 else:
                     time.sleep(delay)
         msg = chunk.to_message(
-            publisher.site, publisher.session, publisher.next_seq(chunk.device, chunk.stream),
+            publisher.site,
+            publisher.session,
+            publisher.next_seq(chunk.device, chunk.stream),
             publisher.run,
         )
         publisher.publish(msg)

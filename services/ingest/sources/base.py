@@ -41,7 +41,8 @@ class Chunk:
     def end(self) -> float:
         if self.t is not None:
             return self.t[-1]
-        assert self.t0 is not None and self.fs is not None
+        assert self.t0 is not None
+        assert self.fs is not None
         return self.t0 + (len(self.values) - 1) / self.fs
 
     def to_message(self, site: str, session: str, seq: int, run: str | None) -> contract.Message:
@@ -50,8 +51,16 @@ class Chunk:
             texts = tuple(str(v) for v in self.values)
             return contract.MarkerMessage(site, session, self.device, seq, self.t, texts, run)
         return contract.samples(
-            site, session, self.stream, self.device, seq, self.values,  # type: ignore[arg-type]
-            t0=self.t0, fs=self.fs, t=self.t, run=run,
+            site,
+            session,
+            self.stream,
+            self.device,
+            seq,
+            self.values,  # type: ignore[arg-type]
+            t0=self.t0,
+            fs=self.fs,
+            t=self.t,
+            run=run,
         )
 
     @classmethod
@@ -77,8 +86,6 @@ def regular_chunks(
     """
     per = max(1, math.floor(fs * seconds))
     low, high = contract.PHYSICAL_RANGE[stream]
-    step_ns = 1e9 / fs
-    base_ns = round(t0 * 1e9)
     for start in range(0, len(values), per):
         part = values[start : start + per]
         if stream == "acc":
@@ -87,13 +94,14 @@ def regular_chunks(
             ok = [low <= v <= high for v in part]  # type: ignore[operator]
         if all(ok):
             yield Chunk(
-                stream, device, tuple(part),  # type: ignore[arg-type]
-                (base_ns + round(start * step_ns)) / 1e9, fs,
+                stream,
+                device,
+                tuple(part),  # type: ignore[arg-type]
+                t0 + start / fs,
+                fs,
             )
         elif any(ok):
-            times = tuple(
-                (base_ns + round((start + i) * step_ns)) / 1e9 for i, good in enumerate(ok) if good
-            )
+            times = tuple(t0 + (start + i) / fs for i, good in enumerate(ok) if good)
             kept = tuple(v for v, good in zip(part, ok, strict=True) if good)
             yield Chunk(stream, device, kept, t=times)  # type: ignore[arg-type]
 

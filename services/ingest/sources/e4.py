@@ -119,7 +119,9 @@ def read_e4_folder(folder: Path) -> Iterator[Chunk]:
         streams.append(irregular_chunks("rr", DEVICE, times, rr))
     tags = read_tags(folder)
     if tags:
-        streams.append(irregular_chunks("marker", DEVICE, tags, [TAG_TEXT] * len(tags), seconds=1e-9))
+        streams.append(
+            irregular_chunks("marker", DEVICE, tags, [TAG_TEXT] * len(tags), seconds=1e-9)
+        )
     if not streams:
         raise SourceError(folder, "no E4 files (EDA.csv, HR.csv, IBI.csv, ...) found")
     return merge_in_time(streams)

@@ -43,7 +43,10 @@ class RecordingWriter:
         self.path = path
         self._fh = _open(path, "w")
         header = {
-            "format": FORMAT, "version": VERSION, "site": site, "session": session,
+            "format": FORMAT,
+            "version": VERSION,
+            "site": site,
+            "session": session,
             "created": time.time(),
         }
         self._fh.write(json.dumps(header) + "\n")

@@ -61,9 +61,9 @@ class SimulationScript:
     eda_rest: float = 2.0
 
 
-def _envelope(t: npt.NDArray[np.float64], episodes: Sequence[ScriptedEpisode]) -> tuple[
-    npt.NDArray[np.float64], npt.NDArray[np.float64]
-]:
+def _envelope(
+    t: npt.NDArray[np.float64], episodes: Sequence[ScriptedEpisode]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     a = np.zeros_like(t)
     r = np.zeros_like(t)
     for ep in episodes:
@@ -74,9 +74,9 @@ def _envelope(t: npt.NDArray[np.float64], episodes: Sequence[ScriptedEpisode]) -
         a = np.maximum(a, level)
         if ep.release:
             since = t - end
-            bump = np.where(
-                since > 0, (since / 40.0) * np.exp(1.0 - since / 40.0), 0.0
-            ) * np.exp(-np.clip(since, 0, None) / REBOUND_S)
+            bump = np.where(since > 0, (since / 40.0) * np.exp(1.0 - since / 40.0), 0.0) * np.exp(
+                -np.clip(since, 0, None) / REBOUND_S
+            )
             r = np.maximum(r, np.clip(bump, 0.0, 1.0))
     return np.clip(a, 0.0, 1.0), r
 
@@ -153,11 +153,16 @@ def simulate(
         irregular_chunks("rr", DEVICE_HR, (start_time + beat_t).tolist(), rr_ms.tolist()),
         regular_chunks("eda", DEVICE_EDA, start_time, EDA_FS, eda_v.tolist()),
     ]
-    marks = [(start_time + ep.onset + ep.duration, ep.marker) for ep in script.episodes if ep.marker]
+    marks = [
+        (start_time + ep.onset + ep.duration, ep.marker) for ep in script.episodes if ep.marker
+    ]
     if marks:
         streams.append(
             irregular_chunks(
-                "marker", "clinician", [m[0] for m in marks], [str(m[1]) for m in marks],
+                "marker",
+                "clinician",
+                [m[0] for m in marks],
+                [str(m[1]) for m in marks],
                 seconds=1e-9,
             )
         )

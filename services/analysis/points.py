@@ -1,0 +1,162 @@
+"""Pure conversion of wire messages and analysis events to InfluxDB line protocol.
+
+Timestamps are integer nanoseconds derived only from the data, so writing the same recording
+twice overwrites the same points instead of duplicating them. The schema is documented in
+``docs/storage.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from services import contract
+from services.analysis.core import (
+    EdaDecomposition,
+    Episode,
+    Event,
+    FeatureRow,
+    QualityChange,
+    Scr,
+)
+
+QUALITY_CODES: Mapping[str, int] = {"good": 2, "degraded": 1, "lost": 0}
+FieldValue = float | int | str | bool
+
+
+def _escape_key(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _field(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def line(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None], ns: int
+) -> str | None:
+    """One line of line protocol; None when no field has a (finite) value."""
+    parts = []
+    for key, value in fields.items():
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            continue
+        parts.append(f"{_escape_key(key)}={_field(value)}")
+    if not parts:
+        return None
+    tag_text = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v)
+    return f"{_escape_key(measurement)}{tag_text} {','.join(parts)} {ns}"
+
+
+def to_ns(seconds: float) -> int:
+    return round(seconds * 1e9)
+
+
+def message_lines(msg: contract.Message) -> list[str]:
+    """Raw-data lines for a validated wire message (every sample exactly once)."""
+    base = {"site": msg.site, "session": msg.session, "device": msg.device}
+    out: list[str | None] = []
+    if isinstance(msg, contract.SampleMessage):
+        tags = {**base, "stream": msg.stream}
+        for ns, value in zip(msg.times_ns(), msg.values, strict=True):
+            if isinstance(value, tuple):
+                x, y, z = value
+                fields: dict[str, FieldValue | None] = {
+                    "value": math.sqrt(x * x + y * y + z * z),
+                    "x": x,
+                    "y": y,
+                    "z": z,
+                }
+            else:
+                fields = {"value": value}
+            out.append(line("signal", tags, fields, ns))
+    elif isinstance(msg, contract.MarkerMessage):
+        for t, text in zip(msg.t, msg.values, strict=True):
+            out.append(line("marker", base, {"text": text}, to_ns(t)))
+    elif isinstance(msg, contract.StatusMessage):
+        fields = {
+            "state": msg.state,
+            "battery": msg.battery,
+            "rssi": msg.rssi,
+            "detail": msg.detail,
+        }
+        out.append(line("status", base, fields, to_ns(msg.t)))
+    else:
+        out.append(
+            line(
+                "gap",
+                {**base, "stream": msg.gap_stream},
+                {"start": msg.start, "end": msg.end, "duration_s": msg.end - msg.start},
+                to_ns(msg.start),
+            )
+        )
+    return [x for x in out if x is not None]
+
+
+def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
+    """Lines for analysis events (features, EDA decomposition, SCRs, episodes, quality)."""
+    base = {"site": site, "session": session}
+    out: list[str | None] = []
+    for ev in events:
+        if isinstance(ev, FeatureRow):
+            ns = to_ns(ev.time)
+            fields: dict[str, FieldValue | None] = {
+                "hr": ev.hr,
+                "rmssd": ev.rmssd,
+                "eda_tonic": ev.eda_tonic,
+                "eda_phasic": ev.eda_phasic,
+                "scr_rate": ev.scr_rate,
+                "arousal_index": ev.arousal_index,
+            }
+            fields.update({f"contrib_{k}": float(v) for k, v in sorted(ev.contributions.items())})
+            out.append(line("features", base, fields, ns))
+            for stream, state in sorted(ev.quality.items()):
+                out.append(
+                    line(
+                        "quality",
+                        {**base, "stream": stream},
+                        {"state": state, "code": QUALITY_CODES.get(state, 0)},
+                        ns,
+                    )
+                )
+        elif isinstance(ev, EdaDecomposition):
+            tags = {**base, "device": ev.device}
+            for t, tonic, phasic in zip(ev.times, ev.tonic, ev.phasic, strict=True):
+                out.append(
+                    line("eda", tags, {"tonic": float(tonic), "phasic": float(phasic)}, to_ns(t))
+                )
+        elif isinstance(ev, Scr):
+            out.append(
+                line(
+                    "scr",
+                    {**base, "device": ev.device},
+                    {"amplitude": ev.amplitude, "onset": ev.onset},
+                    to_ns(ev.peak),
+                )
+            )
+        elif isinstance(ev, Episode):
+            out.append(
+                line(
+                    "episode",
+                    {**base, "kind": ev.kind},
+                    {
+                        "onset": ev.onset,
+                        "peak": ev.peak,
+                        "offset": ev.offset,
+                        "duration_s": ev.offset - ev.onset,
+                        "peak_index": ev.peak_index,
+                        "signals": ",".join(ev.signals),
+                        "recovery_depth": ev.recovery_depth,
+                        "recovery_latency_s": ev.recovery_latency,
+                    },
+                    to_ns(ev.onset),
+                )
+            )
+        elif isinstance(ev, QualityChange):
+            continue  # quality is stored per second with the feature rows
+    return [x for x in out if x is not None]

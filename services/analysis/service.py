@@ -1,0 +1,273 @@
+"""The live analysis service: MQTT in, per-session pipelines, InfluxDB and MQTT out.
+
+paho's network thread only timestamps and enqueues; one named worker thread validates, routes
+and writes, so messages of a session are processed in the order the broker delivered them.
+Rejected payloads are republished on the dead-letter topic with the reason and logged once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from services import contract
+from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow, QualityChange
+from services.analysis.errors import BrokerError
+from services.analysis.influx import BufferedWriter
+from services.analysis.pipeline import SessionPipeline
+from services.mqtturl import MqttSettings, make_client, reason_ok
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_EXCERPT_BYTES = 2048
+
+
+@dataclass(slots=True)
+class ServiceStats:
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    missing_seq: int = 0
+    sessions_finished: int = 0
+    episodes: int = 0
+    rejected_by_field: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    topic: str
+    payload: bytes
+    received: float
+
+
+def episode_payload(site: str, session: str, ep: Episode) -> dict[str, object]:
+    return {
+        "v": contract.PROTOCOL_VERSION,
+        "site": site,
+        "session": session,
+        "kind": ep.kind,
+        "onset": ep.onset,
+        "peak": ep.peak,
+        "offset": ep.offset,
+        "peak_index": ep.peak_index,
+        "signals": list(ep.signals),
+        "recovery_depth": ep.recovery_depth,
+        "recovery_latency_s": ep.recovery_latency,
+    }
+
+
+def feature_payload(row: FeatureRow) -> dict[str, object]:
+    return {
+        "v": contract.PROTOCOL_VERSION,
+        "t": row.time,
+        "hr": row.hr,
+        "rmssd": row.rmssd,
+        "eda_tonic": row.eda_tonic,
+        "scr_rate": row.scr_rate,
+        "arousal_index": row.arousal_index,
+        "contributions": dict(row.contributions),
+        "quality": dict(row.quality),
+    }
+
+
+class AnalysisService:
+    """Consumes every session under ``site`` (``+`` for all) until :meth:`stop`."""
+
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings,
+        writer: BufferedWriter,
+        *,
+        site: str = "+",
+        config: AnalysisConfig | None = None,
+        client_id: str | None = None,
+        persistent_session: bool = False,
+        publish_features: bool = True,
+        clock: Callable[[], float] = time.time,
+        on_events: Callable[[str, str, list[Event]], None] | None = None,
+    ) -> None:
+        self.mqtt_settings = mqtt_settings
+        self.writer = writer
+        self.site = site
+        self.config = config
+        self.publish_features = publish_features
+        self.clock = clock
+        self.on_events = on_events
+        self.stats = ServiceStats()
+        self.pipelines: dict[tuple[str, str], SessionPipeline] = {}
+        self._seq = contract.SeqTracker()
+        self._inbox: queue.Queue[_Inbound] = queue.Queue()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._connected = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._client = make_client(mqtt_settings, client_id, clean_session=not persistent_session)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
+
+    # ---------------------------------------------------------------- paho callbacks (enqueue only)
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        if not reason_ok(reason):
+            log.error("broker %s refused the connection: %s", self.mqtt_settings.url, reason)
+            return
+        for topic in contract.subscriptions(self.site):
+            client.subscribe(topic, qos=1)
+        self._connected.set()
+        log.info(
+            "analysis connected to %s, subscribed to site %s", self.mqtt_settings.url, self.site
+        )
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning(
+                "analysis lost broker %s (%s); reconnecting", self.mqtt_settings.url, reason
+            )
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._idle.clear()
+        self._inbox.put(_Inbound(msg.topic, bytes(msg.payload), self.clock()))
+
+    # ---------------------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 10.0) -> AnalysisService:
+        try:
+            self._client.connect(
+                self.mqtt_settings.host, self.mqtt_settings.port, self.mqtt_settings.keepalive
+            )
+        except OSError as exc:
+            raise BrokerError(self.mqtt_settings.url, f"cannot connect: {exc}") from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self._client.loop_stop()
+            raise BrokerError(self.mqtt_settings.url, "no connection acknowledgement in time")
+        self._worker = threading.Thread(target=self._work, name="rekindle-analysis", daemon=True)
+        self._worker.start()
+        return self
+
+    def wait_idle(self, quiet_s: float = 1.0, timeout: float = 120.0) -> bool:
+        """Block until nothing arrived for ``quiet_s`` and the inbox is empty (for tests/tools)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._idle.wait(0.1) and self._inbox.empty():
+                time.sleep(quiet_s)
+                if self._idle.is_set() and self._inbox.empty():
+                    return True
+        return False
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop receiving, process what was already received, flush storage, disconnect."""
+        self._client.unsubscribe(list(contract.subscriptions(self.site)))
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        self.writer.close(timeout_s=timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        log.info(
+            "analysis stopped: %d received, %d accepted, %d rejected, %d duplicates",
+            self.stats.received,
+            self.stats.accepted,
+            self.stats.rejected,
+            self.stats.duplicates,
+        )
+
+    # ------------------------------------------------------------------------------- worker
+    def _work(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            try:
+                item = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                self.writer.flush(block=False)
+                last_flush = time.monotonic()
+                self._idle.set()
+                if self._stop.is_set():
+                    return
+                continue
+            self.process(item.topic, item.payload, item.received)
+            if time.monotonic() - last_flush > 1.0:
+                self.writer.flush(block=False)
+                last_flush = time.monotonic()
+
+    def _deadletter(self, topic: str, payload: bytes, err: contract.ContractError) -> None:
+        self.stats.rejected += 1
+        self.stats.rejected_by_field[err.field] = self.stats.rejected_by_field.get(err.field, 0) + 1
+        log.warning("rejected message on %s: %s", topic, err)
+        body = {
+            "v": contract.PROTOCOL_VERSION,
+            "topic": topic,
+            "field": err.field,
+            "reason": err.reason,
+            "bytes": len(payload),
+            "excerpt": payload[:DEADLETTER_EXCERPT_BYTES].decode("utf-8", "replace"),
+        }
+        self._client.publish(contract.deadletter_topic(topic), json.dumps(body), qos=1)
+
+    def process(self, topic: str, payload: bytes, received: float) -> None:
+        """Validate and handle one message (the worker calls this; public for tools)."""
+        if topic.startswith(contract.DEADLETTER_ROOT + "/"):
+            return  # never re-process our own rejects
+        self.stats.received += 1
+        try:
+            msg = contract.decode(topic, payload, now=received)
+        except contract.ContractError as err:
+            self._deadletter(topic, payload, err)
+            return
+        if not isinstance(msg, contract.StatusMessage):
+            accept, missing = self._seq.check(msg)
+            if not accept:
+                self.stats.duplicates += 1
+                log.debug("duplicate seq %d on %s dropped", msg.seq, topic)
+                return
+            if missing:
+                self.stats.missing_seq += missing
+                log.warning("%d message(s) missing before seq %d on %s", missing, msg.seq, topic)
+        self.stats.accepted += 1
+        key = (msg.site, msg.session)
+        pipeline = self.pipelines.get(key)
+        if pipeline is None:
+            pipeline = self.pipelines[key] = SessionPipeline(msg.site, msg.session, self.config)
+            log.info("session %s/%s started", msg.site, msg.session)
+        out = pipeline.handle(msg)
+        if isinstance(msg, contract.StatusMessage) and msg.state == "end" and pipeline.ended:
+            out.extend(pipeline.finish())
+            del self.pipelines[key]
+            self._seq.forget_session(msg.site, msg.session)
+            self.stats.sessions_finished += 1
+            log.info("session %s/%s ended", msg.site, msg.session)
+        self.writer.add(out.lines)
+        if out.events:
+            self._publish_events(msg.site, msg.session, out.events)
+
+    def _publish_events(self, site: str, session: str, events: list[Event]) -> None:
+        if self.on_events is not None:
+            self.on_events(site, session, events)
+        for ev in events:
+            if isinstance(ev, Episode):
+                self.stats.episodes += 1
+                body: dict[str, object] = episode_payload(site, session, ev)
+                kind: contract.OutputKind = "episode"
+            elif isinstance(ev, QualityChange):
+                body = {"v": 1, "t": ev.time, "stream": ev.stream, "state": ev.state}
+                kind = "quality"
+            elif isinstance(ev, FeatureRow) and self.publish_features:
+                body = feature_payload(ev)
+                kind = "features"
+            else:
+                continue
+            self._client.publish(
+                contract.output_topic(site, session, kind), json.dumps(body), qos=1
+            )

@@ -1,0 +1,381 @@
+"""The ``rekindle`` command line. The only place that reads the environment and sets up logging.
+
+Environment variables (used as defaults for the matching options):
+``REKINDLE_MQTT_URL``, ``REKINDLE_INFLUX_URL``, ``REKINDLE_INFLUX_DB``, ``REKINDLE_INFLUX_ORG``,
+``REKINDLE_INFLUX_BUCKET``, ``REKINDLE_INFLUX_TOKEN_FILE``, ``REKINDLE_SITE``,
+``REKINDLE_LOG_LEVEL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services import contract
+from services.analysis.errors import AnalysisError
+from services.ingest.errors import IngestError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from services.analysis.influx import InfluxSettings
+    from services.ingest.sources.base import Chunk
+    from services.mqtturl import MqttSettings
+
+log = logging.getLogger("rekindle")
+
+#: Modules that contribute sub-commands through ``register(subparsers)``.
+PLUGIN_MODULES = (
+    "services.ingest.ble.cli",
+    "services.analysis.evaluate",
+    "dashboards.cli",
+)
+
+
+class CliError(Exception):
+    """A user error on the command line: printed without a traceback, exit code 2."""
+
+
+def env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def add_mqtt(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    default = env("REKINDLE_MQTT_URL")
+    parser.add_argument(
+        "--mqtt",
+        default=default,
+        required=required and default is None,
+        metavar="URL",
+        help="broker URL, mqtt://user:pass@host:port or mqtts://... (env REKINDLE_MQTT_URL)",
+    )
+
+
+def add_site(parser: argparse.ArgumentParser, default: str = "clinic") -> None:
+    parser.add_argument(
+        "--site", default=env("REKINDLE_SITE") or default, help="pseudonymous site id"
+    )
+
+
+def add_influx(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    url = env("REKINDLE_INFLUX_URL")
+    parser.add_argument(
+        "--influx",
+        default=url,
+        required=required and url is None,
+        metavar="URL",
+        help="InfluxDB URL, http://host:8086 (env REKINDLE_INFLUX_URL)",
+    )
+    parser.add_argument(
+        "--influx-db",
+        default=env("REKINDLE_INFLUX_DB"),
+        metavar="DB",
+        help="InfluxDB 1.x database (env REKINDLE_INFLUX_DB)",
+    )
+    parser.add_argument("--influx-rp", default=None, metavar="RP", help="1.x retention policy")
+    parser.add_argument(
+        "--influx-org",
+        default=env("REKINDLE_INFLUX_ORG"),
+        metavar="ORG",
+        help="InfluxDB 2.x/3.x organisation (env REKINDLE_INFLUX_ORG)",
+    )
+    parser.add_argument(
+        "--influx-bucket",
+        default=env("REKINDLE_INFLUX_BUCKET"),
+        metavar="BUCKET",
+        help="2.x/3.x bucket (env REKINDLE_INFLUX_BUCKET)",
+    )
+    parser.add_argument(
+        "--influx-token-file",
+        default=env("REKINDLE_INFLUX_TOKEN_FILE"),
+        metavar="FILE",
+        type=Path,
+        help="file holding the 2.x/3.x API token (env REKINDLE_INFLUX_TOKEN_FILE)",
+    )
+
+
+def influx_settings(args: argparse.Namespace) -> InfluxSettings:
+    from services.analysis.errors import StorageError  # noqa: PLC0415
+    from services.analysis.influx import InfluxSettings  # noqa: PLC0415
+
+    token = None
+    if args.influx_token_file is not None:
+        try:
+            token = Path(args.influx_token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(
+                f"--influx-token-file: cannot read {args.influx_token_file}: {exc}"
+            ) from exc
+        if not token:
+            raise CliError(f"--influx-token-file: {args.influx_token_file} is empty")
+    try:
+        return InfluxSettings(
+            url=args.influx,
+            database=args.influx_db,
+            retention_policy=args.influx_rp,
+            org=args.influx_org,
+            bucket=args.influx_bucket,
+            token=token,
+        )
+    except StorageError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def mqtt_settings(url: str) -> MqttSettings:
+    from services.mqtturl import MqttSettings, MqttUrlError  # noqa: PLC0415
+
+    try:
+        return MqttSettings.from_url(url)
+    except MqttUrlError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (the services' way to stop cleanly)."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received signal %d, stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def open_chunks(source: str, *, realtime_start: bool = False) -> tuple[str, Iterator[Chunk]]:
+    """``sim`` / ``sim:SEED`` (simulated wearable) or a path to a recording."""
+    from services.ingest.errors import SourceError  # noqa: PLC0415
+    from services.ingest.sources.base import open_source  # noqa: PLC0415
+    from services.ingest.sources.simulator import SimulationScript, simulate  # noqa: PLC0415
+
+    if source == "sim" or source.startswith("sim:"):
+        seed_text = source.partition(":")[2] or "1"
+        try:
+            seed = int(seed_text)
+        except ValueError as exc:
+            raise CliError(f"simulator seed must be an integer, not {seed_text!r}") from exc
+        script = SimulationScript()
+        start = time.time() - script.duration if realtime_start else 1.7e9
+        return f"sim-{seed}", simulate(script, seed=seed, start_time=start)
+    path = Path(source)
+    try:
+        return path.name.removesuffix(".gz").removesuffix(".jsonl"), open_source(path)
+    except SourceError as exc:
+        raise CliError(str(exc)) from exc
+
+
+# ------------------------------------------------------------------------------- sub-commands
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from services.ingest.publisher import Publisher  # noqa: PLC0415
+    from services.ingest.replay import parse_speed, replay  # noqa: PLC0415
+
+    try:
+        speed = parse_speed(args.speed)
+    except ValueError as exc:
+        raise CliError(f"--speed: {exc}") from exc
+    settings = mqtt_settings(args.mqtt)
+    _, chunks = open_chunks(args.source, realtime_start=speed is not None)
+    stop = stop_event_on_signals()
+    with Publisher(settings, args.site, args.session, device="replay") as pub:
+        stats = replay(chunks, pub, speed=speed, stop=stop)
+    print(
+        f"replayed {stats.samples} samples in {stats.chunks} messages "
+        f"({(stats.last or 0) - (stats.first or 0):.0f} s of data) in {stats.wall_s:.1f} s"
+    )
+    return 0
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    from services.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
+    from services.analysis.service import AnalysisService  # noqa: PLC0415
+
+    settings = mqtt_settings(args.mqtt)
+    writer = BufferedWriter(make_transport(influx_settings(args)), spool_path=args.spool)
+    stop = stop_event_on_signals()
+    service = AnalysisService(
+        settings,
+        writer,
+        site=args.site,
+        client_id=args.client_id,
+        persistent_session=args.client_id is not None,
+    ).start()
+    log.info("analysis running; send SIGTERM or SIGINT to stop")
+    stop.wait()
+    service.stop()
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
+
+    out_dir = Path(args.out)
+    total = len(args.sources)
+    for i, source in enumerate(args.sources, start=1):
+        name, chunks = open_chunks(source)
+        if total > 1:
+            bar = "#" * (30 * (i - 1) // total)
+            sys.stderr.write(f"\r[{bar:<30}] {i - 1}/{total} {name:<30}")
+            sys.stderr.flush()
+        result = run_pipeline(chunks, name)
+        target = write_outputs(result, out_dir)
+        if total == 1:
+            print(f"{name}: {len(result.episodes)} episodes -> {target}")
+    if total > 1:
+        sys.stderr.write(f"\r[{'#' * 30}] {total}/{total}{' ' * 32}\n")
+        print(f"analyzed {total} sources -> {out_dir}")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from services.ingest.record import Recorder  # noqa: PLC0415
+
+    settings = mqtt_settings(args.mqtt)
+    stop = stop_event_on_signals()
+    recorder = Recorder(settings, args.site, args.session, Path(args.out)).start()
+    print(f"recording {args.site}/{args.session} to {args.out}", flush=True)
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    while not stop.is_set() and not recorder.done.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        stop.wait(0.2)
+    count = recorder.stop()
+    print(f"recorded {count} messages to {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from services.ingest.replay import parse_speed  # noqa: PLC0415
+
+    try:
+        speed = parse_speed(args.speed)
+    except ValueError as exc:
+        raise CliError(f"--speed: {exc}") from exc
+    influx = influx_settings(args) if args.influx else None
+    options = DemoOptions(
+        mqtt_url=args.mqtt,
+        influx=influx,
+        source=args.source,
+        speed=speed,
+        out=Path(args.out),
+        seed=args.seed,
+        session=args.session,
+        site=args.site,
+    )
+    return run_demo(options, stop_event_on_signals())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rekindle",
+        description="Streaming emotional-arousal tracking from consumer wearables.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=env("REKINDLE_LOG_LEVEL") or "INFO",
+        help="DEBUG, INFO, WARNING or ERROR (env REKINDLE_LOG_LEVEL)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole pipeline on embedded defaults (no servers)")
+    p.add_argument(
+        "--mqtt", default=None, metavar="URL", help="use this broker instead of the embedded one"
+    )
+    add_influx(p, required=False)
+    p.add_argument("--source", default="sim", help="'sim', 'sim:SEED' or a recording path")
+    p.add_argument("--speed", default="60", help="times real time, or 'max' (default 60)")
+    p.add_argument("--out", default="rekindle-demo", help="output folder (default ./rekindle-demo)")
+    p.add_argument("--seed", type=int, default=1, help="simulator seed")
+    p.add_argument("--session", default="demo")
+    add_site(p, "demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("replay", help="publish a recording (or 'sim') over MQTT")
+    p.add_argument("source", help="E4 folder, Rekindle recording, 'sim' or 'sim:SEED'")
+    p.add_argument("--session", required=True)
+    add_site(p)
+    p.add_argument("--speed", default="1", help="times real time, or 'max' (default 1)")
+    add_mqtt(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("analysis", help="run the live analysis service until SIGTERM")
+    add_mqtt(p)
+    add_influx(p, required=True)
+    p.add_argument(
+        "--site", default=env("REKINDLE_SITE") or "+", help="only this site (default: all)"
+    )
+    p.add_argument(
+        "--client-id",
+        default=None,
+        help="stable MQTT client id: the broker then queues messages while away",
+    )
+    p.add_argument(
+        "--spool", type=Path, default=None, help="file for points that InfluxDB could not take yet"
+    )
+    p.set_defaults(func=cmd_analysis)
+
+    p = sub.add_parser("analyze", help="analyze recordings offline with the live detectors")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("record", help="record a session's MQTT streams to a file")
+    p.add_argument("--session", required=True)
+    add_site(p)
+    add_mqtt(p)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: at the session's end status)",
+    )
+    p.set_defaults(func=cmd_record)
+
+    for name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that part of Rekindle is not installed in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"rekindle {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except contract.ContractError as exc:
+        print(f"rekindle {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (IngestError, AnalysisError) as exc:
+        print(f"rekindle {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
