@@ -1,0 +1,233 @@
+"""Causal cardiac processing: HR from the device, RR artefact correction, RMSSD, HR from RR.
+
+No I/O, no clock. Beats are handled one at a time in time order, so results do not depend on
+how the samples were batched.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from dataclasses import dataclass
+
+from services.analysis.core.config import AnalysisConfig
+from services.analysis.core.types import QualityState
+
+DEGRADED_HOLD_S = 5.0
+#: Share of corrected or rejected beats (over the RMSSD window) above which RR is "degraded";
+#: Kubios advises against using HRV from recordings with more than 5 % corrected beats.
+RR_ARTEFACT_DEGRADED = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class HrTick:
+    hr: float | None
+    quality: QualityState
+
+
+class HrProcessor:
+    """Device-reported heart rate (bpm): range check and trailing mean."""
+
+    def __init__(self, config: AnalysisConfig, device: str) -> None:
+        self.cfg = config
+        self.device = device
+        self.last_t = -math.inf
+        self.last_valid_t = -math.inf
+        self.last_bad_t = -math.inf
+        self._window: deque[tuple[float, float]] = deque()
+        self._sum = 0.0
+        self.out_of_order = 0
+
+    def feed(self, times: list[float], values: list[float]) -> None:
+        lo, hi = self.cfg.hr_min_bpm, self.cfg.hr_max_bpm
+        for t, x in zip(times, values, strict=True):
+            if t <= self.last_t:
+                self.out_of_order += 1
+                continue
+            self.last_t = t
+            if not (lo <= x <= hi):
+                self.last_bad_t = t
+                continue
+            self.last_valid_t = t
+            self._window.append((t, x))
+
+    def tick(self, k: int, *, motion: bool, in_gap: bool) -> HrTick:
+        cfg = self.cfg
+        w = self._window
+        while w and w[0][0] < k - cfg.hr_window_s:
+            w.popleft()
+        if in_gap or not w or k - self.last_valid_t > cfg.hr_lost_after_s:
+            return HrTick(None, "lost")
+        hr = math.fsum(x for _, x in w) / len(w)
+        state: QualityState = (
+            "degraded" if motion or k - self.last_bad_t <= DEGRADED_HOLD_S else "good"
+        )
+        return HrTick(hr, state)
+
+
+@dataclass(frozen=True, slots=True)
+class RrTick:
+    hr: float | None
+    rmssd: float | None
+    quality: QualityState
+
+
+class RrProcessor:
+    """RR intervals (ms) with causal artefact correction and sliding RMSSD / mean HR.
+
+    Each interval is classified against the median of the previous ``rr_reference_beats``
+    accepted intervals, with one beat of look-ahead (after Lipponen & Tarvainen 2019, using a
+    fixed relative threshold):
+
+    * normal: within ``rr_artefact_fraction`` of the reference;
+    * missed beat: about twice the reference -> split into two intervals;
+    * extra beat: short, and the sum with the next interval is about one reference -> merged;
+    * ectopic beat: short followed by a compensatory long interval whose sum is about two
+      references -> both replaced by their mean;
+    * otherwise rejected. Three mutually consistent rejected intervals in a row re-seed the
+      reference (a genuine, fast change of heart rate).
+
+    Successive differences are only formed between intervals of adjacent beats, so gaps in the
+    beat stream (E4 drops beats it cannot detect) never create spurious differences.
+    """
+
+    def __init__(self, config: AnalysisConfig, device: str) -> None:
+        self.cfg = config
+        self.device = device
+        self.last_t = -math.inf
+        self.last_accept_t = -math.inf
+        self.last_bad_t = -math.inf
+        self._pending: tuple[float, float] | None = None  # (beat time, interval ms)
+        self._prev_beat_t = -math.inf  # time of the beat before the pending one
+        self._ref: deque[float] = deque(maxlen=config.rr_reference_beats)
+        self._rejected: list[tuple[float, float]] = []
+        self._last_acc: tuple[float, float] | None = None  # last accepted (beat time, ms)
+        self._beats: deque[tuple[float, float]] = deque()  # accepted (t, ms) in HR window
+        self._diffs: deque[tuple[float, float]] = deque()  # (t, squared successive diff)
+        self._events: deque[tuple[float, bool]] = deque()  # (t, was artefact) in RMSSD window
+        self.corrected = 0
+        self.rejected = 0
+        self.out_of_order = 0
+        self._skip_next = False
+
+    # -- beat handling ---------------------------------------------------------------------------
+    def _adjacent(self, t_prev: float, t: float, rr_ms: float) -> bool:
+        return abs((t - t_prev) * 1000.0 - rr_ms) <= max(50.0, 0.1 * rr_ms)
+
+    def _accept(self, t: float, rr: float, *, artefact: bool) -> None:
+        last = self._last_acc
+        if last is not None and self._adjacent(last[0], t, rr):
+            d = rr - last[1]
+            self._diffs.append((t, d * d))
+        self._last_acc = (t, rr)
+        self._ref.append(rr)
+        self._beats.append((t, rr))
+        self._events.append((t, artefact))
+        self.last_accept_t = t
+
+    def _reject(self, t: float, rr: float) -> None:
+        self.rejected += 1
+        self.last_bad_t = t
+        self._events.append((t, True))
+        self._rejected.append((t, rr))
+        if len(self._rejected) >= 3:
+            vals = [r for _, r in self._rejected[-3:]]
+            med = statistics.median(vals)
+            if all(abs(v - med) <= self.cfg.rr_artefact_fraction * med for v in vals):
+                self._ref.clear()
+                for bt, v in self._rejected[-3:]:
+                    self._ref.append(v)
+                    self._beats.append((bt, v))
+                self._last_acc = self._rejected[-1]
+                self.last_accept_t = self._rejected[-1][0]
+                self._rejected.clear()
+
+    def _classify(self, nxt: tuple[float, float] | None) -> None:
+        """Decide the pending beat, looking at the next one when it is adjacent."""
+        assert self._pending is not None
+        t, rr = self._pending
+        self._pending = None
+        f = self.cfg.rr_artefact_fraction
+        if len(self._ref) < 3:
+            self._rejected.clear()
+            self._accept(t, rr, artefact=False)
+            return
+        ref = statistics.median(self._ref)
+        if abs(rr - ref) <= f * ref:
+            self._rejected.clear()
+            self._accept(t, rr, artefact=False)
+            return
+        if abs(rr / 2.0 - ref) <= f * ref:  # missed beat
+            self.corrected += 1
+            self._rejected.clear()
+            self._accept(t - rr / 2000.0, rr / 2.0, artefact=True)
+            self._accept(t, rr / 2.0, artefact=True)
+            return
+        if nxt is not None and rr < (1.0 - f) * ref:
+            t2, rr2 = nxt
+            total = rr + rr2
+            if abs(total - ref) <= f * ref:  # extra beat: merge with the next interval
+                self.corrected += 1
+                self._rejected.clear()
+                self._accept(t2, total, artefact=True)
+                self._skip_next = True
+                return
+            if rr2 > (1.0 + f) * ref and abs(total - 2.0 * ref) <= f * 2.0 * ref:  # ectopic
+                self.corrected += 1
+                self._rejected.clear()
+                self._accept(t2 - total / 2000.0, total / 2.0, artefact=True)
+                self._accept(t2, total / 2.0, artefact=True)
+                self._skip_next = True
+                return
+        self._reject(t, rr)
+
+    def feed(self, times: list[float], values: list[float]) -> None:
+        lo, hi = self.cfg.rr_min_ms, self.cfg.rr_max_ms
+        for t, rr in zip(times, values, strict=True):
+            if t <= self.last_t:
+                self.out_of_order += 1
+                continue
+            self.last_t = t
+            if not (lo <= rr <= hi):
+                self.rejected += 1
+                self.last_bad_t = t
+                self._events.append((t, True))
+                if self._pending is not None:
+                    self._classify(None)
+                continue
+            self._skip_next = False
+            if self._pending is not None:
+                adjacent = self._adjacent(self._pending[0], t, rr)
+                self._classify((t, rr) if adjacent else None)
+            if self._skip_next:
+                self._skip_next = False
+                continue
+            self._pending = (t, rr)
+
+    def flush_before(self, k: int) -> None:
+        """Decide a pending beat that can no longer get an adjacent successor before ``k``."""
+        if self._pending is not None and k - self._pending[0] > self.cfg.rr_max_ms / 1000.0:
+            self._classify(None)
+
+    def tick(self, k: int, *, in_gap: bool) -> RrTick:
+        cfg = self.cfg
+        self.flush_before(k)
+        for dq, win in (
+            (self._beats, cfg.hr_window_s),
+            (self._diffs, cfg.rmssd_window_s),
+            (self._events, cfg.rmssd_window_s),
+        ):
+            while dq and dq[0][0] < k - win:
+                dq.popleft()
+        if in_gap or k - self.last_accept_t > cfg.rr_lost_after_s or not self._beats:
+            return RrTick(None, None, "lost")
+        mean_rr = math.fsum(r for _, r in self._beats) / len(self._beats)
+        rmssd = None
+        if len(self._diffs) >= cfg.rmssd_min_pairs:
+            rmssd = math.sqrt(math.fsum(d for _, d in self._diffs) / len(self._diffs))
+        n_art = sum(1 for _, a in self._events if a)
+        frac = n_art / len(self._events) if self._events else 0.0
+        state: QualityState = "degraded" if frac > RR_ARTEFACT_DEGRADED else "good"
+        return RrTick(60000.0 / mean_rr, rmssd, state)
+

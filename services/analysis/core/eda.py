@@ -1,0 +1,171 @@
+"""Causal EDA processing for one device: validation, cleaning, tonic/phasic split, SCRs.
+
+Every filter is a cascade of first-order exponential sections whose coefficient is computed from
+each sample's own time step, so irregular or jittered sampling and gaps are handled exactly the
+same way whatever the batch boundaries are. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.analysis.core.config import AnalysisConfig
+from services.analysis.core.types import EdaDecomposition, QualityState, Scr
+
+#: After a time step longer than this (s) the filters restart from the new sample.
+GAP_RESET_S = 10.0
+#: Seconds a step artefact or invalid sample keeps the stream "degraded".
+DEGRADED_HOLD_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EdaTick:
+    """EDA state at the end of one feature second."""
+
+    tonic: float | None
+    phasic: float | None
+    scr_rate: float | None
+    slope: float | None  # µS per minute over ``eda_slope_window_s``
+    quality: QualityState
+
+
+class EdaProcessor:
+    """Streaming EDA for one device. Feed samples in time order, then call :meth:`tick`."""
+
+    def __init__(self, config: AnalysisConfig, device: str) -> None:
+        self.cfg = config
+        self.device = device
+        self._tau_clean = 1.0 / (2.0 * math.pi * config.eda_lowpass_hz)
+        self._tau_tonic = 1.0 / (2.0 * math.pi * config.eda_tonic_hz)
+        self._hyst = 0.5 * config.scr_min_amplitude_us
+        self.last_t = -math.inf  # last sample time accepted (valid or not)
+        self.last_valid_t = -math.inf
+        self.last_bad_t = -math.inf
+        self._last_x = math.nan
+        self._c1 = self._c2 = self._t1 = self._t2 = math.nan
+        self._rising = False
+        self._trough_t = self._trough_y = self._peak_t = self._peak_y = math.nan
+        self._scr_peaks: deque[float] = deque()
+        self._tonic_hist: deque[tuple[int, float]] = deque()
+        self._range_hist: deque[tuple[float, float]] = deque()
+        self._tick_min = math.inf
+        self._tick_max = -math.inf
+        self._out_t: list[float] = []
+        self._out_tonic: list[float] = []
+        self._out_phasic: list[float] = []
+        self._scrs: list[Scr] = []
+        self.out_of_order = 0
+
+    def _restart(self, x: float) -> None:
+        self._c1 = self._c2 = self._t1 = self._t2 = x
+        self._rising = False
+        self._trough_t = self._trough_y = self._peak_t = self._peak_y = math.nan
+
+    def feed(self, times: list[float], values: list[float]) -> None:
+        """Process samples (time-ordered, unix s / µS). Invalid ones are skipped and noted."""
+        cfg = self.cfg
+        lo, hi = cfg.eda_min_us, cfg.eda_max_us
+        max_slope = cfg.eda_max_slope_us_s
+        tau_c, tau_t = self._tau_clean, self._tau_tonic
+        hyst, amin, max_rise = self._hyst, cfg.scr_min_amplitude_us, cfg.scr_max_rise_s
+        exp = math.exp
+        for t, x in zip(times, values, strict=True):
+            if t <= self.last_t:
+                self.out_of_order += 1
+                continue
+            self.last_t = t
+            if not (lo <= x <= hi):  # also rejects NaN
+                self.last_bad_t = t
+                continue
+            dt = t - self.last_valid_t
+            if dt > GAP_RESET_S:
+                self._restart(x)
+            elif abs(x - self._last_x) > max_slope * max(dt, 1e-3):
+                self.last_bad_t = t  # step artefact: restart the filters at the new level
+                self._restart(x)
+            else:
+                a = 1.0 - exp(-dt / tau_c)
+                self._c1 += a * (x - self._c1)
+                self._c2 += a * (self._c1 - self._c2)
+                b = 1.0 - exp(-dt / tau_t)
+                self._t1 += b * (self._c2 - self._t1)
+                self._t2 += b * (self._t1 - self._t2)
+            self.last_valid_t = t
+            self._last_x = x
+            clean = self._c2
+            tonic = self._t2
+            y = clean - tonic
+            self._tick_min = min(self._tick_min, x)
+            self._tick_max = max(self._tick_max, x)
+            self._out_t.append(t)
+            self._out_tonic.append(tonic)
+            self._out_phasic.append(y)
+            # trough-to-peak SCR detection on the phasic signal, with hysteresis
+            if self._rising:
+                if y > self._peak_y:
+                    self._peak_t, self._peak_y = t, y
+                elif y < self._peak_y - hyst:
+                    amp = self._peak_y - self._trough_y
+                    if amp >= amin and self._peak_t - self._trough_t <= max_rise:
+                        self._scrs.append(Scr(self.device, self._trough_t, self._peak_t, amp))
+                        self._scr_peaks.append(self._peak_t)
+                    self._rising = False
+                    self._trough_t, self._trough_y = t, y
+            elif math.isnan(self._trough_y) or y < self._trough_y:
+                self._trough_t, self._trough_y = t, y
+            elif y > self._trough_y + hyst:
+                self._rising = True
+                self._peak_t, self._peak_y = t, y
+
+    def tick(self, k: int, *, motion: bool, in_gap: bool) -> EdaTick:
+        """State for the feature second ending at ``k`` (all samples ``< k`` fed)."""
+        cfg = self.cfg
+        self._range_hist.append((self._tick_min, self._tick_max))
+        self._tick_min, self._tick_max = math.inf, -math.inf
+        flat_n = int(cfg.flat_window_s)
+        while len(self._range_hist) > flat_n:
+            self._range_hist.popleft()
+        lost = in_gap or k - self.last_valid_t > cfg.eda_lost_after_s
+        if not lost and len(self._range_hist) >= flat_n:
+            lo = min(r[0] for r in self._range_hist)
+            hi = max(r[1] for r in self._range_hist)
+            lost = hi - lo < cfg.eda_flat_us
+        if lost:
+            return EdaTick(None, None, None, None, "lost")
+        state: QualityState = (
+            "degraded" if motion or k - self.last_bad_t <= DEGRADED_HOLD_S else "good"
+        )
+        peaks = self._scr_peaks
+        while peaks and peaks[0] < k - cfg.scr_rate_window_s:
+            peaks.popleft()
+        rate = len(peaks) * 60.0 / cfg.scr_rate_window_s
+        tonic = self._t2
+        hist = self._tonic_hist
+        hist.append((k, tonic))
+        window = cfg.eda_slope_window_s
+        while hist and hist[0][0] < k - window:
+            hist.popleft()
+        slope = None
+        if hist[0][0] <= k - window:
+            slope = (tonic - hist[0][1]) * 60.0 / window
+        return EdaTick(tonic, self._c2 - tonic, rate, slope, state)
+
+    def take_events(self) -> list[Scr | EdaDecomposition]:
+        """SCRs and the decomposition produced since the last call."""
+        out: list[Scr | EdaDecomposition] = list(self._scrs)
+        self._scrs.clear()
+        if self._out_t:
+            out.append(
+                EdaDecomposition(
+                    self.device,
+                    np.array(self._out_t, dtype=np.float64),
+                    np.array(self._out_tonic, dtype=np.float64),
+                    np.array(self._out_phasic, dtype=np.float64),
+                )
+            )
+            self._out_t, self._out_tonic, self._out_phasic = [], [], []
+        return out

@@ -1,0 +1,161 @@
+"""Arousal and emotional-release episode detection on the per-second index (pure, causal)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from services.analysis.core.baseline import Input
+from services.analysis.core.config import AnalysisConfig
+from services.analysis.core.types import Episode
+
+#: An input is listed among an episode's signals when it gave at least this share of the index
+#: at the episode's peak.
+SIGNAL_SHARE = 0.2
+#: Signals whose recovery is tracked for the release episode, with the index input behind them.
+RECOVERY_SIGNALS: Mapping[str, Input] = {"hr": "hr", "rmssd": "ln_rmssd", "eda": "tonic"}
+
+
+@dataclass(slots=True)
+class _Surge:
+    """Recovery tracking after one arousal episode."""
+
+    onset: float
+    peak: float
+    peak_index: float
+    offset: float | None = None
+    peak_z: dict[str, float] = field(default_factory=dict)
+    held_since: dict[str, float] = field(default_factory=dict)
+    done: bool = False
+
+
+class EpisodeDetector:
+    """Hysteresis detector for arousal episodes plus the release tracker.
+
+    Feed one index value per second with :meth:`step` (``None`` when no usable signal: that
+    second can never be part of an episode and closes an open one).
+    """
+
+    def __init__(self, config: AnalysisConfig) -> None:
+        self.cfg = config
+        self._cand_start: float | None = None
+        self._active = False
+        self._onset = 0.0
+        self._peak_t = 0.0
+        self._peak = -1.0
+        self._peak_contrib: dict[str, float] = {}
+        self._below_since: float | None = None
+        self._last_t = 0.0
+        self._surge: _Surge | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def _close(self, offset: float) -> Episode:
+        total = sum(self._peak_contrib.values())
+        share = SIGNAL_SHARE * total
+        picked = [k for k, v in self._peak_contrib.items() if total > 0 and v >= share]
+        signals = tuple(sorted(picked))
+        ep = Episode("arousal", self._onset, self._peak_t, offset, self._peak, signals)
+        self._active = False
+        self._cand_start = None
+        self._below_since = None
+        if self._surge is not None and self._surge.onset == self._onset:
+            self._surge.offset = offset
+            self._surge.peak = self._peak_t
+            self._surge.peak_index = self._peak
+        return ep
+
+    def step(
+        self,
+        t: float,
+        index: float | None,
+        contributions: Mapping[str, float],
+        z: Mapping[Input, float],
+    ) -> list[Episode]:
+        cfg = self.cfg
+        out: list[Episode] = []
+        if index is None:
+            if self._active:
+                out.append(self._close(self._below_since or t))
+            self._cand_start = None
+        elif self._active:
+            if index > self._peak:
+                self._peak, self._peak_t, self._peak_contrib = index, t, dict(contributions)
+            if index >= cfg.exit_index:
+                self._below_since = None
+            else:
+                if self._below_since is None:
+                    self._below_since = t
+                if t - self._below_since >= cfg.exit_hold_s:
+                    out.append(self._close(self._below_since))
+        elif self._cand_start is None:
+            if index >= cfg.enter_index:
+                self._cand_start = t
+                self._peak, self._peak_t, self._peak_contrib = index, t, dict(contributions)
+        elif index < cfg.exit_index:
+            self._cand_start = None
+        else:
+            if index > self._peak:
+                self._peak, self._peak_t, self._peak_contrib = index, t, dict(contributions)
+            if t - self._cand_start >= cfg.min_episode_s:
+                self._active = True
+                self._onset = self._cand_start
+                self._below_since = None
+                self._surge = _Surge(self._onset, self._peak_t, self._peak)
+        self._last_t = t
+        out.extend(self._track_release(t, z))
+        return out
+
+    def _track_release(self, t: float, z: Mapping[Input, float]) -> list[Episode]:
+        cfg = self.cfg
+        s = self._surge
+        if s is None or s.done:
+            return []
+        if s.offset is not None and t - s.offset > cfg.release_window_s:
+            s.done = True
+            return []
+        if self._active:
+            s.peak, s.peak_index = self._peak_t, self._peak
+        recovered: dict[str, float] = {}
+        first_met = t
+        for name, inp in RECOVERY_SIGNALS.items():
+            zz = z.get(inp)
+            if zz is None:
+                s.held_since.pop(name, None)
+                continue
+            if zz > s.peak_z.get(name, float("-inf")):
+                s.peak_z[name] = zz
+            zp = s.peak_z[name]
+            if zp < cfg.surge_min_z:
+                continue
+            frac = (zp - zz) / zp
+            if frac >= cfg.recovery_fraction:
+                since = s.held_since.setdefault(name, t)
+                if t - since >= cfg.recovery_hold_s:
+                    recovered[name] = frac
+                    first_met = min(first_met, since)
+            else:
+                s.held_since.pop(name, None)
+        if not recovered:
+            return []
+        s.done = True
+        return [
+            Episode(
+                "release",
+                s.onset,
+                s.peak,
+                t,
+                s.peak_index,
+                tuple(sorted(recovered)),
+                recovery_depth=max(recovered.values()),
+                recovery_latency=max(0.0, first_met - s.peak),
+            )
+        ]
+
+    def finish(self, t: float) -> list[Episode]:
+        """End of data: close an open episode at ``t``."""
+        if self._active:
+            return [self._close(self._below_since or t)]
+        return []

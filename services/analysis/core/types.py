@@ -1,0 +1,129 @@
+"""Inputs and events of the streaming analysis core (frozen value objects, no behaviour)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+StreamName: TypeAlias = Literal["eda", "hr", "rr", "acc", "temp", "ppg", "ecg"]
+QualityState: TypeAlias = Literal["good", "degraded", "lost"]
+EpisodeKind: TypeAlias = Literal["arousal", "release"]
+
+#: Marker texts that delimit an explicit baseline range.
+BASELINE_START = "baseline_start"
+BASELINE_END = "baseline_end"
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """Time-ordered samples of one stream from one device.
+
+    ``times`` are unix seconds, one per sample; ``values`` has shape ``(n,)``, or ``(n, 3)`` for
+    ``acc`` (g). Units follow the wire contract: EDA µS, HR bpm, RR ms.
+    """
+
+    stream: StreamName
+    device: str
+    times: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerInput:
+    """A clinician marker. ``baseline_start``/``baseline_end`` define the baseline range."""
+
+    time: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class GapInput:
+    """Data of ``stream`` from ``device`` is known to be missing between ``start`` and ``end``."""
+
+    stream: str
+    device: str
+    start: float
+    end: float
+
+
+AnalyzerInput: TypeAlias = SampleBatch | MarkerInput | GapInput
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    """Features for one whole second of session time (1 Hz); ``time`` is an integer unix second.
+
+    The row summarises the data with sample times ``< time``. ``contributions`` gives the index
+    points each input contributed (they sum to ``arousal_index``); ``quality`` maps each stream
+    seen so far to ``good``, ``degraded`` or ``lost``.
+    """
+
+    time: float
+    hr: float | None
+    rmssd: float | None
+    eda_tonic: float | None
+    eda_phasic: float | None
+    scr_rate: float | None
+    arousal_index: float | None
+    contributions: Mapping[str, float]
+    quality: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class EdaDecomposition:
+    """Tonic and phasic EDA (µS) at the EDA sample times, emitted once final."""
+
+    device: str
+    times: npt.NDArray[np.float64]
+    tonic: npt.NDArray[np.float64]
+    phasic: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Scr:
+    """One skin-conductance response: onset and peak (unix s), trough-to-peak amplitude (µS)."""
+
+    device: str
+    onset: float
+    peak: float
+    amplitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """An arousal episode, or an emotional-release episode (surge followed by recovery).
+
+    For ``arousal``: ``onset``/``offset`` delimit the time the index stayed at or above the enter
+    threshold (with hysteresis), ``peak`` is when it peaked and ``peak_index`` its value.
+
+    For ``release``: ``onset``, ``peak`` and ``peak_index`` are those of the surge (the arousal
+    episode); ``offset`` is when recovery was confirmed. ``recovery_depth`` is the fraction of the
+    surge (in robust z units above baseline) that the best-recovering signal gave back (1.0 = back
+    at baseline; may exceed 1). ``recovery_latency`` is seconds from the surge peak until the
+    recovery criterion was first met.
+    """
+
+    kind: EpisodeKind
+    onset: float
+    peak: float
+    offset: float
+    peak_index: float
+    signals: tuple[str, ...]
+    recovery_depth: float | None = None
+    recovery_latency: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QualityChange:
+    """The quality of ``stream`` changed to ``state`` at ``time`` (unix s, a feature-row time)."""
+
+    time: float
+    stream: str
+    state: QualityState
+
+
+Event: TypeAlias = FeatureRow | EdaDecomposition | Scr | Episode | QualityChange
