@@ -1,0 +1,184 @@
+"""Grafana alert rules (file provisioning format), built with grafana-foundation-sdk.
+
+Three rules, each evaluated per site and session (multi-dimensional, from the InfluxQL
+``GROUP BY`` tags):
+
+* **Arousal high**: the lowest arousal index of the last ``AROUSAL_HOLD_S`` seconds is above
+  ``AROUSAL_ALERT``, i.e. the index stayed above the threshold for that long.
+* **Signal lost**: the best quality verdict of a stream over the last ``SIGNAL_LOST_S`` seconds is
+  "lost" (code 0), i.e. the stream was lost for that long.
+* **No data**: a session that wrote feature rows in the last ``NO_DATA_LOOKBACK_S`` seconds wrote
+  none in the last ``NO_DATA_S`` seconds (10 s buckets, so it fires between ``NO_DATA_S - 10``
+  and ``NO_DATA_S`` seconds of silence). A session that ended normally also fires this until it
+  leaves the look-back window; silence it in Grafana or stop the dashboard watching it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from grafana_foundation_sdk.builders import alerting as ab
+from grafana_foundation_sdk.builders import expr as eb
+from grafana_foundation_sdk.models import alerting as am
+
+from dashboards.influxql import DATASOURCE_UID, InfluxQL
+from dashboards.panels import AROUSAL_ALERT
+
+FOLDER: Final = "Rekindle"
+GROUP: Final = "rekindle-sessions"
+EVALUATION_INTERVAL: Final = "10s"
+AROUSAL_HOLD_S: Final = 60
+SIGNAL_LOST_S: Final = 30
+NO_DATA_S: Final = 60
+NO_DATA_BUCKET_S: Final = 10
+NO_DATA_LOOKBACK_S: Final = 900
+
+AROUSAL_QUERY: Final = (
+    'SELECT min("arousal_index") AS "arousal" FROM "features" WHERE $timeFilter '
+    'GROUP BY "site", "session"'
+)
+SIGNAL_LOST_QUERY: Final = (
+    'SELECT max("code") AS "quality" FROM "quality" WHERE $timeFilter '
+    'GROUP BY "site", "session", "stream"'
+)
+NO_DATA_QUERY: Final = (
+    f'SELECT moving_average(count("arousal_index"), {NO_DATA_S // NO_DATA_BUCKET_S}) AS "rows" '
+    f'FROM "features" WHERE $timeFilter GROUP BY time({NO_DATA_BUCKET_S}s), "site", "session" '
+    "fill(0)"
+)
+
+Comparison = Literal["gt", "lt"]
+
+
+def _rule(
+    uid: str,
+    title: str,
+    query: str,
+    lookback_s: int,
+    comparison: Comparison,
+    threshold: float,
+    summary: str,
+    severity: str,
+) -> ab.Rule:
+    source = (
+        ab.Query("A")
+        .datasource_uid(DATASOURCE_UID)
+        .relative_time_range(am.RelativeTimeRange(from_val=lookback_s, to=0))
+        .model(InfluxQL(query, "A"))
+    )
+    reduce = (
+        ab.Query("B")
+        .datasource_uid("__expr__")
+        .model(
+            eb.TypeReduce()
+            .ref_id("B")
+            .expression("A")
+            .reducer("last")
+            .settings(eb.ExprTypeReduceSettings().mode("dropNN"))
+        )
+    )
+    condition = (
+        ab.Query("C")
+        .datasource_uid("__expr__")
+        .model(
+            eb.TypeThreshold()
+            .ref_id("C")
+            .expression("B")
+            .conditions(
+                [
+                    eb.ExprTypeThresholdConditions().evaluator(
+                        eb.ExprTypeThresholdConditionsEvaluator()
+                        .type(comparison)
+                        .params([threshold])
+                    )
+                ]
+            )
+        )
+    )
+    return (
+        ab.Rule(title)
+        .uid(uid)
+        .condition("C")
+        .queries([source, reduce, condition])
+        .for_val("0s")
+        .no_data_state("OK")
+        .exec_err_state("Error")
+        .is_paused(False)
+        .annotations({"summary": summary})
+        .labels({"severity": severity, "app": "rekindle"})
+    )
+
+
+def rules() -> list[am.Rule]:
+    return [
+        _rule(
+            "rekindle-arousal-high",
+            "Arousal high",
+            AROUSAL_QUERY,
+            AROUSAL_HOLD_S,
+            "gt",
+            AROUSAL_ALERT,
+            f"Session {{{{ $labels.session }}}} (site {{{{ $labels.site }}}}): arousal index "
+            f"above {AROUSAL_ALERT:g} for {AROUSAL_HOLD_S} s",
+            "warning",
+        ).build(),
+        _rule(
+            "rekindle-signal-lost",
+            "Signal lost",
+            SIGNAL_LOST_QUERY,
+            SIGNAL_LOST_S,
+            "lt",
+            0.5,
+            "Session {{ $labels.session }} (site {{ $labels.site }}): "
+            f"{{{{ $labels.stream }}}} signal lost for {SIGNAL_LOST_S} s",
+            "warning",
+        ).build(),
+        _rule(
+            "rekindle-no-data",
+            "No data from session",
+            NO_DATA_QUERY,
+            NO_DATA_LOOKBACK_S,
+            "lt",
+            0.5,
+            "Session {{ $labels.session }} (site {{ $labels.site }}): "
+            f"no data for {NO_DATA_S} s",
+            "critical",
+        ).build(),
+    ]
+
+
+def _json(obj: Any) -> Any:
+    """Plain JSON values from SDK objects (recursively through ``to_json``)."""
+    if hasattr(obj, "to_json"):
+        return _json(obj.to_json())
+    if isinstance(obj, dict):
+        return {k: _json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json(v) for v in obj]
+    return obj
+
+
+#: Keys of the SDK's API-shaped rule that the file-provisioning format takes from the group.
+_GROUP_LEVEL_KEYS = ("folderUID", "orgID", "ruleGroup")
+
+
+def provisioning() -> dict[str, Any]:
+    """The alert rules as a Grafana file-provisioning document (``provisioning/alerting``)."""
+    rule_docs = []
+    for rule in rules():
+        doc = _json(rule)
+        for key in _GROUP_LEVEL_KEYS:
+            doc.pop(key, None)
+        rule_docs.append(doc)
+    return {
+        "apiVersion": 1,
+        "groups": [
+            {
+                "orgId": 1,
+                "name": GROUP,
+                "folder": FOLDER,
+                "interval": EVALUATION_INTERVAL,
+                "rules": rule_docs,
+            }
+        ],
+    }

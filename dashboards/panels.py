@@ -1,0 +1,362 @@
+"""Panels shared by the Rekindle dashboards (grafana-foundation-sdk builders)."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import gauge, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+
+from dashboards.influxql import DATASOURCE, SESSION_FILTER, InfluxAnnotation, InfluxQL
+
+#: Arousal index levels: below WATCH is calm, at or above ALERT is high arousal (alert rule too).
+AROUSAL_WATCH = 50.0
+AROUSAL_ALERT = 70.0
+
+#: Quality codes stored by the analysis service (``quality.code``).
+QUALITY_MAPPINGS: list[dm.ValueMapping] = [
+    dm.ValueMap(
+        options={
+            "0": dm.ValueMappingResult(text="lost", color="red", index=0),
+            "1": dm.ValueMappingResult(text="degraded", color="orange", index=1),
+            "2": dm.ValueMappingResult(text="good", color="green", index=2),
+        }
+    )
+]
+
+STATE_MAPPINGS: list[dm.ValueMapping] = [
+    dm.ValueMap(
+        options={
+            "online": dm.ValueMappingResult(text="online", color="green", index=0),
+            "offline": dm.ValueMappingResult(text="offline", color="orange", index=1),
+            "lost": dm.ValueMappingResult(text="lost", color="red", index=2),
+            "end": dm.ValueMappingResult(text="ended", color="blue", index=3),
+        }
+    )
+]
+
+
+def where(*conditions: str) -> str:
+    """``WHERE`` clause: the session filter, extra conditions, then ``$timeFilter``."""
+    return "WHERE " + " AND ".join([SESSION_FILTER, *conditions, "$timeFilter"])
+
+
+def _arousal_thresholds() -> db.ThresholdsConfig:
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps(
+            [
+                dm.Threshold(color="green", value=None),
+                dm.Threshold(color="yellow", value=AROUSAL_WATCH),
+                dm.Threshold(color="red", value=AROUSAL_ALERT),
+            ]
+        )
+    )
+
+
+def _legend() -> cb.VizLegendOptions:
+    return (
+        cb.VizLegendOptions()
+        .display_mode(cm.LegendDisplayMode.LIST)
+        .placement(cm.LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
+
+
+def _series(title: str, unit: str) -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .line_width(1)
+        .fill_opacity(0)
+        .span_nulls(False)
+        .legend(_legend())
+        .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.NONE))
+    )
+
+
+def _right_axis(name: str, unit: str) -> list[dm.DynamicConfigValue]:
+    return [
+        dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+        dm.DynamicConfigValue(id_val="unit", value=unit),
+        dm.DynamicConfigValue(id_val="displayName", value=name),
+    ]
+
+
+def _points_only() -> list[dm.DynamicConfigValue]:
+    return [
+        dm.DynamicConfigValue(id_val="custom.drawStyle", value="points"),
+        dm.DynamicConfigValue(id_val="custom.pointSize", value=8),
+        dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+        dm.DynamicConfigValue(id_val="unit", value="µS"),
+        dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "purple"}),
+    ]
+
+
+def hr_rmssd() -> timeseries.Panel:
+    """Heart rate (left axis, bpm) and RMSSD (right axis, ms) from the 1 Hz feature rows."""
+    return (
+        _series("Heart rate and RMSSD", "bpm")
+        .description("Heart rate (bpm, left) and RMSSD over the analysis window (ms, right).")
+        .with_target(
+            InfluxQL(
+                f'SELECT mean("hr") AS "HR" FROM "features" {where()} '
+                "GROUP BY time($__interval) fill(none)",
+                "A",
+            )
+        )
+        .with_target(
+            InfluxQL(
+                f'SELECT mean("rmssd") AS "RMSSD" FROM "features" {where()} '
+                "GROUP BY time($__interval) fill(none)",
+                "B",
+            )
+        )
+        .override_by_query("B", _right_axis("RMSSD", "ms"))
+    )
+
+
+def eda() -> timeseries.Panel:
+    """Raw EDA with its tonic and phasic parts; SCR peaks as points (amplitude, right axis)."""
+    return (
+        _series("Skin conductance (EDA)", "µS")
+        .description(
+            "Raw EDA, its tonic (slow) and phasic (fast) parts in µS; "
+            "purple points are detected skin-conductance responses (amplitude, right axis)."
+        )
+        .with_target(
+            InfluxQL(
+                'SELECT mean("value") AS "EDA raw" FROM "signal" '
+                + where("\"stream\" = 'eda'")
+                + " GROUP BY time($__interval) fill(none)",
+                "A",
+            )
+        )
+        .with_target(
+            InfluxQL(
+                f'SELECT mean("tonic") AS "tonic", mean("phasic") AS "phasic" FROM "eda" {where()} '
+                "GROUP BY time($__interval) fill(none)",
+                "B",
+            )
+        )
+        .with_target(InfluxQL(f'SELECT "amplitude" AS "SCR" FROM "scr" {where()}', "C"))
+        .override_by_query("C", _points_only())
+    )
+
+
+def arousal_series() -> timeseries.Panel:
+    return (
+        _series("Arousal index", "none")
+        .description(
+            "Arousal index (0-100) from the signals present; the dashed lines are the watch "
+            f"({AROUSAL_WATCH:g}) and alert ({AROUSAL_ALERT:g}) levels."
+        )
+        .min(0)
+        .max(100)
+        .thresholds(_arousal_thresholds())
+        .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
+        .with_target(
+            InfluxQL(
+                f'SELECT mean("arousal_index") AS "arousal index" FROM "features" {where()} '
+                "GROUP BY time($__interval) fill(none)",
+                "A",
+            )
+        )
+    )
+
+
+def arousal_contributions() -> timeseries.Panel:
+    return (
+        _series("Arousal index: contribution of each signal", "none")
+        .description(
+            "Index points contributed by each input (EDA, HR, RMSSD); they add up to the index."
+        )
+        .stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL))
+        .fill_opacity(40)
+        .with_target(
+            InfluxQL(
+                f'SELECT mean(/^contrib_/) FROM "features" {where()} '
+                "GROUP BY time($__interval) fill(none)",
+                "A",
+            )
+        )
+    )
+
+
+def arousal_gauge() -> gauge.Panel:
+    return (
+        gauge.Panel()
+        .title("Arousal now")
+        .description("Latest arousal index (0-100).")
+        .datasource(DATASOURCE)
+        .unit("none")
+        .min(0)
+        .max(100)
+        .decimals(0)
+        .thresholds(_arousal_thresholds())
+        .show_threshold_markers(True)
+        .show_threshold_labels(False)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .with_target(
+            InfluxQL(f'SELECT last("arousal_index") AS "arousal" FROM "features" {where()}', "A")
+        )
+    )
+
+
+def latest_stat(title: str, field: str, unit: str, decimals: int) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .decimals(decimals)
+        .graph_mode(cm.BigValueGraphMode.AREA)
+        .color_mode(cm.BigValueColorMode.NONE)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .with_target(
+            InfluxQL(
+                f'SELECT mean("{field}") AS "{title}" FROM "features" {where()} '
+                "GROUP BY time($__interval) fill(none)",
+                "A",
+            )
+        )
+    )
+
+
+def quality_now() -> stat.Panel:
+    return (
+        stat.Panel()
+        .title("Signal quality now")
+        .description("Latest quality of each stream: good, degraded or lost.")
+        .datasource(DATASOURCE)
+        .mappings(QUALITY_MAPPINGS)
+        .color_mode(cm.BigValueColorMode.BACKGROUND)
+        .graph_mode(cm.BigValueGraphMode.NONE)
+        .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .with_target(
+            InfluxQL(f'SELECT last("code") FROM "quality" {where()} GROUP BY "stream"', "A").alias(
+                "$tag_stream"
+            )
+        )
+    )
+
+
+def quality_timeline() -> statetimeline.Panel:
+    return (
+        statetimeline.Panel()
+        .title("Signal quality per stream")
+        .description("Worst quality of each stream in each interval (good, degraded, lost).")
+        .datasource(DATASOURCE)
+        .mappings(QUALITY_MAPPINGS)
+        .show_value(cm.VisibilityMode.NEVER)
+        .merge_values(True)
+        .line_width(0)
+        .fill_opacity(80)
+        .legend(_legend())
+        .with_target(
+            InfluxQL(
+                f'SELECT min("code") FROM "quality" {where()} '
+                'GROUP BY time($__interval), "stream" fill(none)',
+                "A",
+            ).alias("$tag_stream")
+        )
+    )
+
+
+def devices() -> table.Panel:
+    return (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title("Devices")
+        .description("Last reported connection state, battery (%) and signal strength per device.")
+        .datasource(DATASOURCE)
+        .mappings(STATE_MAPPINGS)
+        .with_target(
+            InfluxQL(
+                'SELECT last("state") AS "state", last("battery") AS "battery %", '
+                f'last("rssi") AS "RSSI dBm" FROM "status" {where()} GROUP BY "device"',
+                "A",
+            ).table()
+        )
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
+            )
+        )
+    )
+
+
+def episodes_table(title: str, *, detail: bool) -> table.Panel:
+    fields = '"kind", "duration_s", "peak_index", "signals", "recovery_depth"'
+    if detail:
+        fields += ', "recovery_latency_s", "offset" * 1000 AS "offset"'
+    panel = (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title(title)
+        .description(
+            "Arousal and emotional-release episodes: onset (Time), duration (s), peak index, "
+            "contributing signals and, for release, recovery depth"
+            + (" and latency (s)." if detail else ".")
+        )
+        .datasource(DATASOURCE)
+        .sort_by([cb.TableSortByFieldState().display_name("Time").desc(True)])
+        .with_target(InfluxQL(f'SELECT {fields} FROM "episode" {where()}', "A").table())
+        .override_by_name("duration_s", [dm.DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name("peak_index", [dm.DynamicConfigValue(id_val="decimals", value=0)])
+    )
+    if detail:
+        panel = panel.override_by_name(
+            "offset", [dm.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")]
+        ).override_by_name("recovery_latency_s", [dm.DynamicConfigValue(id_val="unit", value="s")])
+    return panel
+
+
+def markers_table() -> table.Panel:
+    return (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title("Clinician markers")
+        .datasource(DATASOURCE)
+        .sort_by([cb.TableSortByFieldState().display_name("Time").desc(True)])
+        .with_target(InfluxQL(f'SELECT "text", "device" FROM "marker" {where()}', "A").table())
+    )
+
+
+def annotation_queries() -> list[InfluxAnnotation]:
+    """Episodes (as regions) and clinician markers on every time-series panel."""
+    return [
+        InfluxAnnotation(
+            "Arousal episodes",
+            'SELECT "signals", "peak_index", "offset" * 1000 AS "end", "kind" FROM "episode" '
+            + where("\"kind\" = 'arousal'"),
+            color="orange",
+            text="signals",
+        )
+        .tags("kind")
+        .time_end("end"),
+        InfluxAnnotation(
+            "Emotional release",
+            'SELECT "signals", "recovery_depth", "offset" * 1000 AS "end", "kind" FROM "episode" '
+            + where("\"kind\" = 'release'"),
+            color="blue",
+            text="signals",
+        )
+        .tags("kind")
+        .time_end("end"),
+        InfluxAnnotation(
+            "Clinician markers",
+            f'SELECT "text", "device" FROM "marker" {where()}',
+            color="purple",
+            text="text",
+        ).tags("device"),
+    ]
+
+
+def row(title: str) -> db.Row:
+    return db.Row(title)

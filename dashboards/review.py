@@ -1,0 +1,161 @@
+"""Session review dashboard: one session over a chosen time range, with episodes and summary."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import table
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+
+from dashboards import panels, variables
+from dashboards.influxql import DATASOURCE, InfluxQL
+from dashboards.live import links
+from dashboards.panels import where
+
+UID = "rekindle-review"
+
+
+def summary() -> table.Panel:
+    """Session summary: analysed time and mean/max of the features over the time range."""
+    return (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title("Session summary")
+        .description(
+            "Seconds analysed, mean HR, RMSSD and tonic EDA, mean and maximum arousal index "
+            "over the selected time range."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            InfluxQL(
+                'SELECT count("arousal_index") AS "analysed s", mean("hr") AS "mean HR bpm", '
+                'mean("rmssd") AS "mean RMSSD ms", mean("eda_tonic") AS "mean EDA tonic µS", '
+                'mean("arousal_index") AS "mean arousal", max("arousal_index") AS "max arousal" '
+                f'FROM "features" {where()}',
+                "A",
+            ).table()
+        )
+        .decimals(1)
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
+            )
+        )
+    )
+
+
+def episode_summary() -> table.Panel:
+    return (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title("Episodes by kind")
+        .datasource(DATASOURCE)
+        .with_target(
+            InfluxQL(
+                'SELECT count("peak_index") AS "episodes", '
+                'mean("duration_s") AS "mean duration s", '
+                'max("peak_index") AS "max peak", mean("recovery_depth") AS "mean recovery depth" '
+                f'FROM "episode" {where()} GROUP BY "kind"',
+                "A",
+            ).table()
+        )
+        .decimals(1)
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
+            )
+        )
+    )
+
+
+def quality_summary() -> table.Panel:
+    return (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title("Signal quality summary")
+        .description(
+            "Per stream: seconds with a quality verdict, quality score (100 = good throughout, "
+            "50 = degraded throughout, 0 = lost throughout) and the worst state seen."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            InfluxQL(
+                'SELECT count("code") AS "seconds", mean("code") * 50 AS "quality score", '
+                f'min("code") AS "worst" FROM "quality" {where()} GROUP BY "stream"',
+                "A",
+            ).table()
+        )
+        .decimals(0)
+        .override_by_name(
+            "worst",
+            [
+                dm.DynamicConfigValue(
+                    id_val="mappings", value=[m.to_json() for m in panels.QUALITY_MAPPINGS]
+                )
+            ],
+        )
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
+            )
+        )
+    )
+
+
+def scr_summary() -> table.Panel:
+    return (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title("Skin-conductance responses")
+        .datasource(DATASOURCE)
+        .with_target(
+            InfluxQL(
+                'SELECT count("amplitude") AS "SCRs", mean("amplitude") AS "mean amplitude µS", '
+                f'max("amplitude") AS "max amplitude µS" FROM "scr" {where()}',
+                "A",
+            ).table()
+        )
+        .decimals(2)
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
+            )
+        )
+    )
+
+
+def build() -> dm.Dashboard:
+    dash = (
+        db.Dashboard("Rekindle: session review")
+        .uid(UID)
+        .description("A recorded or finished session over a chosen time range, with episode detail")
+        .tags(["rekindle", "review"])
+        .editable()
+        .time("now-6h", "now")
+        .timezone("browser")
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .links(links())
+        .with_variable(variables.site())
+        .with_variable(variables.session(active_only=False))
+    )
+    for anno in panels.annotation_queries():
+        dash = dash.annotation(anno)
+    dash = (
+        dash.with_row(panels.row("Summary"))
+        .with_panel(summary().span(12).height(5))
+        .with_panel(scr_summary().span(6).height(5))
+        .with_panel(panels.arousal_gauge().title("Arousal at end of range").span(6).height(5))
+        .with_panel(episode_summary().span(12).height(5))
+        .with_panel(quality_summary().span(12).height(5))
+        .with_row(panels.row("Signals"))
+        .with_panel(panels.arousal_series().span(24).height(8))
+        .with_panel(panels.hr_rmssd().span(12).height(8))
+        .with_panel(panels.eda().span(12).height(8))
+        .with_panel(panels.quality_timeline().span(12).height(6))
+        .with_panel(panels.arousal_contributions().span(12).height(6))
+        .with_row(panels.row("Episodes and markers"))
+        .with_panel(panels.episodes_table("Episodes", detail=True).span(14).height(9))
+        .with_panel(panels.markers_table().span(10).height(9))
+        .with_panel(panels.devices().span(24).height(5))
+    )
+    return dash.build()

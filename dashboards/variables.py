@@ -1,0 +1,63 @@
+"""Template variables (``site``, ``session``) shared by the dashboards."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as dm
+
+from dashboards.influxql import DATASOURCE
+
+#: Every site that ever wrote feature rows.
+SITE_QUERY = 'SHOW TAG VALUES FROM "features" WITH KEY = "site"'
+#: Every session of the chosen site(s) (InfluxDB 1.x ignores time in SHOW TAG VALUES).
+SESSION_QUERY = 'SHOW TAG VALUES FROM "features" WITH KEY = "session" WHERE "site" =~ /^$site$/'
+#: Sessions with feature rows inside the dashboard's time range. Grafana takes the second column
+#: of a SELECT (after time) as the value, so "session" comes first.
+ACTIVE_SESSION_QUERY = (
+    'SELECT "session", "arousal_index" FROM "features" WHERE "site" =~ /^$site$/ AND $timeFilter'
+)
+
+
+def site(*, multi: bool = False) -> db.QueryVariable:
+    var = (
+        db.QueryVariable("site")
+        .label("Site")
+        .description("Clinic site or room (pseudonymous id).")
+        .datasource(DATASOURCE)
+        .query(SITE_QUERY)
+        .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(dm.VariableSort.NATURAL_ASC)
+    )
+    if multi:
+        var = (
+            var.multi(True)
+            .include_all(True)
+            .current(dm.VariableOption(selected=True, text="All", value="$__all"))
+        )
+    return var
+
+
+def session(*, active_only: bool, multi: bool = False) -> db.QueryVariable:
+    var = (
+        db.QueryVariable("session")
+        .label("Session")
+        .description(
+            "Pseudonymous session id"
+            + (" (sessions with data in the time range)." if active_only else ".")
+        )
+        .datasource(DATASOURCE)
+        .query(ACTIVE_SESSION_QUERY if active_only else SESSION_QUERY)
+        .refresh(
+            dm.VariableRefresh.ON_TIME_RANGE_CHANGED
+            if active_only
+            else dm.VariableRefresh.ON_DASHBOARD_LOAD
+        )
+        .sort(dm.VariableSort.NATURAL_DESC)
+    )
+    if multi:
+        var = (
+            var.multi(True)
+            .include_all(True)
+            .current(dm.VariableOption(selected=True, text="All", value="$__all"))
+        )
+    return var

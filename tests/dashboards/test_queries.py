@@ -1,0 +1,197 @@
+"""Every query of every committed dashboard, run against a real influxd holding S02.
+
+Grafana cannot run here, so each panel, variable and annotation query is rendered the way
+Grafana's InfluxDB datasource renders it (macros and variables substituted) and must return the
+series the panel is meant to show: non-empty, with the expected columns holding values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.dashboards.grafana import Query, load_dashboards, queries, render, variable_values
+from tests.dashboards.standin import Dataset
+from tests.servers import InfluxD
+
+
+@dataclass(frozen=True)
+class Expect:
+    columns: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+
+
+LIVE, REVIEW, OVERVIEW = "rekindle-live", "rekindle-review", "rekindle-overview"
+
+_SIGNAL_PANELS: dict[tuple[str, str], Expect] = {
+    ("Arousal index", "A"): Expect(("arousal index",)),
+    ("Heart rate and RMSSD", "A"): Expect(("HR",)),
+    ("Heart rate and RMSSD", "B"): Expect(("RMSSD",)),
+    ("Skin conductance (EDA)", "A"): Expect(("EDA raw",)),
+    ("Skin conductance (EDA)", "B"): Expect(("tonic", "phasic")),
+    ("Skin conductance (EDA)", "C"): Expect(("SCR",)),
+    ("Signal quality per stream", "A"): Expect(("min",), ("stream",)),
+    ("Arousal index: contribution of each signal", "A"): Expect(("mean_contrib_eda",)),
+    ("Clinician markers", "A"): Expect(("text", "device")),
+    ("Devices", "A"): Expect(("state",), ("device",)),
+}
+_ANNOTATIONS: dict[str, Expect] = {
+    "Arousal episodes": Expect(("signals", "peak_index", "end", "kind")),
+    "Emotional release": Expect(("signals", "recovery_depth", "end", "kind")),
+    "Clinician markers": Expect(("text", "device")),
+}
+
+EXPECTED: dict[tuple[str, str, str], Expect] = {
+    **{(LIVE, name, ref): exp for (name, ref), exp in _SIGNAL_PANELS.items()},
+    **{(REVIEW, name, ref): exp for (name, ref), exp in _SIGNAL_PANELS.items()},
+    **{(uid, name, ""): exp for uid in (LIVE, REVIEW) for name, exp in _ANNOTATIONS.items()},
+    (LIVE, "Arousal now", "A"): Expect(("arousal",)),
+    (LIVE, "Heart rate", "A"): Expect(("Heart rate",)),
+    (LIVE, "EDA tonic", "A"): Expect(("EDA tonic",)),
+    (LIVE, "Signal quality now", "A"): Expect(("last",), ("stream",)),
+    (LIVE, "Episodes", "A"): Expect(("kind", "duration_s", "peak_index", "signals")),
+    (REVIEW, "Episodes", "A"): Expect(
+        ("kind", "duration_s", "peak_index", "signals", "recovery_depth", "offset")
+    ),
+    (REVIEW, "Session summary", "A"): Expect(
+        ("analysed s", "mean HR bpm", "mean EDA tonic µS", "mean arousal", "max arousal")
+    ),
+    (REVIEW, "Skin-conductance responses", "A"): Expect(
+        ("SCRs", "mean amplitude µS", "max amplitude µS")
+    ),
+    (REVIEW, "Arousal at end of range", "A"): Expect(("arousal",)),
+    (REVIEW, "Episodes by kind", "A"): Expect(
+        ("episodes", "mean duration s", "max peak"), ("kind",)
+    ),
+    (REVIEW, "Signal quality summary", "A"): Expect(
+        ("seconds", "quality score", "worst"), ("stream",)
+    ),
+    (OVERVIEW, "Active sessions", "A"): Expect(("arousal now",), ("site", "session")),
+    (OVERVIEW, "Arousal now", "A"): Expect(("arousal",)),
+    (OVERVIEW, "Latest episode", "A"): Expect(("peak", "kind")),
+    (OVERVIEW, "Signal now", "A"): Expect(("signal",)),
+    (OVERVIEW, "Last data", "A"): Expect(("last",)),
+}
+
+DASHBOARDS = load_dashboards()
+ALL = [q for dash in DASHBOARDS.values() for q in queries(dash)]
+DATA_QUERIES = [q for q in ALL if q.kind != "variable"]
+VARIABLE_QUERIES = [q for q in ALL if q.kind == "variable"]
+
+
+def _id(q: Query) -> str:
+    return f"{q.dashboard}:{q.kind}:{q.name}:{q.ref_id}"
+
+
+def _variables(data: Dataset) -> dict[str, str]:
+    return {"site": data.site, "session": data.session}
+
+
+def _run(influxd: InfluxD, data: Dataset, text: str) -> list[dict[str, Any]]:
+    start_ms, end_ms = round(data.start_s * 1000), round(data.end_s * 1000)
+    rendered = render(text, start_ms=start_ms, end_ms=end_ms, variables=_variables(data))
+    return influxd.series(rendered, data.db)
+
+
+def test_three_dashboards_generated() -> None:
+    assert sorted(d["uid"] for d in DASHBOARDS.values()) == sorted([LIVE, REVIEW, OVERVIEW])
+
+
+def test_every_query_has_an_expectation_and_every_expectation_a_query() -> None:
+    found = {q.key for q in DATA_QUERIES}
+    assert found == set(EXPECTED), (
+        f"no expectation for {sorted(found - set(EXPECTED))}; "
+        f"stale expectations {sorted(set(EXPECTED) - found)}"
+    )
+
+
+@pytest.mark.parametrize("query", ALL, ids=_id)
+def test_query_is_bounded_by_the_time_range(query: Query) -> None:
+    """Every SELECT is limited by $timeFilter; SHOW queries carry no GROUP BY time()."""
+    if query.text.startswith("SHOW "):
+        assert "GROUP BY" not in query.text
+        return
+    assert "$timeFilter" in query.text
+    assert query.text.count("SELECT") == 1, "no subqueries: InfluxDB 3 may not answer them"
+
+
+@pytest.mark.parametrize("query", DATA_QUERIES, ids=_id)
+def test_query_returns_the_expected_series(
+    query: Query, influxd: InfluxD, dashboard_data: Dataset
+) -> None:
+    expect = EXPECTED[query.key]
+    series = _run(influxd, dashboard_data, query.text)
+    assert series, f"no series for {query.text}"
+    for tag in expect.tags:
+        assert all(tag in s.get("tags", {}) for s in series), f"series not grouped by {tag}"
+    for column in expect.columns:
+        values = [
+            row[s["columns"].index(column)]
+            for s in series
+            if column in s["columns"]
+            for row in s["values"]
+        ]
+        assert any(v is not None for v in values), f"column {column!r} empty in {series[:1]}"
+
+
+@pytest.mark.parametrize("query", [q for q in DATA_QUERIES if q.kind == "annotation"], ids=_id)
+def test_annotation_columns_and_regions(
+    query: Query, influxd: InfluxD, dashboard_data: Dataset
+) -> None:
+    series = _run(influxd, dashboard_data, query.text)
+    columns = series[0]["columns"]
+    for key in ("textColumn", "tagsColumn", "timeEndColumn"):
+        if key in query.spec:
+            assert query.spec[key] in columns, f"{key} {query.spec[key]!r} not in {columns}"
+            assert query.spec["target"][key] == query.spec[key]
+    assert query.spec["target"]["query"] == query.text
+    if "timeEndColumn" in query.spec:
+        end = columns.index(query.spec["timeEndColumn"])
+        for row in series[0]["values"]:
+            start_ms = row[0] / 1e6  # InfluxD.query asks for epoch ns
+            assert row[end] > start_ms, "region annotation ends before it starts"
+
+
+@pytest.mark.parametrize("query", VARIABLE_QUERIES, ids=_id)
+def test_variable_query_offers_the_session(
+    query: Query, influxd: InfluxD, dashboard_data: Dataset
+) -> None:
+    start_ms, end_ms = round(dashboard_data.start_s * 1000), round(dashboard_data.end_s * 1000)
+    variables = {"site": dashboard_data.site}
+    rendered = render(query.text, start_ms=start_ms, end_ms=end_ms, variables=variables)
+    values = variable_values(influxd.query(rendered, dashboard_data.db))
+    wanted = dashboard_data.site if query.name == "site" else dashboard_data.session
+    assert wanted in values
+
+
+def test_active_session_variable_drops_sessions_outside_the_range(
+    influxd: InfluxD, dashboard_data: Dataset
+) -> None:
+    """The live/overview session list only offers sessions with data in the time range."""
+    query = next(q for q in VARIABLE_QUERIES if q.name == "session" and "$timeFilter" in q.text)
+    end_ms = round(dashboard_data.start_s * 1000) - 3_600_000
+    rendered = render(
+        query.text,
+        start_ms=end_ms - 900_000,
+        end_ms=end_ms,
+        variables={"site": dashboard_data.site},
+    )
+    assert variable_values(influxd.query(rendered, dashboard_data.db)) == []
+
+
+def test_session_filter_is_anchored(influxd: InfluxD, dashboard_data: Dataset) -> None:
+    """A session id that is a prefix of the real one must select nothing."""
+    query = next(q for q in DATA_QUERIES if q.key == (LIVE, "Heart rate", "A"))
+    start_ms, end_ms = round(dashboard_data.start_s * 1000), round(dashboard_data.end_s * 1000)
+    prefix = dashboard_data.session[:-1]
+    rendered = render(
+        query.text,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        variables={"site": dashboard_data.site, "session": prefix},
+    )
+    assert re.search(rf"/\^{prefix}\$/", rendered)
+    assert influxd.series(rendered, dashboard_data.db) == []
