@@ -118,7 +118,7 @@ def build_lines(site: str, session: str) -> tuple[list[str], float, float]:
         if k % 10 < 7:  # poor PPG in S02: RMSSD only part of the time
             fields["rmssd"] = 20.0 + 10.0 * float(np.sin(k / 60))
         out.append(_line("features", base, fields, float(t)))
-        hr_state = ("good", 2) if k % 120 < 100 else ("lost", 0)
+        hr_state = ("good", 2) if k % 300 < 250 else ("lost", 0)  # 50 s lost every 5 min
         out.append(
             _line("quality", {**base, "stream": "eda"}, {"state": "good", "code": 2}, float(t))
         )
