@@ -38,7 +38,8 @@ def evaluate(influxd: InfluxD, db: str, rule: dict[str, Any], now_s: float) -> d
     """Firing state of every alert instance of ``rule`` at ``now_s``."""
     source, reduce, threshold = rule["data"]
     assert source["datasourceUid"] == DATASOURCE_UID
-    assert reduce["model"]["type"] == "reduce" and reduce["model"]["reducer"] == "last"
+    assert reduce["model"]["type"] == "reduce"
+    assert reduce["model"]["reducer"] == "last"
     assert threshold["model"]["type"] == "threshold"
     evaluator = threshold["model"]["conditions"][0]["evaluator"]
     limit = float(evaluator["params"][0])
