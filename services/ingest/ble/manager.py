@@ -1,0 +1,634 @@
+"""Device manager: find, connect, subscribe and keep BLE wearables streaming, on ``bleak``.
+
+One :class:`DeviceManager` runs every device of a session concurrently (chest strap and
+wristband); each device has its own task, so one that is away never blocks another.
+
+* **Scan** by address, name (``fnmatch`` pattern) or advertised service UUID. One shared
+  scanner per manager, with its detection callback registered *before* scanning starts (a
+  device announced only once, at scan start, is not missed).
+* **Connect** with a timeout, subscribe to every feed of the device (HRS 0x2A37 and/or a
+  declarative profile characteristic), write the profile's start command, read battery.
+* **Reconnect** forever with capped, randomised exponential backoff; every attempt is logged.
+* **Notify callbacks** only stamp the host receive time and enqueue. A per-device consumer
+  task decodes, time-stamps (:mod:`.timestamps`) and publishes, in arrival order.
+* **Every disconnect** publishes a ``lost`` status at once and, per stream that had data, a
+  gap record ``(start, end)`` = (time of the last sample before the drop, time of the first
+  sample after it), sent just before that first sample. A profile packet-counter jump
+  (notifications lost while connected) produces a gap the same way. A drop that lasts until
+  shutdown gets a gap ending at the shutdown time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+
+from services.contract import PHYSICAL_RANGE, DeviceState, SampleStream
+from services.ingest.ble import hrs
+from services.ingest.ble.errors import DecodeError, DeviceConnectionError, DeviceSpecError
+from services.ingest.ble.profiles import DeviceProfile, load_profile
+from services.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
+from services.ingest.ble.uuids import normalize_uuid
+
+log = logging.getLogger(__name__)
+
+_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+_ID_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """How to recognise a device in advertisements."""
+
+    kind: Literal["address", "name", "service"]
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        text = text.strip()
+        if not text:
+            raise DeviceSpecError(text, "empty device address or name")
+        if _MAC_RE.match(text):
+            return cls("address", text.upper())
+        if text.lower().startswith("service="):
+            return cls("service", normalize_uuid(text.split("=", 1)[1]))
+        return cls("name", text)
+
+    def matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
+        if self.kind == "address":
+            return device.address.upper() == self.value
+        if self.kind == "service":
+            return self.value in {u.lower() for u in adv.service_uuids}
+        name = adv.local_name or device.name or ""
+        return fnmatch.fnmatchcase(name, self.value)
+
+    def __str__(self) -> str:
+        return self.value if self.kind != "service" else f"service={self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One ``--device`` argument: ``hrs:TARGET`` or ``eda:PROFILE:TARGET``.
+
+    ``TARGET`` is an address (``AA:BB:CC:DD:EE:FF``), a name or name pattern (``Polar H10*``)
+    or ``service=UUID``. Add ``@ID`` to choose the device id used in MQTT (default: derived
+    from the target). Specs with the same target share one connection.
+    """
+
+    feed: Literal["hrs", "profile"]
+    target: Target
+    device_id: str
+    profile: DeviceProfile | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DeviceSpec:
+        body, _, dev_id = text.partition("@")
+        kind, sep, rest = body.partition(":")
+        if not sep:
+            raise DeviceSpecError(text, "expected hrs:TARGET or eda:PROFILE:TARGET")
+        kind = kind.lower()
+        profile: DeviceProfile | None = None
+        if kind == "hrs":
+            target_text = rest
+        else:
+            name, sep, target_text = rest.partition(":") if not _MAC_RE.match(rest) else (
+                "", "", rest)
+            if not sep:
+                raise DeviceSpecError(text, f"expected {kind}:PROFILE:TARGET")
+            profile = load_profile(name)
+            if profile.stream != kind:
+                raise DeviceSpecError(
+                    text, f"profile {profile.name} streams {profile.stream}, not {kind}"
+                )
+        # an address contains ':'; everything after the kind (and profile) is the target
+        target = Target.parse(target_text)
+        device_id = dev_id or _ID_BAD.sub("-", str(target)).strip("-")[:64] or "device"
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", device_id):
+            raise DeviceSpecError(text, f"device id {device_id!r} must be A-Z a-z 0-9 _ . -")
+        return cls("hrs" if kind == "hrs" else "profile", target, device_id, profile)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays: ``min(max_delay, initial * factor**attempt)``, then multiplied by a
+    random factor in ``[1 - jitter, 1]`` so that devices do not retry in lock-step."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 30.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.max_delay, self.initial * self.factor ** min(attempt, 64))
+        return base * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerSettings:
+    adapter: str | None = None
+    scan_timeout: float = 10.0
+    connect_timeout: float = 15.0
+    backoff: Backoff = field(default_factory=Backoff)
+    clock: ClockSettings = field(default_factory=ClockSettings)
+
+
+class SamplePublisher(Protocol):
+    """What the manager needs from :class:`services.ingest.publisher.Publisher`."""
+
+    def send_samples(
+        self,
+        stream: SampleStream,
+        device: str,
+        values: Sequence[float],
+        *,
+        t0: float | None = None,
+        fs: float | None = None,
+        t: Sequence[float] | None = None,
+    ) -> object: ...
+
+    def send_status(
+        self,
+        device: str,
+        state: DeviceState,
+        t: float,
+        *,
+        battery: int | None = None,
+        rssi: int | None = None,
+        detail: str | None = None,
+    ) -> object: ...
+
+    def send_gap(self, device: str, stream: SampleStream, start: float, end: float) -> object: ...
+
+
+# ------------------------------------------------------------------------------- scanning
+
+
+class SharedScanner:
+    """One BLE scan serving every device link that is looking for its device."""
+
+    def __init__(self, adapter: str | None) -> None:
+        self.adapter = adapter
+        self._waiters: list[tuple[Target, asyncio.Future[tuple[BLEDevice, AdvertisementData]]]] = []
+        self._seen: dict[str, tuple[BLEDevice, AdvertisementData, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+
+    def _kwargs(self) -> dict[str, object]:
+        return {"bluez": {"adapter": self.adapter}} if self.adapter else {}
+
+    def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        # transport callback: remember and hand over, nothing else
+        self._seen[device.address.upper()] = (device, adv, time.monotonic())
+        for target, fut in self._waiters:
+            if not fut.done() and target.matches(device, adv):
+                fut.set_result((device, adv))
+
+    def forget(self, address: str) -> None:
+        self._seen.pop(address.upper(), None)
+
+    async def find(
+        self, target: Target, timeout: float, max_age: float = 30.0
+    ) -> tuple[BLEDevice, AdvertisementData] | None:
+        now = time.monotonic()
+        for device, adv, seen in list(self._seen.values()):
+            if now - seen <= max_age and target.matches(device, adv):
+                return device, adv
+        fut: asyncio.Future[tuple[BLEDevice, AdvertisementData]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        entry = (target, fut)
+        self._waiters.append(entry)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._scan(), name="ble-scan")
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiters.remove(entry)
+            self._idle.set()
+
+    async def _scan(self) -> None:
+        log.debug("scanning started")
+        try:
+            async with BleakScanner(self._on_advertisement, **self._kwargs()):  # type: ignore[arg-type]
+                while self._waiters:
+                    self._idle.clear()
+                    await self._idle.wait()
+        except BleakError as exc:
+            log.warning("BLE scan failed: %s", exc)
+            await asyncio.sleep(1.0)
+        log.debug("scanning stopped")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._idle.set()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def discover(
+    timeout: float, adapter: str | None = None
+) -> list[tuple[BLEDevice, AdvertisementData]]:
+    """Scan for ``timeout`` seconds; every device seen with its latest advertisement."""
+    seen: dict[str, tuple[BLEDevice, AdvertisementData]] = {}
+
+    def on_adv(device: BLEDevice, adv: AdvertisementData) -> None:
+        seen[device.address] = (device, adv)
+
+    kwargs: dict[str, object] = {"bluez": {"adapter": adapter}} if adapter else {}
+    async with BleakScanner(on_adv, **kwargs):  # type: ignore[arg-type]
+        await asyncio.sleep(timeout)
+    return sorted(seen.values(), key=lambda x: -(x[1].rssi or -999))
+
+
+# ---------------------------------------------------------------------------- device links
+
+
+@dataclass(frozen=True, slots=True)
+class _Notification:
+    feed: int
+    t_rx: float
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Connected:
+    t: float
+    address: str
+    battery: int | None
+    rssi: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Disconnected:
+    t: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Shutdown:
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class GapRecord:
+    device: str
+    stream: SampleStream
+    start: float
+    end: float
+
+
+@dataclass(slots=True)
+class ReconnectRecord:
+    """One drop: when it was noticed, when the link was back, when data flowed again."""
+
+    device: str
+    lost_at: float
+    connected_at: float | None = None
+    first_data_at: float | None = None
+
+
+@dataclass(slots=True)
+class DeviceStats:
+    connects: int = 0
+    disconnects: int = 0
+    attempts: int = 0
+    decode_errors: int = 0
+    notifications: int = 0
+
+
+_Event = _Notification | _Connected | _Disconnected | _Shutdown
+
+
+class DeviceLink:
+    """One physical device (one connection) and its feeds."""
+
+    def __init__(
+        self,
+        specs: Sequence[DeviceSpec],
+        publisher: SamplePublisher,
+        scanner: SharedScanner,
+        settings: ManagerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.specs = list(specs)
+        self.target = specs[0].target
+        self.device_id = specs[0].device_id
+        self.publisher = publisher
+        self.scanner = scanner
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stats = DeviceStats()
+        self.gaps: list[GapRecord] = []
+        self.reconnects: list[ReconnectRecord] = []
+        self.connected = asyncio.Event()
+        self._queue: asyncio.Queue[_Event] = asyncio.Queue()
+        self._hr_stamp = MonotonicStamp()
+        self._beats = BeatClock(ClockSettings(settings.clock.alpha, 2.0))
+        self._regular: dict[int, RegularClock] = {
+            i: RegularClock(s.profile.rate_hz, settings.clock)
+            for i, s in enumerate(self.specs) if s.profile is not None
+        }
+        self._counters: dict[int, int] = {}
+        self._last_time: dict[SampleStream, float] = {}
+        self._gap_pending: set[SampleStream] = set()
+        self._battery: int | None = None
+
+    # -- connection task ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = asyncio.create_task(self._consume(), name=f"ble-consume-{self.device_id}")
+        attempt = 0
+        try:
+            while not stop.is_set():
+                self.stats.attempts += 1
+                try:
+                    if await self._session(stop):
+                        attempt = 0
+                except (BleakError, DeviceConnectionError, TimeoutError, OSError) as exc:
+                    log.warning("device %s: connection attempt failed: %s", self.device_id, exc)
+                if stop.is_set():
+                    break
+                delay = self.settings.backoff.delay(attempt, self.rng)
+                attempt += 1
+                log.info("device %s (%s): reconnect attempt %d in %.2f s", self.device_id,
+                         self.target, attempt, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            self._queue.put_nowait(_Shutdown(self.clock()))
+            await consumer
+
+    async def _session(self, stop: asyncio.Event) -> bool:
+        """Find, connect, stream until disconnected or stopped; True if it connected."""
+        found = await self.scanner.find(self.target, self.settings.scan_timeout)
+        if found is None:
+            raise DeviceConnectionError(
+                str(self.target), f"not seen within {self.settings.scan_timeout:g} s"
+            )
+        device, adv = found
+        disconnected = asyncio.Event()
+        kwargs: dict[str, object] = (
+            {"bluez": {"adapter": self.settings.adapter}} if self.settings.adapter else {}
+        )
+        client = BleakClient(
+            device,
+            disconnected_callback=lambda _c: disconnected.set(),
+            timeout=self.settings.connect_timeout,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        log.info("device %s: connecting to %s (%s)", self.device_id, device.address,
+                 adv.local_name)
+        try:
+            await asyncio.wait_for(client.connect(), self.settings.connect_timeout + 1)
+        except (BleakError, TimeoutError) as exc:
+            self.scanner.forget(device.address)
+            raise DeviceConnectionError(device.address, f"connect failed: {exc}") from exc
+        online = False
+        try:
+            await self._subscribe(client)
+            self._queue.put_nowait(_Connected(self.clock(), device.address, self._battery,
+                                              adv.rssi))
+            online = True
+            self.stats.connects += 1
+            self.connected.set()
+            stopped = asyncio.create_task(stop.wait())
+            dropped = asyncio.create_task(disconnected.wait())
+            await asyncio.wait({stopped, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            dropped.cancel()
+        except (BleakError, DeviceConnectionError, TimeoutError) as exc:
+            log.warning("device %s: subscribing failed: %s", self.device_id, exc)
+        finally:
+            self.connected.clear()
+            self.scanner.forget(device.address)
+            if client.is_connected and stop.is_set():
+                await self._stop_commands(client)
+            if client.is_connected:
+                with contextlib.suppress(BleakError, TimeoutError, EOFError):
+                    await client.disconnect()
+            if online and not stop.is_set():
+                self.stats.disconnects += 1
+                self._queue.put_nowait(_Disconnected(self.clock(), "link lost"))
+        return online
+
+    async def _subscribe(self, client: BleakClient) -> None:
+        self._battery = None
+        with contextlib.suppress(BleakError, DecodeError):
+            char = client.services.get_characteristic(hrs.BATTERY_LEVEL)
+            if char is not None:
+                self._battery = hrs.decode_battery_level(
+                    bytes(await client.read_gatt_char(char))).percent
+        for i, spec in enumerate(self.specs):
+            uuid = hrs.HEART_RATE_MEASUREMENT if spec.profile is None else (
+                spec.profile.characteristic)
+            if client.services.get_characteristic(uuid) is None:
+                raise DeviceConnectionError(
+                    client.address, f"has no characteristic {uuid} for feed {spec.feed}"
+                )
+            await client.start_notify(uuid, self._callback(i))
+            if spec.profile is not None and spec.profile.start is not None:
+                cmd = spec.profile.start
+                await client.write_gatt_char(cmd.characteristic, cmd.value, response=cmd.response)
+        log.info("device %s: streaming (%s), battery %s%%", self.device_id,
+                 ", ".join(s.feed if s.profile is None else s.profile.name for s in self.specs),
+                 self._battery)
+
+    async def _stop_commands(self, client: BleakClient) -> None:
+        for spec in self.specs:
+            if spec.profile is not None and spec.profile.stop is not None:
+                cmd = spec.profile.stop
+                with contextlib.suppress(BleakError, TimeoutError):
+                    await client.write_gatt_char(cmd.characteristic, cmd.value,
+                                                 response=cmd.response)
+
+    def _callback(self, feed: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+        def on_notify(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+            self._queue.put_nowait(_Notification(feed, self.clock(), bytes(data)))
+
+        return on_notify
+
+    # -- consumer: decode, stamp, publish ----------------------------------------------
+
+    def _streams(self) -> list[SampleStream]:
+        out: list[SampleStream] = []
+        for spec in self.specs:
+            out += ["hr", "rr"] if spec.profile is None else [spec.profile.stream]
+        return out
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self._queue.get()
+            if isinstance(event, _Notification):
+                self._on_notification(event)
+            elif isinstance(event, _Connected):
+                self._on_connected(event)
+            elif isinstance(event, _Disconnected):
+                self._on_disconnected(event)
+            else:
+                self._on_shutdown(event)
+                return
+
+    def _on_connected(self, ev: _Connected) -> None:
+        if self.reconnects and self.reconnects[-1].connected_at is None:
+            self.reconnects[-1].connected_at = ev.t
+        self.publisher.send_status(self.device_id, "online", ev.t, battery=ev.battery,
+                                   rssi=ev.rssi, detail=f"connected to {ev.address}")
+
+    def _on_disconnected(self, ev: _Disconnected) -> None:
+        log.warning("device %s: disconnected (%s)", self.device_id, ev.reason)
+        self.reconnects.append(ReconnectRecord(self.device_id, ev.t))
+        for stream in self._streams():
+            if stream in self._last_time:
+                self._gap_pending.add(stream)
+        self._beats.reset()
+        for clock in self._regular.values():
+            clock.reset()
+        self._counters.clear()
+        self.publisher.send_status(self.device_id, "lost", ev.t, battery=self._battery,
+                                   detail=ev.reason)
+
+    def _on_shutdown(self, ev: _Shutdown) -> None:
+        for stream in sorted(self._gap_pending):
+            self._send_gap(stream, self._last_time[stream], ev.t)
+        self._gap_pending.clear()
+        self.publisher.send_status(self.device_id, "offline", ev.t, battery=self._battery,
+                                   detail="ingest stopped")
+
+    def _send_gap(self, stream: SampleStream, start: float, end: float) -> None:
+        log.info("device %s: %s gap %.3f..%.3f (%.2f s)", self.device_id, stream, start, end,
+                 end - start)
+        self.gaps.append(GapRecord(self.device_id, stream, start, end))
+        self.publisher.send_gap(self.device_id, stream, start, end)
+
+    def _emit(
+        self, stream: SampleStream, values: Sequence[float], *, t0: float | None = None,
+        fs: float | None = None, t: Sequence[float] | None = None,
+    ) -> None:
+        if not values:
+            return
+        # the same arithmetic as SampleMessage.times_ns(), so gap bounds equal sample times
+        if t is not None:
+            first, last = round(t[0] * 1e9) / 1e9, round(t[-1] * 1e9) / 1e9
+        else:
+            assert t0 is not None and fs is not None
+            first = round(t0 * 1e9) / 1e9
+            last = (round(t0 * 1e9) + round((len(values) - 1) * (1e9 / fs))) / 1e9
+        if stream in self._gap_pending:
+            self._gap_pending.discard(stream)
+            self._send_gap(stream, self._last_time[stream], first)
+        if self.reconnects and self.reconnects[-1].first_data_at is None:
+            self.reconnects[-1].first_data_at = self.clock()
+        self.publisher.send_samples(stream, self.device_id, values, t0=t0, fs=fs, t=t)
+        self._last_time[stream] = last
+
+    def _on_notification(self, n: _Notification) -> None:
+        self.stats.notifications += 1
+        spec = self.specs[n.feed]
+        try:
+            if spec.profile is None:
+                self._on_hrm(n)
+            else:
+                self._on_profile(n, spec.profile)
+        except DecodeError as exc:
+            self.stats.decode_errors += 1
+            log.warning("device %s: dropped a notification: %s", self.device_id, exc)
+
+    def _on_hrm(self, n: _Notification) -> None:
+        m = hrs.decode_heart_rate_measurement(n.data)
+        low, high = PHYSICAL_RANGE["hr"]
+        if low <= m.hr_bpm <= high and m.contact is not False:
+            self._emit("hr", [float(m.hr_bpm)], t=[self._hr_stamp.stamp(n.t_rx)])
+        rr = list(m.rr_ms)
+        if rr:
+            times = self._beats.stamp(n.t_rx, rr)
+            low, high = PHYSICAL_RANGE["rr"]
+            keep = [(t, v) for t, v in zip(times, rr, strict=True) if low <= v <= high]
+            if len(keep) < len(rr):
+                log.warning("device %s: dropped %d implausible RR value(s) %s", self.device_id,
+                            len(rr) - len(keep), rr)
+            if keep:
+                self._emit("rr", [v for _, v in keep], t=[t for t, _ in keep])
+
+    def _on_profile(self, n: _Notification, profile: DeviceProfile) -> None:
+        packet = profile.decode(n.data)
+        clock = self._regular[n.feed]
+        if packet.counter is not None and profile.counter is not None:
+            expected = self._counters.get(n.feed)
+            modulus = 1 << (8 * {"u8": 1, "i8": 1, "u16le": 2, "i16le": 2, "u16be": 2,
+                                 "i16be": 2, "u24le": 3}.get(profile.counter, 4))
+            if expected is not None and packet.counter != expected:
+                lost = (packet.counter - expected) % modulus
+                log.warning("device %s: %d %s packet(s) lost (counter %d, expected %d)",
+                            self.device_id, lost, profile.name, packet.counter, expected)
+                if profile.stream in self._last_time:
+                    self._gap_pending.add(profile.stream)
+                clock.reset()
+            self._counters[n.feed] = (packet.counter + 1) % modulus
+        t0 = clock.stamp(n.t_rx, len(packet.values))
+        self._emit(profile.stream, packet.values, t0=t0, fs=profile.rate_hz)
+
+
+class DeviceManager:
+    """Runs every device of a session until :meth:`run`'s ``stop`` event is set."""
+
+    def __init__(
+        self,
+        publisher: SamplePublisher,
+        specs: Sequence[DeviceSpec],
+        settings: ManagerSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not specs:
+            raise ValueError("give at least one device")
+        self.settings = settings or ManagerSettings()
+        self.scanner = SharedScanner(self.settings.adapter)
+        groups: dict[str, list[DeviceSpec]] = {}
+        for spec in specs:
+            groups.setdefault(f"{spec.target.kind}:{spec.target.value}", []).append(spec)
+        rng = rng or random.Random()
+        self.links = [
+            DeviceLink(group, publisher, self.scanner, self.settings, clock=clock,
+                       rng=random.Random(rng.random()))
+            for group in groups.values()
+        ]
+
+    def link(self, device_id: str) -> DeviceLink:
+        for link in self.links:
+            if link.device_id == device_id:
+                return link
+        raise KeyError(device_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(link.run(stop), name=f"ble-link-{link.device_id}")
+                 for link in self.links]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self.scanner.close()
