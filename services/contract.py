@@ -265,7 +265,7 @@ def parse_topic(topic: str) -> Topic:
     if stream == "status" and not status:
         raise ContractError("topic", "status topics end with /status/<device>")
     device = _check_id(parts[5], "topic.device") if status else None
-    return Topic(site, session, cast(Stream, stream), device)
+    return Topic(site, session, stream, device)
 
 
 # ------------------------------------------------------------------------------------- decoding
@@ -442,7 +442,7 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
             raise ContractError("t", f"has {len(marker_t)} entries but values has {len(texts)}")
         return MarkerMessage(site, session, device_id, seq, marker_t, texts, run)
 
-    sample_stream = cast(SampleStream, stream)
+    sample_stream: SampleStream = stream
     values: tuple[float, ...] | tuple[tuple[float, float, float], ...]
     if sample_stream == "acc":
         triples: list[tuple[float, float, float]] = []

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -75,7 +76,7 @@ def make_client(
     """
     cid = client_id or f"rekindle-{uuid.uuid4().hex[:12]}"
     client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=cid,
         clean_session=clean_session,
         protocol=mqtt.MQTTv311,

@@ -7,15 +7,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 import pytest
 
+from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from services.analysis.service import AnalysisService, ServiceStats
+from services.ingest.publisher import Publisher
+from services.ingest.replay import ReplayStats, replay
+from services.ingest.sources.base import open_source
+from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
-
-if TYPE_CHECKING:
-    from services.analysis.service import ServiceStats
-    from services.ingest.replay import ReplayStats
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "external"
@@ -71,13 +71,6 @@ def replay_into_influx(
     session: str,
 ) -> ReplayedSession:
     """Run the real analysis service and replay ``source`` at max speed into it."""
-    from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-    from services.analysis.service import AnalysisService
-    from services.ingest.publisher import Publisher
-    from services.ingest.replay import replay
-    from services.ingest.sources.base import open_source
-    from services.mqtturl import MqttSettings
-
     influx.create_database(db)
     settings = MqttSettings.from_url(broker.url)
     writer = BufferedWriter(V1Transport(InfluxSettings(influx.url, database=db)))

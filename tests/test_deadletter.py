@@ -8,6 +8,7 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from services import contract
 from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
@@ -68,7 +69,7 @@ def test_each_bad_input_is_deadlettered_and_service_keeps_going(
         if len(letters) >= len(BAD_INPUTS):
             all_in.set()
 
-    watcher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    watcher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     watcher.on_message = on_message
     watcher.on_subscribe = lambda *_a: subscribed.set()
     watcher.connect(mqtt_broker.host, mqtt_broker.port)
@@ -107,7 +108,7 @@ def test_each_bad_input_is_deadlettered_and_service_keeps_going(
 def test_duplicates_dropped_and_gaps_counted(
     service: AnalysisService, mqtt_broker: Mosquitto, influxd: InfluxD
 ) -> None:
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     client.connect(mqtt_broker.host, mqtt_broker.port)
     client.loop_start()
     service.start()

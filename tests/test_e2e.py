@@ -79,7 +79,7 @@ def test_live_episodes_equal_offline_analyze(
     s02_in_influx: ReplayedSession, influxd: InfluxD, tmp_path: Path
 ) -> None:
     stored = influxd.series(
-        "SELECT \"onset\", \"peak\", \"offset\", \"peak_index\" FROM \"episode\" "
+        'SELECT "onset", "peak", "offset", "peak_index" FROM "episode" '
         "WHERE session = 'S02' GROUP BY \"kind\"",
         s02_in_influx.db,
     )

@@ -33,7 +33,10 @@ def test_outage_queues_then_spools_and_loses_nothing(tmp_path: Path) -> None:
     spool = tmp_path / "spool.lp"
     settings = InfluxSettings(f"http://127.0.0.1:{port}", database="w2", timeout_s=2)
     writer = BufferedWriter(
-        V1Transport(settings), batch_lines=10, max_queued_lines=25, spool_path=spool,
+        V1Transport(settings),
+        batch_lines=10,
+        max_queued_lines=25,
+        spool_path=spool,
         max_backoff_s=0.2,
     )
     writer.add(lines(0, 40))  # server is down: 15 oldest lines spill to the spool
@@ -71,7 +74,7 @@ def test_settings_validation() -> None:
 class _Recorder(http.server.BaseHTTPRequestHandler):
     requests: list[tuple[str, dict[str, str], bytes]] = []  # noqa: RUF012
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         type(self).requests.append((self.path, dict(self.headers.items()), body))
         self.send_response(204)
@@ -102,6 +105,8 @@ def test_v2_dialect_sends_token_org_bucket_ns(v2_endpoint: str) -> None:
     assert len(_Recorder.requests) == 1
     path, headers, body = _Recorder.requests[0]
     assert path.startswith("/api/v2/write?")
-    assert "org=clinic" in path and "bucket=rekindle" in path and "precision=ns" in path
+    assert "org=clinic" in path
+    assert "bucket=rekindle" in path
+    assert "precision=ns" in path
     assert headers["Authorization"] == "Token s3cret"
     assert body.decode().splitlines() == lines(0, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.servers import InfluxD, Mosquitto
 
@@ -14,10 +15,10 @@ def test_mosquitto_round_trip(mqtt_broker: Mosquitto) -> None:
     received: list[bytes] = []
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        received.append(msg.payload)
+        received.append(bytes(msg.payload))
         got.set()
 
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     client.on_message = on_message
     client.connect(mqtt_broker.host, mqtt_broker.port)
     client.subscribe("t/servers", qos=1)

@@ -21,7 +21,7 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from services.analysis.errors import StorageError
 
@@ -103,9 +103,13 @@ class V2Transport:
     """InfluxDB 2.x/3.x through influxdb-client's synchronous write API."""
 
     def __init__(self, settings: InfluxSettings) -> None:
-        from influxdb_client import InfluxDBClient  # noqa: PLC0415 (heavy import, 2.x only)
+        from influxdb_client.client.influxdb_client import (  # noqa: PLC0415 (2.x only)
+            InfluxDBClient,
+        )
         from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: PLC0415
 
+        if not (settings.token and settings.org and settings.bucket):
+            raise StorageError(settings.url, "InfluxDB 2.x/3.x needs org, bucket and token")
         self._client = InfluxDBClient(
             url=settings.url,
             token=settings.token,
@@ -113,8 +117,8 @@ class V2Transport:
             timeout=int(settings.timeout_s * 1000),
         )
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._bucket = settings.bucket
-        self._org = settings.org
+        self._bucket: str = settings.bucket
+        self._org: str = settings.org
         self._base = settings.url
 
     def write(self, body: str) -> None:
@@ -123,7 +127,10 @@ class V2Transport:
 
         try:
             self._api.write(
-                bucket=self._bucket, org=self._org, record=body, write_precision=WritePrecision.NS
+                bucket=self._bucket,
+                org=self._org,
+                record=body,
+                write_precision=cast(WritePrecision, WritePrecision.NS),
             )
         except InfluxDBError as exc:
             status = getattr(getattr(exc, "response", None), "status", None)
@@ -132,7 +139,7 @@ class V2Transport:
             raise StorageError(self._base, f"cannot reach server: {exc}") from exc
 
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]
 
 
 def make_transport(settings: InfluxSettings) -> Transport:

@@ -8,7 +8,7 @@ twice overwrites the same points instead of duplicating them. The schema is docu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from services import contract
 from services.analysis.core import (
@@ -61,12 +61,14 @@ def message_lines(msg: contract.Message) -> list[str]:
     """Raw-data lines for a validated wire message (every sample exactly once)."""
     base = {"site": msg.site, "session": msg.session, "device": msg.device}
     out: list[str | None] = []
+    fields: dict[str, FieldValue | None]
     if isinstance(msg, contract.SampleMessage):
         tags = {**base, "stream": msg.stream}
-        for ns, value in zip(msg.times_ns(), msg.values, strict=True):
+        values: Sequence[float | tuple[float, float, float]] = msg.values
+        for ns, value in zip(msg.times_ns(), values, strict=True):
             if isinstance(value, tuple):
                 x, y, z = value
-                fields: dict[str, FieldValue | None] = {
+                fields = {
                     "value": math.sqrt(x * x + y * y + z * z),
                     "x": x,
                     "y": y,

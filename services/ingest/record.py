@@ -48,7 +48,8 @@ class Recorder:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            decoded = contract.decode(msg.topic, msg.payload)
+            payload = bytes(msg.payload)
+            decoded = contract.decode(msg.topic, payload)
         except contract.ContractError as exc:
             self.rejected += 1
             log.warning("not recorded, invalid message on %s: %s", msg.topic, exc)
@@ -62,7 +63,7 @@ class Recorder:
                     if not self._online:
                         self.done.set()
                 return
-            self.writer.write(decoded.stream, msg.payload)
+            self.writer.write(decoded.stream, payload)
 
     def start(self, timeout: float = 10.0) -> Recorder:
         try:
