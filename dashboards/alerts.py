@@ -24,7 +24,8 @@ from grafana_foundation_sdk.models import alerting as am
 from dashboards.influxql import DATASOURCE_UID, InfluxQL
 from dashboards.panels import AROUSAL_ALERT
 
-FOLDER: Final = "Rekindle"
+#: Alert-rule folder; not the dashboards' "Rekindle" folder, which the dashboard provider owns.
+FOLDER: Final = "Rekindle alerts"
 GROUP: Final = "rekindle-sessions"
 EVALUATION_INTERVAL: Final = "10s"
 AROUSAL_HOLD_S: Final = 60

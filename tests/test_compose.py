@@ -1,0 +1,474 @@
+"""docker-compose.yml is valid YAML and consistent with the code and the files it mounts.
+
+Docker cannot run here, so the stack itself is not started. What is checked instead:
+the compose file's structure, every mounted path, ports, the environment variables and command
+lines against the real ``rekindle`` argument parser, the Grafana provisioning files against the
+dashboards package, the mosquitto configuration (password script, ACL) on a real mosquitto,
+and the InfluxDB init script's logic against a stand-in ``influx`` CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from dashboards import GRAFANA_VERSION, generate
+from dashboards.influxql import DATASOURCE_UID
+from services.mqtturl import MqttSettings
+from tests.servers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text("utf-8"))
+SERVICES: dict[str, Any] = COMPOSE["services"]
+_INTERP = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+
+
+def _env_example() -> dict[str, str]:
+    out = {}
+    for line in (REPO / ".env.example").read_text("utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+ENV_EXAMPLE = _env_example()
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$`` substitution."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op and op.endswith("-"):
+            return arg
+        if op and op.endswith("?"):
+            msg = f"{name} is required: {arg}"
+            raise KeyError(msg)
+        return ""
+
+    return _INTERP.sub(sub, value).replace("$$", "$")
+
+
+def service(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = interpolate(SERVICES[name], ENV_EXAMPLE)
+    return result
+
+
+def _bind_mounts(name: str) -> list[tuple[str, str]]:
+    mounts = []
+    for volume in SERVICES[name].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        mounts.append((source, target))
+    return mounts
+
+
+# --- structure --------------------------------------------------------------------------------
+
+
+def test_compose_has_the_stack() -> None:
+    assert set(SERVICES) == {
+        "setup", "mosquitto", "influxdb", "analysis", "grafana", "ingest", "replay",
+    }  # fmt: skip
+    assert SERVICES["grafana"]["image"] == f"grafana/grafana:{GRAFANA_VERSION}.0"
+    assert SERVICES["influxdb"]["image"].startswith("influxdb:2.")
+    assert SERVICES["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
+    assert service("influxdb")["environment"]["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
+
+
+@pytest.mark.parametrize("name", ["mosquitto", "influxdb", "analysis", "grafana", "ingest"])
+def test_long_running_services_have_healthchecks(name: str) -> None:
+    if "healthcheck" in SERVICES[name]:
+        assert SERVICES[name]["healthcheck"]["test"]
+        return
+    dockerfile = REPO / SERVICES[name]["build"]["dockerfile"]
+    assert "HEALTHCHECK" in dockerfile.read_text("utf-8")
+
+
+def test_named_volumes_are_declared_and_used() -> None:
+    declared = set(COMPOSE["volumes"])
+    used = {
+        source
+        for name in SERVICES
+        for source, _ in _bind_mounts(name)
+        if not source.startswith(("/", "."))
+    }
+    assert used == declared
+
+
+def test_every_bind_mount_source_exists_in_the_repo() -> None:
+    for name in SERVICES:
+        for source, _ in _bind_mounts(name):
+            if source.startswith("./"):
+                assert (REPO / source).exists(), (name, source)
+
+
+@pytest.mark.parametrize("name", ["analysis", "ingest", "replay"])
+def test_images_build_from_the_repo_root(name: str) -> None:
+    build = SERVICES[name]["build"]
+    assert build["context"] == "."
+    text = (REPO / build["dockerfile"]).read_text("utf-8")
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)
+    assert "RUN pip install ." in text
+    for copied in re.findall(r"^COPY (\S+)", text, re.MULTILINE):
+        assert (REPO / copied).exists(), copied
+
+
+def test_no_secret_has_a_real_value_in_the_example() -> None:
+    secrets = [k for k in ENV_EXAMPLE if "PASSWORD" in k or "TOKEN" in k]
+    assert secrets
+    assert all(ENV_EXAMPLE[k].startswith("change-me") for k in secrets)
+
+
+def test_env_example_covers_every_interpolated_variable() -> None:
+    text = (REPO / "docker-compose.yml").read_text("utf-8")
+    names = {m.group(1) for m in _INTERP.finditer(text)}
+    assert names == set(ENV_EXAMPLE), names ^ set(ENV_EXAMPLE)
+
+
+def test_every_required_variable_is_required() -> None:
+    """Secrets have no default: compose refuses to start without them."""
+    text = (REPO / "docker-compose.yml").read_text("utf-8")
+    for m in _INTERP.finditer(text):
+        if "PASSWORD" in m.group(1) or "TOKEN" in m.group(1):
+            assert m.group(2) == ":?", m.group(0)
+
+
+# --- ports and URLs -----------------------------------------------------------------------------
+
+
+def _container_ports(name: str) -> set[int]:
+    return {int(str(p).rsplit(":", 1)[1]) for p in service(name).get("ports", [])}
+
+
+def test_ports_match_the_servers_configuration() -> None:
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text("utf-8")
+    (listener,) = re.findall(r"^listener (\d+)$", conf, re.MULTILINE)
+    assert _container_ports("mosquitto") == {int(listener)}
+    assert _container_ports("influxdb") == {8086}
+    assert _container_ports("grafana") == {3000}
+    influx_port = service("influxdb")["ports"][0]
+    assert influx_port.startswith("127.0.0.1:"), "InfluxDB is not exposed to the network"
+
+
+# --- the services' command lines against the real CLI --------------------------------------------
+
+
+def _parse(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from services.cli import build_parser  # noqa: PLC0415
+
+    svc = service(name)
+    for key in list(os.environ):
+        if key.startswith("REKINDLE_"):
+            monkeypatch.delenv(key)
+    for key, value in svc.get("environment", {}).items():
+        monkeypatch.setenv(key, str(value))
+    return build_parser().parse_args([str(a) for a in svc["command"]])
+
+
+def _mounted(name: str, path: str) -> bool:
+    return any(path.startswith(target.rstrip("/") + "/") for _, target in _bind_mounts(name))
+
+
+def _acl_users() -> set[str]:
+    acl = (REPO / "deploy/mosquitto/acl").read_text("utf-8")
+    return set(re.findall(r"^user (\S+)$", acl, re.MULTILINE))
+
+
+@pytest.mark.parametrize("name", ["analysis", "ingest", "replay"])
+def test_rekindle_environment_names_are_read_by_the_cli(name: str) -> None:
+    cli_source = (REPO / "services" / "cli.py").read_text("utf-8")
+    names = [k for k in SERVICES[name].get("environment", {}) if k.startswith("REKINDLE_")]
+    assert names
+    for key in names:
+        assert f'"{key}"' in cli_source, f"{name}: services/cli.py never reads {key}"
+
+
+def test_analysis_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _parse("analysis", monkeypatch)
+    assert args.command == "analysis"
+    mqtt_url = MqttSettings.from_url(args.mqtt)
+    assert (mqtt_url.host, mqtt_url.port, mqtt_url.username) == ("mosquitto", 1883, "analysis")
+    assert mqtt_url.password == ENV_EXAMPLE["MQTT_ANALYSIS_PASSWORD"]
+    assert args.mqtt == service("analysis")["environment"]["REKINDLE_MQTT_URL"]
+    influx = urllib.parse.urlsplit(args.influx)
+    assert (influx.hostname, influx.port) == ("influxdb", 8086)
+    assert args.influx == service("analysis")["environment"]["REKINDLE_INFLUX_URL"]
+    env = service("influxdb")["environment"]
+    assert args.influx_org == env["DOCKER_INFLUXDB_INIT_ORG"]
+    assert args.influx_bucket == env["DOCKER_INFLUXDB_INIT_BUCKET"]
+    assert args.influx_db is None
+    assert _mounted("analysis", str(args.influx_token_file))
+    assert _mounted("analysis", str(args.spool))
+
+
+@pytest.mark.parametrize("name", ["ingest", "replay"])
+def test_ingest_and_replay_commands(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _parse(name, monkeypatch)
+    assert args.command == name
+    settings = MqttSettings.from_url(args.mqtt)
+    assert settings.username == "ingest"
+    assert settings.username in _acl_users()
+    assert settings.password == ENV_EXAMPLE["MQTT_INGEST_PASSWORD"]
+    assert args.site == ENV_EXAMPLE["REKINDLE_SITE"]
+    if name == "ingest":
+        assert SERVICES[name]["network_mode"] == "host"
+        assert settings.host == "127.0.0.1"
+        assert ("/run/dbus/system_bus_socket", "/run/dbus/system_bus_socket") in _bind_mounts(name)
+    else:
+        assert settings.host == "mosquitto"
+
+
+# --- Grafana provisioning ------------------------------------------------------------------------
+
+
+def test_grafana_mounts_the_provisioning_of_the_repo() -> None:
+    mounts = dict((target, source) for source, target in _bind_mounts("grafana"))
+    for kind in ("datasources", "dashboards", "alerting"):
+        source = mounts[f"/etc/grafana/provisioning/{kind}"]
+        assert (REPO / source).resolve() == generate.PACKAGE_DIR / "provisioning" / kind
+    provider = yaml.safe_load(
+        (generate.PACKAGE_DIR / "provisioning/dashboards/rekindle.yaml").read_text("utf-8")
+    )
+    path = provider["providers"][0]["options"]["path"]
+    assert (REPO / mounts[path]).resolve() == generate.PACKAGE_DIR / generate.GENERATED_DIR
+    home = service("grafana")["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(path + "/")
+    assert home.rsplit("/", 1)[1] in generate.DASHBOARDS
+
+
+def test_datasource_provisioning_matches_dashboards_and_environment() -> None:
+    text = (generate.PACKAGE_DIR / "provisioning/datasources/influxdb.yaml").read_text("utf-8")
+    (source,) = yaml.safe_load(text)["datasources"]
+    assert source["uid"] == DATASOURCE_UID
+    assert source["type"] == "influxdb"
+    assert source["jsonData"]["version"] == "InfluxQL"
+    assert source["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert source["secureJsonData"]["httpHeaderValue1"].startswith("Token ${")
+    env = service("grafana")["environment"]
+    available = set(env) | {k.removesuffix("__FILE") for k in env if k.endswith("__FILE")}
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)\}", text))
+    assert used <= available, used - available
+    assert (
+        env["REKINDLE_INFLUX_DB"]
+        == service("influxdb")["environment"]["DOCKER_INFLUXDB_INIT_BUCKET"]
+    )
+    assert _mounted("grafana", env["GF_REKINDLE_INFLUX_TOKEN__FILE"])
+
+
+def test_alert_rules_use_the_provisioned_datasource() -> None:
+    doc = yaml.safe_load(
+        (generate.PACKAGE_DIR / generate.ALERTING_FILE).read_text(encoding="utf-8")
+    )
+    for rule in doc["groups"][0]["rules"]:
+        sources = {q["datasourceUid"] for q in rule["data"]}
+        assert sources == {DATASOURCE_UID, "__expr__"}
+
+
+def test_token_files_written_by_influxdb_are_those_the_services_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = (REPO / "deploy/influxdb/init-rekindle.sh").read_text("utf-8")
+    secrets_dir = service("influxdb")["environment"]["REKINDLE_SECRETS_DIR"]
+    written = {f"{secrets_dir}/{n}" for n in re.findall(r"make_token (\S+\.token)", script)}
+    grafana_token = service("grafana")["environment"]["GF_REKINDLE_INFLUX_TOKEN__FILE"]
+    analysis_token = str(_parse("analysis", monkeypatch).influx_token_file)
+    assert written == {grafana_token, analysis_token}
+    health = " ".join(SERVICES["influxdb"]["healthcheck"]["test"])
+    assert all(f"test -s {path}" in health for path in written)
+
+
+# --- mosquitto: password script and ACL on a real broker ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """/usr/sbin/mosquitto with deploy/mosquitto's config, ACL and generated password file."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    work = tmp_path_factory.mktemp("secured-mosquitto")
+    env = {**os.environ, **{k: v for k, v in ENV_EXAMPLE.items() if k.startswith("MQTT_")}}
+    subprocess.run(
+        ["sh", str(REPO / "deploy/mosquitto/make-passwd.sh"), str(work / "passwd")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text("utf-8")
+    conf = conf.replace("/mosquitto/auth/passwd", str(work / "passwd"))
+    conf = conf.replace("/mosquitto/config/acl", str(REPO / "deploy/mosquitto/acl"))
+    conf = conf.replace("/mosquitto/data/", str(work) + "/")
+    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+    conf = conf.replace("log_dest stdout", f"log_dest file {work / 'log'}")
+    conf += "user root\n" if os.geteuid() == 0 else ""  # else it drops to "mosquitto"
+    (work / "mosquitto.conf").write_text(conf)
+    proc = subprocess.Popen([binary, "-c", str(work / "mosquitto.conf")])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                import socket  # noqa: PLC0415
+
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Client:
+    """A paho client that records what it receives."""
+
+    def __init__(self, port: int, user: str | None, password: str | None) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.reason: Any = None
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.reason = reason
+        self.connected.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.received.append((msg.topic, bytes(msg.payload)))
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, _codes: Any, _p: Any) -> None:
+        self.subscribed.set()
+
+    def ok(self) -> bool:
+        assert self.connected.wait(5)
+        return not self.reason.is_failure
+
+    def publish(self, topic: str) -> None:
+        self.client.publish(topic, b"{}", qos=1).wait_for_publish(5)
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+        assert self.subscribed.wait(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_mosquitto_refuses_anonymous_and_wrong_passwords(secured_broker: int) -> None:
+    for user, password in ((None, None), ("ingest", "wrong"), ("nobody", "x")):
+        client = Client(secured_broker, user, password)
+        try:
+            assert not client.ok(), user
+        finally:
+            client.close()
+
+
+def test_mosquitto_acl(secured_broker: int) -> None:
+    """Ingest publishes data but not analysis output; monitor reads but cannot publish."""
+    env = ENV_EXAMPLE
+    analysis = Client(secured_broker, "analysis", env["MQTT_ANALYSIS_PASSWORD"])
+    ingest = Client(secured_broker, "ingest", env["MQTT_INGEST_PASSWORD"])
+    monitor = Client(secured_broker, "monitor", env["MQTT_MONITOR_PASSWORD"])
+    try:
+        assert analysis.ok()
+        assert ingest.ok()
+        assert monitor.ok()
+        analysis.subscribe("rekindle/v1/#")
+        ingest.publish("rekindle/v1/clinic/S1/hr")
+        ingest.publish("rekindle/v1/clinic/S1/status/h10")
+        ingest.publish("rekindle/v1/clinic/S1/out/episode")  # denied
+        monitor.publish("rekindle/v1/clinic/S1/marker")  # denied
+        analysis.publish("rekindle/v1/clinic/S1/out/features")
+        ingest.publish("rekindle/v1/clinic/S1/eda")  # sent last: everything before has arrived
+        deadline = time.monotonic() + 5
+        while len(analysis.received) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        topics = [t for t, _ in analysis.received]
+        assert topics == [
+            "rekindle/v1/clinic/S1/hr",
+            "rekindle/v1/clinic/S1/status/h10",
+            "rekindle/v1/clinic/S1/out/features",
+            "rekindle/v1/clinic/S1/eda",
+        ]
+    finally:
+        for client in (analysis, ingest, monitor):
+            client.close()
+
+
+# --- InfluxDB init script against a stand-in influx CLI ------------------------------------------
+
+_FAKE_INFLUX = r"""#!/bin/sh
+echo "$*" >> "$FAKE_LOG"
+case "$1 $2" in
+  "bucket list") printf 'b0b0b0b0b0b0b0b0\trekindle\tinfinite\t168h0m0s\t0f0f0f0f0f0f0f0f\n' ;;
+  "v1 dbrp") if [ "$3" = list ] && [ -f "$FAKE_DIR/dbrp" ]; then
+               printf '0a0a\trekindle\tb0b0b0b0b0b0b0b0\tautogen\ttrue\tfalse\t0f0f\n'; fi
+             if [ "$3" = create ]; then touch "$FAKE_DIR/dbrp"; fi ;;
+  "auth create") n=$(ls "$FAKE_DIR" | wc -l)
+    printf '{\n\t"id": "0c0c",\n\t"token": "tok-%s==",\n\t"status": "active"\n}\n' "$n"
+    touch "$FAKE_DIR/auth-$n" ;;
+esac
+"""
+
+
+def test_influx_init_script(tmp_path: Path) -> None:
+    bin_dir, state, secrets = tmp_path / "bin", tmp_path / "state", tmp_path / "secrets"
+    for d in (bin_dir, state):
+        d.mkdir()
+    fake = bin_dir / "influx"
+    fake.write_text(_FAKE_INFLUX)
+    fake.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(tmp_path / "log"),
+        "FAKE_DIR": str(state),
+        "REKINDLE_SECRETS_DIR": str(secrets),
+        "DOCKER_INFLUXDB_INIT_ORG": "rekindle",
+        "DOCKER_INFLUXDB_INIT_BUCKET": "rekindle",
+    }
+    script = str(REPO / "deploy/influxdb/init-rekindle.sh")
+    for _ in range(2):  # the second run changes nothing
+        subprocess.run(["bash", script], env=env, check=True, capture_output=True)
+    log = (tmp_path / "log").read_text().splitlines()
+    creates = [c for c in log if c.startswith("v1 dbrp create")]
+    assert creates == [
+        "v1 dbrp create --org rekindle --bucket-id b0b0b0b0b0b0b0b0 --db rekindle "
+        "--rp autogen --default"
+    ]
+    auths = [c for c in log if c.startswith("auth create")]
+    assert len(auths) == 2
+    assert "--write-bucket b0b0b0b0b0b0b0b0" in auths[0]
+    assert "--write-bucket" not in auths[1]
+    assert "--read-bucket b0b0b0b0b0b0b0b0" in auths[1]
+    assert (secrets / "analysis.token").read_text() == "tok-1=="
+    assert (secrets / "grafana.token").read_text() == "tok-2=="
