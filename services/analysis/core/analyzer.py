@@ -9,13 +9,13 @@ late: they are counted and ignored.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from services.analysis.core.baseline import Baselines, Input, arousal_index
 from services.analysis.core.cardiac import HrProcessor, HrTick, RrProcessor, RrTick
@@ -38,45 +38,54 @@ log = logging.getLogger(__name__)
 #: Streams with a detector; others (ppg, ecg, temp) are accepted and ignored.
 ANALYSED = ("eda", "hr", "rr", "acc")
 _RANK: dict[QualityState, int] = {"good": 0, "degraded": 1, "lost": 2}
+_T = TypeVar("_T", EdaTick, HrTick, RrTick)
 #: Motion seen on a device's ACC keeps its EDA/HR "degraded" this long (s).
 MOTION_HOLD_S = 2.0
 
 
 @dataclass(slots=True)
 class _Pending:
-    times: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    values: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    n: int = 0
+    """Accepted, not yet processed samples of one (stream, device); ``pos`` = first unprocessed."""
+
+    times: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    pos: int = 0
+
+    def compact(self) -> None:
+        if self.pos > 4096 or self.pos == len(self.times):
+            del self.times[: self.pos]
+            del self.values[: self.pos]
+            self.pos = 0
 
 
 class _AccProcessor:
-    """Motion from the spread of the acceleration magnitude within each second."""
+    """Motion from the spread of the acceleration magnitude (g) within each second."""
 
-    def __init__(self, config: AnalysisConfig) -> None:
+    def __init__(self, config: AnalysisConfig, device: str) -> None:
         self.cfg = config
+        self.device = device
         self.last_valid_t = -math.inf
         self.last_motion_t = -math.inf
-        self.last_t = -math.inf
 
-    def feed_array(self, times: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> None:
-        keep = times > self.last_t
-        times, values = times[keep], values[keep]
-        if len(times) == 0:
+    def feed(self, times: list[float], mags: list[float]) -> None:
+        ok = [m for m in mags if m < 32.0]  # also drops NaN
+        if not ok:
             return
-        self.last_t = float(times[-1])
-        mag = np.sqrt(np.sum(values * values, axis=1))
-        ok = np.isfinite(mag) & (mag < 32.0)
-        if not ok.any():
-            return
-        self.last_valid_t = float(times[ok][-1])
-        m = mag[ok]
-        if len(m) >= 2 and float(np.std(m)) > self.cfg.motion_std_g:
-            self.last_motion_t = self.last_valid_t
+        self.last_valid_t = times[-1]
+        n = len(ok)
+        if n >= 2:
+            mean = math.fsum(ok) / n
+            var = math.fsum((m - mean) ** 2 for m in ok) / n
+            if var > self.cfg.motion_std_g**2:
+                self.last_motion_t = times[-1]
 
     def tick(self, k: int, *, in_gap: bool) -> QualityState:
         if in_gap or k - self.last_valid_t > 5.0:
             return "lost"
         return "degraded" if k - self.last_motion_t <= MOTION_HOLD_S else "good"
+
+
+_Processor = EdaProcessor | HrProcessor | RrProcessor | _AccProcessor
 
 
 class SessionAnalyzer:
@@ -85,6 +94,8 @@ class SessionAnalyzer:
     def __init__(self, config: AnalysisConfig | None = None) -> None:
         self.cfg = config or AnalysisConfig()
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._keys: list[tuple[str, str]] = []
+        self._procs: dict[tuple[str, str], _Processor] = {}
         self._markers: list[MarkerInput] = []
         self._gaps: list[GapInput] = []
         self._eda: dict[str, EdaProcessor] = {}
@@ -93,7 +104,7 @@ class SessionAnalyzer:
         self._acc: dict[str, _AccProcessor] = {}
         self._max_seen = -math.inf
         self._next_tick: int | None = None
-        self._quality: dict[str, QualityState] = {}
+        self._quality: dict[str, str] = {}
         self._baselines = Baselines(self.cfg)
         self._episodes = EpisodeDetector(self.cfg)
         self._finished = False
@@ -106,7 +117,7 @@ class SessionAnalyzer:
         if self._finished:
             raise InputError("update() after finish()")
         if isinstance(item, MarkerInput):
-            self._markers.append(item)
+            bisect.insort(self._markers, item, key=lambda m: m.time)
             return []
         if isinstance(item, GapInput):
             self._gaps.append(item)
@@ -118,7 +129,7 @@ class SessionAnalyzer:
         """End of data: process everything, close open episodes at the last data time."""
         if self._finished:
             return []
-        out = self._advance(math.floor(self._max_seen) + 1.0) if self._pending else []
+        out = self._advance(math.floor(self._max_seen) + 1.0)
         if self._next_tick is not None:
             last = float(min(self._next_tick - 1, math.ceil(self._max_seen)))
             out.extend(self._episodes.finish(last))
@@ -126,107 +137,82 @@ class SessionAnalyzer:
         return out
 
     def _add_samples(self, batch: SampleBatch) -> None:
-        if batch.stream not in ANALYSED:
+        stream = batch.stream
+        if stream not in ANALYSED:
             return
         times = np.asarray(batch.times, dtype=np.float64)
         values = np.asarray(batch.values, dtype=np.float64)
         if times.ndim != 1 or len(values) != len(times):
-            raise InputError(
-                f"{batch.stream}/{batch.device}: {len(times)} times but {len(values)} values"
-            )
-        if batch.stream == "acc" and (values.ndim != 2 or values.shape[1:] != (3,)):
-            raise InputError(f"acc/{batch.device}: values must have shape (n, 3)")
-        if batch.stream != "acc" and values.ndim != 1:
-            raise InputError(f"{batch.stream}/{batch.device}: values must have shape (n,)")
-        finite = np.isfinite(times)
-        if not finite.all():
-            self.dropped_samples += int((~finite).sum())
-            times, values = times[finite], values[finite]
-        if len(times) == 0:
-            return
-        if np.any(np.diff(times) < 0):
-            order = np.argsort(times, kind="stable")
-            times, values = times[order], values[order]
-        if self._next_tick is not None:
-            boundary = self._next_tick - 1
-            late = times < boundary
-            if late.any():
-                n_late = int(late.sum())
-                self.late_samples += n_late
-                log.debug("%d late %s samples from %s ignored", n_late, batch.stream, batch.device)
-                times, values = times[~late], values[~late]
-                if len(times) == 0:
-                    return
-        pend = self._pending.setdefault((batch.stream, batch.device), _Pending())
-        pend.times.append(times)
-        pend.values.append(values)
-        pend.n += len(times)
-        self._max_seen = max(self._max_seen, float(times[-1]))
+            raise InputError(f"{stream}/{batch.device}: {len(times)} times, {len(values)} values")
+        if stream == "acc":
+            if values.ndim != 2 or values.shape[1:] != (3,):
+                raise InputError(f"acc/{batch.device}: values must have shape (n, 3)")
+            values = np.sqrt(np.sum(values * values, axis=1))
+        elif values.ndim != 1:
+            raise InputError(f"{stream}/{batch.device}: values must have shape (n,)")
+        key = (stream, batch.device)
+        pend = self._pending.get(key)
+        if pend is None:
+            pend = self._pending[key] = _Pending()
+            self._keys = sorted(self._pending)
+        boundary = -math.inf if self._next_tick is None else self._next_tick - 1.0
+        prev = pend.times[-1] if pend.times else -math.inf
+        if prev < boundary:
+            prev = math.nextafter(boundary, -math.inf)
+        pt, pv = pend.times, pend.values
+        n_before = len(pt)
+        for t, v in zip(times.tolist(), values.tolist(), strict=True):
+            if t > prev and t < math.inf:
+                pt.append(t)
+                pv.append(v)
+                prev = t
+            elif t < boundary:
+                self.late_samples += 1
+            else:
+                self.dropped_samples += 1  # NaN/infinite time, duplicate or out of order
+        if len(pt) > n_before:
+            self._max_seen = max(self._max_seen, pt[-1])
 
     # -- processing --------------------------------------------------------------------------------
+    def _processor(self, key: tuple[str, str]) -> _Processor:
+        stream, device = key
+        proc: _Processor
+        if stream == "eda":
+            proc = self._eda[device] = EdaProcessor(self.cfg, device)
+        elif stream == "hr":
+            proc = self._hr[device] = HrProcessor(self.cfg, device)
+        elif stream == "rr":
+            proc = self._rr[device] = RrProcessor(self.cfg, device)
+        else:
+            proc = self._acc[device] = _AccProcessor(self.cfg, device)
+        self._procs[key] = proc
+        return proc
+
     def _advance(self, watermark: float) -> list[Event]:
         if self._next_tick is None:
-            starts = [float(p.times[0][0]) for p in self._pending.values() if p.n]
+            starts = [p.times[p.pos] for p in self._pending.values() if p.pos < len(p.times)]
             if not starts:
                 return []
             self._next_tick = math.floor(min(starts)) + 1
-        if self._next_tick > watermark:
-            return []
         last_tick = math.floor(watermark)
-        # Take every pending sample that belongs to seconds up to last_tick.
-        work: list[tuple[tuple[str, str], npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
-        for key in sorted(self._pending):
-            pend = self._pending[key]
-            if not pend.n:
-                continue
-            times = np.concatenate(pend.times) if len(pend.times) > 1 else pend.times[0]
-            values = np.concatenate(pend.values) if len(pend.values) > 1 else pend.values[0]
-            if np.any(np.diff(times) < 0):
-                order = np.argsort(times, kind="stable")
-                times, values = times[order], values[order]
-            cut = int(np.searchsorted(times, last_tick, side="left"))
-            pend.times = [times[cut:]] if cut < len(times) else []
-            pend.values = [values[cut:]] if cut < len(times) else []
-            pend.n = len(times) - cut
-            if cut:
-                work.append((key, times[:cut], values[:cut]))
-        starts_idx = [0] * len(work)
+        if self._next_tick > last_tick:
+            return []
         out: list[Event] = []
+        pending = self._pending
         for k in range(self._next_tick, last_tick + 1):
-            for j, (key, times, values) in enumerate(work):
-                i0 = starts_idx[j]
-                i1 = int(np.searchsorted(times, k, side="left"))
-                if i1 > i0:
-                    self._feed(key, times[i0:i1], values[i0:i1])
-                    starts_idx[j] = i1
+            for key in self._keys:
+                p = pending[key]
+                pos = p.pos
+                if pos < len(p.times) and p.times[pos] < k:
+                    i1 = bisect.bisect_left(p.times, k, pos)
+                    proc = self._procs.get(key) or self._processor(key)
+                    proc.feed(p.times[pos:i1], p.values[pos:i1])
+                    p.pos = i1
             out.extend(self._tick(k))
         self._next_tick = last_tick + 1
+        for p in pending.values():
+            p.compact()
         return out
-
-    def _feed(
-        self, key: tuple[str, str], times: npt.NDArray[np.float64], values: npt.NDArray[np.float64]
-    ) -> None:
-        stream, device = key
-        if stream == "acc":
-            self._acc.setdefault(device, _AccProcessor(self.cfg)).feed_array(times, values)
-            return
-        t_list: list[float] = times.tolist()
-        v_list: list[float] = values.tolist()
-        if stream == "eda":
-            proc_e = self._eda.get(device)
-            if proc_e is None:
-                proc_e = self._eda[device] = EdaProcessor(self.cfg, device)
-            proc_e.feed(t_list, v_list)
-        elif stream == "hr":
-            proc_h = self._hr.get(device)
-            if proc_h is None:
-                proc_h = self._hr[device] = HrProcessor(self.cfg, device)
-            proc_h.feed(t_list, v_list)
-        else:
-            proc_r = self._rr.get(device)
-            if proc_r is None:
-                proc_r = self._rr[device] = RrProcessor(self.cfg, device)
-            proc_r.feed(t_list, v_list)
 
     def _in_gap(self, stream: str, device: str, k: int) -> bool:
         if not self._gaps:
@@ -237,81 +223,83 @@ class SessionAnalyzer:
         )
 
     @staticmethod
-    def _best(ticks: Sequence[tuple[str, QualityState]]) -> str | None:
-        """Device whose stream is in the best state (ties: device name)."""
-        if not ticks:
-            return None
-        return min(ticks, key=lambda dq: (_RANK[dq[1]], dq[0]))[0]
+    def _pick(ticks: dict[str, _T]) -> _T:
+        """The tick of the device whose stream is in the best state (ties: device name)."""
+        if len(ticks) == 1:
+            return next(iter(ticks.values()))
+        best = min(ticks, key=lambda d: (_RANK[ticks[d].quality], d))
+        return ticks[best]
 
     def _tick(self, k: int) -> list[Event]:
         out: list[Event] = []
-        while self._markers and self._markers[0].time < k:
-            m = self._markers.pop(0)
+        markers = self._markers
+        while markers and markers[0].time < k:
+            m = markers.pop(0)
             self._baselines.marker(m.time, m.text)
-        if self._gaps:
+        if self._gaps and k % 60 == 0:
             self._gaps = [g for g in self._gaps if g.end > k - 3600]
-        motion = {d: a.tick(k, in_gap=self._in_gap("acc", d, k)) for d, a in self._acc.items()}
-        moving = {d for d, q in motion.items() if q == "degraded"}
-        eda_ticks: dict[str, EdaTick] = {}
-        for d, proc_e in self._eda.items():
-            eda_ticks[d] = proc_e.tick(k, motion=d in moving, in_gap=self._in_gap("eda", d, k))
-            out.extend(proc_e.take_events())
-        hr_ticks: dict[str, HrTick] = {
-            d: p.tick(k, motion=d in moving, in_gap=self._in_gap("hr", d, k))
-            for d, p in self._hr.items()
-        }
-        rr_ticks: dict[str, RrTick] = {
-            d: p.tick(k, in_gap=self._in_gap("rr", d, k)) for d, p in self._rr.items()
-        }
+        moving: set[str] = set()
         quality: dict[str, str] = {}
-        eda = hr = rr = None
-        if eda_ticks:
-            dev = self._best([(d, t.quality) for d, t in eda_ticks.items()])
-            assert dev is not None
-            eda = eda_ticks[dev]
+        if self._acc:
+            acc_state: dict[str, QualityState] = {}
+            for d, a in self._acc.items():
+                acc_state[d] = q = a.tick(k, in_gap=self._in_gap("acc", d, k))
+                if q == "degraded":
+                    moving.add(d)
+            quality["acc"] = min(acc_state.values(), key=_RANK.__getitem__)
+        eda: EdaTick | None = None
+        if self._eda:
+            eda_ticks: dict[str, EdaTick] = {}
+            for d, proc_e in self._eda.items():
+                eda_ticks[d] = proc_e.tick(k, motion=d in moving, in_gap=self._in_gap("eda", d, k))
+                out.extend(proc_e.take_events())
+            eda = self._pick(eda_ticks)
             quality["eda"] = eda.quality
-        if hr_ticks:
-            dev = self._best([(d, t.quality) for d, t in hr_ticks.items()])
-            assert dev is not None
-            hr = hr_ticks[dev]
+        hr: HrTick | None = None
+        if self._hr:
+            hr = self._pick(
+                {
+                    d: p.tick(k, motion=d in moving, in_gap=self._in_gap("hr", d, k))
+                    for d, p in self._hr.items()
+                }
+            )
             quality["hr"] = hr.quality
-        if rr_ticks:
-            dev = self._best([(d, t.quality) for d, t in rr_ticks.items()])
-            assert dev is not None
-            rr = rr_ticks[dev]
+        rr: RrTick | None = None
+        if self._rr:
+            rr = self._pick(
+                {d: p.tick(k, in_gap=self._in_gap("rr", d, k)) for d, p in self._rr.items()}
+            )
             quality["rr"] = rr.quality
-        if motion:
-            dev = self._best([(d, "good" if q == "good" else "lost" if q == "lost" else "degraded")
-                              for d, q in motion.items()])
-            assert dev is not None
-            quality["acc"] = motion[dev]
-        hr_value = hr.hr if hr is not None and hr.hr is not None else None
+        hr_value = hr.hr if hr is not None else None
         if hr_value is None and rr is not None:
             hr_value = rr.hr
         rmssd = rr.rmssd if rr is not None else None
+        tonic = eda.tonic if eda is not None else None
+        scr_rate = eda.scr_rate if eda is not None else None
         values: dict[Input, float | None] = {
-            "tonic": eda.tonic if eda is not None else None,
-            "scr_rate": eda.scr_rate if eda is not None else None,
+            "tonic": tonic,
+            "scr_rate": scr_rate,
             "hr": hr_value,
             "ln_rmssd": math.log(rmssd) if rmssd is not None and rmssd > 0 else None,
         }
         self._baselines.update(k, values)
         res = arousal_index(self.cfg, self._baselines, values)
+        last_quality = self._quality
         for stream, state in quality.items():
-            if self._quality.get(stream) != state:
-                self._quality[stream] = state  # type: ignore[assignment]
+            if last_quality.get(stream) != state:
+                last_quality[stream] = state
                 out.append(QualityChange(float(k), stream, state))  # type: ignore[arg-type]
         out.append(
             FeatureRow(
-                time=float(k),
-                hr=hr_value,
-                rmssd=rmssd,
-                eda_tonic=eda.tonic if eda is not None else None,
-                eda_phasic=eda.phasic if eda is not None else None,
-                scr_rate=eda.scr_rate if eda is not None else None,
-                arousal_index=res.index,
-                contributions=res.contributions,
-                quality=quality,
+                float(k),
+                hr_value,
+                rmssd,
+                tonic,
+                eda.phasic if eda is not None else None,
+                scr_rate,
+                res.index,
+                res.contributions,
+                quality,
             )
         )
         episode_index = res.index if res.final else None
@@ -319,16 +307,16 @@ class SessionAnalyzer:
         return out
 
     def state_nbytes(self) -> int:
-        """Approximate memory held by this session's state, in bytes."""
-        n = self._baselines.nbytes()
+        """Approximate memory held by this session's state, in bytes (containers counted at
+        CPython's typical per-element cost)."""
+        n = self._baselines.nbytes() + 4096
         for pend in self._pending.values():
-            n += sum(a.nbytes for a in pend.times) + sum(a.nbytes for a in pend.values)
+            n += 2 * 32 * (len(pend.times) - pend.pos) + 2 * 8 * len(pend.times)
         for proc_e in self._eda.values():
-            n += 64 * (len(proc_e._scr_peaks) + len(proc_e._tonic_hist) + len(proc_e._range_hist))
-            n += 24 * 3 * len(proc_e._out_t) + 1024
+            n += proc_e.nbytes()
         for proc_h in self._hr.values():
-            n += 64 * len(proc_h._window) + 512
+            n += 80 * len(proc_h._window) + 512
         for proc_r in self._rr.values():
-            n += 64 * (len(proc_r._beats) + len(proc_r._diffs) + len(proc_r._events)) + 1024
-        n += 128 * (len(self._markers) + len(self._gaps)) + 4096
+            n += 80 * (len(proc_r._beats) + len(proc_r._diffs) + len(proc_r._events)) + 1024
+        n += 160 * (len(self._markers) + len(self._gaps)) + 1024 * len(self._acc)
         return n

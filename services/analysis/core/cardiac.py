@@ -110,6 +110,11 @@ class RrProcessor:
         self.rejected = 0
         self.out_of_order = 0
         self._skip_next = False
+        self._n_art = 0  # artefacts among _events
+
+    def _event(self, t: float, artefact: bool) -> None:
+        self._events.append((t, artefact))
+        self._n_art += artefact
 
     # -- beat handling ---------------------------------------------------------------------------
     def _adjacent(self, t_prev: float, t: float, rr_ms: float) -> bool:
@@ -123,13 +128,13 @@ class RrProcessor:
         self._last_acc = (t, rr)
         self._ref.append(rr)
         self._beats.append((t, rr))
-        self._events.append((t, artefact))
+        self._event(t, artefact)
         self.last_accept_t = t
 
     def _reject(self, t: float, rr: float) -> None:
         self.rejected += 1
         self.last_bad_t = t
-        self._events.append((t, True))
+        self._event(t, True)
         self._rejected.append((t, rr))
         if len(self._rejected) >= 3:
             vals = [r for _, r in self._rejected[-3:]]
@@ -192,7 +197,7 @@ class RrProcessor:
             if not (lo <= rr <= hi):
                 self.rejected += 1
                 self.last_bad_t = t
-                self._events.append((t, True))
+                self._event(t, True)
                 if self._pending is not None:
                     self._classify(None)
                 continue
@@ -216,18 +221,19 @@ class RrProcessor:
         for dq, win in (
             (self._beats, cfg.hr_window_s),
             (self._diffs, cfg.rmssd_window_s),
-            (self._events, cfg.rmssd_window_s),
         ):
             while dq and dq[0][0] < k - win:
                 dq.popleft()
+        ev = self._events
+        while ev and ev[0][0] < k - cfg.rmssd_window_s:
+            self._n_art -= ev.popleft()[1]
         if in_gap or k - self.last_accept_t > cfg.rr_lost_after_s or not self._beats:
             return RrTick(None, None, "lost")
         mean_rr = math.fsum(r for _, r in self._beats) / len(self._beats)
         rmssd = None
         if len(self._diffs) >= cfg.rmssd_min_pairs:
             rmssd = math.sqrt(math.fsum(d for _, d in self._diffs) / len(self._diffs))
-        n_art = sum(1 for _, a in self._events if a)
-        frac = n_art / len(self._events) if self._events else 0.0
+        frac = self._n_art / len(self._events) if self._events else 0.0
         state: QualityState = "degraded" if frac > RR_ARTEFACT_DEGRADED else "good"
         return RrTick(60000.0 / mean_rr, rmssd, state)
 

@@ -31,9 +31,10 @@ class AnalysisConfig:
     #: Corner of the causal tonic low-pass (Hz); phasic = cleaned - tonic. 0.05 Hz is the
     #: AcqKnowledge / NeuroKit2 ``highpass`` decomposition cut-off.
     eda_tonic_hz: float = 0.05
-    #: Smallest trough-to-peak rise counted as an SCR (µS). Boucsein (2012) lists 0.01-0.05 µS;
-    #: 0.01 µS keeps the small responses of wrist EDA.
-    scr_min_amplitude_us: float = 0.01
+    #: Smallest onset-to-peak rise counted as an SCR (µS). Boucsein (2012) lists 0.01-0.05 µS;
+    #: 0.03 µS is mid-range: ~20x the E4's 0.0013 µS resolution and above 4-Hz wrist noise,
+    #: yet below typical wrist responses.
+    scr_min_amplitude_us: float = 0.03
     #: Longest onset-to-peak rise time of one SCR (s); longer rises are tonic drift (Boucsein 2012).
     scr_max_rise_s: float = 5.0
     #: SCR rate is counted over this trailing window (s) and reported per minute.
@@ -73,10 +74,20 @@ class AnalysisConfig:
     motion_std_g: float = 0.1
 
     # --- baseline and index ----------------------------------------------------------------------
-    #: Automatic baseline: the first this many seconds of data.
+    #: Automatic baseline: the first this many valid seconds of each input, after ignoring its
+    #: first ``settle_s`` seconds (electrode-skin equilibration and sensor start-up transients;
+    #: Boucsein 2012 and Fowles et al. 1981 recommend letting EDA electrodes settle first).
     baseline_s: float = 300.0
+    settle_s: float = 120.0
     #: A provisional index is shown once this much baseline is in; episodes wait for the full one.
     baseline_min_s: float = 60.0
+    #: Habituation / drift: once the baseline is final, an input's reference level follows the
+    #: ``adapt_quantile`` of its last ``adapt_window_s`` seconds when that is further towards
+    #: arousal than the baseline median (0 disables). A plateau held for ~10 min becomes the new
+    #: reference, so slow electrode/skin drift and sustained states do not read as endless
+    #: arousal; falling back below it returns the reference to the baseline.
+    adapt_window_s: float = 600.0
+    adapt_quantile: float = 0.25
     #: Index points per robust standard deviation above baseline (4 SD -> 100).
     points_per_sd: float = 25.0
     #: Cap on one input's robust z-score, so one extreme input cannot saturate the index alone.
@@ -131,5 +142,7 @@ class AnalysisConfig:
             raise ConfigError("exit_index", "must not exceed enter_index (hysteresis)")
         if self.baseline_min_s > self.baseline_s:
             raise ConfigError("baseline_min_s", "must not exceed baseline_s")
+        if self.adapt_quantile > 1:
+            raise ConfigError("adapt_quantile", "must be within 0..1")
         if self.recovery_fraction <= 0:
             raise ConfigError("recovery_fraction", "must be positive")

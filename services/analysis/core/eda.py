@@ -48,8 +48,10 @@ class EdaProcessor:
         self._last_x = math.nan
         self._c1 = self._c2 = self._t1 = self._t2 = math.nan
         self._rising = False
-        self._trough_t = self._trough_y = self._peak_t = self._peak_y = math.nan
+        self._trough_y = self._peak_t = self._peak_y = math.nan
         self._scr_peaks: deque[float] = deque()
+        self._hist: deque[tuple[float, float]] = deque()
+        self._last_peak_t = -math.inf
         self._tonic_hist: deque[tuple[int, float]] = deque()
         self._range_hist: deque[tuple[float, float]] = deque()
         self._tick_min = math.inf
@@ -63,7 +65,8 @@ class EdaProcessor:
     def _restart(self, x: float) -> None:
         self._c1 = self._c2 = self._t1 = self._t2 = x
         self._rising = False
-        self._trough_t = self._trough_y = self._peak_t = self._peak_y = math.nan
+        self._trough_y = self._peak_t = self._peak_y = math.nan
+        self._hist.clear()
 
     def feed(self, times: list[float], values: list[float]) -> None:
         """Process samples (time-ordered, unix s / µS). Invalid ones are skipped and noted."""
@@ -73,6 +76,7 @@ class EdaProcessor:
         tau_c, tau_t = self._tau_clean, self._tau_tonic
         hyst, amin, max_rise = self._hyst, cfg.scr_min_amplitude_us, cfg.scr_max_rise_s
         exp = math.exp
+        hist = self._hist
         for t, x in zip(times, values, strict=True):
             if t <= self.last_t:
                 self.out_of_order += 1
@@ -104,22 +108,40 @@ class EdaProcessor:
             self._out_t.append(t)
             self._out_tonic.append(tonic)
             self._out_phasic.append(y)
-            # trough-to-peak SCR detection on the phasic signal, with hysteresis
+            # SCR detection on the phasic signal: a peak is confirmed once the signal has fallen
+            # ``hyst`` below it; its onset is the lowest point in the ``max_rise`` seconds before
+            # the peak (and after the previous SCR peak); amplitude = peak - onset value.
+            hist.append((t, y))
+            cutoff = (self._peak_t if self._rising else t) - max_rise
+            while hist[0][0] < cutoff:
+                hist.popleft()
             if self._rising:
                 if y > self._peak_y:
                     self._peak_t, self._peak_y = t, y
                 elif y < self._peak_y - hyst:
-                    amp = self._peak_y - self._trough_y
-                    if amp >= amin and self._peak_t - self._trough_t <= max_rise:
-                        self._scrs.append(Scr(self.device, self._trough_t, self._peak_t, amp))
-                        self._scr_peaks.append(self._peak_t)
+                    self._confirm_peak(amin, max_rise)
                     self._rising = False
-                    self._trough_t, self._trough_y = t, y
+                    self._trough_y = y
             elif math.isnan(self._trough_y) or y < self._trough_y:
-                self._trough_t, self._trough_y = t, y
+                self._trough_y = y
             elif y > self._trough_y + hyst:
                 self._rising = True
                 self._peak_t, self._peak_y = t, y
+
+    def _confirm_peak(self, amin: float, max_rise: float) -> None:
+        peak_t, peak_y = self._peak_t, self._peak_y
+        lo_t = max(peak_t - max_rise, self._last_peak_t)
+        onset_t, onset_y = peak_t, peak_y
+        for ht, hy in self._hist:
+            if ht > peak_t:
+                break
+            if ht >= lo_t and hy < onset_y:
+                onset_t, onset_y = ht, hy
+        amp = peak_y - onset_y
+        if amp >= amin:
+            self._scrs.append(Scr(self.device, onset_t, peak_t, amp))
+            self._scr_peaks.append(peak_t)
+            self._last_peak_t = peak_t
 
     def tick(self, k: int, *, motion: bool, in_gap: bool) -> EdaTick:
         """State for the feature second ending at ``k`` (all samples ``< k`` fed)."""
@@ -153,6 +175,11 @@ class EdaProcessor:
         if hist[0][0] <= k - window:
             slope = (tonic - hist[0][1]) * 60.0 / window
         return EdaTick(tonic, self._c2 - tonic, rate, slope, state)
+
+    def nbytes(self) -> int:
+        """Approximate bytes held (CPython per-element costs of the buffers)."""
+        n = len(self._scr_peaks) + len(self._tonic_hist) + len(self._range_hist) + len(self._hist)
+        return 80 * n + 3 * 32 * len(self._out_t) + 1024
 
     def take_events(self) -> list[Scr | EdaDecomposition]:
         """SCRs and the decomposition produced since the last call."""
