@@ -35,7 +35,7 @@ async def _disconnect_and_drop_gatt(self: Any, uuid: str | None = None) -> None:
         await self.ServicesResolved.set_async(False)
 
 
-Device.disconnect = _disconnect_and_drop_gatt  # type: ignore[method-assign]
+Device.disconnect = _disconnect_and_drop_gatt
 
 
 async def _main(adapters: list[str], scan_interval: int) -> None:

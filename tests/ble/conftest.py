@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from bleak.backends.bluezdbus import manager
 
 from tests.ble.emulation import BleEmulation
 
 
 async def _close_bleak_bus() -> None:
     """Close the D-Bus connection bleak opened for this event loop (no leaked socket)."""
-    from bleak.backends.bluezdbus import manager
-
     instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
     bus = getattr(instance, "_bus", None)
     if bus is not None:

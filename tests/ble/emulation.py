@@ -175,12 +175,13 @@ class BleEmulation:
                                        cwd=REPO)
         assert bluezoo.stdout is not None
         try:
-            if _read_line(bluezoo.stdout, 20, "bluezoo", bluezoo_log) != "READY":
-                raise RuntimeError(f"bluezoo failed: {bluezoo_log.read_text()[-3000:]}")
+            line = _read_line(bluezoo.stdout, 20, "bluezoo", bluezoo_log)
         except RuntimeError:
+            line = ""
+        if line != "READY":
             _stop(bluezoo)
             _stop(daemon)
-            raise
+            raise RuntimeError(f"bluezoo failed to start: {bluezoo_log.read_text()[-3000:]}")
         bluezoo.stdout.close()
         return cls(workdir, address, daemon, bluezoo)
 

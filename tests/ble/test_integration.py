@@ -41,51 +41,64 @@ class Collector:
 
 
 @pytest.fixture
-def collector(mqtt_broker: Mosquitto, request: pytest.FixtureRequest) -> Iterator[Collector]:
-    session = request.node.name[-40:].replace("[", "_").replace("]", "_")
+def collector(mqtt_broker: Mosquitto) -> Iterator[Collector]:
+    """Every message under ``rekindle/v1/{SITE}/``, decoded with the wire contract."""
     got = Collector([], threading.Lock())
     client = make_client(MqttSettings.from_url(mqtt_broker.url))
     ready = threading.Event()
 
     def on_connect(c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
         c.subscribe(f"rekindle/v1/{SITE}/#", qos=1)
+
+    def on_subscribe(_c: mqtt.Client, _u: object, _m: object, _rc: object, _p: object) -> None:
         ready.set()
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        decoded = contract.decode(msg.topic, msg.payload)
+        decoded = contract.decode(msg.topic, bytes(msg.payload))
         with got.lock:
             got.messages.append(decoded)
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.connect(mqtt_broker.host, mqtt_broker.port)
     client.loop_start()
     assert ready.wait(10)
-    time.sleep(0.3)
-    request.node.session_id = session
     yield got
     client.disconnect()
     client.loop_stop()
 
 
-def _by_stream(msgs: list[contract.Message], device: str) -> dict[str, list[contract.Message]]:
-    out: dict[str, list[contract.Message]] = defaultdict(list)
+@dataclass
+class DeviceMessages:
+    samples: dict[str, list[contract.SampleMessage]]
+    status: list[contract.StatusMessage]
+    gaps: list[contract.GapMessage]
+
+
+def _device(msgs: list[contract.Message], device: str) -> DeviceMessages:
+    out = DeviceMessages(defaultdict(list), [], [])
     for m in msgs:
-        if getattr(m, "device", None) == device:
-            out[m.stream].append(m)
+        if m.device != device:
+            continue
+        if isinstance(m, contract.SampleMessage):
+            out.samples[m.stream].append(m)
+        elif isinstance(m, contract.StatusMessage):
+            out.status.append(m)
+        elif isinstance(m, contract.GapMessage):
+            out.gaps.append(m)
     return out
 
 
-def _samples(msgs: list[contract.Message]) -> list[tuple[float, float]]:
+def _samples(msgs: list[contract.SampleMessage]) -> list[tuple[float, float]]:
     out: list[tuple[float, float]] = []
     for m in msgs:
-        assert isinstance(m, contract.SampleMessage)
         out += zip(m.times(), [float(v) for v in m.values], strict=True)  # type: ignore[arg-type]
     return out
 
 
-def _check_seq(msgs: list[contract.Message]) -> None:
-    seqs = [m.seq for m in msgs]  # type: ignore[union-attr]
+def _check_seq(msgs: list[contract.SampleMessage] | list[contract.GapMessage]) -> None:
+    seqs = [m.seq for m in msgs]
     assert seqs == list(range(len(seqs))), f"seq not 0..n-1 in arrival order: {seqs[:20]}..."
 
 
@@ -126,8 +139,7 @@ def _check_eda_against_truth(
 
 
 async def test_two_devices_stream_drop_and_reconnect(
-    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector,
-    request: pytest.FixtureRequest, tmp_path: Path,
+    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector, tmp_path: Path,
 ) -> None:
     strap = ble_emulation.add_wearable("RK-STRAP-A", "hci1")
     wrist = ble_emulation.add_wearable("RK-WRIST-B", "hci2", "--no-hrs", "--eda-first")
@@ -168,13 +180,16 @@ async def test_two_devices_stream_drop_and_reconnect(
 
     with collector.lock:
         msgs = [m for m in collector.messages if m.session == session]
-    a_msgs, b_msgs = _by_stream(msgs, "strapA"), _by_stream(msgs, "wristB")
+    a_all, b_all = _device(msgs, "strapA"), _device(msgs, "wristB")
+    a_msgs, b_msgs = a_all.samples, b_all.samples
+    assert sorted(a_msgs) == ["eda", "hr", "rr"]
+    assert sorted(b_msgs) == ["eda"]
 
     # --- seq: 0..n-1 per (device, stream), in arrival order, for data and gap streams
-    for streams in (a_msgs, b_msgs):
-        for name, stream_msgs in streams.items():
-            if name != "status":
-                _check_seq(stream_msgs)
+    for dev in (a_all, b_all):
+        for stream_msgs in dev.samples.values():
+            _check_seq(stream_msgs)
+        _check_seq(dev.gaps)
 
     # --- at least STREAM_S seconds of HR, RR and EDA
     for name, stream_msgs in [("hr", a_msgs["hr"]), ("rr", a_msgs["rr"]),
@@ -185,16 +200,16 @@ async def test_two_devices_stream_drop_and_reconnect(
         assert times == sorted(times), f"{name}: sample times go backwards"
 
     # --- status: online, lost, online, offline for the strap; battery reported
-    states = [(m.state, m.battery) for m in a_msgs["status"]]  # type: ignore[union-attr]
+    states = [(m.state, m.battery) for m in a_all.status]
     assert [s for s, _ in states] == ["online", "lost", "online", "offline"]
     assert states[0][1] == 87
-    assert [m.state for m in b_msgs["status"]] == ["online", "offline"]  # type: ignore[union-attr]
+    assert [m.state for m in b_all.status] == ["online", "offline"]
 
     # --- one gap per strap stream, bounded by the last sample before and first after
-    gaps = {m.gap_stream: m for m in a_msgs["gap"]}  # type: ignore[union-attr]
+    gaps: dict[str, contract.GapMessage] = {m.gap_stream: m for m in a_all.gaps}
     assert sorted(gaps) == ["eda", "hr", "rr"]
-    assert len(a_msgs["gap"]) == 3
-    assert "gap" not in b_msgs
+    assert len(a_all.gaps) == 3
+    assert b_all.gaps == []
     gone_t = strap.wait_event("gone", 0, n_events)["t"]
     for name in ("hr", "rr", "eda"):
         s = _samples(a_msgs[name])

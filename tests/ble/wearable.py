@@ -30,9 +30,9 @@ from bless import (  # type: ignore[attr-defined]
     GATTAttributePermissions,
     GATTCharacteristicProperties,
 )
-from dbus_next import Variant
-from dbus_next.aio import MessageBus
+from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType
+from dbus_next.signature import Variant
 
 from services.ingest.ble import hrs
 from services.ingest.ble.profiles import load_profile

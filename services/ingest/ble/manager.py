@@ -68,7 +68,10 @@ class Target:
         if _MAC_RE.match(text):
             return cls("address", text.upper())
         if text.lower().startswith("service="):
-            return cls("service", normalize_uuid(text.split("=", 1)[1]))
+            try:
+                return cls("service", normalize_uuid(text.split("=", 1)[1]))
+            except ValueError as exc:
+                raise DeviceSpecError(text, str(exc)) from exc
         return cls("name", text)
 
     def matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
@@ -408,10 +411,12 @@ class DeviceLink:
             raise DeviceConnectionError(device.address, f"connect failed: {exc}") from exc
         online = False
         try:
-            await self._subscribe(client)
+            await self._read_battery(client)
+            # queued before subscribing, so "online" precedes the first sample
             self._queue.put_nowait(_Connected(self.clock(), device.address, self._battery,
                                               adv.rssi))
             online = True
+            await self._subscribe(client)
             self.stats.connects += 1
             self.connected.set()
             stopped = asyncio.create_task(stop.wait())
@@ -434,13 +439,18 @@ class DeviceLink:
                 self._queue.put_nowait(_Disconnected(self.clock(), "link lost"))
         return online
 
-    async def _subscribe(self, client: BleakClient) -> None:
+    async def _read_battery(self, client: BleakClient) -> None:
         self._battery = None
-        with contextlib.suppress(BleakError, DecodeError):
-            char = client.services.get_characteristic(hrs.BATTERY_LEVEL)
-            if char is not None:
-                self._battery = hrs.decode_battery_level(
-                    bytes(await client.read_gatt_char(char))).percent
+        char = client.services.get_characteristic(hrs.BATTERY_LEVEL)
+        if char is None:
+            return
+        try:
+            self._battery = hrs.decode_battery_level(
+                bytes(await client.read_gatt_char(char))).percent
+        except (BleakError, DecodeError) as exc:
+            log.warning("device %s: cannot read battery level: %s", self.device_id, exc)
+
+    async def _subscribe(self, client: BleakClient) -> None:
         for i, spec in enumerate(self.specs):
             uuid = hrs.HEART_RATE_MEASUREMENT if spec.profile is None else (
                 spec.profile.characteristic)
@@ -533,7 +543,8 @@ class DeviceLink:
         if t is not None:
             first, last = round(t[0] * 1e9) / 1e9, round(t[-1] * 1e9) / 1e9
         else:
-            assert t0 is not None and fs is not None
+            assert t0 is not None
+            assert fs is not None
             first = round(t0 * 1e9) / 1e9
             last = (round(t0 * 1e9) + round((len(values) - 1) * (1e9 / fs))) / 1e9
         if stream in self._gap_pending:

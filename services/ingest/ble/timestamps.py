@@ -16,7 +16,8 @@ wall-clock receive time and samples are placed on that time line:
     ~1/alpha packets),
   - resynchronises to ``raw_t0`` when the two differ by more than ``resync_s`` (after a
     reconnect, lost packets, or a device whose rate is far from nominal),
-  - never lets a sample time go backwards (monotonic output).
+  - never lets a sample time go backwards: a packet that would overlap the previous one is
+    placed right after it (contiguous), even if that is slightly after its receive time.
 * **RR intervals** (:class:`BeatClock`): a notification carrying RR values ``rr_1..rr_k``
   ends with the most recent beat; beat ``i`` is at ``t_rx - sum(rr_{i+1..k})``. The same
   predict/snap/follow/resync rule is applied to the beat chain ``t_beat = t_prev_beat + rr``,
@@ -63,14 +64,12 @@ class RegularClock:
         period = 1.0 / self.fs
         raw = t_rx - (n - 1) * period
         predicted = self._next
-        if predicted is None or abs(raw - predicted) > self.settings.resync_s:
-            t0 = raw
-        elif raw < predicted:
-            t0 = raw
+        if predicted is None or abs(raw - predicted) > self.settings.resync_s or raw < predicted:
+            t0 = raw  # first packet, resync, or earlier than predicted: snap down
         else:
             t0 = predicted + self.settings.alpha * (raw - predicted)
         if self._last is not None and t0 <= self._last:
-            t0 = self._last + 0.5 * period
+            t0 = self._last + period  # overlap: assume the packets are contiguous
         self._last = t0 + (n - 1) * period
         self._next = self._last + period
         return t0

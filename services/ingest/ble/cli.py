@@ -1,0 +1,174 @@
+"""``rekindle devices scan``, ``rekindle ingest`` (BLE) and ``rekindle ble decode``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from bleak.exc import BleakError
+
+from services.ingest.ble import hrs
+from services.ingest.ble.errors import BleError, DecodeError, ProfileError
+from services.ingest.ble.manager import (
+    DeviceManager,
+    DeviceSpec,
+    ManagerSettings,
+    discover,
+)
+from services.ingest.ble.profiles import load_profile, shipped_profiles
+from services.ingest.errors import IngestError
+from services.ingest.publisher import Publisher
+from services.mqtturl import MqttSettings, MqttUrlError
+
+POLAR_PMD_SERVICE = "fb005c80-02e7-f387-1cad-8acd2d8df0c8"
+KNOWN_SERVICES = {
+    hrs.HEART_RATE_SERVICE: "heart rate (hrs)",
+    hrs.BATTERY_SERVICE: "battery",
+    POLAR_PMD_SERVICE: "Polar PMD (ACC/ECG; not decoded yet)",
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    devices = subparsers.add_parser("devices", help="BLE devices nearby")
+    devices_sub = devices.add_subparsers(dest="devices_command", required=True)
+    scan = devices_sub.add_parser("scan", help="list nearby BLE devices and what they offer")
+    scan.add_argument("--timeout", type=float, default=5.0, help="seconds to scan (5)")
+    scan.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0")
+    scan.set_defaults(func=cmd_scan)
+
+    ingest = subparsers.add_parser(
+        "ingest", help="stream BLE wearables to MQTT",
+        description="Connect to BLE wearables and publish their samples to MQTT until "
+        "interrupted. DEVICE is hrs:TARGET (Heart Rate Service) or eda:PROFILE:TARGET "
+        "(a device profile, shipped name or .toml path); TARGET is an address, a name "
+        "(pattern) or service=UUID; append @ID to set the device id. Shipped profiles: "
+        + ", ".join(shipped_profiles()),
+    )
+    ingest.add_argument("--session", required=True, help="pseudonymous session id")
+    ingest.add_argument("--site", default="default", help="site id (default)")
+    ingest.add_argument("--device", action="append", required=True, metavar="DEVICE",
+                        help="repeat for each device")
+    ingest.add_argument("--mqtt", default="mqtt://localhost:1883", help="broker URL")
+    ingest.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0")
+    ingest.add_argument("--scan-timeout", type=float, default=10.0)
+    ingest.add_argument("--connect-timeout", type=float, default=15.0)
+    ingest.add_argument("--duration", type=float, default=None,
+                        help="stop after this many seconds (default: run until Ctrl-C)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    ble = subparsers.add_parser("ble", help="BLE debugging tools")
+    ble_sub = ble.add_subparsers(dest="ble_command", required=True)
+    decode = ble_sub.add_parser(
+        "decode", help="decode a characteristic value and print JSON",
+        description="Decode one GATT value, e.g. `rekindle ble decode --char 2a37 16 34 e4 04`.",
+    )
+    group = decode.add_mutually_exclusive_group(required=True)
+    group.add_argument("--char", choices=["2a37", "2a38", "2a19"],
+                       help="standard characteristic")
+    group.add_argument("--profile", help="device profile name or .toml path")
+    decode.add_argument("hex", nargs="+", help="value bytes: '16 34 e4 04' or 1634e404")
+    decode.set_defaults(func=cmd_decode)
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    try:
+        data = hrs.parse_hex(" ".join(args.hex))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    decoders: dict[str, Callable[[bytes], hrs.HeartRateMeasurement | hrs.BodySensorLocation
+                                 | hrs.BatteryLevel]] = {
+        "2a37": hrs.decode_heart_rate_measurement,
+        "2a38": hrs.decode_body_sensor_location,
+        "2a19": hrs.decode_battery_level,
+    }
+    try:
+        if args.profile:
+            profile = load_profile(args.profile)
+            packet = profile.decode(data)
+            out: dict[str, object] = {
+                "profile": profile.name, "stream": profile.stream, "counter": packet.counter,
+                "values": [round(v, 6) for v in packet.values],
+            }
+        else:
+            out = decoders[args.char](data).to_json()
+    except (DecodeError, ProfileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    _setup_logging()
+    try:
+        found = asyncio.run(discover(args.timeout, args.adapter))
+    except BleakError as exc:
+        print(f"error: BLE scan failed: {exc}", file=sys.stderr)
+        return 1
+    profiles = []
+    for name in shipped_profiles():
+        with contextlib.suppress(ProfileError):
+            profiles.append(load_profile(name))
+    print(f"{'ADDRESS':<18} {'RSSI':>5}  {'NAME':<24} OFFERS")
+    for device, adv in found:
+        offers = [KNOWN_SERVICES[u] for u in adv.service_uuids if u in KNOWN_SERVICES]
+        offers += [f"{p.stream} (profile {p.name})" for p in profiles
+                   if p.service in adv.service_uuids]
+        unknown = [u for u in adv.service_uuids
+                   if u not in KNOWN_SERVICES and all(p.service != u for p in profiles)]
+        offers += unknown
+        name = adv.local_name or device.name or "?"
+        rssi = "" if adv.rssi is None else str(adv.rssi)
+        print(f"{device.address:<18} {rssi:>5}  {name:<24} {', '.join(offers) or '-'}")
+    print(f"{len(found)} device(s)")
+    return 0
+
+
+async def _ingest(args: argparse.Namespace, specs: list[DeviceSpec],
+                  settings: MqttSettings) -> None:
+    publisher = Publisher(settings, args.site, args.session)
+    await asyncio.to_thread(publisher.start)
+    manager = DeviceManager(
+        publisher, specs,
+        ManagerSettings(adapter=args.adapter, scan_timeout=args.scan_timeout,
+                        connect_timeout=args.connect_timeout),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.duration is not None:
+        loop.call_later(args.duration, stop.set)
+    try:
+        await manager.run(stop)
+    finally:
+        await asyncio.to_thread(publisher.close)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    _setup_logging()
+    try:
+        specs = [DeviceSpec.parse(text) for text in args.device]
+        settings = MqttSettings.from_url(args.mqtt)
+    except (BleError, MqttUrlError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_ingest(args, specs, settings))
+    except IngestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

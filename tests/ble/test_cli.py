@@ -1,0 +1,77 @@
+"""The BLE sub-commands, through an argparse parser built with register()."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from services.ingest.ble.cli import register
+from tests.ble.emulation import CENTRAL, REPO, BleEmulation
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rekindle")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args))
+
+
+@pytest.mark.parametrize("hex_args", [["16 34 e4 04"], ["1634e404"], ["16", "34", "e4", "04"]])
+def test_ble_decode_2a37(hex_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["ble", "decode", "--char", "2a37", *hex_args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hr_bpm"] == 52
+    assert out["rr_raw_1024ths"] == [1252]
+    assert out["rr_ms"] == [1222.656]
+    assert out["contact"] is True
+
+
+def test_ble_decode_garbage_is_an_error_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["ble", "decode", "--char", "2a37", "55 04 00 38 00 15 af"]) == 1
+    assert "reserved flag bits" in capsys.readouterr().err
+    assert _run(["ble", "decode", "--char", "2a37", "zz"]) == 2
+
+
+def test_ble_decode_profile_and_battery(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["ble", "decode", "--profile", "rekindle-eda-ref", "05 e8 03 d0 07"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"profile": "rekindle-eda-ref", "stream": "eda", "counter": 5,
+                   "values": [1.0, 2.0]}
+    assert _run(["ble", "decode", "--char", "2a19", "57"]) == 0
+    assert json.loads(capsys.readouterr().out)["percent"] == 87
+
+
+def test_ingest_rejects_a_bad_device_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["ingest", "--session", "s1", "--device", "heart:x"]) == 2
+    assert "device spec" in capsys.readouterr().err
+
+
+async def test_devices_scan_prints_the_wearable(ble_emulation: BleEmulation) -> None:
+    ble_emulation.add_wearable("RK-WRIST-B", "hci2", "--no-hrs", "--eda-first")
+    code = (
+        "import argparse, sys\n"
+        "from services.ingest.ble.cli import register\n"
+        "p = argparse.ArgumentParser(prog='rekindle')\n"
+        "register(p.add_subparsers(dest='command', required=True))\n"
+        "a = p.parse_args(sys.argv[1:])\n"
+        "sys.exit(a.func(a))\n"
+    )
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code, "devices", "scan", "--timeout", "2", "--adapter", CENTRAL],
+        capture_output=True, text=True, env=ble_emulation.env, cwd=REPO, timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "RK-WRIST-B" in x)
+    assert line.startswith("D0:00:00:00:00:02")
+    assert "eda (profile rekindle-eda-ref)" in line
