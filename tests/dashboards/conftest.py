@@ -1,18 +1,26 @@
-"""Data for the dashboard query tests.
+"""Data for the dashboard query tests: the S02 recording replayed through the real pipeline.
 
-``dashboard_data`` is the session the dashboards are proven against. Until the analysis service
-runs in the test suite it is the stand-in of ``tests/dashboards/standin.py`` (real S02 samples,
-simple derived features); switch it to ``s02_in_influx`` (the real pipeline) when that works.
+``s02_in_influx`` (tests/conftest.py) replays Stress-Predict S02 through mosquitto and the real
+analysis service into influxd; the dashboards are proven against what it wrote. The time range of
+the tests is the span of its feature rows.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.dashboards.standin import Dataset, write_standin
+from tests.conftest import ReplayedSession
+from tests.dashboards.grafana import Dataset
 from tests.servers import InfluxD
 
 
 @pytest.fixture(scope="session")
-def dashboard_data(influxd: InfluxD) -> Dataset:
-    return write_standin(influxd, db="dashboards_standin", site="galway", session="S02")
+def dashboard_data(influxd: InfluxD, s02_in_influx: ReplayedSession) -> Dataset:
+    s02 = s02_in_influx
+    where = f"WHERE \"site\" = '{s02.site}' AND \"session\" = '{s02.session}'"
+    first = influxd.series(f'SELECT first("arousal_index") FROM "features" {where}', s02.db)
+    last = influxd.series(f'SELECT last("arousal_index") FROM "features" {where}', s02.db)
+    assert first, "the replay wrote no feature rows"
+    start_s = first[0]["values"][0][0] / 1e9
+    end_s = last[0]["values"][0][0] / 1e9
+    return Dataset(s02.db, s02.site, s02.session, start_s, end_s, s02.lines_written)

@@ -53,6 +53,18 @@ _REGEX_SPECIAL = re.compile(r"([\\^$.|?*+()\[\]{}/])")
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """A session in influxd that the dashboards are run against."""
+
+    db: str
+    site: str
+    session: str
+    start_s: float
+    end_s: float
+    lines: int
+
+
+@dataclass(frozen=True)
 class Query:
     """One InfluxQL query found in a dashboard."""
 

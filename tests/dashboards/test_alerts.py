@@ -16,8 +16,7 @@ import yaml
 
 from dashboards import alerts
 from dashboards.influxql import DATASOURCE_UID
-from tests.dashboards.grafana import ALERTS, render
-from tests.dashboards.standin import Dataset
+from tests.dashboards.grafana import ALERTS, Dataset, render
 from tests.servers import InfluxD
 
 Labels = tuple[tuple[str, str], ...]

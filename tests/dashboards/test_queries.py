@@ -13,8 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.dashboards.grafana import Query, load_dashboards, queries, render, variable_values
-from tests.dashboards.standin import Dataset
+from tests.dashboards.grafana import (
+    Dataset,
+    Query,
+    load_dashboards,
+    queries,
+    render,
+    variable_values,
+)
 from tests.servers import InfluxD
 
 
