@@ -12,6 +12,8 @@ from services.analysis.core.types import Episode
 #: An input is listed among an episode's signals when it gave at least this share of the index
 #: at the episode's peak.
 SIGNAL_SHARE = 0.2
+#: The onset is searched back at most this far (s) from the enter-threshold crossing.
+ONSET_LOOKBACK_S = 60.0
 #: Signals whose recovery is tracked for the release episode, with the index input behind them.
 RECOVERY_SIGNALS: Mapping[str, Input] = {"hr": "hr", "rmssd": "ln_rmssd", "eda": "tonic"}
 
@@ -46,6 +48,8 @@ class EpisodeDetector:
         self._peak_contrib: dict[str, float] = {}
         self._below_since: float | None = None
         self._last_t = 0.0
+        self._enter_t = 0.0
+        self._last_calm: float | None = None  # last second with the index below exit_index
         self._surge: _Surge | None = None
 
     @property
@@ -92,18 +96,25 @@ class EpisodeDetector:
                     out.append(self._close(self._below_since))
         elif self._cand_start is None:
             if index >= cfg.enter_index:
-                self._cand_start = t
+                # The episode starts where the index left the calm zone (below exit_index) on
+                # its way up, at most ``ONSET_LOOKBACK_S`` before crossing the enter threshold.
+                calm = self._last_calm
+                start = t if calm is None else max(calm + 1.0, t - ONSET_LOOKBACK_S)
+                self._cand_start = start
+                self._enter_t = t
                 self._peak, self._peak_t, self._peak_contrib = index, t, dict(contributions)
         elif index < cfg.exit_index:
             self._cand_start = None
         else:
             if index > self._peak:
                 self._peak, self._peak_t, self._peak_contrib = index, t, dict(contributions)
-            if t - self._cand_start >= cfg.min_episode_s:
+            if t - self._enter_t >= cfg.min_episode_s:
                 self._active = True
                 self._onset = self._cand_start
                 self._below_since = None
                 self._surge = _Surge(self._onset, self._peak_t, self._peak)
+        if index is None or index < cfg.exit_index:
+            self._last_calm = t
         self._last_t = t
         out.extend(self._track_release(t, z))
         return out
