@@ -73,7 +73,7 @@ def write_all(root: Path = PACKAGE_DIR) -> list[Path]:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-        logger.info("wrote %s", path)
+        logger.debug("wrote %s", path)
         changed.append(path)
     return changed
 

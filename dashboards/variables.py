@@ -37,7 +37,16 @@ def site(*, multi: bool = False) -> db.QueryVariable:
     return var
 
 
-def session(*, active_only: bool, multi: bool = False) -> db.QueryVariable:
+def session(
+    *, active_only: bool, multi: bool = False, follow_time: bool = False
+) -> db.QueryVariable:
+    """The session picker.
+
+    ``active_only``: offer only sessions with feature rows in the time range (else every session
+    of the site). ``follow_time``: re-run the query whenever the time range moves (every
+    auto-refresh), so that new sessions appear without reloading the dashboard; otherwise it runs
+    when the dashboard loads.
+    """
     var = (
         db.QueryVariable("session")
         .label("Session")
@@ -49,7 +58,7 @@ def session(*, active_only: bool, multi: bool = False) -> db.QueryVariable:
         .query(ACTIVE_SESSION_QUERY if active_only else SESSION_QUERY)
         .refresh(
             dm.VariableRefresh.ON_TIME_RANGE_CHANGED
-            if active_only
+            if follow_time
             else dm.VariableRefresh.ON_DASHBOARD_LOAD
         )
         .sort(dm.VariableSort.NATURAL_DESC)
