@@ -205,6 +205,14 @@ async def test_two_devices_stream_drop_and_reconnect(
     assert states[0][1] == 87
     assert [m.state for m in b_all.status] == ["online", "offline"]
 
+    # --- "online" arrives before the device's first sample, "lost" before its gap
+    for device in ("strapA", "wristB"):
+        first = next(m for m in msgs if m.device == device)
+        assert isinstance(first, contract.StatusMessage)
+        assert first.state == "online"
+    kinds = [(type(m).__name__, getattr(m, "state", None)) for m in msgs if m.device == "strapA"]
+    assert kinds.index(("StatusMessage", "lost")) < kinds.index(("GapMessage", None))
+
     # --- one gap per strap stream, bounded by the last sample before and first after
     gaps: dict[str, contract.GapMessage] = {m.gap_stream: m for m in a_all.gaps}
     assert sorted(gaps) == ["eda", "hr", "rr"]

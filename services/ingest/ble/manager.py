@@ -8,7 +8,9 @@ wristband); each device has its own task, so one that is away never blocks anoth
   device announced only once, at scan start, is not missed).
 * **Connect** with a timeout, subscribe to every feed of the device (HRS 0x2A37 and/or a
   declarative profile characteristic), write the profile's start command, read battery.
-* **Reconnect** forever with capped, randomised exponential backoff; every attempt is logged.
+* **Reconnect** forever: while the device is not advertising the shared scan keeps listening
+  (passive, no backoff needed); connection attempts that fail, and reconnects after a drop,
+  wait a capped, randomised exponential backoff. Every attempt is logged.
 * **Notify callbacks** only stamp the host receive time and enqueue. A per-device consumer
   task decodes, time-stamps (:mod:`.timestamps`) and publishes, in arrival order.
 * **Every disconnect** publishes a ``lost`` status at once and, per stream that had data, a
@@ -39,7 +41,12 @@ from bleak.exc import BleakError
 
 from services.contract import PHYSICAL_RANGE, DeviceState, SampleStream
 from services.ingest.ble import hrs
-from services.ingest.ble.errors import DecodeError, DeviceConnectionError, DeviceSpecError
+from services.ingest.ble.errors import (
+    DecodeError,
+    DeviceConnectionError,
+    DeviceNotFoundError,
+    DeviceSpecError,
+)
 from services.ingest.ble.profiles import DeviceProfile, load_profile
 from services.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
 from services.ingest.ble.uuids import normalize_uuid
@@ -370,6 +377,10 @@ class DeviceLink:
                 try:
                     if await self._session(stop):
                         attempt = 0
+                except DeviceNotFoundError as exc:
+                    # scanning is passive listening: keep listening, no backoff needed
+                    log.info("device %s: still looking: %s", self.device_id, exc)
+                    continue
                 except (BleakError, DeviceConnectionError, TimeoutError, OSError) as exc:
                     log.warning("device %s: connection attempt failed: %s", self.device_id, exc)
                 if stop.is_set():
@@ -386,11 +397,21 @@ class DeviceLink:
 
     async def _session(self, stop: asyncio.Event) -> bool:
         """Find, connect, stream until disconnected or stopped; True if it connected."""
-        found = await self.scanner.find(self.target, self.settings.scan_timeout)
+        finding = asyncio.create_task(
+            self.scanner.find(self.target, self.settings.scan_timeout),
+            name=f"ble-find-{self.device_id}",
+        )
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({finding, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not finding.done():
+            finding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await finding
+            return False
+        found = finding.result()
         if found is None:
-            raise DeviceConnectionError(
-                str(self.target), f"not seen within {self.settings.scan_timeout:g} s"
-            )
+            raise DeviceNotFoundError(str(self.target), self.settings.scan_timeout)
         device, adv = found
         disconnected = asyncio.Event()
         kwargs: dict[str, object] = (
