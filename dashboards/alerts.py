@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from grafana_foundation_sdk.builders import alerting as ab
 from grafana_foundation_sdk.builders import expr as eb
 from grafana_foundation_sdk.models import alerting as am
+from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.influxql import DATASOURCE_UID, InfluxQL
 from dashboards.panels import AROUSAL_ALERT
@@ -49,6 +50,7 @@ NO_DATA_QUERY: Final = (
 )
 
 Comparison = Literal["gt", "lt"]
+_EXPR = dm.DataSourceRef(type_val="__expr__", uid="__expr__")
 
 
 def _rule(
@@ -70,8 +72,10 @@ def _rule(
     reduce = (
         ab.Query("B")
         .datasource_uid("__expr__")
+        .relative_time_range(am.RelativeTimeRange(from_val=0, to=0))
         .model(
             eb.TypeReduce()
+            .datasource(_EXPR)
             .ref_id("B")
             .expression("A")
             .reducer("last")
@@ -81,8 +85,10 @@ def _rule(
     condition = (
         ab.Query("C")
         .datasource_uid("__expr__")
+        .relative_time_range(am.RelativeTimeRange(from_val=0, to=0))
         .model(
             eb.TypeThreshold()
+            .datasource(_EXPR)
             .ref_id("C")
             .expression("B")
             .conditions(
