@@ -10,8 +10,11 @@ import sys
 
 import pytest
 
+from services import contract
 from services.ingest.ble.cli import register
+from tests.ble.collect import SITE, Collector
 from tests.ble.emulation import CENTRAL, REPO, BleEmulation
+from tests.servers import Mosquitto
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,23 +58,50 @@ def test_ingest_rejects_a_bad_device_spec(capsys: pytest.CaptureFixture[str]) ->
     assert "device spec" in capsys.readouterr().err
 
 
+_MAIN = (
+    "import argparse, sys\n"
+    "from services.ingest.ble.cli import register\n"
+    "p = argparse.ArgumentParser(prog='rekindle')\n"
+    "register(p.add_subparsers(dest='command', required=True))\n"
+    "a = p.parse_args(sys.argv[1:])\n"
+    "sys.exit(a.func(a))\n"
+)
+
+
+async def _cli(emulation: BleEmulation, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the sub-commands in their own process (signal handlers need a main thread)."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", _MAIN, *argv], capture_output=True, text=True,
+        env=emulation.env, cwd=REPO, timeout=60, check=False,
+    )
+
+
 async def test_devices_scan_prints_the_wearable(ble_emulation: BleEmulation) -> None:
     ble_emulation.add_wearable("RK-WRIST-B", "hci2", "--no-hrs", "--eda-first")
-    code = (
-        "import argparse, sys\n"
-        "from services.ingest.ble.cli import register\n"
-        "p = argparse.ArgumentParser(prog='rekindle')\n"
-        "register(p.add_subparsers(dest='command', required=True))\n"
-        "a = p.parse_args(sys.argv[1:])\n"
-        "sys.exit(a.func(a))\n"
-    )
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", code, "devices", "scan", "--timeout", "2", "--adapter", CENTRAL],
-        capture_output=True, text=True, env=ble_emulation.env, cwd=REPO, timeout=30,
-        check=False,
-    )
+    proc = await _cli(ble_emulation, "devices", "scan", "--timeout", "2", "--adapter", CENTRAL)
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "RK-WRIST-B" in x)
     assert line.startswith("D0:00:00:00:00:02")
     assert "eda (profile rekindle-eda-ref)" in line
+
+
+async def test_ingest_streams_to_mqtt_and_stops_cleanly(
+    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector
+) -> None:
+    ble_emulation.add_wearable("RK-STRAP-A", "hci1")
+    proc = await _cli(
+        ble_emulation, "ingest", "--session", "cli-run", "--site", SITE, "--mqtt",
+        mqtt_broker.url, "--adapter", CENTRAL, "--device", "hrs:RK-STRAP-A@strap",
+        "--device", "eda:rekindle-eda-ref:RK-STRAP-A@strap", "--duration", "6",
+    )
+    assert proc.returncode == 0, proc.stderr
+    await asyncio.sleep(0.5)
+    msgs = collector.session("cli-run")
+    states = [m.state for m in msgs if isinstance(m, contract.StatusMessage)
+              and m.device == "strap"]
+    assert states == ["online", "offline"]
+    for stream in ("hr", "rr", "eda"):
+        seqs = [m.seq for m in msgs if isinstance(m, contract.SampleMessage)
+                and m.stream == stream]
+        assert len(seqs) >= 3, stream
+        assert seqs == list(range(len(seqs)))

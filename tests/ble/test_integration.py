@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from services import contract
@@ -25,48 +22,13 @@ from services.ingest.ble.manager import (
     discover,
 )
 from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings, make_client
+from services.mqtturl import MqttSettings
+from tests.ble.collect import SITE, Collector
 from tests.ble.emulation import CENTRAL, BleEmulation, WearableProcess
 from tests.servers import Mosquitto
 
-SITE = "ble-it"
 STREAM_S = 32.0  # seconds of streaming on each device, at least
 AWAY_S = 6.0
-
-
-@dataclass
-class Collector:
-    messages: list[contract.Message]
-    lock: threading.Lock
-
-
-@pytest.fixture
-def collector(mqtt_broker: Mosquitto) -> Iterator[Collector]:
-    """Every message under ``rekindle/v1/{SITE}/``, decoded with the wire contract."""
-    got = Collector([], threading.Lock())
-    client = make_client(MqttSettings.from_url(mqtt_broker.url))
-    ready = threading.Event()
-
-    def on_connect(c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
-        c.subscribe(f"rekindle/v1/{SITE}/#", qos=1)
-
-    def on_subscribe(_c: mqtt.Client, _u: object, _m: object, _rc: object, _p: object) -> None:
-        ready.set()
-
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        decoded = contract.decode(msg.topic, bytes(msg.payload))
-        with got.lock:
-            got.messages.append(decoded)
-
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    client.connect(mqtt_broker.host, mqtt_broker.port)
-    client.loop_start()
-    assert ready.wait(10)
-    yield got
-    client.disconnect()
-    client.loop_stop()
 
 
 @dataclass

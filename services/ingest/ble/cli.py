@@ -115,7 +115,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     _setup_logging()
     try:
         found = asyncio.run(discover(args.timeout, args.adapter))
-    except BleakError as exc:
+    except (BleakError, OSError) as exc:
         print(f"error: BLE scan failed: {exc}", file=sys.stderr)
         return 1
     profiles = []

@@ -242,7 +242,7 @@ class SharedScanner:
                 while self._waiters:
                     self._idle.clear()
                     await self._idle.wait()
-        except BleakError as exc:
+        except (BleakError, OSError) as exc:
             log.warning("BLE scan failed: %s", exc)
             await asyncio.sleep(1.0)
         log.debug("scanning stopped")
