@@ -51,7 +51,7 @@ class AnalysisConfig:
     hr_min_bpm: float = 30.0
     hr_max_bpm: float = 220.0
     #: HR is averaged over this trailing window (s).
-    hr_window_s: float = 10.0
+    hr_window_s: float = 5.0
     hr_lost_after_s: float = 5.0
     rr_min_ms: float = 300.0
     rr_max_ms: float = 2000.0
