@@ -23,8 +23,10 @@ wristband); each device has its own task, so one that is away never blocks anoth
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fnmatch
+import functools
 import logging
 import random
 import re
@@ -341,8 +343,11 @@ class DeviceLink:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.specs = list(specs)
+        self.executor = executor
+        self._outbox: list[Callable[[], object]] = []
         self.target = specs[0].target
         self.device_id = specs[0].device_id
         self.publisher = publisher
@@ -509,6 +514,20 @@ class DeviceLink:
             out += ["hr", "rr"] if spec.profile is None else [spec.profile.stream]
         return out
 
+    def _out(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
+        self._outbox.append(functools.partial(fn, *args, **kwargs))
+
+    async def _flush(self) -> None:
+        """Publish what the last event produced, in order, off the event loop (the
+        Publisher may block on back-pressure while the broker is away)."""
+        loop = asyncio.get_running_loop()
+        outbox, self._outbox = self._outbox, []
+        for call in outbox:
+            if self.executor is None:
+                call()
+            else:
+                await loop.run_in_executor(self.executor, call)
+
     async def _consume(self) -> None:
         while True:
             event = await self._queue.get()
@@ -520,13 +539,15 @@ class DeviceLink:
                 self._on_disconnected(event)
             else:
                 self._on_shutdown(event)
+            await self._flush()
+            if isinstance(event, _Shutdown):
                 return
 
     def _on_connected(self, ev: _Connected) -> None:
         if self.reconnects and self.reconnects[-1].connected_at is None:
             self.reconnects[-1].connected_at = ev.t
-        self.publisher.send_status(self.device_id, "online", ev.t, battery=ev.battery,
-                                   rssi=ev.rssi, detail=f"connected to {ev.address}")
+        self._out(self.publisher.send_status, self.device_id, "online", ev.t,
+                  battery=ev.battery, rssi=ev.rssi, detail=f"connected to {ev.address}")
 
     def _on_disconnected(self, ev: _Disconnected) -> None:
         log.warning("device %s: disconnected (%s)", self.device_id, ev.reason)
@@ -538,21 +559,21 @@ class DeviceLink:
         for clock in self._regular.values():
             clock.reset()
         self._counters.clear()
-        self.publisher.send_status(self.device_id, "lost", ev.t, battery=self._battery,
-                                   detail=ev.reason)
+        self._out(self.publisher.send_status, self.device_id, "lost", ev.t,
+                  battery=self._battery, detail=ev.reason)
 
     def _on_shutdown(self, ev: _Shutdown) -> None:
         for stream in sorted(self._gap_pending):
             self._send_gap(stream, self._last_time[stream], ev.t)
         self._gap_pending.clear()
-        self.publisher.send_status(self.device_id, "offline", ev.t, battery=self._battery,
-                                   detail="ingest stopped")
+        self._out(self.publisher.send_status, self.device_id, "offline", ev.t,
+                  battery=self._battery, detail="ingest stopped")
 
     def _send_gap(self, stream: SampleStream, start: float, end: float) -> None:
         log.info("device %s: %s gap %.3f..%.3f (%.2f s)", self.device_id, stream, start, end,
                  end - start)
         self.gaps.append(GapRecord(self.device_id, stream, start, end))
-        self.publisher.send_gap(self.device_id, stream, start, end)
+        self._out(self.publisher.send_gap, self.device_id, stream, start, end)
 
     def _emit(
         self, stream: SampleStream, values: Sequence[float], *, t0: float | None = None,
@@ -573,7 +594,7 @@ class DeviceLink:
             self._send_gap(stream, self._last_time[stream], first)
         if self.reconnects and self.reconnects[-1].first_data_at is None:
             self.reconnects[-1].first_data_at = self.clock()
-        self.publisher.send_samples(stream, self.device_id, values, t0=t0, fs=fs, t=t)
+        self._out(self.publisher.send_samples, stream, self.device_id, values, t0=t0, fs=fs, t=t)
         self._last_time[stream] = last
 
     def _on_notification(self, n: _Notification) -> None:
@@ -643,9 +664,11 @@ class DeviceManager:
         for spec in specs:
             groups.setdefault(f"{spec.target.kind}:{spec.target.value}", []).append(spec)
         rng = rng or random.Random()
+        # one publishing thread keeps the event loop free and the publish order intact
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, "ble-publish")
         self.links = [
             DeviceLink(group, publisher, self.scanner, self.settings, clock=clock,
-                       rng=random.Random(rng.random()))
+                       rng=random.Random(rng.random()), executor=self.executor)
             for group in groups.values()
         ]
 
@@ -664,3 +687,4 @@ class DeviceManager:
             for task in tasks:
                 task.cancel()
             await self.scanner.close()
+            self.executor.shutdown(wait=True)
