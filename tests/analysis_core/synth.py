@@ -43,10 +43,16 @@ class Session:
     duration: float
 
     def streams(self) -> list[tuple[str, npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
-        return [("eda", self.eda_t, self.eda), ("hr", self.hr_t, self.hr), ("rr", self.rr_t, self.rr)]
+        return [
+            ("eda", self.eda_t, self.eda),
+            ("hr", self.hr_t, self.hr),
+            ("rr", self.rr_t, self.rr),
+        ]
 
 
-def _drive(t: npt.NDArray[np.float64], episodes: Sequence[Scripted], tau_on: float, tau_off: float) -> npt.NDArray[np.float64]:
+def _drive(
+    t: npt.NDArray[np.float64], episodes: Sequence[Scripted], tau_on: float, tau_off: float
+) -> npt.NDArray[np.float64]:
     """0..1 activation: first-order rise during each episode, first-order decay after it."""
     out = np.zeros_like(t)
     level = 0.0
@@ -60,7 +66,9 @@ def _drive(t: npt.NDArray[np.float64], episodes: Sequence[Scripted], tau_on: flo
     return out
 
 
-def _scr_train(t: npt.NDArray[np.float64], peaks: Sequence[tuple[float, float]]) -> npt.NDArray[np.float64]:
+def _scr_train(
+    t: npt.NDArray[np.float64], peaks: Sequence[tuple[float, float]]
+) -> npt.NDArray[np.float64]:
     """Sum of SCR shapes (rise ~1.5 s, recovery ~4 s) at (time after T0, amplitude)."""
     out = np.zeros_like(t)
     rel = t - T0
@@ -126,7 +134,8 @@ def one_second_batches(session: Session, device: str = "sim") -> Iterator[Sample
         sec = np.floor(times)
         cuts = np.flatnonzero(np.diff(sec)) + 1
         for part_t, part_v in zip(np.split(times, cuts), np.split(values, cuts), strict=True):
-            items.append((float(part_t[0]), order, SampleBatch(stream, device, part_t, part_v)))  # type: ignore[arg-type]
+            batch = SampleBatch(stream, device, part_t, part_v)  # type: ignore[arg-type]
+            items.append((float(part_t[0]), order, batch))
     items.sort(key=lambda x: (x[0], x[1]))
     for _, _, batch in items:
         yield batch

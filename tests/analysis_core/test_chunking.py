@@ -21,7 +21,7 @@ SHORT = dict(duration=900.0)
 def session() -> Session:
     from tests.analysis_core.synth import Scripted  # noqa: PLC0415
 
-    return make_session(7, episodes=(Scripted(400.0, 150.0),), **SHORT)  # type: ignore[arg-type]
+    return make_session(7, episodes=(Scripted(400.0, 150.0),), **SHORT)
 
 
 @cache

@@ -72,7 +72,9 @@ def _match(a: Array, b: Array, tol: float = TOL_S) -> int:
     for x in a:
         best = None
         for i, y in enumerate(b):
-            if i not in used and abs(y - x) <= tol and (best is None or abs(y - x) < abs(b[best] - x)):
+            if i in used or abs(y - x) > tol:
+                continue
+            if best is None or abs(y - x) < abs(b[best] - x):
                 best = i
         if best is not None:
             used.add(best)

@@ -56,8 +56,10 @@ def test_release_found_after_each_scripted_recovery(seed: int) -> None:
         end = T0 + sc.onset + sc.duration
         assert abs(rel.onset - (T0 + sc.onset)) <= ONSET_TOLERANCE_S
         assert end <= rel.offset <= end + SETTLE_AFTER_S
-        assert rel.recovery_depth is not None and rel.recovery_depth >= 0.5
-        assert rel.recovery_latency is not None and rel.recovery_latency > 0
+        assert rel.recovery_depth is not None
+        assert rel.recovery_depth >= 0.5
+        assert rel.recovery_latency is not None
+        assert rel.recovery_latency > 0
         assert "hr" in rel.signals
 
 

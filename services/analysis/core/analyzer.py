@@ -129,11 +129,13 @@ class SessionAnalyzer:
         """End of data: process everything, close open episodes at the last data time."""
         if self._finished:
             return []
+        self._finished = True
+        if not math.isfinite(self._max_seen):
+            return []
         out = self._advance(math.floor(self._max_seen) + 1.0)
         if self._next_tick is not None:
             last = float(min(self._next_tick - 1, math.ceil(self._max_seen)))
             out.extend(self._episodes.finish(last))
-        self._finished = True
         return out
 
     def _add_samples(self, batch: SampleBatch) -> None:

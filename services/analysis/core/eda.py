@@ -132,10 +132,10 @@ class EdaProcessor:
         peak_t, peak_y = self._peak_t, self._peak_y
         lo_t = max(peak_t - max_rise, self._last_peak_t)
         onset_t, onset_y = peak_t, peak_y
-        for ht, hy in self._hist:
+        for ht, hy in self._hist:  # the latest lowest point before the peak
             if ht > peak_t:
                 break
-            if ht >= lo_t and hy < onset_y:
+            if ht >= lo_t and hy <= onset_y:
                 onset_t, onset_y = ht, hy
         amp = peak_y - onset_y
         if amp >= amin:
