@@ -99,7 +99,7 @@ async def test_ingest_streams_to_mqtt_and_stops_cleanly(
     msgs = collector.session("cli-run")
     states = [m.state for m in msgs if isinstance(m, contract.StatusMessage)
               and m.device == "strap"]
-    assert states == ["online", "offline"]
+    assert states == ["online", "end"]
     for stream in ("hr", "rr", "eda"):
         seqs = [m.seq for m in msgs if isinstance(m, contract.SampleMessage)
                 and m.stream == stream]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -51,10 +52,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         + ", ".join(shipped_profiles()),
     )
     ingest.add_argument("--session", required=True, help="pseudonymous session id")
-    ingest.add_argument("--site", default="default", help="site id (default)")
+    ingest.add_argument("--site", default=os.environ.get("REKINDLE_SITE") or "default",
+                        help="site id (env REKINDLE_SITE, else 'default')")
     ingest.add_argument("--device", action="append", required=True, metavar="DEVICE",
                         help="repeat for each device")
-    ingest.add_argument("--mqtt", default="mqtt://localhost:1883", help="broker URL")
+    ingest.add_argument("--mqtt", default=os.environ.get("REKINDLE_MQTT_URL")
+                        or "mqtt://localhost:1883", metavar="URL",
+                        help="broker URL (env REKINDLE_MQTT_URL, else mqtt://localhost:1883)")
     ingest.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0")
     ingest.add_argument("--scan-timeout", type=float, default=10.0)
     ingest.add_argument("--connect-timeout", type=float, default=15.0)

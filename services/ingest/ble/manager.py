@@ -419,12 +419,19 @@ class DeviceLink:
             raise DeviceNotFoundError(str(self.target), self.settings.scan_timeout)
         device, adv = found
         disconnected = asyncio.Event()
+        dropped_at: list[float] = []
+
+        def on_disconnect(_client: BleakClient) -> None:
+            # transport callback: note the time and wake the session, nothing else
+            dropped_at.append(self.clock())
+            disconnected.set()
+
         kwargs: dict[str, object] = (
             {"bluez": {"adapter": self.settings.adapter}} if self.settings.adapter else {}
         )
         client = BleakClient(
             device,
-            disconnected_callback=lambda _c: disconnected.set(),
+            disconnected_callback=on_disconnect,
             timeout=self.settings.connect_timeout,
             **kwargs,  # type: ignore[arg-type]
         )
@@ -462,7 +469,8 @@ class DeviceLink:
                     await client.disconnect()
             if online and not stop.is_set():
                 self.stats.disconnects += 1
-                self._queue.put_nowait(_Disconnected(self.clock(), "link lost"))
+                t_lost = dropped_at[0] if dropped_at else self.clock()
+                self._queue.put_nowait(_Disconnected(t_lost, "link lost"))
         return online
 
     async def _read_battery(self, client: BleakClient) -> None:
@@ -566,7 +574,7 @@ class DeviceLink:
         for stream in sorted(self._gap_pending):
             self._send_gap(stream, self._last_time[stream], ev.t)
         self._gap_pending.clear()
-        self._out(self.publisher.send_status, self.device_id, "offline", ev.t,
+        self._out(self.publisher.send_status, self.device_id, "end", ev.t,
                   battery=self._battery, detail="ingest stopped")
 
     def _send_gap(self, stream: SampleStream, start: float, end: float) -> None:
