@@ -111,6 +111,7 @@ class RrProcessor:
         self.out_of_order = 0
         self._skip_next = False
         self._n_art = 0  # artefacts among _events
+        self._d2_sum = 0.0  # running sum of the squared differences in _diffs
 
     def _event(self, t: float, artefact: bool) -> None:
         self._events.append((t, artefact))
@@ -125,6 +126,7 @@ class RrProcessor:
         if last is not None and self._adjacent(last[0], t, rr):
             d = rr - last[1]
             self._diffs.append((t, d * d))
+            self._d2_sum += d * d
         self._last_acc = (t, rr)
         self._ref.append(rr)
         self._beats.append((t, rr))
@@ -218,12 +220,13 @@ class RrProcessor:
     def tick(self, k: int, *, in_gap: bool) -> RrTick:
         cfg = self.cfg
         self.flush_before(k)
-        for dq, win in (
-            (self._beats, cfg.hr_window_s),
-            (self._diffs, cfg.rmssd_window_s),
-        ):
-            while dq and dq[0][0] < k - win:
-                dq.popleft()
+        beats, diffs = self._beats, self._diffs
+        while beats and beats[0][0] < k - cfg.hr_window_s:
+            beats.popleft()
+        while diffs and diffs[0][0] < k - cfg.rmssd_window_s:
+            self._d2_sum -= diffs.popleft()[1]
+        if k % 60 == 0:  # re-sum exactly now and then, so rounding cannot accumulate
+            self._d2_sum = math.fsum(d for _, d in diffs)
         ev = self._events
         while ev and ev[0][0] < k - cfg.rmssd_window_s:
             self._n_art -= ev.popleft()[1]
@@ -232,7 +235,7 @@ class RrProcessor:
         mean_rr = math.fsum(r for _, r in self._beats) / len(self._beats)
         rmssd = None
         if len(self._diffs) >= cfg.rmssd_min_pairs:
-            rmssd = math.sqrt(math.fsum(d for _, d in self._diffs) / len(self._diffs))
+            rmssd = math.sqrt(max(self._d2_sum, 0.0) / len(self._diffs))
         frac = self._n_art / len(self._events) if self._events else 0.0
         state: QualityState = "degraded" if frac > RR_ARTEFACT_DEGRADED else "good"
         return RrTick(60000.0 / mean_rr, rmssd, state)

@@ -53,7 +53,6 @@ class EdaProcessor:
         self._hist: deque[tuple[float, float]] = deque()
         self._last_peak_t = -math.inf
         self._tonic_hist: deque[tuple[int, float]] = deque()
-        self._range_hist: deque[tuple[float, float]] = deque()
         self._tick_min = math.inf
         self._tick_max = -math.inf
         self._out_t: list[float] = []
@@ -61,9 +60,12 @@ class EdaProcessor:
         self._out_phasic: list[float] = []
         self._scrs: list[Scr] = []
         self.out_of_order = 0
+        self._coef = (math.nan, 0.0, 0.0)  # (dt, clean coefficient, tonic coefficient)
+        flat_n = max(1, int(config.flat_window_s))
+        self._mins: deque[float] = deque(maxlen=flat_n)
+        self._maxs: deque[float] = deque(maxlen=flat_n)
 
-    def _restart(self, x: float) -> None:
-        self._c1 = self._c2 = self._t1 = self._t2 = x
+    def _restart_detector(self) -> None:
         self._rising = False
         self._trough_y = self._peak_t = self._peak_y = math.nan
         self._hist.clear()
@@ -77,37 +79,42 @@ class EdaProcessor:
         hyst, amin, max_rise = self._hyst, cfg.scr_min_amplitude_us, cfg.scr_max_rise_s
         exp = math.exp
         hist = self._hist
+        out_t, out_tonic, out_phasic = self._out_t, self._out_tonic, self._out_phasic
+        c1, c2, t1, t2 = self._c1, self._c2, self._t1, self._t2
+        last_t, last_valid_t, last_x = self.last_t, self.last_valid_t, self._last_x
+        tick_min, tick_max = self._tick_min, self._tick_max
+        cached_dt, a, b = self._coef
         for t, x in zip(times, values, strict=True):
-            if t <= self.last_t:
+            if t <= last_t:
                 self.out_of_order += 1
                 continue
-            self.last_t = t
+            last_t = t
             if not (lo <= x <= hi):  # also rejects NaN
                 self.last_bad_t = t
                 continue
-            dt = t - self.last_valid_t
-            if dt > GAP_RESET_S:
-                self._restart(x)
-            elif abs(x - self._last_x) > max_slope * max(dt, 1e-3):
-                self.last_bad_t = t  # step artefact: restart the filters at the new level
-                self._restart(x)
+            dt = t - last_valid_t
+            if dt > GAP_RESET_S or abs(x - last_x) > max_slope * max(dt, 1e-3):
+                if dt <= GAP_RESET_S:
+                    self.last_bad_t = t  # step artefact: restart the filters at the new level
+                c1 = c2 = t1 = t2 = x
+                self._restart_detector()
             else:
-                a = 1.0 - exp(-dt / tau_c)
-                self._c1 += a * (x - self._c1)
-                self._c2 += a * (self._c1 - self._c2)
-                b = 1.0 - exp(-dt / tau_t)
-                self._t1 += b * (self._c2 - self._t1)
-                self._t2 += b * (self._t1 - self._t2)
-            self.last_valid_t = t
-            self._last_x = x
-            clean = self._c2
-            tonic = self._t2
-            y = clean - tonic
-            self._tick_min = min(self._tick_min, x)
-            self._tick_max = max(self._tick_max, x)
-            self._out_t.append(t)
-            self._out_tonic.append(tonic)
-            self._out_phasic.append(y)
+                if dt != cached_dt:
+                    cached_dt, a, b = dt, 1.0 - exp(-dt / tau_c), 1.0 - exp(-dt / tau_t)
+                c1 += a * (x - c1)
+                c2 += a * (c1 - c2)
+                t1 += b * (c2 - t1)
+                t2 += b * (t1 - t2)
+            last_valid_t = t
+            last_x = x
+            y = c2 - t2
+            if x < tick_min:  # noqa: PLR1730 (faster than min() in this loop)
+                tick_min = x
+            if x > tick_max:  # noqa: PLR1730
+                tick_max = x
+            out_t.append(t)
+            out_tonic.append(t2)
+            out_phasic.append(y)
             # SCR detection on the phasic signal: a peak is confirmed once the signal has fallen
             # ``hyst`` below it; its onset is the lowest point in the ``max_rise`` seconds before
             # the peak (and after the previous SCR peak); amplitude = peak - onset value.
@@ -127,6 +134,10 @@ class EdaProcessor:
             elif y > self._trough_y + hyst:
                 self._rising = True
                 self._peak_t, self._peak_y = t, y
+        self._c1, self._c2, self._t1, self._t2 = c1, c2, t1, t2
+        self.last_t, self.last_valid_t, self._last_x = last_t, last_valid_t, last_x
+        self._tick_min, self._tick_max = tick_min, tick_max
+        self._coef = (cached_dt, a, b)
 
     def _confirm_peak(self, amin: float, max_rise: float) -> None:
         peak_t, peak_y = self._peak_t, self._peak_y
@@ -146,16 +157,12 @@ class EdaProcessor:
     def tick(self, k: int, *, motion: bool, in_gap: bool) -> EdaTick:
         """State for the feature second ending at ``k`` (all samples ``< k`` fed)."""
         cfg = self.cfg
-        self._range_hist.append((self._tick_min, self._tick_max))
+        self._mins.append(self._tick_min)
+        self._maxs.append(self._tick_max)
         self._tick_min, self._tick_max = math.inf, -math.inf
-        flat_n = int(cfg.flat_window_s)
-        while len(self._range_hist) > flat_n:
-            self._range_hist.popleft()
         lost = in_gap or k - self.last_valid_t > cfg.eda_lost_after_s
-        if not lost and len(self._range_hist) >= flat_n:
-            lo = min(r[0] for r in self._range_hist)
-            hi = max(r[1] for r in self._range_hist)
-            lost = hi - lo < cfg.eda_flat_us
+        if not lost and len(self._mins) == self._mins.maxlen:
+            lost = max(self._maxs) - min(self._mins) < cfg.eda_flat_us
         if lost:
             return EdaTick(None, None, None, None, "lost")
         state: QualityState = (
@@ -178,7 +185,7 @@ class EdaProcessor:
 
     def nbytes(self) -> int:
         """Approximate bytes held (CPython per-element costs of the buffers)."""
-        n = len(self._scr_peaks) + len(self._tonic_hist) + len(self._range_hist) + len(self._hist)
+        n = len(self._scr_peaks) + len(self._tonic_hist) + 2 * len(self._mins) + len(self._hist)
         return 80 * n + 3 * 32 * len(self._out_t) + 1024
 
     def take_events(self) -> list[Scr | EdaDecomposition]:

@@ -1,0 +1,167 @@
+"""Throughput of the streaming analysis core against the naive live approach.
+
+One hour of synthetic EDA (4 Hz), HR (1 Hz) and RR (one interval per beat) goes through
+:class:`SessionAnalyzer`:
+
+* **live**: 1-s batches of every stream merged in time order (what the live service and
+  ``rekindle analyze`` do);
+* **replay**: 60-s batches (with a lateness allowance of 120 s so that no stream is late).
+
+The naive live approach recomputes NeuroKit2 every second on the trailing 60 s:
+``nk.eda_process`` on the EDA window and ``nk.hrv_time`` on the beats in the window. It is
+measured on ``--naive-seconds`` recomputations (default 300) and extrapolated to 3600; pass
+``--naive-seconds 3600`` to run the whole hour.
+
+Prints CPU seconds per session-hour for each, the state held per session (the analyzer's own
+estimate, and the tracemalloc peak of a whole run), and, as its last line,
+``speedup_vs_naive: <N>x`` (live mode against naive).
+
+Run: ``.venv/bin/python benchmarks/analysis_throughput.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from services.analysis.core import AnalysisConfig, SampleBatch, SessionAnalyzer
+
+HOUR = 3600.0
+T0 = 1_700_000_000.0
+Array = npt.NDArray[np.float64]
+
+
+def make_hour(seed: int = 0) -> dict[str, tuple[Array, Array]]:
+    """Seeded synthetic hour: drifting tonic EDA with SCRs, AR(1) heart rate, beats from it."""
+    rng = np.random.default_rng(seed)
+    te = T0 + np.arange(0.0, HOUR, 0.25)
+    eda = 2.0 + 0.3 * np.sin(2 * np.pi * (te - T0) / 1800.0) + rng.normal(0, 0.003, len(te))
+    for onset in np.cumsum(rng.exponential(30.0, 200)):
+        if onset >= HOUR:
+            break
+        x = te - T0 - onset
+        m = x > 0
+        eda[m] += rng.uniform(0.05, 0.4) * (1 - np.exp(-x[m] / 0.75)) ** 2 * np.exp(-x[m] / 4) * 2
+    th = T0 + np.arange(0.0, HOUR, 1.0)
+    ar = np.zeros(len(th))
+    for i in range(1, len(ar)):
+        ar[i] = 0.95 * ar[i - 1] + rng.normal(0, 0.8)
+    hr = 70.0 + ar
+    beats, rrs = [], []
+    bt = 0.5
+    while bt < HOUR - 1:
+        rr = 60000.0 / hr[int(bt)] + rng.normal(0, 25.0)
+        bt += rr / 1000.0
+        beats.append(T0 + bt)
+        rrs.append(rr)
+    return {"eda": (te, eda), "hr": (th, hr), "rr": (np.array(beats), np.array(rrs))}
+
+
+def batches(data: dict[str, tuple[Array, Array]], seconds: float) -> Iterator[SampleBatch]:
+    items = []
+    for order, (stream, (t, v)) in enumerate(data.items()):
+        key = np.floor((t - T0) / seconds)
+        cuts = np.flatnonzero(np.diff(key)) + 1
+        for pt, pv in zip(np.split(t, cuts), np.split(v, cuts), strict=True):
+            items.append((float(pt[0]), order, SampleBatch(stream, "bench", pt, pv)))  # type: ignore[arg-type]
+    items.sort(key=lambda x: (x[0], x[1]))
+    return (b for _, _, b in items)
+
+
+def run_streaming(
+    data: dict[str, tuple[Array, Array]], seconds: float, config: AnalysisConfig
+) -> tuple[float, int, int]:
+    """CPU seconds for the hour, the largest state estimate seen, number of events."""
+    todo = list(batches(data, seconds))
+    gc.collect()
+    analyzer = SessionAnalyzer(config)
+    n_events = 0
+    max_state = 0
+    start = time.process_time()
+    for i, b in enumerate(todo):
+        n_events += len(analyzer.update(b))
+        if i % 500 == 0:
+            max_state = max(max_state, analyzer.state_nbytes())
+    n_events += len(analyzer.finish())
+    cpu = time.process_time() - start
+    return cpu, max(max_state, analyzer.state_nbytes()), n_events
+
+
+def traced_peak(data: dict[str, tuple[Array, Array]]) -> int:
+    """tracemalloc peak (bytes) of a whole live run, events dropped as they come."""
+    todo = list(batches(data, 1.0))
+    gc.collect()
+    tracemalloc.start()
+    analyzer = SessionAnalyzer()
+    for b in todo:
+        analyzer.update(b)
+    analyzer.finish()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def run_naive(data: dict[str, tuple[Array, Array]], seconds: int) -> float:
+    """CPU seconds for ``seconds`` recomputations of NeuroKit2 on the trailing 60 s."""
+    import neurokit2 as nk  # noqa: PLC0415
+
+    te, eda = data["eda"]
+    beats, _ = data["rr"]
+    start_s = 120
+    cpu = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in range(start_s, start_s + seconds):
+            now = T0 + s
+            c0 = time.process_time()
+            win = eda[(te >= now - 60) & (te < now)]
+            nk.eda_process(win, sampling_rate=4)
+            b = beats[(beats >= now - 60) & (beats < now)]
+            peaks = np.round((b - b[0]) * 1000).astype(int)
+            nk.hrv_time(peaks, sampling_rate=1000)
+            cpu += time.process_time() - c0
+    return cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--naive-seconds", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3, help="streaming runs (best is kept)")
+    args = parser.parse_args()
+    data = make_hour()
+    n = {k: len(v[0]) for k, v in data.items()}
+    print(f"one hour: {n['eda']} EDA samples (4 Hz), {n['hr']} HR (1 Hz), {n['rr']} RR intervals")
+
+    live = min(run_streaming(data, 1.0, AnalysisConfig()) for _ in range(args.repeat))
+    replay_cfg = AnalysisConfig(lateness_s=120.0)
+    replay = min(run_streaming(data, 60.0, replay_cfg) for _ in range(args.repeat))
+    print(f"streaming live (1-s batches):    {live[0]:.3f} CPU-s per session-hour ({live[2]} events)")
+    print(f"streaming replay (60-s batches): {replay[0]:.3f} CPU-s per session-hour")
+
+    naive = run_naive(data, args.naive_seconds)
+    naive_hour = naive * HOUR / args.naive_seconds
+    how = "measured" if args.naive_seconds >= HOUR else (
+        f"measured on {args.naive_seconds} recomputations, extrapolated"
+    )
+    print(
+        "naive NeuroKit2 (eda_process + hrv_time on trailing 60 s, every second): "
+        f"{naive_hour:.1f} CPU-s per session-hour ({how})"
+    )
+    peak = traced_peak(data)
+    print(
+        f"state per session: analyzer estimate max {live[1] / 1e6:.2f} MB; "
+        f"tracemalloc peak of a live run {peak / 1e6:.2f} MB"
+    )
+    print(f"speedup_vs_naive (replay): {naive_hour / replay[0]:.0f}x")
+    print(f"speedup_vs_naive: {naive_hour / live[0]:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
