@@ -12,7 +12,8 @@ wristband); each device has its own task, so one that is away never blocks anoth
   (passive, no backoff needed); connection attempts that fail, and reconnects after a drop,
   wait a capped, randomised exponential backoff. Every attempt is logged.
 * **Notify callbacks** only stamp the host receive time and enqueue. A per-device consumer
-  task decodes, time-stamps (:mod:`.timestamps`) and publishes, in arrival order.
+  task passes the events to a pure :class:`.assembler.StreamAssembler` (decode, time-stamp,
+  gap bookkeeping) and publishes its output in order from one worker thread.
 * **Every disconnect** publishes a ``lost`` status at once and, per stream that had data, a
   gap record ``(start, end)`` = (time of the last sample before the drop, time of the first
   sample after it), sent just before that first sample. A profile packet-counter jump
@@ -26,7 +27,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fnmatch
-import functools
 import logging
 import random
 import re
@@ -41,8 +41,21 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from services.contract import PHYSICAL_RANGE, DeviceState, SampleStream
+from services.contract import DeviceState, SampleStream
 from services.ingest.ble import hrs
+from services.ingest.ble.assembler import (
+    Connected,
+    Disconnected,
+    LinkEvent,
+    Notification,
+    OutGap,
+    Outgoing,
+    OutSamples,
+    OutStatus,
+    ReconnectRecord,
+    Shutdown,
+    StreamAssembler,
+)
 from services.ingest.ble.errors import (
     DecodeError,
     DeviceConnectionError,
@@ -50,7 +63,7 @@ from services.ingest.ble.errors import (
     DeviceSpecError,
 )
 from services.ingest.ble.profiles import DeviceProfile, load_profile
-from services.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
+from services.ingest.ble.timestamps import ClockSettings
 from services.ingest.ble.uuids import normalize_uuid
 
 log = logging.getLogger(__name__)
@@ -275,64 +288,19 @@ async def discover(
 # ---------------------------------------------------------------------------- device links
 
 
-@dataclass(frozen=True, slots=True)
-class _Notification:
-    feed: int
-    t_rx: float
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Connected:
-    t: float
-    address: str
-    battery: int | None
-    rssi: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Disconnected:
-    t: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Shutdown:
-    t: float
-
-
-@dataclass(frozen=True, slots=True)
-class GapRecord:
-    device: str
-    stream: SampleStream
-    start: float
-    end: float
-
-
 @dataclass(slots=True)
-class ReconnectRecord:
-    """One drop: when it was noticed, when the link was back, when data flowed again."""
-
-    device: str
-    lost_at: float
-    connected_at: float | None = None
-    first_data_at: float | None = None
-
-
-@dataclass(slots=True)
-class DeviceStats:
+class LinkStats:
     connects: int = 0
     disconnects: int = 0
     attempts: int = 0
-    decode_errors: int = 0
-    notifications: int = 0
-
-
-_Event = _Notification | _Connected | _Disconnected | _Shutdown
 
 
 class DeviceLink:
-    """One physical device (one connection) and its feeds."""
+    """One physical device (one connection) and its feeds.
+
+    The connection task finds, connects and subscribes; notify callbacks stamp and enqueue;
+    the consumer task hands events to a :class:`StreamAssembler` and publishes its output.
+    """
 
     def __init__(
         self,
@@ -346,8 +314,6 @@ class DeviceLink:
         executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.specs = list(specs)
-        self.executor = executor
-        self._outbox: list[Callable[[], object]] = []
         self.target = specs[0].target
         self.device_id = specs[0].device_id
         self.publisher = publisher
@@ -355,21 +321,22 @@ class DeviceLink:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
-        self.stats = DeviceStats()
-        self.gaps: list[GapRecord] = []
-        self.reconnects: list[ReconnectRecord] = []
+        self.executor = executor
+        self.stats = LinkStats()
+        self.assembler = StreamAssembler(
+            self.device_id, [s.profile for s in self.specs], settings.clock
+        )
         self.connected = asyncio.Event()
-        self._queue: asyncio.Queue[_Event] = asyncio.Queue()
-        self._hr_stamp = MonotonicStamp()
-        self._beats = BeatClock(ClockSettings(settings.clock.alpha, 2.0))
-        self._regular: dict[int, RegularClock] = {
-            i: RegularClock(s.profile.rate_hz, settings.clock)
-            for i, s in enumerate(self.specs) if s.profile is not None
-        }
-        self._counters: dict[int, int] = {}
-        self._last_time: dict[SampleStream, float] = {}
-        self._gap_pending: set[SampleStream] = set()
+        self._queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
         self._battery: int | None = None
+
+    @property
+    def gaps(self) -> list[OutGap]:
+        return self.assembler.gaps
+
+    @property
+    def reconnects(self) -> list[ReconnectRecord]:
+        return self.assembler.reconnects
 
     # -- connection task ---------------------------------------------------------------
 
@@ -397,7 +364,7 @@ class DeviceLink:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
-            self._queue.put_nowait(_Shutdown(self.clock()))
+            self._queue.put_nowait(Shutdown(self.clock()))
             await consumer
 
     async def _session(self, stop: asyncio.Event) -> bool:
@@ -446,7 +413,7 @@ class DeviceLink:
         try:
             await self._read_battery(client)
             # queued before subscribing, so "online" precedes the first sample
-            self._queue.put_nowait(_Connected(self.clock(), device.address, self._battery,
+            self._queue.put_nowait(Connected(self.clock(), device.address, self._battery,
                                               adv.rssi))
             online = True
             await self._subscribe(client)
@@ -470,7 +437,7 @@ class DeviceLink:
             if online and not stop.is_set():
                 self.stats.disconnects += 1
                 t_lost = dropped_at[0] if dropped_at else self.clock()
-                self._queue.put_nowait(_Disconnected(t_lost, "link lost"))
+                self._queue.put_nowait(Disconnected(t_lost, "link lost"))
         return online
 
     async def _read_battery(self, client: BleakClient) -> None:
@@ -510,146 +477,35 @@ class DeviceLink:
 
     def _callback(self, feed: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
         def on_notify(_char: BleakGATTCharacteristic, data: bytearray) -> None:
-            self._queue.put_nowait(_Notification(feed, self.clock(), bytes(data)))
+            self._queue.put_nowait(Notification(feed, self.clock(), bytes(data)))
 
         return on_notify
 
     # -- consumer: decode, stamp, publish ----------------------------------------------
 
-    def _streams(self) -> list[SampleStream]:
-        out: list[SampleStream] = []
-        for spec in self.specs:
-            out += ["hr", "rr"] if spec.profile is None else [spec.profile.stream]
-        return out
-
-    def _out(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
-        self._outbox.append(functools.partial(fn, *args, **kwargs))
-
-    async def _flush(self) -> None:
-        """Publish what the last event produced, in order, off the event loop (the
-        Publisher may block on back-pressure while the broker is away)."""
-        loop = asyncio.get_running_loop()
-        outbox, self._outbox = self._outbox, []
-        for call in outbox:
-            if self.executor is None:
-                call()
-            else:
-                await loop.run_in_executor(self.executor, call)
+    def _publish(self, out: Outgoing) -> None:
+        if isinstance(out, OutSamples):
+            self.publisher.send_samples(out.stream, self.device_id, out.values, t0=out.t0,
+                                        fs=out.fs, t=out.t)
+        elif isinstance(out, OutStatus):
+            self.publisher.send_status(self.device_id, out.state, out.t, battery=out.battery,
+                                       rssi=out.rssi, detail=out.detail)
+        else:
+            self.publisher.send_gap(self.device_id, out.stream, out.start, out.end)
 
     async def _consume(self) -> None:
+        """Publish in event order, off the event loop (the Publisher may block on
+        back-pressure while the broker is away)."""
+        loop = asyncio.get_running_loop()
         while True:
             event = await self._queue.get()
-            if isinstance(event, _Notification):
-                self._on_notification(event)
-            elif isinstance(event, _Connected):
-                self._on_connected(event)
-            elif isinstance(event, _Disconnected):
-                self._on_disconnected(event)
-            else:
-                self._on_shutdown(event)
-            await self._flush()
-            if isinstance(event, _Shutdown):
+            for out in self.assembler.handle(event):
+                if self.executor is None:
+                    self._publish(out)
+                else:
+                    await loop.run_in_executor(self.executor, self._publish, out)
+            if isinstance(event, Shutdown):
                 return
-
-    def _on_connected(self, ev: _Connected) -> None:
-        if self.reconnects and self.reconnects[-1].connected_at is None:
-            self.reconnects[-1].connected_at = ev.t
-        self._out(self.publisher.send_status, self.device_id, "online", ev.t,
-                  battery=ev.battery, rssi=ev.rssi, detail=f"connected to {ev.address}")
-
-    def _on_disconnected(self, ev: _Disconnected) -> None:
-        log.warning("device %s: disconnected (%s)", self.device_id, ev.reason)
-        self.reconnects.append(ReconnectRecord(self.device_id, ev.t))
-        for stream in self._streams():
-            if stream in self._last_time:
-                self._gap_pending.add(stream)
-        self._beats.reset()
-        for clock in self._regular.values():
-            clock.reset()
-        self._counters.clear()
-        self._out(self.publisher.send_status, self.device_id, "lost", ev.t,
-                  battery=self._battery, detail=ev.reason)
-
-    def _on_shutdown(self, ev: _Shutdown) -> None:
-        for stream in sorted(self._gap_pending):
-            self._send_gap(stream, self._last_time[stream], ev.t)
-        self._gap_pending.clear()
-        self._out(self.publisher.send_status, self.device_id, "end", ev.t,
-                  battery=self._battery, detail="ingest stopped")
-
-    def _send_gap(self, stream: SampleStream, start: float, end: float) -> None:
-        log.info("device %s: %s gap %.3f..%.3f (%.2f s)", self.device_id, stream, start, end,
-                 end - start)
-        self.gaps.append(GapRecord(self.device_id, stream, start, end))
-        self._out(self.publisher.send_gap, self.device_id, stream, start, end)
-
-    def _emit(
-        self, stream: SampleStream, values: Sequence[float], *, t0: float | None = None,
-        fs: float | None = None, t: Sequence[float] | None = None,
-    ) -> None:
-        if not values:
-            return
-        # the same arithmetic as SampleMessage.times_ns(), so gap bounds equal sample times
-        if t is not None:
-            first, last = round(t[0] * 1e9) / 1e9, round(t[-1] * 1e9) / 1e9
-        else:
-            assert t0 is not None
-            assert fs is not None
-            first = round(t0 * 1e9) / 1e9
-            last = (round(t0 * 1e9) + round((len(values) - 1) * (1e9 / fs))) / 1e9
-        if stream in self._gap_pending:
-            self._gap_pending.discard(stream)
-            self._send_gap(stream, self._last_time[stream], first)
-        if self.reconnects and self.reconnects[-1].first_data_at is None:
-            self.reconnects[-1].first_data_at = self.clock()
-        self._out(self.publisher.send_samples, stream, self.device_id, values, t0=t0, fs=fs, t=t)
-        self._last_time[stream] = last
-
-    def _on_notification(self, n: _Notification) -> None:
-        self.stats.notifications += 1
-        spec = self.specs[n.feed]
-        try:
-            if spec.profile is None:
-                self._on_hrm(n)
-            else:
-                self._on_profile(n, spec.profile)
-        except DecodeError as exc:
-            self.stats.decode_errors += 1
-            log.warning("device %s: dropped a notification: %s", self.device_id, exc)
-
-    def _on_hrm(self, n: _Notification) -> None:
-        m = hrs.decode_heart_rate_measurement(n.data)
-        low, high = PHYSICAL_RANGE["hr"]
-        if low <= m.hr_bpm <= high and m.contact is not False:
-            self._emit("hr", [float(m.hr_bpm)], t=[self._hr_stamp.stamp(n.t_rx)])
-        rr = list(m.rr_ms)
-        if rr:
-            times = self._beats.stamp(n.t_rx, rr)
-            low, high = PHYSICAL_RANGE["rr"]
-            keep = [(t, v) for t, v in zip(times, rr, strict=True) if low <= v <= high]
-            if len(keep) < len(rr):
-                log.warning("device %s: dropped %d implausible RR value(s) %s", self.device_id,
-                            len(rr) - len(keep), rr)
-            if keep:
-                self._emit("rr", [v for _, v in keep], t=[t for t, _ in keep])
-
-    def _on_profile(self, n: _Notification, profile: DeviceProfile) -> None:
-        packet = profile.decode(n.data)
-        clock = self._regular[n.feed]
-        if packet.counter is not None and profile.counter is not None:
-            expected = self._counters.get(n.feed)
-            modulus = 1 << (8 * {"u8": 1, "i8": 1, "u16le": 2, "i16le": 2, "u16be": 2,
-                                 "i16be": 2, "u24le": 3}.get(profile.counter, 4))
-            if expected is not None and packet.counter != expected:
-                lost = (packet.counter - expected) % modulus
-                log.warning("device %s: %d %s packet(s) lost (counter %d, expected %d)",
-                            self.device_id, lost, profile.name, packet.counter, expected)
-                if profile.stream in self._last_time:
-                    self._gap_pending.add(profile.stream)
-                clock.reset()
-            self._counters[n.feed] = (packet.counter + 1) % modulus
-        t0 = clock.stamp(n.t_rx, len(packet.values))
-        self._emit(profile.stream, packet.values, t0=t0, fs=profile.rate_hz)
 
 
 class DeviceManager:

@@ -1,0 +1,128 @@
+"""The device manager's consumer logic, driven directly with link events (no BLE, no MQTT)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services import contract
+from services.ingest.ble.assembler import (
+    Connected,
+    Disconnected,
+    Notification,
+    OutGap,
+    Outgoing,
+    OutSamples,
+    OutStatus,
+    Shutdown,
+    StreamAssembler,
+)
+from services.ingest.ble.hrs import HeartRateMeasurement, encode_heart_rate_measurement
+from services.ingest.ble.profiles import load_profile
+
+T0 = 1_800_000_000.0
+EDA = load_profile("rekindle-eda-ref")
+
+
+def _hrm(hr: int, rr_raw: tuple[int, ...] = (), contact: bool = True) -> bytes:
+    return encode_heart_rate_measurement(HeartRateMeasurement(
+        hr_bpm=hr, contact_supported=True, contact_detected=contact, rr_raw=rr_raw,
+        rr_present=bool(rr_raw)))
+
+
+def _times(out: OutSamples) -> list[float]:
+    """Sample times exactly as a consumer of the wire contract computes them."""
+    msg = contract.samples("s", "x", out.stream, "d", 0, out.values, t0=out.t0, fs=out.fs,
+                           t=out.t)
+    return msg.times()
+
+
+def _samples(outs: list[Outgoing], stream: str) -> list[OutSamples]:
+    return [o for o in outs if isinstance(o, OutSamples) and o.stream == stream]
+
+
+def test_online_then_hr_and_rr() -> None:
+    a = StreamAssembler("strap", [None])
+    out = a.handle(Connected(T0, "AA:BB:CC:DD:EE:FF", battery=80, rssi=-60))
+    assert out == [OutStatus("online", T0, 80, -60, "connected to AA:BB:CC:DD:EE:FF")]
+    out = a.handle(Notification(0, T0 + 1.0, _hrm(60, (1024, 512))))
+    hr, rr = _samples(out, "hr")[0], _samples(out, "rr")[0]
+    assert hr.values == (60.0,)
+    assert hr.t == (T0 + 1.0,)
+    assert rr.values == (1000.0, 500.0)
+    assert rr.t == (T0 + 0.5, T0 + 1.0)  # last beat at receipt, earlier by the later RRs
+
+
+def test_no_hr_without_skin_contact_and_garbage_is_counted() -> None:
+    a = StreamAssembler("strap", [None])
+    assert a.handle(Notification(0, T0, _hrm(0, contact=False))) == []
+    assert a.handle(Notification(0, T0 + 1, bytes.fromhex("55040038001" "5af"))) == []
+    assert a.stats.decode_errors == 1
+    assert a.stats.dropped_values == 1
+
+
+def test_drop_gives_lost_status_and_a_gap_bounded_by_samples() -> None:
+    a = StreamAssembler("wrist", [EDA])
+    a.handle(Connected(T0, "D0:00:00:00:00:02", battery=55))
+    before: list[OutSamples] = []
+    for i in range(4):  # 2 samples per packet at 4 Hz: one packet every 0.5 s
+        before += _samples(a.handle(Notification(0, T0 + 0.25 + 0.5 * i,
+                                                 EDA.encode([1.0, 1.1], i))), "eda")
+    out = a.handle(Disconnected(T0 + 2.2))
+    assert out == [OutStatus("lost", T0 + 2.2, 55, None, "link lost")]
+    a.handle(Connected(T0 + 9.0, "D0:00:00:00:00:02"))
+    out = a.handle(Notification(0, T0 + 10.25, EDA.encode([2.0, 2.1], 0)))
+    gap, after = out[0], out[1]
+    assert isinstance(gap, OutGap)
+    assert isinstance(after, OutSamples)
+    assert gap.stream == "eda"
+    assert gap.start == _times(before[-1])[-1]
+    assert gap.end == _times(after)[0]
+    assert gap.end == T0 + 10.0  # resynced to the receive time after the drop
+    assert a.reconnects[0].lost_at == T0 + 2.2
+    assert a.reconnects[0].connected_at == T0 + 9.0
+    assert a.reconnects[0].first_data_at == T0 + 10.25
+    # one gap only
+    assert not any(isinstance(o, OutGap) for o in
+                   a.handle(Notification(0, T0 + 10.75, EDA.encode([2.2, 2.3], 1))))
+
+
+def test_counter_jump_is_a_gap_without_a_disconnect() -> None:
+    a = StreamAssembler("wrist", [EDA])
+    first = _samples(a.handle(Notification(0, T0 + 0.25, EDA.encode([1.0, 1.0], 7))), "eda")
+    out = a.handle(Notification(0, T0 + 2.25, EDA.encode([1.0, 1.0], 11)))  # 8, 9, 10 lost
+    assert a.stats.lost_packets == 3
+    gap = out[0]
+    assert isinstance(gap, OutGap)
+    assert gap.start == _times(first[0])[-1]
+    assert gap.end == _times(_samples(out, "eda")[0])[0]
+
+
+def test_counter_wraps_without_a_gap() -> None:
+    a = StreamAssembler("wrist", [EDA])
+    a.handle(Notification(0, T0 + 0.25, EDA.encode([1.0, 1.0], 255)))
+    out = a.handle(Notification(0, T0 + 0.75, EDA.encode([1.0, 1.0], 0)))
+    assert not any(isinstance(o, OutGap) for o in out)
+    assert a.stats.lost_packets == 0
+
+
+def test_shutdown_while_away_closes_every_open_gap() -> None:
+    a = StreamAssembler("strap", [None, EDA])
+    a.handle(Connected(T0, "x"))
+    a.handle(Notification(0, T0 + 1, _hrm(70, (900,))))
+    a.handle(Notification(1, T0 + 1.1, EDA.encode([1.0, 1.0], 0)))
+    a.handle(Disconnected(T0 + 3))
+    out = a.handle(Shutdown(T0 + 20))
+    gaps = [o for o in out if isinstance(o, OutGap)]
+    assert sorted(g.stream for g in gaps) == ["eda", "hr", "rr"]
+    assert all(g.end == T0 + 20 for g in gaps)
+    assert out[-1] == OutStatus("end", T0 + 20, None, None, "ingest stopped")
+
+
+def test_rr_beat_chain_continues_across_notifications() -> None:
+    a = StreamAssembler("strap", [None])
+    t1 = _samples(a.handle(Notification(0, T0 + 1.0, _hrm(60, (1024,)))), "rr")[0].t
+    # the next beat arrives 0.3 s late: the chain keeps the RR spacing, nudged by alpha
+    t2 = _samples(a.handle(Notification(0, T0 + 2.3, _hrm(60, (1024,)))), "rr")[0].t
+    assert t1 == (T0 + 1.0,)
+    assert t2 is not None
+    assert t2[0] == pytest.approx(T0 + 2.0 + 0.05 * 0.3, abs=1e-6)
