@@ -113,10 +113,10 @@ class AnalysisConfig:
     #: Release: after a surge, a signal gives back this fraction of its rise, held this long,
     #: within this window after the arousal episode ends.
     recovery_fraction: float = 0.5
-    recovery_hold_s: float = 10.0
+    recovery_hold_s: float = 30.0
     release_window_s: float = 300.0
     #: A signal counts as having surged when its robust z reached at least this.
-    surge_min_z: float = 1.0
+    surge_min_z: float = 2.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
