@@ -185,8 +185,11 @@ class BleEmulation:
         bluezoo.stdout.close()
         return cls(workdir, address, daemon, bluezoo)
 
-    def add_wearable(self, name: str, adapter: str, *extra: str) -> WearableProcess:
-        """Start a wearable called ``name`` on ``adapter``; returns once it advertises."""
+    def add_wearable(
+        self, name: str, adapter: str, *extra: str, wait: bool = True
+    ) -> WearableProcess:
+        """Start a wearable called ``name`` on ``adapter``; returns once it advertises
+        (or at once with ``wait=False``)."""
         log = self.workdir / f"wearable-{name}.jsonl"
         stderr_log = self.workdir / f"wearable-{name}.stderr"
         with stderr_log.open("wb") as err:
@@ -199,7 +202,8 @@ class BleEmulation:
         w = WearableProcess(name, adapter, log, proc, stderr_log)
         self.wearables.append(w)
         w.start_reader()
-        w.wait_event("advertising")
+        if wait:
+            w.wait_event("advertising")
         return w
 
     def stop(self) -> None:

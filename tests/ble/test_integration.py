@@ -240,3 +240,34 @@ async def test_two_devices_stream_drop_and_reconnect(
     print("RECONNECT", json.dumps({k: round(v, 3) for k, v in figures.items()}))
     (tmp_path / "reconnect.json").write_text(json.dumps(figures), encoding="utf-8")
     assert 0 <= figures["back_to_first_data_s"] < 10
+
+
+async def test_device_that_starts_advertising_late_is_found_by_service(
+    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector,
+) -> None:
+    """Scanning is already running when the wristband starts advertising (bluezoo announces
+    a device once); the target is the profile's service UUID, not a name or address."""
+    session = "late-advertiser"
+    spec = DeviceSpec.parse(
+        "eda:rekindle-eda-ref:service=6e400001-7e1d-4b4b-9a1e-5245d0eda000@late"
+    )
+    publisher = Publisher(MqttSettings.from_url(mqtt_broker.url), SITE, session).start()
+    manager = DeviceManager(publisher, [spec], ManagerSettings(adapter=CENTRAL, scan_timeout=2.0))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(manager.run(stop), name="manager")
+    try:
+        await asyncio.sleep(3.0)  # scanning, nothing there yet
+        assert not manager.link("late").connected.is_set()
+        wrist = ble_emulation.add_wearable("RK-WRIST-L", "hci2", "--no-hrs", "--eda-first",
+                                           "--delay", "1", wait=False)
+        await _wait(manager.link("late").connected, 20, "connect to the late advertiser")
+        await asyncio.sleep(3.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 20)
+        await asyncio.to_thread(publisher.close)
+    await asyncio.sleep(0.5)
+    late = _device(collector.session(session), "late")
+    assert [m.state for m in late.status] == ["online", "end"]
+    assert len(_samples(late.samples["eda"])) >= 8
+    _check_eda_against_truth(_samples(late.samples["eda"]), wrist, None)
