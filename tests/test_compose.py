@@ -9,10 +9,12 @@ and the InfluxDB init script's logic against a stand-in ``influx`` CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -28,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from dashboards import GRAFANA_VERSION, generate
 from dashboards.influxql import DATASOURCE_UID
 from services.mqtturl import MqttSettings
-from tests.servers import free_port
+from tests.servers import InfluxD, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text("utf-8"))
@@ -472,3 +474,33 @@ def test_influx_init_script(tmp_path: Path) -> None:
     assert "--read-bucket b0b0b0b0b0b0b0b0" in auths[1]
     assert (secrets / "analysis.token").read_text() == "tok-1=="
     assert (secrets / "grafana.token").read_text() == "tok-2=="
+
+
+# --- the images' health checks ------------------------------------------------------------------
+
+
+def _healthcheck_command(dockerfile: str) -> list[str]:
+    text = (REPO / dockerfile).read_text("utf-8").replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK")]
+    command: list[str] = json.loads(line.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    return [sys.executable, *command[1:]]
+
+
+@pytest.mark.parametrize(
+    "dockerfile", ["services/analysis/Dockerfile", "services/ingest/Dockerfile"]
+)
+def test_image_healthcheck_follows_its_dependencies(
+    dockerfile: str, secured_broker: int, influxd: InfluxD
+) -> None:
+    command = _healthcheck_command(dockerfile)
+    good = {
+        "PATH": os.environ["PATH"],
+        "REKINDLE_MQTT_URL": f"mqtt://analysis:x@127.0.0.1:{secured_broker}",
+        "REKINDLE_INFLUX_URL": influxd.url,
+    }
+    ok = subprocess.run(command, env=good, capture_output=True, timeout=30, check=False)
+    assert ok.returncode == 0, ok.stderr
+    bad = {**good, "REKINDLE_MQTT_URL": f"mqtt://analysis:x@127.0.0.1:{free_port()}"}
+    down = subprocess.run(command, env=bad, capture_output=True, timeout=30, check=False)
+    assert down.returncode != 0
