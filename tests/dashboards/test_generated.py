@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards import GRAFANA_SCHEMA_VERSION, GRAFANA_VERSION, cli, generate
 from dashboards.errors import DriftError
@@ -28,6 +29,10 @@ def test_sdk_is_the_build_for_the_grafana_in_compose() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
     image = compose["services"]["grafana"]["image"]
     assert image.startswith(f"grafana/grafana:{GRAFANA_VERSION}."), image
+
+
+def test_schema_version_is_the_sdks_for_grafana_11_6() -> None:
+    assert dm.Dashboard().schema_version == GRAFANA_SCHEMA_VERSION
 
 
 def test_committed_files_equal_generated() -> None:
