@@ -157,7 +157,7 @@ def build() -> dm.Dashboard:
         .with_variable(variables.site(multi=True))
         .with_variable(variables.session(active_only=True, multi=True, follow_time=True))
         .with_panel(active_sessions().span(24).height(7))
-        .with_row(panels.row("Session $session (site $site)").repeat("session"))
+        .with_row(panels.row("Session $session").repeat("session"))
         .with_panel(panels.arousal_gauge().span(6).height(5))
         .with_panel(latest_episode().span(6).height(5))
         .with_panel(signal_now().span(6).height(5))

@@ -32,7 +32,7 @@ def site(*, multi: bool = False) -> db.QueryVariable:
         var = (
             var.multi(True)
             .include_all(True)
-            .current(dm.VariableOption(selected=True, text="All", value="$__all"))
+            .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
         )
     return var
 
@@ -67,6 +67,6 @@ def session(
         var = (
             var.multi(True)
             .include_all(True)
-            .current(dm.VariableOption(selected=True, text="All", value="$__all"))
+            .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
         )
     return var
