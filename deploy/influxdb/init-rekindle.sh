@@ -21,7 +21,8 @@ if [ -z "$bucket_id" ]; then
 fi
 echo "init-rekindle: bucket $bucket ($bucket_id) in org $org"
 
-if influx v1 dbrp list --org "$org" --db "$bucket" --hide-headers | grep -q .; then
+existing="$(influx v1 dbrp list --org "$org" --db "$bucket" --hide-headers)"
+if [ -n "$existing" ]; then
     echo "init-rekindle: DBRP mapping for database $bucket exists"
 else
     influx v1 dbrp create --org "$org" --bucket-id "$bucket_id" \
