@@ -179,7 +179,8 @@ def arousal_contributions() -> timeseries.Panel:
         .fill_opacity(40)
         .with_target(
             InfluxQL(
-                f'SELECT mean(/^contrib_/) FROM "features" {where()} '
+                'SELECT mean("contrib_eda") AS "EDA", mean("contrib_hr") AS "HR", '
+                f'mean("contrib_rmssd") AS "RMSSD" FROM "features" {where()} '
                 "GROUP BY time($__interval) fill(none)",
                 "A",
             )

@@ -40,7 +40,7 @@ _SIGNAL_PANELS: dict[tuple[str, str], Expect] = {
     ("Skin conductance (EDA)", "B"): Expect(("tonic", "phasic")),
     ("Skin conductance (EDA)", "C"): Expect(("SCR",)),
     ("Signal quality per stream", "A"): Expect(("min",), ("stream",)),
-    ("Arousal index: contribution of each signal", "A"): Expect(("mean_contrib_eda",)),
+    ("Arousal index: contribution of each signal", "A"): Expect(("EDA", "HR")),
     ("Clinician markers", "A"): Expect(("text", "device")),
     ("Devices", "A"): Expect(("state",), ("device",)),
 }
