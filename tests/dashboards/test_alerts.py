@@ -66,6 +66,9 @@ def test_three_rules_with_their_thresholds() -> None:
         assert rule["condition"] == "C"
         assert rule["noDataState"] == "OK"
         assert "summary" in rule["annotations"]
+        query = rule["data"][0]["model"]["query"]
+        assert "$timeFilter" in query, "alert queries are bounded by the rule's time range"
+        assert query.count("SELECT") == 1
 
 
 def test_arousal_high_fires_exactly_when_the_index_stayed_above_threshold(
