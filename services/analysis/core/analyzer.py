@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from services.analysis.core.baseline import Baselines, Input, arousal_index
+from services.analysis.core.baseline import Baselines, arousal_index
 from services.analysis.core.cardiac import HrProcessor, HrTick, RrProcessor, RrTick
 from services.analysis.core.config import AnalysisConfig
 from services.analysis.core.eda import EdaProcessor, EdaTick
@@ -278,12 +278,12 @@ class SessionAnalyzer:
         rmssd = rr.rmssd if rr is not None else None
         tonic = eda.tonic if eda is not None else None
         scr_rate = eda.scr_rate if eda is not None else None
-        values: dict[Input, float | None] = {
-            "tonic": tonic,
-            "scr_rate": scr_rate,
-            "hr": hr_value,
-            "ln_rmssd": math.log(rmssd) if rmssd is not None and rmssd > 0 else None,
-        }
+        values = [  # in baseline.INPUTS order
+            tonic,
+            scr_rate,
+            hr_value,
+            math.log(rmssd) if rmssd is not None and rmssd > 0 else None,
+        ]
         self._baselines.update(k, values)
         res = arousal_index(self.cfg, self._baselines, values)
         last_quality = self._quality

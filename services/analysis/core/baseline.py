@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Mapping
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
@@ -19,7 +19,6 @@ INPUTS: Final[tuple[Input, ...]] = ("tonic", "scr_rate", "hr", "ln_rmssd")
 MAD_TO_SD: Final = 1.4826
 #: Per-second history kept for marker-defined baselines (s).
 HISTORY_CAP_S: Final = 6 * 3600
-_CHUNK: Final = 3600
 #: +1 where a higher value means more aroused, -1 where lower does (RMSSD).
 SIGN: Final = (1.0, 1.0, 1.0, -1.0)
 #: The habituation level is refreshed this often (s).
@@ -33,38 +32,50 @@ class Reference:
     final: bool
 
 
+Values = Mapping[Input, float | None] | Sequence[float | None]
+
+
+def _as_list(values: Values) -> list[float | None]:
+    if isinstance(values, Mapping):
+        return [values.get(n) for n in INPUTS]
+    return list(values)
+
+
 class Baselines:
     """Collects per-second input values and derives a robust reference for each input.
 
     Automatic baseline: the first ``baseline_s`` valid seconds of each input after its first
-    ``settle_s`` seconds (inputs start at
-    different times: RMSSD needs a minute of beats; a sensor may be attached late). A provisional
-    reference from the valid seconds so far is available after ``baseline_min_s``.
+    ``settle_s`` seconds (inputs start at different times: RMSSD needs a minute of beats; a sensor
+    may be attached late). A provisional reference from the valid seconds so far is available
+    after ``baseline_min_s``.
     Marker baseline: the range between ``baseline_start`` and ``baseline_end`` markers (or
     ``baseline_s`` after a lone start marker, or before a lone end marker) replaces the automatic
     one from the second it is complete; inputs with fewer than ``baseline_min_s`` valid seconds in
     the range keep their automatic reference.
+    Habituation: see :meth:`center`.
     """
 
     def __init__(self, config: AnalysisConfig) -> None:
         self.cfg = config
         self.first_tick: int | None = None
-        self._hist: npt.NDArray[np.float64] = np.full((_CHUNK, len(INPUTS)), np.nan)
-        self._n = 0
-        self._count = [0] * len(INPUTS)
-        self._first_valid: list[int | None] = [None] * len(INPUTS)
-        self._ref: list[Reference | None] = [None] * len(INPUTS)
-        self._from_marker = [False] * len(INPUTS)
+        n = len(INPUTS)
+        self._hist = [array("d") for _ in range(n)]  # one value per second, NaN when missing
+        self._count = [0] * n
+        self._first_valid: list[int | None] = [None] * n
+        self._ref: list[Reference | None] = [None] * n
+        self._from_marker = [False] * n
         self.marker_start: float | None = None
         self.marker_end: float | None = None
         self._marker_done = False
         self.source = "auto"
         self._win = max(1, int(config.adapt_window_s))
-        self._ring: npt.NDArray[np.float64] = np.full((self._win, len(INPUTS)), np.nan)
-        self._adapted: list[float | None] = [None] * len(INPUTS)
+        self._ring = [array("d", [math.nan]) * self._win for _ in range(n)]
+        self._adapted: list[float | None] = [None] * n
+        #: Reference level per input in arousal orientation (see :meth:`center`).
+        self.centers: list[float | None] = [None] * n
 
     def nbytes(self) -> int:
-        return int(self._hist.nbytes + self._ring.nbytes)
+        return sum(a.itemsize * len(a) for a in (*self._hist, *self._ring))
 
     def _scale(self, i: int, values: npt.NDArray[np.float64], med: float) -> float:
         cfg = self.cfg
@@ -77,9 +88,13 @@ class Baselines:
         )[i]
         return max(mad, floor)
 
-    def _reference(self, i: int, values: npt.NDArray[np.float64], final: bool) -> Reference:
-        med = float(np.median(values))
-        return Reference(med, self._scale(i, values, med), final)
+    def _reference(self, i: int, lo: int, hi: int, final: bool) -> Reference | None:
+        col = np.frombuffer(self._hist[i], dtype=np.float64)[max(lo, 0) : hi]
+        valid = col[~np.isnan(col)]
+        if len(valid) == 0:
+            return None
+        med = float(np.median(valid))
+        return Reference(med, self._scale(i, valid, med), final)
 
     def marker(self, time: float, text: str) -> None:
         if text == "baseline_start":
@@ -98,71 +113,79 @@ class Baselines:
             start = end - self.cfg.baseline_s
         return (start, end) if k >= end else None
 
-    def update(self, k: int, values: Mapping[Input, float | None]) -> None:
+    def update(self, k: int, values: Values) -> None:
         """Record the values of feature second ``k`` and refresh the references."""
         cfg = self.cfg
+        vals = _as_list(values)
         if self.first_tick is None:
             self.first_tick = k
         row = k - self.first_tick
-        if row < HISTORY_CAP_S:
-            if row >= len(self._hist):
-                grow = np.full((_CHUNK, len(INPUTS)), np.nan)
-                self._hist = np.concatenate([self._hist, grow])
-            self._n = row + 1
+        keep = row < HISTORY_CAP_S
         slot = k % self._win
-        self._ring[slot, :] = np.nan
-        for i, name in enumerate(INPUTS):
-            v = values.get(name)
+        settle = cfg.settle_s
+        for i in range(len(INPUTS)):
+            v = vals[i]
+            ring = self._ring[i]
             if v is None or not math.isfinite(v):
+                ring[slot] = math.nan
+                if keep:
+                    self._hist[i].append(math.nan)
                 continue
-            self._ring[slot, i] = SIGN[i] * v
-            if row < HISTORY_CAP_S:
-                self._hist[row, i] = v
+            ring[slot] = SIGN[i] * v
+            if keep:
+                self._hist[i].append(v)
             ref = self._ref[i]
             if ref is not None and ref.final:
                 continue
             first = self._first_valid[i]
             if first is None:
                 first = self._first_valid[i] = row
-            if row - first < cfg.settle_s:
+            if row - first < settle:
                 continue
             self._count[i] += 1
             count = self._count[i]
             final = count >= cfg.baseline_s
             due = count == math.ceil(cfg.baseline_min_s) or count % ADAPT_EVERY_S == 0
-            if count >= cfg.baseline_min_s and (final or due) and row < HISTORY_CAP_S:
-                col = self._hist[first + math.ceil(cfg.settle_s) : self._n, i]
-                valid = col[~np.isnan(col)]
-                self._ref[i] = self._reference(i, valid, final)
+            if count >= cfg.baseline_min_s and (final or due) and keep:
+                self._ref[i] = self._reference(i, first + math.ceil(settle), row + 1, final)
         rng = self._marker_range(k)
         if rng is not None:
             self._marker_done = True
-            lo = max(0, math.ceil(rng[0]) - self.first_tick)
-            hi = min(self._n, math.ceil(rng[1]) - self.first_tick)
+            lo = math.ceil(rng[0]) - self.first_tick
+            hi = min(row + 1, math.ceil(rng[1]) - self.first_tick)
             for i in range(len(INPUTS)):
-                col = self._hist[lo:hi, i] if hi > lo else np.empty(0)
-                valid = col[~np.isnan(col)]
-                if len(valid) >= cfg.baseline_min_s:
-                    self._ref[i] = self._reference(i, valid, True)
+                col = np.frombuffer(self._hist[i], dtype=np.float64)[max(lo, 0) : max(hi, 0)]
+                if int(np.count_nonzero(~np.isnan(col))) >= cfg.baseline_min_s:
+                    self._ref[i] = self._reference(i, lo, hi, True)
                     self._from_marker[i] = True
                     self.source = "marker"
-
         if cfg.adapt_window_s > 0 and k % ADAPT_EVERY_S == 0:
             self._adapt()
+        for i in range(len(INPUTS)):
+            ref = self._ref[i]
+            if ref is None:
+                self.centers[i] = None
+                continue
+            center = SIGN[i] * ref.median
+            adapted = self._adapted[i]
+            if ref.final and adapted is not None and adapted > center:
+                center = adapted
+            self.centers[i] = center
 
     def _adapt(self) -> None:
         """Refresh the habituation levels (every ``ADAPT_EVERY_S`` seconds, on the clock grid)."""
         min_valid = min(self._win, int(self.cfg.baseline_min_s))
-        counts = np.sum(~np.isnan(self._ring), axis=0)
-        if not counts.any():
-            self._adapted = [None] * len(INPUTS)
-            return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            q = np.nanquantile(self._ring, self.cfg.adapt_quantile, axis=0)
-        self._adapted = [
-            float(q[i]) if counts[i] >= min_valid else None for i in range(len(INPUTS))
-        ]
+        for i in range(len(INPUTS)):
+            if self._ref[i] is None:
+                self._adapted[i] = None
+                continue
+            ring = np.frombuffer(self._ring[i], dtype=np.float64)
+            valid = ring[~np.isnan(ring)]
+            self._adapted[i] = (
+                float(np.quantile(valid, self.cfg.adapt_quantile))
+                if len(valid) >= min_valid
+                else None
+            )
 
     def reference(self, name: Input) -> Reference | None:
         return self._ref[INPUTS.index(name)]
@@ -170,17 +193,10 @@ class Baselines:
     def center(self, name: Input) -> float | None:
         """Reference level in arousal orientation (sign flipped for ln RMSSD).
 
-        The baseline median, raised to the recent lower quantile when that is higher.
+        The baseline median, raised to the recent lower quantile (habituation) when that is
+        further towards arousal.
         """
-        i = INPUTS.index(name)
-        ref = self._ref[i]
-        if ref is None:
-            return None
-        center = SIGN[i] * ref.median
-        adapted = self._adapted[i]
-        if ref.final and adapted is not None and adapted > center:
-            return adapted
-        return center
+        return self.centers[INPUTS.index(name)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +207,7 @@ class IndexResult:
     final: bool  # every input used had a final baseline
 
 
-def arousal_index(
-    config: AnalysisConfig, baselines: Baselines, values: Mapping[Input, float | None]
-) -> IndexResult:
+def arousal_index(config: AnalysisConfig, baselines: Baselines, values: Values) -> IndexResult:
     """Arousal index 0-100 from whatever inputs are present.
 
     ``z`` is the robust z-score of each input against its reference (sign flipped for ln RMSSD,
@@ -204,46 +218,54 @@ def arousal_index(
     sum to the index). While any input has a final baseline, only final baselines are used.
     """
     cfg = config
-    refs = [baselines.reference(n) for n in INPUTS]
-    vals = [values.get(n) for n in INPUTS]
-    use_final = any(
-        r is not None and r.final and v is not None for r, v in zip(refs, vals, strict=True)
-    )
-    z: dict[Input, float] = {}
-    for i, name in enumerate(INPUTS):
-        v, ref = vals[i], refs[i]
-        if v is None or ref is None or (use_final and not ref.final):
+    vals = _as_list(values)
+    refs = baselines._ref
+    centers = baselines.centers
+    use_final = False
+    for i in range(4):
+        r = refs[i]
+        if r is not None and r.final and vals[i] is not None:
+            use_final = True
+            break
+    zs: list[float | None] = [None, None, None, None]
+    for i in range(4):
+        v, r, c = vals[i], refs[i], centers[i]
+        if v is None or r is None or c is None or (use_final and not r.final):
             continue
-        center = baselines.center(name)
-        assert center is not None
-        z[name] = (SIGN[i] * v - center) / ref.scale
+        zs[i] = (SIGN[i] * v - c) / r.scale
+    z: dict[Input, float] = {INPUTS[i]: zz for i, zz in enumerate(zs) if zz is not None}
     if not z:
         return IndexResult(None, {}, z, False)
     cap = cfg.z_cap
-    weights = (cfg.weight_tonic, cfg.weight_scr_rate, cfg.weight_hr, cfg.weight_rmssd)
-    domains: tuple[tuple[Input, Input, str, str], ...] = (
-        ("tonic", "scr_rate", "eda", "eda"),
-        ("hr", "ln_rmssd", "hr", "rmssd"),
-    )
-    n_dom = sum(1 for a, b, _, _ in domains if a in z or b in z)
+    z_t, z_s, z_h, z_r = zs
+    n_dom = (z_t is not None or z_s is not None) + (z_h is not None or z_r is not None)
+    scale = cfg.points_per_sd / n_dom
     parts: dict[str, float] = {}
-    for j, (a, b, key_a, key_b) in enumerate(domains):
-        wa, wb = weights[2 * j], weights[2 * j + 1]
-        za, zb = z.get(a), z.get(b)
-        if za is None and zb is None:
-            continue
-        if za is not None and zb is not None:
-            wsum = wa + wb
-            fa, fb = (wa / wsum, wb / wsum) if wsum > 0 else (0.5, 0.5)
-        else:
-            fa = fb = 1.0
-        scale = cfg.points_per_sd / n_dom
-        if za is not None:
-            parts[key_a] = parts.get(key_a, 0.0) + scale * fa * min(max(za, 0.0), cap)
-        if zb is not None:
-            parts[key_b] = parts.get(key_b, 0.0) + scale * fb * min(max(zb, 0.0), cap)
+    if z_t is not None or z_s is not None:
+        wa, wb = cfg.weight_tonic, cfg.weight_scr_rate
+        fa, fb = _shares(wa, wb, z_t is not None, z_s is not None)
+        eda = 0.0
+        if z_t is not None:
+            eda += fa * min(max(z_t, 0.0), cap)
+        if z_s is not None:
+            eda += fb * min(max(z_s, 0.0), cap)
+        parts["eda"] = scale * eda
+    if z_h is not None:
+        fa, _ = _shares(cfg.weight_hr, cfg.weight_rmssd, True, z_r is not None)
+        parts["hr"] = scale * fa * min(max(z_h, 0.0), cap)
+    if z_r is not None:
+        _, fb = _shares(cfg.weight_hr, cfg.weight_rmssd, z_h is not None, True)
+        parts["rmssd"] = scale * fb * min(max(z_r, 0.0), cap)
     total = sum(parts.values())
     if total > 100.0:
         parts = {k: v * 100.0 / total for k, v in parts.items()}
         total = 100.0
     return IndexResult(total, parts, z, use_final)
+
+
+def _shares(wa: float, wb: float, has_a: bool, has_b: bool) -> tuple[float, float]:
+    """Normalised weights of two inputs of one domain (1.0 for an input that is alone)."""
+    if has_a and has_b:
+        wsum = wa + wb
+        return (wa / wsum, wb / wsum) if wsum > 0 else (0.5, 0.5)
+    return 1.0, 1.0
