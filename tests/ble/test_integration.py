@@ -271,3 +271,47 @@ async def test_device_that_starts_advertising_late_is_found_by_service(
     assert [m.state for m in late.status] == ["online", "end"]
     assert len(_samples(late.samples["eda"])) >= 8
     _check_eda_against_truth(_samples(late.samples["eda"]), wrist, None)
+
+
+async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
+    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector,
+) -> None:
+    """An H10-like strap: HRS plus PMD (ECG uncompressed, ACC delta-compressed)."""
+    h10 = ble_emulation.add_wearable("RK-H10", "hci1", "--no-eda", "--pmd")
+    session = "pmd"
+    specs = [DeviceSpec.parse("hrs:RK-H10@h10"), DeviceSpec.parse("pmd:RK-H10@h10")]
+    publisher = Publisher(MqttSettings.from_url(mqtt_broker.url), SITE, session).start()
+    manager = DeviceManager(publisher, specs, ManagerSettings(adapter=CENTRAL))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(manager.run(stop), name="manager")
+    try:
+        await _wait(manager.link("h10").connected, 20, "connect")
+        await asyncio.sleep(6.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 20)
+        await asyncio.to_thread(publisher.close)
+    await asyncio.sleep(0.5)
+    dev = _device(collector.session(session), "h10")
+    assert sorted(dev.samples) == ["acc", "ecg", "hr", "rr"]
+    for msgs in dev.samples.values():
+        _check_seq(msgs)
+    assert [e["measurement"] for e in h10.events if e["event"] == "pmd"][:2] == [0, 2]
+
+    ecg_truth = {r["k"]: r for r in h10.samples("ecg")}
+    ecg = _samples(dev.samples["ecg"])
+    assert len(ecg) >= 130 * 4
+    ks = [round(v * 1000) for _, v in ecg]
+    assert ks == list(range(ks[0], ks[0] + len(ks))), "ECG samples lost or duplicated"
+    assert all(abs(t - ecg_truth[k]["t"]) < 0.1 for (t, _), k in zip(ecg, ks, strict=True))
+
+    acc_truth = {r["k"]: r for r in h10.samples("acc")}
+    acc_msgs = dev.samples["acc"]
+    triples = [tuple(v) for m in acc_msgs for v in m.values]  # type: ignore[arg-type]
+    times = [t for m in acc_msgs for t in m.times()]
+    assert len(triples) >= 25 * 4
+    first = next(k for k, r in acc_truth.items() if r["sent"])
+    for i, (xyz, t) in enumerate(zip(triples, times, strict=True)):
+        truth = acc_truth[first + i]
+        assert xyz == tuple(v / 1000 for v in truth["mg"]), f"ACC sample {first + i}"
+        assert abs(t - truth["t"]) < 0.1

@@ -13,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.ingest.ble.errors import DecodeError
-from services.ingest.ble.pmd import decode_delta_frames, decode_pmd_frame
+from services.ingest.ble.pmd import (
+    PmdFeed,
+    decode_control_response,
+    decode_delta_frames,
+    decode_pmd_frame,
+)
+from tests.ble.pmd_encode import encode_deltas
 
 TS = (123_456_789_000).to_bytes(8, "little")
 
@@ -36,29 +42,6 @@ def test_uncompressed_ecg_and_acc() -> None:
     assert acc.samples == ((1.0, 0.0, -1.0),)
 
 
-def _encode_deltas(samples: list[list[int]], resolution: int, bits: int) -> bytes:
-    """Independent encoder: an explicit list of bits, LSB of each delta first."""
-    size = (resolution + 7) // 8
-    out = bytearray()
-    for v in samples[0]:
-        out += v.to_bytes(size, "little", signed=True)
-    rest = samples[1:]
-    for start in range(0, len(rest), 255):
-        block = rest[start : start + 255]
-        prev = samples[start]
-        bitlist: list[int] = []
-        for sample in block:
-            for ch, v in enumerate(sample):
-                delta = (v - prev[ch]) & ((1 << bits) - 1)
-                bitlist += [(delta >> i) & 1 for i in range(bits)]
-            prev = sample
-        bitlist += [0] * (-len(bitlist) % 8)
-        out += bytes([bits, len(block)])
-        out += bytes(sum(b << i for i, b in enumerate(bitlist[j : j + 8]))
-                     for j in range(0, len(bitlist), 8))
-    return bytes(out)
-
-
 @st.composite
 def delta_signals(draw: st.DrawFn) -> tuple[list[list[int]], int, int, int]:
     channels = draw(st.sampled_from([1, 3]))
@@ -76,7 +59,7 @@ def delta_signals(draw: st.DrawFn) -> tuple[list[list[int]], int, int, int]:
 @given(delta_signals())
 def test_delta_round_trip(case: tuple[list[list[int]], int, int, int]) -> None:
     samples, channels, resolution, bits = case
-    assert decode_delta_frames(_encode_deltas(samples, resolution, bits), channels,
+    assert decode_delta_frames(encode_deltas(samples, resolution, bits), channels,
                                resolution) == samples
 
 
@@ -102,3 +85,23 @@ def test_malformed_frames(frame: bytes, reason: str) -> None:
 def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
     with contextlib.suppress(DecodeError):
         decode_pmd_frame(raw)
+
+
+def test_start_commands_match_polar_h10_examples() -> None:
+    feed = PmdFeed()  # ECG 130 Hz / 14 bit, ACC 25 Hz / 16 bit / 8 g
+    assert [c.hex(" ") for c in feed.start_commands()] == [
+        "02 00 00 01 82 00 01 01 0e 00",
+        "02 02 00 01 19 00 01 01 10 00 02 01 08 00",
+    ]
+    assert feed.stop_commands() == [b"\x03\x00", b"\x03\x02"]
+    assert PmdFeed(ecg_hz=0).start_commands()[0][1] == 2
+
+
+def test_control_point_responses() -> None:
+    ok = decode_control_response(bytes([0xF0, 0x02, 0x00, 0x00, 0x00]))
+    assert ok.ok
+    refused = decode_control_response(bytes([0xF0, 0x02, 0x02, 0x08]))
+    assert not refused.ok
+    assert refused.reason == "invalid sample rate"
+    with pytest.raises(DecodeError, match="not a PMD control point response"):
+        decode_control_response(b"\x01\x02")

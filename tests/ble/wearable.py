@@ -10,6 +10,10 @@ generates is logged to ``--log`` (JSON lines, host wall-clock time) so tests kno
 * ``{"s": "eda", "k": sample, "v": µS, "t": sample time}``: 4 Hz, ``v = 1 + 0.001 (k mod
   2000)`` (unique for 2000 samples), sent two per notification.
 
+* with ``--pmd``, a Polar PMD service: ECG 130 Hz, ``{"s": "ecg", "k", "uv": k mod 20000,
+  "t"}`` in uncompressed frames of 26 samples; ACC 25 Hz, ``{"s": "acc", "k", "mg": [k mod
+  1000, -(k mod 500), 1000], "t"}`` in delta-compressed frames of 10 samples.
+
 Events go to stdout as JSON lines (``advertising``, ``away``, ``back``, ``start``). Commands
 come on stdin: ``away SECONDS`` (stop advertising and make the central's BlueZ forget the
 device, as when a patient walks out of range; advertise again after SECONDS) and ``quit``.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -34,8 +39,9 @@ from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType
 from dbus_next.signature import Variant
 
-from services.ingest.ble import hrs
+from services.ingest.ble import hrs, pmd
 from services.ingest.ble.profiles import load_profile
+from tests.ble.pmd_encode import encode_deltas
 
 
 def rr_raw(beat: int) -> int:
@@ -54,6 +60,7 @@ class Wearable:
         self.server: Any = None
         self.bus: Any = None
         self.eda_streaming = False
+        self.pmd_on: dict[int, bool] = {pmd.MEASUREMENT_ECG: False, pmd.MEASUREMENT_ACC: False}
 
     def emit(self, event: str, **extra: object) -> None:
         print(json.dumps({"event": event, "t": time.time(), **extra}), flush=True)
@@ -91,6 +98,13 @@ class Wearable:
         battery = [(hrs.BATTERY_LEVEL, GATTCharacteristicProperties.read, bytes([a.battery]))]
         if a.hrs:
             services.append((hrs.HEART_RATE_SERVICE, hrs_chars))
+        if a.pmd:
+            cp_props = (GATTCharacteristicProperties.read | GATTCharacteristicProperties.write
+                        | GATTCharacteristicProperties.notify)
+            services.append((pmd.PMD_SERVICE, [
+                (pmd.PMD_CONTROL_POINT, cp_props, b"\x0f\x05"),
+                (pmd.PMD_DATA, GATTCharacteristicProperties.notify, b"\x00"),
+            ]))
         if a.eda:
             services.insert(0 if a.eda_first else len(services), (p.service, eda_chars))
         services.append((hrs.BATTERY_SERVICE, battery))
@@ -113,6 +127,18 @@ class Wearable:
 
     def _on_write(self, char: Any, value: Any, **_kw: object) -> None:
         char.value = value
+        if str(char.uuid).lower() == pmd.PMD_CONTROL_POINT:
+            data = bytes(value)
+            op, kind = data[0], data[1]
+            if kind in self.pmd_on and op in (pmd.PMD_OP_START, pmd.PMD_OP_STOP):
+                self.pmd_on[kind] = op == pmd.PMD_OP_START
+                self.emit("pmd", op=op, measurement=kind)
+                status = 0
+            else:
+                status = 3
+            self._notify(pmd.PMD_CONTROL_POINT, pmd.PMD_SERVICE,
+                         bytes([pmd.PMD_RESPONSE, op, kind, status]))
+            return
         p = self.profile
         if p.start is not None and str(char.uuid).lower() == p.start.characteristic:
             self.eda_streaming = bytes(value) == p.start.value
@@ -125,6 +151,8 @@ class Wearable:
     async def away(self, seconds: float) -> None:
         self.emit("away")
         self.eda_streaming = False
+        for kind in self.pmd_on:
+            self.pmd_on[kind] = False
         await self.server.app.stop_advertising(self.server.adapter)
         central = self.args.central
         path = f"/org/bluez/{central}"
@@ -185,6 +213,38 @@ class Wearable:
                 counter += 1
 
 
+    async def run_ecg(self, t_start: float) -> None:
+        k, per_frame, fs = 0, 26, 130.0
+        while True:
+            await _sleep_until(t_start + (k + per_frame - 1) / fs + 0.005)
+            values = [(k + i) % 20000 for i in range(per_frame)]
+            sent = self.pmd_on[pmd.MEASUREMENT_ECG]
+            for i, v in enumerate(values):
+                self.record(s="ecg", k=k + i, uv=v, t=t_start + (k + i) / fs, sent=sent)
+            if sent:
+                body = b"".join(v.to_bytes(3, "little", signed=True) for v in values)
+                frame = bytes([pmd.MEASUREMENT_ECG]) + time.time_ns().to_bytes(8, "little")
+                self._notify(pmd.PMD_DATA, pmd.PMD_SERVICE, frame + b"\x00" + body)
+            k += per_frame
+
+    async def run_acc(self, t_start: float) -> None:
+        k, per_frame, fs = 0, 10, 25.0
+        while True:
+            await _sleep_until(t_start + (k + per_frame - 1) / fs + 0.005)
+            triples = [[(k + i) % 1000, -((k + i) % 500), 1000] for i in range(per_frame)]
+            sent = self.pmd_on[pmd.MEASUREMENT_ACC]
+            for i, mg in enumerate(triples):
+                self.record(s="acc", k=k + i, mg=mg, t=t_start + (k + i) / fs, sent=sent)
+            if sent:
+                deltas = [abs(b[c] - a[c])
+                          for a, b in itertools.pairwise(triples) for c in range(3)]
+                bits = max(max(deltas, default=0).bit_length() + 1, 2)
+                frame = bytes([pmd.MEASUREMENT_ACC]) + time.time_ns().to_bytes(8, "little")
+                self._notify(pmd.PMD_DATA, pmd.PMD_SERVICE,
+                             frame + b"\x80" + encode_deltas(triples, 16, bits))
+            k += per_frame
+
+
 async def _sleep_until(wall: float) -> None:
     await asyncio.sleep(max(0.0, wall - time.time()))
 
@@ -216,6 +276,9 @@ async def _main(args: argparse.Namespace) -> None:
             streams.append(asyncio.create_task(w.run_hrs(t_start), name="hrs"))
         if args.eda:
             streams.append(asyncio.create_task(w.run_eda(t_start), name="eda"))
+        if args.pmd:
+            streams.append(asyncio.create_task(w.run_ecg(t_start), name="ecg"))
+            streams.append(asyncio.create_task(w.run_acc(t_start), name="acc"))
         await _commands(w)
         for task in streams:
             task.cancel()
@@ -232,6 +295,7 @@ def main() -> None:
     parser.add_argument("--no-hrs", dest="hrs", action="store_false")
     parser.add_argument("--no-eda", dest="eda", action="store_false")
     parser.add_argument("--eda-first", action="store_true")
+    parser.add_argument("--pmd", action="store_true", help="also serve Polar PMD ECG/ACC")
     parser.add_argument("--battery", type=int, default=87)
     parser.add_argument("--delay", type=float, default=0.0)
     asyncio.run(_main(parser.parse_args()))

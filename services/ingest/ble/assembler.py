@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from services.contract import PHYSICAL_RANGE, DeviceState, SampleStream
 from services.ingest.ble import hrs
 from services.ingest.ble.errors import DecodeError
+from services.ingest.ble.pmd import PmdFeed, decode_control_response, decode_pmd_frame
 from services.ingest.ble.profiles import DeviceProfile, format_size
 from services.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
 
@@ -32,11 +33,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """``data`` notified on feed number ``feed``, received at host time ``t_rx``."""
+    """``data`` notified on feed number ``feed``, received at host time ``t_rx``;
+    ``control`` marks a control-point response (Polar PMD) rather than data."""
 
     feed: int
     t_rx: float
     data: bytes
+    control: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ LinkEvent = Notification | Connected | Disconnected | Shutdown
 @dataclass(frozen=True, slots=True)
 class OutSamples:
     stream: SampleStream
-    values: tuple[float, ...]
+    values: tuple[float, ...] | tuple[tuple[float, float, float], ...]
     t0: float | None = None
     fs: float | None = None
     t: tuple[float, ...] | None = None
@@ -114,13 +117,17 @@ def _ns_time(t: float) -> float:
     return round(t * 1e9) / 1e9
 
 
+Feed = DeviceProfile | PmdFeed | None
+
+
 @dataclass
 class StreamAssembler:
-    """Consumer logic of one device. ``feeds[i]`` is ``None`` for the Heart Rate Service or
-    the profile of feed ``i`` (the ``feed`` number of :class:`Notification`)."""
+    """Consumer logic of one device. ``feeds[i]`` describes feed ``i`` (the ``feed`` number
+    of :class:`Notification`): ``None`` for the Heart Rate Service, a device profile, or a
+    Polar PMD feed."""
 
     device_id: str
-    feeds: Sequence[DeviceProfile | None]
+    feeds: Sequence[Feed]
     clock_settings: ClockSettings = field(default_factory=ClockSettings)
     stats: AssemblerStats = field(default_factory=AssemblerStats)
     gaps: list[OutGap] = field(default_factory=list)
@@ -131,8 +138,9 @@ class StreamAssembler:
         self._beats = BeatClock(ClockSettings(self.clock_settings.alpha, 2.0))
         self._regular = {
             i: RegularClock(p.rate_hz, self.clock_settings)
-            for i, p in enumerate(self.feeds) if p is not None
+            for i, p in enumerate(self.feeds) if isinstance(p, DeviceProfile)
         }
+        self._pmd_clocks: dict[tuple[int, str], RegularClock] = {}
         self._counters: dict[int, int] = {}
         self._last_time: dict[SampleStream, float] = {}
         self._gap_pending: set[SampleStream] = set()
@@ -143,7 +151,15 @@ class StreamAssembler:
     def streams(self) -> list[SampleStream]:
         out: list[SampleStream] = []
         for p in self.feeds:
-            out += ["hr", "rr"] if p is None else [p.stream]
+            if p is None:
+                out += ["hr", "rr"]
+            elif isinstance(p, PmdFeed):
+                if p.ecg_hz:
+                    out.append("ecg")
+                if p.acc_hz:
+                    out.append("acc")
+            else:
+                out.append(p.stream)
         return out
 
     def handle(self, event: LinkEvent) -> list[Outgoing]:
@@ -173,7 +189,7 @@ class StreamAssembler:
         self.reconnects.append(ReconnectRecord(ev.t))
         self._gap_pending |= {s for s in self.streams if s in self._last_time}
         self._beats.reset()
-        for clock in self._regular.values():
+        for clock in [*self._regular.values(), *self._pmd_clocks.values()]:
             clock.reset()
         self._counters.clear()
         self._out.append(OutStatus("lost", ev.t, self._battery, None, ev.reason))
@@ -193,7 +209,8 @@ class StreamAssembler:
 
     # -- samples ---------------------------------------------------------------------------
 
-    def _emit(self, stream: SampleStream, values: Sequence[float], t_rx: float, *,
+    def _emit(self, stream: SampleStream,
+              values: Sequence[float] | Sequence[tuple[float, float, float]], t_rx: float, *,
               t0: float | None = None, fs: float | None = None,
               t: Sequence[float] | None = None) -> None:
         if t is not None:
@@ -208,18 +225,22 @@ class StreamAssembler:
             self._gap(stream, self._last_time[stream], first)
         if self.reconnects and self.reconnects[-1].first_data_at is None:
             self.reconnects[-1].first_data_at = t_rx
-        self._out.append(OutSamples(stream, tuple(values), t0, fs,
+        self._out.append(OutSamples(stream, tuple(values), t0, fs,  # type: ignore[arg-type]
                                     None if t is None else tuple(t)))
         self._last_time[stream] = last
 
     def _notification(self, n: Notification) -> None:
         self.stats.notifications += 1
-        profile = self.feeds[n.feed]
+        feed = self.feeds[n.feed]
         try:
-            if profile is None:
+            if n.control:
+                self._control(n)
+            elif feed is None:
                 self._hrm(n)
+            elif isinstance(feed, PmdFeed):
+                self._pmd(n, feed)
             else:
-                self._profile(n, profile)
+                self._profile(n, feed)
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.warning("device %s: dropped a notification: %s", self.device_id, exc)
@@ -261,3 +282,35 @@ class StreamAssembler:
             self._counters[n.feed] = (packet.counter + 1) % modulus
         t0 = clock.stamp(n.t_rx, len(packet.values))
         self._emit(profile.stream, packet.values, n.t_rx, t0=t0, fs=profile.rate_hz)
+
+    def _control(self, n: Notification) -> None:
+        r = decode_control_response(n.data)
+        if r.ok:
+            log.info("device %s: PMD op %d on measurement %d: success", self.device_id, r.op,
+                     r.measurement)
+        else:
+            log.warning("device %s: PMD op %d on measurement %d refused: %s", self.device_id,
+                        r.op, r.measurement, r.reason)
+
+    def _pmd(self, n: Notification, feed: PmdFeed) -> None:
+        frame = decode_pmd_frame(n.data, acc_resolution=feed.acc_resolution,
+                                 ecg_resolution=feed.ecg_resolution)
+        stream: SampleStream = frame.measurement
+        rate = feed.ecg_hz if stream == "ecg" else feed.acc_hz
+        if not rate or not frame.samples:
+            return
+        low, high = PHYSICAL_RANGE[stream]
+        if any(not low <= v <= high for sample in frame.samples for v in sample):
+            self.stats.dropped_values += len(frame.samples)
+            log.warning("device %s: dropped a PMD %s frame with values outside [%g, %g]",
+                        self.device_id, stream, low, high)
+            return
+        clock = self._pmd_clocks.get((n.feed, stream))
+        if clock is None:
+            clock = self._pmd_clocks[(n.feed, stream)] = RegularClock(rate, self.clock_settings)
+        t0 = clock.stamp(n.t_rx, len(frame.samples))
+        if stream == "ecg":
+            self._emit("ecg", [s[0] for s in frame.samples], n.t_rx, t0=t0, fs=float(rate))
+        else:
+            triples = [(s[0], s[1], s[2]) for s in frame.samples]
+            self._emit("acc", triples, n.t_rx, t0=t0, fs=float(rate))

@@ -22,16 +22,16 @@ from services.ingest.ble.manager import (
     ManagerSettings,
     discover,
 )
+from services.ingest.ble.pmd import PMD_SERVICE as POLAR_PMD_SERVICE
 from services.ingest.ble.profiles import load_profile, shipped_profiles
 from services.ingest.errors import IngestError
 from services.ingest.publisher import Publisher
 from services.mqtturl import MqttSettings, MqttUrlError
 
-POLAR_PMD_SERVICE = "fb005c80-02e7-f387-1cad-8acd2d8df0c8"
 KNOWN_SERVICES = {
     hrs.HEART_RATE_SERVICE: "heart rate (hrs)",
     hrs.BATTERY_SERVICE: "battery",
-    POLAR_PMD_SERVICE: "Polar PMD (ACC/ECG; not decoded yet)",
+    POLAR_PMD_SERVICE: "Polar PMD ECG/ACC (pmd)",
 }
 
 
@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ingest = subparsers.add_parser(
         "ingest", help="stream BLE wearables to MQTT",
         description="Connect to BLE wearables and publish their samples to MQTT until "
-        "interrupted. DEVICE is hrs:TARGET (Heart Rate Service) or eda:PROFILE:TARGET "
-        "(a device profile, shipped name or .toml path); TARGET is an address, a name "
+        "interrupted. DEVICE is hrs:TARGET (Heart Rate Service), pmd:TARGET (Polar PMD: "
+        "ECG 130 Hz and ACC 25 Hz) or eda:PROFILE:TARGET (a device profile, shipped name "
+        "or .toml path); TARGET is an address, a name "
         "(pattern) or service=UUID; append @ID to set the device id. Shipped profiles: "
         + ", ".join(shipped_profiles()),
     )

@@ -6,8 +6,9 @@ wristband); each device has its own task, so one that is away never blocks anoth
 * **Scan** by address, name (``fnmatch`` pattern) or advertised service UUID. One shared
   scanner per manager, with its detection callback registered *before* scanning starts (a
   device announced only once, at scan start, is not missed).
-* **Connect** with a timeout, subscribe to every feed of the device (HRS 0x2A37 and/or a
-  declarative profile characteristic), write the profile's start command, read battery.
+* **Connect** with a timeout, read battery, subscribe to every feed of the device (HRS
+  0x2A37, Polar PMD ECG/ACC, declarative profile characteristics) and write their start
+  commands.
 * **Reconnect** forever: while the device is not advertising the shared scan keeps listening
   (passive, no backoff needed); connection attempts that fail, and reconnects after a drop,
   wait a capped, randomised exponential backoff. Every attempt is logged.
@@ -41,11 +42,12 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from services.contract import DeviceState, SampleStream
-from services.ingest.ble import hrs
+from services.contract import ContractError, DeviceState, SampleStream
+from services.ingest.ble import hrs, pmd
 from services.ingest.ble.assembler import (
     Connected,
     Disconnected,
+    Feed,
     LinkEvent,
     Notification,
     OutGap,
@@ -62,9 +64,11 @@ from services.ingest.ble.errors import (
     DeviceNotFoundError,
     DeviceSpecError,
 )
+from services.ingest.ble.pmd import PmdFeed
 from services.ingest.ble.profiles import DeviceProfile, load_profile
 from services.ingest.ble.timestamps import ClockSettings
 from services.ingest.ble.uuids import normalize_uuid
+from services.ingest.errors import IngestError
 
 log = logging.getLogger(__name__)
 
@@ -110,27 +114,33 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
-    """One ``--device`` argument: ``hrs:TARGET`` or ``eda:PROFILE:TARGET``.
+    """One ``--device`` argument: ``hrs:TARGET``, ``pmd:TARGET`` (Polar ECG 130 Hz + ACC
+    25 Hz) or ``KIND:PROFILE:TARGET`` (e.g. ``eda:rekindle-eda-ref:TARGET``).
 
     ``TARGET`` is an address (``AA:BB:CC:DD:EE:FF``), a name or name pattern (``Polar H10*``)
     or ``service=UUID``. Add ``@ID`` to choose the device id used in MQTT (default: derived
     from the target). Specs with the same target share one connection.
     """
 
-    feed: Literal["hrs", "profile"]
+    feed: Literal["hrs", "profile", "pmd"]
     target: Target
     device_id: str
     profile: DeviceProfile | None = None
+    pmd: PmdFeed | None = None
+
+    @property
+    def label(self) -> str:
+        return self.profile.name if self.profile is not None else self.feed
 
     @classmethod
     def parse(cls, text: str) -> DeviceSpec:
         body, _, dev_id = text.partition("@")
         kind, sep, rest = body.partition(":")
         if not sep:
-            raise DeviceSpecError(text, "expected hrs:TARGET or eda:PROFILE:TARGET")
+            raise DeviceSpecError(text, "expected hrs:TARGET, pmd:TARGET or eda:PROFILE:TARGET")
         kind = kind.lower()
         profile: DeviceProfile | None = None
-        if kind == "hrs":
+        if kind in ("hrs", "pmd"):
             target_text = rest
         else:
             name, sep, target_text = rest.partition(":") if not _MAC_RE.match(rest) else (
@@ -147,7 +157,13 @@ class DeviceSpec:
         device_id = dev_id or _ID_BAD.sub("-", str(target)).strip("-")[:64] or "device"
         if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", device_id):
             raise DeviceSpecError(text, f"device id {device_id!r} must be A-Z a-z 0-9 _ . -")
+        if kind == "pmd":
+            return cls("pmd", target, device_id, pmd=PmdFeed())
         return cls("hrs" if kind == "hrs" else "profile", target, device_id, profile)
+
+    @property
+    def assembler_feed(self) -> Feed:
+        return self.pmd if self.feed == "pmd" else self.profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +197,7 @@ class SamplePublisher(Protocol):
         self,
         stream: SampleStream,
         device: str,
-        values: Sequence[float],
+        values: Sequence[float] | Sequence[tuple[float, float, float]],
         *,
         t0: float | None = None,
         fs: float | None = None,
@@ -324,7 +340,7 @@ class DeviceLink:
         self.executor = executor
         self.stats = LinkStats()
         self.assembler = StreamAssembler(
-            self.device_id, [s.profile for s in self.specs], settings.clock
+            self.device_id, [s.assembler_feed for s in self.specs], settings.clock
         )
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
@@ -451,33 +467,51 @@ class DeviceLink:
         except (BleakError, DecodeError) as exc:
             log.warning("device %s: cannot read battery level: %s", self.device_id, exc)
 
+    def _require(self, client: BleakClient, uuid: str, spec: DeviceSpec) -> None:
+        if client.services.get_characteristic(uuid) is None:
+            raise DeviceConnectionError(
+                client.address, f"has no characteristic {uuid} for feed {spec.label}"
+            )
+
     async def _subscribe(self, client: BleakClient) -> None:
         for i, spec in enumerate(self.specs):
+            if spec.pmd is not None:
+                self._require(client, pmd.PMD_CONTROL_POINT, spec)
+                self._require(client, pmd.PMD_DATA, spec)
+                await client.start_notify(pmd.PMD_CONTROL_POINT, self._callback(i, control=True))
+                await client.start_notify(pmd.PMD_DATA, self._callback(i))
+                for command in spec.pmd.start_commands():
+                    await client.write_gatt_char(pmd.PMD_CONTROL_POINT, command, response=True)
+                continue
             uuid = hrs.HEART_RATE_MEASUREMENT if spec.profile is None else (
                 spec.profile.characteristic)
-            if client.services.get_characteristic(uuid) is None:
-                raise DeviceConnectionError(
-                    client.address, f"has no characteristic {uuid} for feed {spec.feed}"
-                )
+            self._require(client, uuid, spec)
             await client.start_notify(uuid, self._callback(i))
             if spec.profile is not None and spec.profile.start is not None:
                 cmd = spec.profile.start
                 await client.write_gatt_char(cmd.characteristic, cmd.value, response=cmd.response)
         log.info("device %s: streaming (%s), battery %s%%", self.device_id,
-                 ", ".join(s.feed if s.profile is None else s.profile.name for s in self.specs),
-                 self._battery)
+                 ", ".join(s.label for s in self.specs), self._battery)
 
     async def _stop_commands(self, client: BleakClient) -> None:
         for spec in self.specs:
+            commands: list[tuple[str, bytes, bool]] = []
             if spec.profile is not None and spec.profile.stop is not None:
                 cmd = spec.profile.stop
-                with contextlib.suppress(BleakError, TimeoutError):
-                    await client.write_gatt_char(cmd.characteristic, cmd.value,
-                                                 response=cmd.response)
+                commands.append((cmd.characteristic, cmd.value, cmd.response))
+            if spec.pmd is not None:
+                commands += [(pmd.PMD_CONTROL_POINT, c, True) for c in spec.pmd.stop_commands()]
+            for char, value, response in commands:
+                try:
+                    await client.write_gatt_char(char, value, response=response)
+                except (BleakError, TimeoutError) as exc:
+                    log.warning("device %s: stop command failed: %s", self.device_id, exc)
 
-    def _callback(self, feed: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+    def _callback(
+        self, feed: int, *, control: bool = False
+    ) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
         def on_notify(_char: BleakGATTCharacteristic, data: bytearray) -> None:
-            self._queue.put_nowait(Notification(feed, self.clock(), bytes(data)))
+            self._queue.put_nowait(Notification(feed, self.clock(), bytes(data), control))
 
         return on_notify
 
@@ -500,10 +534,15 @@ class DeviceLink:
         while True:
             event = await self._queue.get()
             for out in self.assembler.handle(event):
-                if self.executor is None:
-                    self._publish(out)
-                else:
-                    await loop.run_in_executor(self.executor, self._publish, out)
+                try:
+                    if self.executor is None:
+                        self._publish(out)
+                    else:
+                        await loop.run_in_executor(self.executor, self._publish, out)
+                except (IngestError, ContractError) as exc:
+                    # never let one bad message stop the device's stream
+                    log.error("device %s: could not publish %s: %s", self.device_id,
+                              type(out).__name__, exc)
             if isinstance(event, Shutdown):
                 return
 

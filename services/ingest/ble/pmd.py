@@ -18,8 +18,9 @@ stream is read **least-significant bit first** within each byte, and each delta'
 its least significant; deltas are two's-complement and accumulate from the previous sample.
 ``resolution`` comes from the device's PMD settings (16 for the H10's ACC).
 
-Output units follow the wire contract: ECG in mV, ACC in g. Not wired into the device manager
-yet (the PMD start/settings handshake is not implemented); see ``docs/ble.md``.
+Output units follow the wire contract: ECG in mV, ACC in g. :class:`PmdFeed` builds the
+control-point start/stop commands the device manager writes (``pmd:`` devices); the
+device's settings are not queried first (Polar H10 values are assumed). See ``docs/ble.md``.
 """
 
 from __future__ import annotations
@@ -134,3 +135,79 @@ def decode_pmd_frame(data: bytes, *, acc_resolution: int = 16,
         return PmdFrame("acc", timestamp, frame_type, compressed,
                         tuple(tuple(v / 1000.0 for v in t) for t in triples))
     raise DecodeError(char, data, f"measurement type {kind} is not decoded (0 ECG, 2 ACC)", 0)
+
+
+# ----------------------------------------------------------------------- control point
+
+PMD_OP_GET_SETTINGS: Final = 0x01
+PMD_OP_START: Final = 0x02
+PMD_OP_STOP: Final = 0x03
+PMD_RESPONSE: Final = 0xF0
+_SETTING_RATE: Final = 0x00
+_SETTING_RESOLUTION: Final = 0x01
+_SETTING_RANGE: Final = 0x02
+
+PMD_ERRORS: Final = {
+    0: "success", 1: "invalid op code", 2: "invalid measurement type", 3: "not supported",
+    4: "invalid length", 5: "invalid parameter", 6: "already in state",
+    7: "invalid resolution", 8: "invalid sample rate", 9: "invalid range", 10: "invalid MTU",
+    11: "invalid number of channels", 12: "invalid state", 13: "device in charger",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PmdFeed:
+    """What to stream from a Polar PMD service (defaults: Polar H10, ECG 130 Hz, ACC 25 Hz
+    +-8 g). ``acc_hz = 0`` or ``ecg_hz = 0`` leaves that measurement off."""
+
+    ecg_hz: int = 130
+    ecg_resolution: int = 14
+    acc_hz: int = 25
+    acc_resolution: int = 16
+    acc_range_g: int = 8
+
+    def start_commands(self) -> list[bytes]:
+        """Control-point writes that start the measurements."""
+        out = []
+        if self.ecg_hz:
+            out.append(bytes([PMD_OP_START, MEASUREMENT_ECG])
+                       + _setting(_SETTING_RATE, self.ecg_hz)
+                       + _setting(_SETTING_RESOLUTION, self.ecg_resolution))
+        if self.acc_hz:
+            out.append(bytes([PMD_OP_START, MEASUREMENT_ACC])
+                       + _setting(_SETTING_RATE, self.acc_hz)
+                       + _setting(_SETTING_RESOLUTION, self.acc_resolution)
+                       + _setting(_SETTING_RANGE, self.acc_range_g))
+        return out
+
+    def stop_commands(self) -> list[bytes]:
+        kinds = [k for k, on in ((MEASUREMENT_ECG, self.ecg_hz), (MEASUREMENT_ACC, self.acc_hz))
+                 if on]
+        return [bytes([PMD_OP_STOP, k]) for k in kinds]
+
+
+def _setting(kind: int, value: int) -> bytes:
+    return bytes([kind, 1]) + value.to_bytes(2, "little")
+
+
+@dataclass(frozen=True, slots=True)
+class PmdResponse:
+    op: int
+    measurement: int
+    status: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @property
+    def reason(self) -> str:
+        return PMD_ERRORS.get(self.status, f"error {self.status}")
+
+
+def decode_control_response(data: bytes) -> PmdResponse:
+    """Decode a control-point indication ``[0xF0, op, measurement, status, ...]``."""
+    data = bytes(data)
+    if len(data) < 4 or data[0] != PMD_RESPONSE:
+        raise DecodeError("pmd-cp", data, "not a PMD control point response")
+    return PmdResponse(data[1], data[2], data[3])
