@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,6 +149,9 @@ class BleEmulation:
 
     @classmethod
     def start(cls, workdir: Path) -> BleEmulation:
+        if shutil.which("dbus-daemon") is None:
+            msg = "dbus-daemon not found: install Debian's dbus package (apt-get install dbus)"
+            raise RuntimeError(msg)
         socket_path = workdir / "system_bus_socket"
         config = workdir / "bus.conf"
         config.write_text(_BUS_CONFIG.format(socket=socket_path), encoding="utf-8")
