@@ -181,11 +181,12 @@ class Baselines:
                 continue
             ring = np.frombuffer(self._ring[i], dtype=np.float64)
             valid = ring[~np.isnan(ring)]
-            self._adapted[i] = (
-                float(np.quantile(valid, self.cfg.adapt_quantile))
-                if len(valid) >= min_valid
-                else None
-            )
+            if len(valid) < min_valid:
+                self._adapted[i] = None
+                continue
+            # the "lower" sample quantile (an observed value), via a partial sort
+            kth = math.floor(self.cfg.adapt_quantile * (len(valid) - 1))
+            self._adapted[i] = float(np.partition(valid, kth)[kth])
 
     def reference(self, name: Input) -> Reference | None:
         return self._ref[INPUTS.index(name)]
