@@ -142,7 +142,10 @@ def main() -> None:
     live = min(run_streaming(data, 1.0, AnalysisConfig()) for _ in range(args.repeat))
     replay_cfg = AnalysisConfig(lateness_s=120.0)
     replay = min(run_streaming(data, 60.0, replay_cfg) for _ in range(args.repeat))
-    print(f"streaming live (1-s batches):    {live[0]:.3f} CPU-s per session-hour ({live[2]} events)")
+    print(
+        f"streaming live (1-s batches):    {live[0]:.3f} CPU-s per session-hour "
+        f"({live[2]} events)"
+    )
     print(f"streaming replay (60-s batches): {replay[0]:.3f} CPU-s per session-hour")
 
     naive = run_naive(data, args.naive_seconds)
