@@ -101,4 +101,6 @@ class SessionPipeline:
         if self.finished:
             return PipelineOutput()
         self.finished = True
+        if self.samples == 0:
+            return PipelineOutput()  # nothing to flush: a session that never sent data
         return self._events(self.analyzer.finish())

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from services import contract
 from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow, QualityChange
 from services.analysis.errors import BrokerError
+from services.analysis import points
 from services.analysis.influx import BufferedWriter
 from services.analysis.pipeline import SessionPipeline
 from services.mqtturl import MqttSettings, make_client, reason_ok
@@ -46,6 +47,7 @@ class _Inbound:
     topic: str
     payload: bytes
     received: float
+    retained: bool
 
 
 def episode_payload(site: str, session: str, ep: Episode) -> dict[str, object]:
@@ -139,7 +141,7 @@ class AnalysisService:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._idle.clear()
-        self._inbox.put(_Inbound(msg.topic, bytes(msg.payload), self.clock()))
+        self._inbox.put(_Inbound(msg.topic, bytes(msg.payload), self.clock(), bool(msg.retain)))
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
@@ -197,7 +199,7 @@ class AnalysisService:
                 if self._stop.is_set():
                     return
                 continue
-            self.process(item.topic, item.payload, item.received)
+            self.process(item.topic, item.payload, item.received, retained=item.retained)
             if time.monotonic() - last_flush > 1.0:
                 self.writer.flush(block=False)
                 last_flush = time.monotonic()
@@ -216,8 +218,14 @@ class AnalysisService:
         }
         self._client.publish(contract.deadletter_topic(topic), json.dumps(body), qos=1)
 
-    def process(self, topic: str, payload: bytes, received: float) -> None:
-        """Validate and handle one message (the worker calls this; public for tools)."""
+    def process(
+        self, topic: str, payload: bytes, received: float, *, retained: bool = False
+    ) -> None:
+        """Validate and handle one message (the worker calls this; public for tools).
+
+        A retained status is the device's last known state, replayed by the broker when we
+        subscribe: it is stored but never starts or ends a session.
+        """
         if topic.startswith(contract.DEADLETTER_ROOT + "/"):
             return  # never re-process our own rejects
         self.stats.received += 1
@@ -236,6 +244,9 @@ class AnalysisService:
                 self.stats.missing_seq += missing
                 log.warning("%d message(s) missing before seq %d on %s", missing, msg.seq, topic)
         self.stats.accepted += 1
+        if retained and isinstance(msg, contract.StatusMessage):
+            self.writer.add(points.message_lines(msg))
+            return
         key = (msg.site, msg.session)
         pipeline = self.pipelines.get(key)
         if pipeline is None:
