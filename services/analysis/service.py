@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 
 from services import contract
+from services.analysis import points
 from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow, QualityChange
 from services.analysis.errors import BrokerError
-from services.analysis import points
 from services.analysis.influx import BufferedWriter
 from services.analysis.pipeline import SessionPipeline
 from services.mqtturl import MqttSettings, make_client, reason_ok
