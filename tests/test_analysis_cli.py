@@ -1,0 +1,101 @@
+"""`rekindle analysis` as a process: writes to real influxd, flushes and exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from services.ingest.publisher import Publisher
+from services.mqtturl import MqttSettings
+from tests.servers import InfluxD, Mosquitto
+
+
+def test_analysis_process_flushes_on_sigterm(mqtt_broker: Mosquitto, influxd: InfluxD) -> None:
+    influxd.create_database("cli")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "analysis",
+            "--mqtt",
+            mqtt_broker.url,
+            "--influx",
+            influxd.url,
+            "--influx-db",
+            "cli",
+            "--site",
+            "sigterm",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        assert proc.stderr is not None
+        line = ""
+        while "subscribed" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "subscribed" in line, "the service never subscribed"
+        now = time.time()
+        with Publisher(MqttSettings.from_url(mqtt_broker.url), "sigterm", "p1") as pub:
+            pub.send_samples("hr", "strap", [61.0, 62.0, 63.0], t0=now - 10, fs=1.0)
+            pub.send_markers("nurse", [now - 5], ["music changed"])
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "analysis stopped" in err
+    hr = influxd.series("SELECT value FROM signal WHERE session = 'p1'", "cli")
+    assert [row[1] for row in hr[0]["values"]] == [61.0, 62.0, 63.0]
+    marks = influxd.series("SELECT text FROM marker WHERE session = 'p1'", "cli")
+    assert marks[0]["values"][0][1] == "music changed"
+
+
+def test_analysis_cli_reports_bad_settings() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "analysis",
+            "--mqtt",
+            "http://x",
+            "--influx",
+            "http://127.0.0.1:1",
+            "--influx-db",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "scheme must be mqtt or mqtts" in proc.stderr
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "analysis",
+            "--mqtt",
+            "mqtt://127.0.0.1:1",
+            "--influx",
+            "http://127.0.0.1:1",
+            "--influx-org",
+            "o",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "needs org, bucket and token" in proc.stderr
