@@ -14,7 +14,8 @@ Definitions (all parameters are flags, defaults in brackets):
   when the episode began in the ``--pre`` allowance). The table reports the median over hits.
 * **false alarm**: an arousal episode whose onset lies outside every interval widened by
   ``--pre`` before and ``--post`` [60 s] after. Rate = false alarms / hours of recording outside
-  the widened intervals.
+  the widened intervals, not counting the warm-up (``settle_s + baseline_s`` from the start of
+  the recording) during which no episode can be declared.
 * **recovery detected**: a release episode whose surge started no earlier than ``--pre`` before
   the interval and whose recovery was confirmed before the interval end plus
   ``--recovery-window`` [300 s].
@@ -327,8 +328,12 @@ def evaluate(
     for subject in wanted:
         path = _recording_path(recordings, subject)
         log.info("evaluating %s from %s", subject, path)
-        episodes, span = analyze_recording(path, config)
-        scores.append(score_subject(subject, episodes, intervals, span, params))
+        episodes, (t0, t1) = analyze_recording(path, config)
+        # No episode can start before the baseline is complete: those minutes are not counted
+        # in the false-alarm hours.
+        cfg = config or AnalysisConfig()
+        warmup = min(t1, t0 + cfg.settle_s + cfg.baseline_s)
+        scores.append(score_subject(subject, episodes, intervals, (warmup, t1), params))
     return scores
 
 
@@ -359,7 +364,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "evaluate",
         help="score detected episodes against labelled stress intervals",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Score detected episodes against labelled stress intervals "
+        "(see docs/method.md).",
     )
     p.add_argument(
         "--labels", type=Path, required=True, help="CSV: subject,task,start_unix,end_unix"
