@@ -267,16 +267,20 @@ class SharedScanner:
             self._idle.set()
 
     async def _scan(self) -> None:
-        log.debug("scanning started")
-        try:
-            async with BleakScanner(self._on_advertisement, **self._kwargs()):  # type: ignore[arg-type]
-                while self._waiters:
-                    self._idle.clear()
-                    await self._idle.wait()
-        except (BleakError, OSError) as exc:
-            log.warning("BLE scan failed: %s", exc)
-            await asyncio.sleep(1.0)
-        log.debug("scanning stopped")
+        # the outer loop restarts the scan when a link starts looking while it was stopping
+        while self._waiters:
+            log.debug("scanning started")
+            try:
+                async with BleakScanner(
+                    self._on_advertisement, **self._kwargs()  # type: ignore[arg-type]
+                ):
+                    while self._waiters:
+                        self._idle.clear()
+                        await self._idle.wait()
+            except (BleakError, OSError) as exc:
+                log.warning("BLE scan failed: %s", exc)
+                await asyncio.sleep(1.0)
+            log.debug("scanning stopped")
 
     async def close(self) -> None:
         if self._task is not None:
