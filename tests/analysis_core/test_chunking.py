@@ -81,3 +81,31 @@ def test_eda_only_one_batch_vs_single_samples() -> None:
     singles = run(split("eda", "sim", s.eda_t, s.eda, [1]), CONFIG)
     assert comparable(one) == comparable(singles)
     assert np.isfinite([r.eda_tonic for r in rows(one) if r.eda_tonic is not None]).all()
+
+
+@cache
+def with_acc() -> tuple[list[tuple[str, np.ndarray, np.ndarray]], tuple[object, ...]]:
+    s = session()
+    rng = np.random.default_rng(3)
+    ta = s.eda_t[0] + np.arange(0.0, s.duration, 1 / 32)
+    acc = np.tile([0.0, 0.0, 1.0], (len(ta), 1)) + rng.normal(0, 0.02, (len(ta), 3))
+    moving = (ta - ta[0] > 300) & (ta - ta[0] < 330)
+    acc[moving] += rng.normal(0, 0.4, (int(moving.sum()), 3))
+    streams = [*s.streams(), ("acc", ta, acc)]
+    one_s = merge(b for name, t, v in streams for b in split(name, "sim", t, v, _per_second(name)))
+    return streams, tuple(comparable(run(one_s, CONFIG)))
+
+
+def _per_second(name: str) -> list[int]:
+    return {"eda": [4], "hr": [1], "rr": [1], "acc": [32]}[name]
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(8, 200), min_size=1, max_size=6))
+def test_random_batch_sizes_with_acc(acc_sizes: list[int]) -> None:
+    streams, ref = with_acc()
+    sizes = {"eda": [7, 3], "hr": [2], "rr": [5, 1], "acc": acc_sizes}
+    batches = merge(b for name, t, v in streams for b in split(name, "sim", t, v, sizes[name]))
+    assert comparable(run(batches, CONFIG)) == list(ref)
+    qualities = [e[8] for e in ref if isinstance(e, tuple) and len(e) == 9]
+    assert any(("acc", "degraded") in q for q in qualities)
