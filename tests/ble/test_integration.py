@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -315,3 +316,37 @@ async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
         truth = acc_truth[first + i]
         assert xyz == tuple(v / 1000 for v in truth["mg"]), f"ACC sample {first + i}"
         assert abs(t - truth["t"]) < 0.1
+
+
+async def test_wrong_device_is_retried_with_capped_backoff_and_never_online(
+    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The strap is there but has no EDA service: every attempt connects, finds the
+    characteristic missing and backs off; each attempt is logged; no 'online' status."""
+    ble_emulation.add_wearable("RK-STRAP-A", "hci1", "--no-eda")
+    session = "backoff"
+    spec = DeviceSpec.parse("eda:rekindle-eda-ref:RK-STRAP-A@strap")
+    backoff = Backoff(initial=0.2, factor=2.0, max_delay=0.8, jitter=0.5)
+    publisher = Publisher(MqttSettings.from_url(mqtt_broker.url), SITE, session).start()
+    manager = DeviceManager(publisher, [spec], ManagerSettings(adapter=CENTRAL, backoff=backoff))
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="services.ingest.ble.manager")
+    runner = asyncio.create_task(manager.run(stop), name="manager")
+    try:
+        await asyncio.sleep(6.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 20)
+        await asyncio.to_thread(publisher.close)
+    attempts = [r for r in caplog.records if "reconnect attempt" in r.getMessage()]
+    assert len(attempts) >= 4
+    delays = [float(r.args[3]) for r in attempts]  # type: ignore[index, arg-type]
+    for n, delay in enumerate(delays):
+        base = min(0.8, 0.2 * 2**n)
+        assert base * 0.5 <= delay <= base, f"attempt {n + 1}: {delay} s"
+    assert any("has no characteristic" in r.getMessage() for r in caplog.records)
+    await asyncio.sleep(0.3)
+    states = [m.state for m in collector.session(session)
+              if isinstance(m, contract.StatusMessage)]
+    assert "online" not in states

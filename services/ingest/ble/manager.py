@@ -431,6 +431,7 @@ class DeviceLink:
             raise DeviceConnectionError(device.address, f"connect failed: {exc}") from exc
         online = False
         try:
+            self._check_feeds(client)  # a device without our characteristics is not "online"
             await self._read_battery(client)
             # queued before subscribing, so "online" precedes the first sample
             self._queue.put_nowait(Connected(self.clock(), device.address, self._battery,
@@ -445,10 +446,12 @@ class DeviceLink:
             stopped.cancel()
             dropped.cancel()
         except (BleakError, DeviceConnectionError, TimeoutError) as exc:
-            log.warning("device %s: subscribing failed: %s", self.device_id, exc)
+            log.warning("device %s: setting up the connection failed: %s", self.device_id, exc)
         finally:
             self.connected.clear()
-            self.scanner.forget(device.address)
+            if online or dropped_at:
+                # the device may be gone: find it advertising again before reconnecting
+                self.scanner.forget(device.address)
             if client.is_connected and stop.is_set():
                 await self._stop_commands(client)
             if client.is_connected:
@@ -471,17 +474,24 @@ class DeviceLink:
         except (BleakError, DecodeError) as exc:
             log.warning("device %s: cannot read battery level: %s", self.device_id, exc)
 
-    def _require(self, client: BleakClient, uuid: str, spec: DeviceSpec) -> None:
-        if client.services.get_characteristic(uuid) is None:
-            raise DeviceConnectionError(
-                client.address, f"has no characteristic {uuid} for feed {spec.label}"
-            )
+    def _check_feeds(self, client: BleakClient) -> None:
+        for spec in self.specs:
+            if spec.pmd is not None:
+                uuids = [pmd.PMD_CONTROL_POINT, pmd.PMD_DATA]
+            elif spec.profile is not None:
+                uuids = [spec.profile.characteristic]
+                uuids += [c.characteristic for c in (spec.profile.start,) if c is not None]
+            else:
+                uuids = [hrs.HEART_RATE_MEASUREMENT]
+            for uuid in uuids:
+                if client.services.get_characteristic(uuid) is None:
+                    raise DeviceConnectionError(
+                        client.address, f"has no characteristic {uuid} for feed {spec.label}"
+                    )
 
     async def _subscribe(self, client: BleakClient) -> None:
         for i, spec in enumerate(self.specs):
             if spec.pmd is not None:
-                self._require(client, pmd.PMD_CONTROL_POINT, spec)
-                self._require(client, pmd.PMD_DATA, spec)
                 await client.start_notify(pmd.PMD_CONTROL_POINT, self._callback(i, control=True))
                 await client.start_notify(pmd.PMD_DATA, self._callback(i))
                 for command in spec.pmd.start_commands():
@@ -489,7 +499,6 @@ class DeviceLink:
                 continue
             uuid = hrs.HEART_RATE_MEASUREMENT if spec.profile is None else (
                 spec.profile.characteristic)
-            self._require(client, uuid, spec)
             await client.start_notify(uuid, self._callback(i))
             if spec.profile is not None and spec.profile.start is not None:
                 cmd = spec.profile.start
