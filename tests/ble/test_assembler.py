@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services import contract
 from services.ingest.ble.assembler import (
@@ -126,3 +128,64 @@ def test_rr_beat_chain_continues_across_notifications() -> None:
     assert t1 == (T0 + 1.0,)
     assert t2 is not None
     assert t2[0] == pytest.approx(T0 + 2.0 + 0.05 * 0.3, abs=1e-6)
+
+
+@st.composite
+def link_histories(draw: st.DrawFn) -> list[Connected | Disconnected | Notification]:
+    """Random connect/notify/drop sequences of a strap with HRS + EDA, time increasing."""
+    events: list[Connected | Disconnected | Notification] = []
+    t, counter, connected = T0, 0, False
+    for _ in range(draw(st.integers(1, 60))):
+        t += draw(st.floats(0.01, 3.0))
+        action = draw(st.sampled_from(["eda", "eda", "eda", "hrm", "drop", "skip"]))
+        if not connected:
+            events.append(Connected(t, "x"))
+            connected = True
+        elif action == "drop":
+            events.append(Disconnected(t))
+            connected, counter = False, 0
+        elif action == "hrm":
+            rr = tuple(draw(st.lists(st.integers(400, 1400), max_size=3)))
+            events.append(Notification(0, t, _hrm(draw(st.integers(40, 180)), rr)))
+        else:
+            counter += draw(st.integers(1, 3)) if action == "skip" else 1
+            values = draw(st.lists(st.floats(0.0, 60.0), min_size=1, max_size=4))
+            events.append(Notification(1, t, EDA.encode(values, counter)))
+    return events
+
+
+@given(link_histories())
+def test_no_sample_inside_a_gap_and_bounds_are_sample_times(
+    events: list[Connected | Disconnected | Notification],
+) -> None:
+    a = StreamAssembler("strap", [None, EDA])
+    outs: list[Outgoing] = []
+    for ev in events:
+        outs += a.handle(ev)
+    t_end = max(e.t_rx if isinstance(e, Notification) else e.t for e in events) + 1.0
+    final = a.handle(Shutdown(t_end))
+    last: dict[str, float] = {}
+    open_gap: dict[str, OutGap] = {}
+    for out in outs:
+        if isinstance(out, OutGap):
+            assert out.start == last[out.stream], "gap must start at the last sample"
+            assert out.end >= out.start
+            open_gap[out.stream] = out
+        elif isinstance(out, OutSamples):
+            times = _times(out)
+            assert times == sorted(times)
+            if out.stream in last:
+                assert times[0] > last[out.stream], f"{out.stream} time went backwards"
+            gap = open_gap.pop(out.stream, None)
+            if gap is not None:
+                assert times[0] == gap.end, "gap must end at the first sample after it"
+            last[out.stream] = times[-1]
+    assert open_gap == {}, "a gap was published before its end was known"
+    for out in final:  # gaps still open at shutdown end at the shutdown time
+        if isinstance(out, OutGap):
+            assert out.start == last[out.stream]
+            assert out.end == t_end
+    assert final[-1] == OutStatus("end", t_end, None, None, "ingest stopped")
+    # HR gaps only come from drops, at most one per drop
+    drops = sum(isinstance(e, Disconnected) for e in events)
+    assert len([g for g in a.gaps if g.stream == "hr"]) <= drops
