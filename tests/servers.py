@@ -70,9 +70,11 @@ class Mosquitto:
         return f"mqtt://{self.host}:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path, *, password_file: Path | None = None) -> Mosquitto:
+    def start(
+        cls, workdir: Path, *, password_file: Path | None = None, port: int | None = None
+    ) -> Mosquitto:
         binary = _find("mosquitto", "/usr/sbin/mosquitto")
-        port = free_port()
+        port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "mosquitto.conf"
         lines = [

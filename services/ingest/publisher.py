@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
@@ -51,7 +50,9 @@ class Publisher:
         self.max_pending = max_pending
         self.connect_timeout = connect_timeout
         self._seq: dict[tuple[str, str], int] = {}
-        self._pending: deque[mqtt.MQTTMessageInfo] = deque()
+        self._unacked: set[int] = set()
+        self._early_acks: set[int] = set()
+        self._acked = threading.Condition()
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self.sent = 0
@@ -72,6 +73,7 @@ class Publisher:
         self._client.will_set(will_topic, will_payload, qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
 
     # paho callbacks: only record state
     def _on_connect(
@@ -89,6 +91,16 @@ class Publisher:
         self._connected.clear()
         if not reason_ok(reason):
             log.warning("publisher lost broker %s (%s); will reconnect", self.settings.url, reason)
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: object, mid: int, _reason: object, _p: object
+    ) -> None:
+        with self._acked:
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:  # the PUBACK beat publish() returning
+                self._early_acks.add(mid)
+            self._acked.notify_all()
 
     def start(self) -> Publisher:
         try:
@@ -117,26 +129,36 @@ class Publisher:
         """Publish an already-built message (its ``seq`` is the caller's)."""
         topic, payload = contract.encode(msg)
         retain = isinstance(msg, contract.StatusMessage)
+        # paho keeps QoS 1 messages published while disconnected (rc NO_CONN) and sends them
+        # after reconnecting; the PUBACK then arrives through on_publish. paho calls on_publish
+        # under its own lock, so our lock is not held across publish().
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise PublishError(self.settings.url, f"publish to {topic} failed: rc={info.rc}")
+        with self._acked:
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+            else:
+                self._unacked.add(info.mid)
         self.sent += 1
-        self._pending.append(info)
         self._drain(self.max_pending)
 
+    @property
+    def unacknowledged(self) -> int:
+        with self._acked:
+            return len(self._unacked)
+
     def _drain(self, limit: int, timeout: float | None = None) -> None:
+        """Block while more than ``limit`` messages await their PUBACK (back-pressure)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._pending and (len(self._pending) > limit or self._pending[0].is_published()):
-            head = self._pending[0]
-            if not head.is_published():
+        with self._acked:
+            while len(self._unacked) > limit:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise PublishError(
-                        self.settings.url, f"{len(self._pending)} messages still unacknowledged"
+                        self.settings.url, f"{len(self._unacked)} messages still unacknowledged"
                     )
-                head.wait_for_publish(timeout=min(remaining or 1.0, 1.0))
-                continue
-            self._pending.popleft()
+                self._acked.wait(1.0 if remaining is None else min(remaining, 1.0))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until the broker acknowledged everything published so far."""
