@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from services import contract
 from services.ingest.ble.assembler import (
+    BatteryChanged,
     Connected,
     Disconnected,
     Notification,
@@ -150,6 +151,7 @@ def link_histories(draw: st.DrawFn) -> list[Connected | Disconnected | Notificat
         else:
             counter += draw(st.integers(1, 3)) if action == "skip" else 1
             values = draw(st.lists(st.floats(0.0, 60.0), min_size=1, max_size=4))
+            t += len(values) / EDA.rate_hz  # a device sends no faster than its nominal rate
             events.append(Notification(1, t, EDA.encode(values, counter)))
     return events
 
@@ -184,8 +186,18 @@ def test_no_sample_inside_a_gap_and_bounds_are_sample_times(
     for out in final:  # gaps still open at shutdown end at the shutdown time
         if isinstance(out, OutGap):
             assert out.start == last[out.stream]
-            assert out.end == t_end
+            assert out.end == max(t_end, out.start)
     assert final[-1] == OutStatus("end", t_end, None, None, "ingest stopped")
     # HR gaps only come from drops, at most one per drop
     drops = sum(isinstance(e, Disconnected) for e in events)
     assert len([g for g in a.gaps if g.stream == "hr"]) <= drops
+
+
+def test_battery_change_is_an_online_status() -> None:
+    a = StreamAssembler("strap", [None])
+    a.handle(Connected(T0, "x", battery=90))
+    assert a.handle(BatteryChanged(T0 + 300, 85)) == [
+        OutStatus("online", T0 + 300, 85, None, "battery level")
+    ]
+    a.handle(Disconnected(T0 + 301))
+    assert a.handle(Shutdown(T0 + 302))[-1].battery == 85  # type: ignore[union-attr]

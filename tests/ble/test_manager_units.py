@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.ingest.ble.errors import DeviceSpecError, ProfileError
-from services.ingest.ble.manager import Backoff, DeviceSpec, Target
+from services.ingest.ble.manager import Backoff, DeviceManager, DeviceSpec, Target
 
 
 def test_parse_hrs_by_address_and_name() -> None:
@@ -60,3 +60,23 @@ def test_backoff_grows_then_caps() -> None:
     assert [b.delay(i, rng) for i in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     jittered = {Backoff(jitter=0.5).delay(3, random.Random(s)) for s in range(5)}
     assert len(jittered) == 5
+
+
+def test_one_id_per_device_and_unique_ids() -> None:
+    with pytest.raises(DeviceSpecError, match="one id per device"):
+        DeviceManager(_NoPublisher(), [DeviceSpec.parse("hrs:X@a"), DeviceSpec.parse("pmd:X@b")])
+    with pytest.raises(DeviceSpecError, match="same id"):
+        DeviceManager(_NoPublisher(), [DeviceSpec.parse("hrs:X@a"), DeviceSpec.parse("hrs:Y@a")])
+
+
+class _NoPublisher:
+    """Never called: the manager validates its devices before anything is published."""
+
+    def send_samples(self, *_a: object, **_k: object) -> object:
+        raise AssertionError
+
+    def send_status(self, *_a: object, **_k: object) -> object:
+        raise AssertionError
+
+    def send_gap(self, *_a: object, **_k: object) -> object:
+        raise AssertionError

@@ -40,15 +40,20 @@ def test_regular_clock_follows_a_slow_device_and_resyncs_after_a_jump() -> None:
 
 
 @given(st.lists(st.tuples(st.floats(0.0, 2.0), st.integers(1, 8)), min_size=1, max_size=60))
-def test_regular_clock_output_never_goes_backwards(steps: list[tuple[float, int]]) -> None:
+def test_regular_clock_is_monotonic_and_never_far_in_the_future(
+    steps: list[tuple[float, int]],
+) -> None:
     clock = RegularClock(8.0)
     t_rx, last_end = 100.0, None
     for dt, n in steps:
         t_rx += dt
+        overruns = clock.overruns
         t0 = clock.stamp(t_rx, n)
-        if last_end is not None:
+        end = t0 + (n - 1) / 8.0
+        if last_end is not None and clock.overruns == overruns:
             assert t0 > last_end
-        last_end = t0 + (n - 1) / 8.0
+        assert end <= t_rx + clock.settings.resync_s + 1e-9
+        last_end = end
 
 
 def test_beat_clock_keeps_rr_spacing_and_anchors_to_host_time() -> None:
@@ -91,3 +96,10 @@ def test_monotonic_stamp() -> None:
     assert m.stamp(5.0) == 5.0
     assert m.stamp(4.0) > 5.0
     assert m.stamp(6.0) == 6.0
+
+
+def test_regular_clock_with_a_wrong_nominal_rate_follows_receive_times() -> None:
+    clock = RegularClock(4.0)  # the device really sends 8 Hz, two samples per packet
+    t0s = [clock.stamp(100.0 + 0.25 * p, 2) for p in range(200)]
+    assert clock.overruns > 0
+    assert abs(t0s[-1] - (100.0 + 0.25 * 199 - 0.25)) <= 1.0 + 0.5  # never far in the future

@@ -51,6 +51,12 @@ class Connected:
 
 
 @dataclass(frozen=True, slots=True)
+class BatteryChanged:
+    t: float
+    battery: int
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnected:
     t: float
     reason: str = "link lost"
@@ -61,7 +67,7 @@ class Shutdown:
     t: float
 
 
-LinkEvent = Notification | Connected | Disconnected | Shutdown
+LinkEvent = Notification | Connected | BatteryChanged | Disconnected | Shutdown
 
 
 # ---------------------------------------------------------------------------- messages out
@@ -169,6 +175,9 @@ class StreamAssembler:
             self._notification(event)
         elif isinstance(event, Connected):
             self._connected(event)
+        elif isinstance(event, BatteryChanged):
+            self._battery = event.battery
+            self._out.append(OutStatus("online", event.t, event.battery, None, "battery level"))
         elif isinstance(event, Disconnected):
             self._disconnected(event)
         else:
@@ -262,6 +271,16 @@ class StreamAssembler:
             self.stats.dropped_values += len(rr) - len(keep)
             log.warning("device %s: dropped %d implausible RR value(s) %s", self.device_id,
                         len(rr) - len(keep), rr)
+        # after a reconnect the beat chain restarts from the receive time; a beat that would
+        # land at or before the last published one cannot be placed: drop it, don't reorder
+        last = self._last_time.get("rr")
+        if last is not None:
+            placed = [(t, v) for t, v in keep if _ns_time(t) > last]
+            if len(placed) < len(keep):
+                self.stats.dropped_values += len(keep) - len(placed)
+                log.warning("device %s: dropped %d RR value(s) that overlap earlier beats",
+                            self.device_id, len(keep) - len(placed))
+            keep = placed
         if keep:
             self._emit("rr", [v for _, v in keep], n.t_rx, t=[t for t, _ in keep])
 

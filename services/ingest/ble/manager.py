@@ -45,6 +45,7 @@ from bleak.exc import BleakError
 from services.contract import ContractError, DeviceState, SampleStream
 from services.ingest.ble import hrs, pmd
 from services.ingest.ble.assembler import (
+    BatteryChanged,
     Connected,
     Disconnected,
     Feed,
@@ -183,9 +184,15 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class ManagerSettings:
+    """``adapter``: BlueZ adapter (None = bleak's default); ``scan_timeout``: one scan round
+    while looking for a device; ``connect_timeout``: connect + service discovery;
+    ``battery_interval``: seconds between battery re-reads on a connected device (each
+    change is published as an ``online`` status with the new level)."""
+
     adapter: str | None = None
     scan_timeout: float = 10.0
     connect_timeout: float = 15.0
+    battery_interval: float = 300.0
     backoff: Backoff = field(default_factory=Backoff)
     clock: ClockSettings = field(default_factory=ClockSettings)
 
@@ -440,11 +447,7 @@ class DeviceLink:
             await self._subscribe(client)
             self.stats.connects += 1
             self.connected.set()
-            stopped = asyncio.create_task(stop.wait())
-            dropped = asyncio.create_task(disconnected.wait())
-            await asyncio.wait({stopped, dropped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            dropped.cancel()
+            await self._connected_until(client, stop, disconnected)
         except (BleakError, DeviceConnectionError, TimeoutError) as exc:
             log.warning("device %s: setting up the connection failed: %s", self.device_id, exc)
         finally:
@@ -462,6 +465,26 @@ class DeviceLink:
                 t_lost = dropped_at[0] if dropped_at else self.clock()
                 self._queue.put_nowait(Disconnected(t_lost, "link lost"))
         return online
+
+    async def _connected_until(self, client: BleakClient, stop: asyncio.Event,
+                               disconnected: asyncio.Event) -> None:
+        """Wait for a stop or a drop; re-read the battery every ``battery_interval``."""
+        stopped = asyncio.create_task(stop.wait())
+        dropped = asyncio.create_task(disconnected.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({stopped, dropped},
+                                             timeout=self.settings.battery_interval,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    return
+                previous = self._battery
+                await self._read_battery(client)
+                if self._battery is not None and self._battery != previous:
+                    self._queue.put_nowait(BatteryChanged(self.clock(), self._battery))
+        finally:
+            stopped.cancel()
+            dropped.cancel()
 
     async def _read_battery(self, client: BleakClient) -> None:
         self._battery = None
@@ -578,7 +601,16 @@ class DeviceManager:
         self.scanner = SharedScanner(self.settings.adapter)
         groups: dict[str, list[DeviceSpec]] = {}
         for spec in specs:
-            groups.setdefault(f"{spec.target.kind}:{spec.target.value}", []).append(spec)
+            group = groups.setdefault(f"{spec.target.kind}:{spec.target.value}", [])
+            if group and group[0].device_id != spec.device_id:
+                raise DeviceSpecError(
+                    f"@{spec.device_id}",
+                    f"{spec.target} is already device {group[0].device_id!r}; one id per device",
+                )
+            group.append(spec)
+        ids = [g[0].device_id for g in groups.values()]
+        if len(set(ids)) != len(ids):
+            raise DeviceSpecError(",".join(ids), "two devices have the same id; add @ID")
         rng = rng or random.Random()
         # one publishing thread keeps the event loop free and the publish order intact
         self.executor = concurrent.futures.ThreadPoolExecutor(1, "ble-publish")

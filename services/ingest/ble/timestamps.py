@@ -17,7 +17,10 @@ wall-clock receive time and samples are placed on that time line:
   - resynchronises to ``raw_t0`` when the two differ by more than ``resync_s`` (after a
     reconnect, lost packets, or a device whose rate is far from nominal),
   - never lets a sample time go backwards: a packet that would overlap the previous one is
-    placed right after it (contiguous), even if that is slightly after its receive time.
+    placed right after it (contiguous), even if that is slightly after its receive time -
+    unless that would put it more than ``resync_s`` after its receive time (samples keep
+    coming faster than ``fs``: the profile's rate is wrong); then the clock steps back to the
+    receive time and counts an ``overrun``.
 * **RR intervals** (:class:`BeatClock`): a notification carrying RR values ``rr_1..rr_k``
   ends with the most recent beat; beat ``i`` is at ``t_rx - sum(rr_{i+1..k})``. The same
   predict/snap/follow/resync rule is applied to the beat chain ``t_beat = t_prev_beat + rr``,
@@ -52,6 +55,8 @@ class RegularClock:
         self.settings = settings or ClockSettings()
         self._next: float | None = None
         self._last: float | None = None
+        #: times the clock had to step back because samples came faster than ``fs``
+        self.overruns = 0
 
     def reset(self) -> None:
         """Forget the prediction (call after a disconnect); the next packet resyncs."""
@@ -70,6 +75,11 @@ class RegularClock:
             t0 = predicted + self.settings.alpha * (raw - predicted)
         if self._last is not None and t0 <= self._last:
             t0 = self._last + period  # overlap: assume the packets are contiguous
+            if t0 + (n - 1) * period > t_rx + self.settings.resync_s:
+                # samples keep arriving faster than fs (a wrong nominal rate): follow the
+                # receive times rather than drift into the future; time steps back once
+                self.overruns += 1
+                t0 = raw
         self._last = t0 + (n - 1) * period
         self._next = self._last + period
         return t0
