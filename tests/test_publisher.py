@@ -110,25 +110,36 @@ def test_last_will_marks_a_killed_publisher_lost(mqtt_broker: Mosquitto) -> None
 def test_nothing_is_lost_while_the_broker_is_away(tmp_path: Path) -> None:
     port = free_port()
     broker = Mosquitto.start(tmp_path / "mq1", port=port)
-    sink = Collector(broker, "rekindle/v1/pub/outage/hr")
+    before = Collector(broker, "rekindle/v1/pub/outage/hr")
     pub = Publisher(MqttSettings.from_url(broker.url), "pub", "outage").start()
     now = time.time()
+    after: Collector | None = None
     try:
         for i in range(5):
             pub.send_samples("hr", "strap", [70.0 + i], t0=now - 100 + i, fs=1.0)
         pub.flush()
+        before.wait_for(5)
+        before.close()
         broker.stop()
         time.sleep(0.5)
         for i in range(5, 10):  # published while the broker is down: queued by the client
             pub.send_samples("hr", "strap", [70.0 + i], t0=now - 100 + i, fs=1.0)
+        assert pub.unacknowledged == 5
         broker = Mosquitto.start(tmp_path / "mq2", port=port)
+        # subscribe before the publisher's reconnect (its minimum back-off is 1 s)
+        after = Collector(broker, "rekindle/v1/pub/outage/hr")
         pub.flush(timeout=30)
-        sink.wait_for(10, timeout=30)
+        after.wait_for(5, timeout=30)
     finally:
         pub.close()
-        sink.close()
+        if after is not None:
+            after.close()
         broker.stop()
     values = sorted(
-        {m.values[0] for m, _ in sink.messages if isinstance(m, contract.SampleMessage)}
+        m.values[0]
+        for sink in (before, after)
+        if sink is not None
+        for m, _ in sink.messages
+        if isinstance(m, contract.SampleMessage)
     )
     assert values == [70.0 + i for i in range(10)]
