@@ -282,7 +282,9 @@ async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
     session = "pmd"
     specs = [DeviceSpec.parse("hrs:RK-H10@h10"), DeviceSpec.parse("pmd:RK-H10@h10")]
     publisher = Publisher(MqttSettings.from_url(mqtt_broker.url), SITE, session).start()
-    manager = DeviceManager(publisher, specs, ManagerSettings(adapter=CENTRAL))
+    # battery re-read every second: exercises the re-read path (the level does not change)
+    manager = DeviceManager(publisher, specs,
+                            ManagerSettings(adapter=CENTRAL, battery_interval=1.0))
     stop = asyncio.Event()
     runner = asyncio.create_task(manager.run(stop), name="manager")
     try:
@@ -295,6 +297,7 @@ async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
     await asyncio.sleep(0.5)
     dev = _device(collector.session(session), "h10")
     assert sorted(dev.samples) == ["acc", "ecg", "hr", "rr"]
+    assert [m.state for m in dev.status] == ["online", "end"]
     for msgs in dev.samples.values():
         _check_seq(msgs)
     assert [e["measurement"] for e in h10.events if e["event"] == "pmd"][:2] == [0, 2]

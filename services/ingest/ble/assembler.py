@@ -212,7 +212,7 @@ class StreamAssembler:
     def _gap(self, stream: SampleStream, start: float, end: float) -> None:
         log.info("device %s: %s gap %.3f..%.3f (%.2f s)", self.device_id, stream, start, end,
                  end - start)
-        gap = OutGap(stream, start, end)
+        gap = OutGap(stream, start, max(start, end))
         self.gaps.append(gap)
         self._out.append(gap)
 
