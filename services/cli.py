@@ -220,6 +220,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
+    from services.analysis.report import write_plot, write_report  # noqa: PLC0415
 
     out_dir = Path(args.out)
     total = len(args.sources)
@@ -231,6 +232,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             sys.stderr.flush()
         result = run_pipeline(chunks, name)
         target = write_outputs(result, out_dir)
+        plot = None if args.no_plots else write_plot(result, target / "session.png").name
+        write_report(result, target / "report.md", plot)
         if total == 1:
             print(f"{name}: {len(result.episodes)} episodes -> {target}")
     if total > 1:
@@ -330,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="analyze recordings offline with the live detectors")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--no-plots", action="store_true", help="skip session.png (faster)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("record", help="record a session's MQTT streams to a file")

@@ -123,6 +123,11 @@ def test_live_episodes_equal_offline_analyze(
     header = (out / "S02" / "features.csv").read_text().splitlines()[0]
     assert header == "time,hr,rmssd,eda_tonic,scr_rate,arousal_index,quality"
     assert (out / "S02" / "summary.json").exists()
+    assert (out / "S02" / "session.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "S02" / "report.md").read_text()
+    assert sum(
+        line.startswith(("| arousal |", "| release |")) for line in report.splitlines()
+    ) == len(rows)
 
 
 def test_replaying_again_duplicates_nothing(
