@@ -153,8 +153,13 @@ def stop_event_on_signals() -> threading.Event:
     return stop
 
 
-def open_chunks(source: str, *, realtime_start: bool = False) -> tuple[str, Iterator[Chunk]]:
-    """``sim`` / ``sim:SEED`` (simulated wearable) or a path to a recording."""
+def open_chunks(source: str, *, speed: float | None = None) -> tuple[str, Iterator[Chunk]]:
+    """``sim`` / ``sim:SEED`` (simulated wearable) or a path to a recording.
+
+    A simulated session replayed at ``speed`` is placed in time so that its last sample is
+    "now" when the replay ends (at 1x it runs in step with the wall clock); with ``speed=None``
+    (offline or ``max``) it starts at a fixed time, so results are reproducible.
+    """
     from services.ingest.errors import SourceError  # noqa: PLC0415
     from services.ingest.sources.base import open_source  # noqa: PLC0415
     from services.ingest.sources.simulator import SimulationScript, simulate  # noqa: PLC0415
@@ -166,7 +171,10 @@ def open_chunks(source: str, *, realtime_start: bool = False) -> tuple[str, Iter
         except ValueError as exc:
             raise CliError(f"simulator seed must be an integer, not {seed_text!r}") from exc
         script = SimulationScript()
-        start = time.time() - script.duration if realtime_start else 1.7e9
+        if speed is None:
+            start = 1.7e9
+        else:
+            start = time.time() - script.duration * (1.0 - 1.0 / speed)
         return f"sim-{seed}", simulate(script, seed=seed, start_time=start)
     path = Path(source)
     try:
@@ -187,7 +195,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--speed: {exc}") from exc
     settings = mqtt_settings(args.mqtt)
-    _, chunks = open_chunks(args.source, realtime_start=speed is not None)
+    _, chunks = open_chunks(args.source, speed=speed)
     stop = stop_event_on_signals()
     with Publisher(settings, args.site, args.session, device="replay") as pub:
         stats = replay(chunks, pub, speed=speed, stop=stop)

@@ -115,7 +115,7 @@ def run_demo(options: DemoOptions, stop: threading.Event, out: TextIO = sys.stdo
     service = AnalysisService(
         settings, BufferedWriter(transport), site=options.site, on_events=view.on_events
     ).start()
-    name, chunks = open_chunks(options.source, realtime_start=options.speed is not None)
+    name, chunks = open_chunks(options.source, speed=options.speed)
     speed_text = "max" if options.speed is None else f"{options.speed:g}x"
     out.write(f"replaying {name} as session {options.session} at {speed_text}\n")
     started = time.monotonic()
