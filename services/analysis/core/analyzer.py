@@ -10,12 +10,14 @@ late: they are counted and ignored.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from services.analysis.core.baseline import Baselines, arousal_index
 from services.analysis.core.cardiac import HrProcessor, HrTick, RrProcessor, RrTick
@@ -52,10 +54,19 @@ class _Pending:
     pos: int = 0
 
     def compact(self) -> None:
-        if self.pos > 4096 or self.pos == len(self.times):
-            del self.times[: self.pos]
-            del self.values[: self.pos]
-            self.pos = 0
+        del self.times[: self.pos]
+        del self.values[: self.pos]
+        self.pos = 0
+
+
+def _increasing(tl: list[float], times: npt.NDArray[np.float64]) -> bool:
+    """Strictly increasing (False on NaN); ``tl`` is ``times`` as a list."""
+    n = len(tl)
+    if n == 1:
+        return True
+    if n < 64:
+        return all(a < b for a, b in itertools.pairwise(tl))
+    return bool((times[1:] > times[:-1]).all())
 
 
 class _AccProcessor:
@@ -94,7 +105,7 @@ class SessionAnalyzer:
     def __init__(self, config: AnalysisConfig | None = None) -> None:
         self.cfg = config or AnalysisConfig()
         self._pending: dict[tuple[str, str], _Pending] = {}
-        self._keys: list[tuple[str, str]] = []
+        self._entries: list[tuple[tuple[str, str], _Pending]] = []  # sorted by key
         self._procs: dict[tuple[str, str], _Processor] = {}
         self._markers: list[MarkerInput] = []
         self._gaps: list[GapInput] = []
@@ -122,8 +133,11 @@ class SessionAnalyzer:
         if isinstance(item, GapInput):
             self._gaps.append(item)
             return []
-        self._add_samples(item)
-        return self._advance(self._max_seen - self.cfg.lateness_s)
+        if self._add_samples(item):
+            watermark = self._max_seen - self.cfg.lateness_s
+            if self._next_tick is None or watermark >= self._next_tick:
+                return self._advance(watermark)
+        return []
 
     def finish(self) -> list[Event]:
         """End of data: process everything, close open episodes at the last data time."""
@@ -138,12 +152,17 @@ class SessionAnalyzer:
             out.extend(self._episodes.finish(last))
         return out
 
-    def _add_samples(self, batch: SampleBatch) -> None:
+    def _add_samples(self, batch: SampleBatch) -> bool:
+        """Buffer a batch's acceptable samples; True when any was accepted."""
         stream = batch.stream
         if stream not in ANALYSED:
-            return
-        times = np.asarray(batch.times, dtype=np.float64)
-        values = np.asarray(batch.values, dtype=np.float64)
+            return False
+        times = batch.times
+        values = batch.values
+        if type(times) is not np.ndarray or times.dtype != np.float64:
+            times = np.asarray(times, dtype=np.float64)
+        if type(values) is not np.ndarray or values.dtype != np.float64:
+            values = np.asarray(values, dtype=np.float64)
         if times.ndim != 1 or len(values) != len(times):
             raise InputError(f"{stream}/{batch.device}: {len(times)} times, {len(values)} values")
         if stream == "acc":
@@ -152,18 +171,30 @@ class SessionAnalyzer:
             values = np.sqrt(np.sum(values * values, axis=1))
         elif values.ndim != 1:
             raise InputError(f"{stream}/{batch.device}: values must have shape (n,)")
+        n = len(times)
+        if n == 0:
+            return False
         key = (stream, batch.device)
         pend = self._pending.get(key)
         if pend is None:
             pend = self._pending[key] = _Pending()
-            self._keys = sorted(self._pending)
+            self._entries = sorted(self._pending.items())
         boundary = -math.inf if self._next_tick is None else self._next_tick - 1.0
-        prev = pend.times[-1] if pend.times else -math.inf
+        pt, pv = pend.times, pend.values
+        prev = pt[-1] if pt else -math.inf
         if prev < boundary:
             prev = math.nextafter(boundary, -math.inf)
-        pt, pv = pend.times, pend.values
+        tl = times.tolist()
+        first, last = tl[0], tl[-1]
+        if first > prev and last < math.inf and _increasing(tl, times):
+            # the common case: in order, after what is buffered, finite (NaN fails ``<``)
+            pt.extend(tl)
+            pv.extend(values.tolist())
+            if last > self._max_seen:  # noqa: PLR1730 (hot path)
+                self._max_seen = last
+            return True
         n_before = len(pt)
-        for t, v in zip(times.tolist(), values.tolist(), strict=True):
+        for t, v in zip(tl, values.tolist(), strict=True):
             if t > prev and t < math.inf:
                 pt.append(t)
                 pv.append(v)
@@ -174,6 +205,8 @@ class SessionAnalyzer:
                 self.dropped_samples += 1  # NaN/infinite time, duplicate or out of order
         if len(pt) > n_before:
             self._max_seen = max(self._max_seen, pt[-1])
+            return True
+        return False
 
     # -- processing --------------------------------------------------------------------------------
     def _processor(self, key: tuple[str, str]) -> _Processor:
@@ -200,20 +233,21 @@ class SessionAnalyzer:
         if self._next_tick > last_tick:
             return []
         out: list[Event] = []
-        pending = self._pending
+        entries = self._entries
         for k in range(self._next_tick, last_tick + 1):
-            for key in self._keys:
-                p = pending[key]
+            for key, p in entries:
+                pt = p.times
                 pos = p.pos
-                if pos < len(p.times) and p.times[pos] < k:
-                    i1 = bisect.bisect_left(p.times, k, pos)
+                if pos < len(pt) and pt[pos] < k:
+                    i1 = bisect.bisect_left(pt, k, pos)
                     proc = self._procs.get(key) or self._processor(key)
-                    proc.feed(p.times[pos:i1], p.values[pos:i1])
+                    proc.feed(pt[pos:i1], p.values[pos:i1])
                     p.pos = i1
-            out.extend(self._tick(k))
+            self._tick(k, out)
         self._next_tick = last_tick + 1
-        for p in pending.values():
-            p.compact()
+        for _, p in entries:
+            if p.pos > 4096 or p.pos == len(p.times):
+                p.compact()
         return out
 
     def _in_gap(self, stream: str, device: str, k: int) -> bool:
@@ -232,81 +266,88 @@ class SessionAnalyzer:
         best = min(ticks, key=lambda d: (_RANK[ticks[d].quality], d))
         return ticks[best]
 
-    def _tick(self, k: int) -> list[Event]:
-        out: list[Event] = []
+    def _tick(self, k: int, out: list[Event]) -> None:
+        """Close feature second ``k``: append its events to ``out``."""
         markers = self._markers
         while markers and markers[0].time < k:
             m = markers.pop(0)
             self._baselines.marker(m.time, m.text)
-        if self._gaps and k % 60 == 0:
-            self._gaps = [g for g in self._gaps if g.end > k - 3600]
+        gaps = self._gaps
+        if gaps and k % 60 == 0:
+            gaps = self._gaps = [g for g in gaps if g.end > k - 3600]
         moving: set[str] = set()
         quality: dict[str, str] = {}
-        if self._acc:
+        if self._acc:  # (rare: the device also streams acceleration)
             acc_state: dict[str, QualityState] = {}
             for d, a in self._acc.items():
-                acc_state[d] = q = a.tick(k, in_gap=self._in_gap("acc", d, k))
+                in_gap = bool(gaps) and self._in_gap("acc", d, k)
+                acc_state[d] = q = a.tick(k, in_gap=in_gap)
                 if q == "degraded":
                     moving.add(d)
             quality["acc"] = min(acc_state.values(), key=_RANK.__getitem__)
-        eda: EdaTick | None = None
-        if self._eda:
-            eda_ticks: dict[str, EdaTick] = {}
-            for d, proc_e in self._eda.items():
-                eda_ticks[d] = proc_e.tick(k, motion=d in moving, in_gap=self._in_gap("eda", d, k))
-                out.extend(proc_e.take_events())
-            eda = self._pick(eda_ticks)
-            quality["eda"] = eda.quality
-        hr: HrTick | None = None
-        if self._hr:
-            hr = self._pick(
-                {
-                    d: p.tick(k, motion=d in moving, in_gap=self._in_gap("hr", d, k))
-                    for d, p in self._hr.items()
-                }
-            )
-            quality["hr"] = hr.quality
-        rr: RrTick | None = None
-        if self._rr:
-            rr = self._pick(
-                {d: p.tick(k, in_gap=self._in_gap("rr", d, k)) for d, p in self._rr.items()}
-            )
-            quality["rr"] = rr.quality
-        hr_value = hr.hr if hr is not None else None
-        if hr_value is None and rr is not None:
-            hr_value = rr.hr
-        rmssd = rr.rmssd if rr is not None else None
-        tonic = eda.tonic if eda is not None else None
-        scr_rate = eda.scr_rate if eda is not None else None
+        tonic = phasic = scr_rate = None
+        eda_procs = self._eda
+        if eda_procs:
+            if len(eda_procs) == 1 and not gaps and not moving:
+                proc_e = next(iter(eda_procs.values()))
+                eda = proc_e.tick(k, motion=False, in_gap=False)
+                proc_e.take_events(out)
+            else:
+                eda_ticks: dict[str, EdaTick] = {}
+                for d, proc_e in eda_procs.items():
+                    in_gap = bool(gaps) and self._in_gap("eda", d, k)
+                    eda_ticks[d] = proc_e.tick(k, motion=d in moving, in_gap=in_gap)
+                    proc_e.take_events(out)
+                eda = self._pick(eda_ticks)
+            tonic, phasic, scr_rate, quality["eda"] = eda
+        hr_value = None
+        hr_procs = self._hr
+        if hr_procs:
+            if len(hr_procs) == 1 and not gaps and not moving:
+                hr_value, quality["hr"] = next(iter(hr_procs.values())).tick(
+                    k, motion=False, in_gap=False
+                )
+            else:
+                hr_ticks: dict[str, HrTick] = {}
+                for d, proc_h in hr_procs.items():
+                    in_gap = bool(gaps) and self._in_gap("hr", d, k)
+                    hr_ticks[d] = proc_h.tick(k, motion=d in moving, in_gap=in_gap)
+                hr_value, quality["hr"] = self._pick(hr_ticks)
+        rmssd = None
+        rr_procs = self._rr
+        if rr_procs:
+            if len(rr_procs) == 1 and not gaps:
+                rr = next(iter(rr_procs.values())).tick(k, in_gap=False)
+            else:
+                rr_ticks: dict[str, RrTick] = {}
+                for d, proc_r in rr_procs.items():
+                    rr_ticks[d] = proc_r.tick(k, in_gap=bool(gaps) and self._in_gap("rr", d, k))
+                rr = self._pick(rr_ticks)
+            rmssd, quality["rr"] = rr.rmssd, rr.quality
+            if hr_value is None:
+                hr_value = rr.hr
         values = [  # in baseline.INPUTS order
             tonic,
             scr_rate,
             hr_value,
             math.log(rmssd) if rmssd is not None and rmssd > 0 else None,
         ]
-        self._baselines.update(k, values)
-        res = arousal_index(self.cfg, self._baselines, values)
+        baselines = self._baselines
+        baselines.update(k, values)
+        res = arousal_index(self.cfg, baselines, values)
         last_quality = self._quality
         for stream, state in quality.items():
             if last_quality.get(stream) != state:
                 last_quality[stream] = state
                 out.append(QualityChange(float(k), stream, state))  # type: ignore[arg-type]
+        t = float(k)
         out.append(
             FeatureRow(
-                float(k),
-                hr_value,
-                rmssd,
-                tonic,
-                eda.phasic if eda is not None else None,
-                scr_rate,
-                res.index,
-                res.contributions,
-                quality,
+                t, hr_value, rmssd, tonic, phasic, scr_rate, res.index, res.contributions, quality
             )
         )
         episode_index = res.index if res.final else None
-        out.extend(self._episodes.step(float(k), episode_index, res.contributions, res.z))
-        return out
+        out.extend(self._episodes.step(t, episode_index, res.contributions, res.z))
 
     def state_nbytes(self) -> int:
         """Approximate memory held by this session's state, in bytes (containers counted at

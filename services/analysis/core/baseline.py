@@ -73,6 +73,7 @@ class Baselines:
         self._adapted: list[float | None] = [None] * n
         #: Reference level per input in arousal orientation (see :meth:`center`).
         self.centers: list[float | None] = [None] * n
+        self._dirty = False  # references or habituation levels changed: refresh ``centers``
 
     def nbytes(self) -> int:
         return sum(a.itemsize * len(a) for a in (*self._hist, *self._ring))
@@ -116,25 +117,28 @@ class Baselines:
     def update(self, k: int, values: Values) -> None:
         """Record the values of feature second ``k`` and refresh the references."""
         cfg = self.cfg
-        vals = _as_list(values)
+        vals = values if type(values) is list else _as_list(values)
         if self.first_tick is None:
             self.first_tick = k
         row = k - self.first_tick
         keep = row < HISTORY_CAP_S
         slot = k % self._win
         settle = cfg.settle_s
-        for i in range(len(INPUTS)):
+        nan = math.nan
+        isfinite = math.isfinite
+        refs = self._ref
+        for i in range(4):
             v = vals[i]
             ring = self._ring[i]
-            if v is None or not math.isfinite(v):
-                ring[slot] = math.nan
+            if v is None or not isfinite(v):
+                ring[slot] = nan
                 if keep:
-                    self._hist[i].append(math.nan)
+                    self._hist[i].append(nan)
                 continue
             ring[slot] = SIGN[i] * v
             if keep:
                 self._hist[i].append(v)
-            ref = self._ref[i]
+            ref = refs[i]
             if ref is not None and ref.final:
                 continue
             first = self._first_valid[i]
@@ -147,30 +151,48 @@ class Baselines:
             final = count >= cfg.baseline_s
             due = count == math.ceil(cfg.baseline_min_s) or count % ADAPT_EVERY_S == 0
             if count >= cfg.baseline_min_s and (final or due) and keep:
-                self._ref[i] = self._reference(i, first + math.ceil(settle), row + 1, final)
-        rng = self._marker_range(k)
-        if rng is not None:
-            self._marker_done = True
-            lo = math.ceil(rng[0]) - self.first_tick
-            hi = min(row + 1, math.ceil(rng[1]) - self.first_tick)
-            for i in range(len(INPUTS)):
-                col = np.frombuffer(self._hist[i], dtype=np.float64)[max(lo, 0) : max(hi, 0)]
-                if int(np.count_nonzero(~np.isnan(col))) >= cfg.baseline_min_s:
-                    self._ref[i] = self._reference(i, lo, hi, True)
-                    self._from_marker[i] = True
-                    self.source = "marker"
-        if cfg.adapt_window_s > 0 and k % ADAPT_EVERY_S == 0:
+                refs[i] = self._reference(i, first + math.ceil(settle), row + 1, final)
+                self._dirty = True
+        if self.marker_start is not None or self.marker_end is not None:
+            self._apply_marker(k, row)
+        if k % ADAPT_EVERY_S == 0 and cfg.adapt_window_s > 0:
             self._adapt()
-        for i in range(len(INPUTS)):
-            ref = self._ref[i]
+            self._dirty = True
+        if self._dirty:
+            self._dirty = False
+            self._refresh_centers()
+
+    def _refresh_centers(self) -> None:
+        refs = self._ref
+        adapted_all = self._adapted
+        centers = self.centers
+        for i in range(4):
+            ref = refs[i]
             if ref is None:
-                self.centers[i] = None
+                centers[i] = None
                 continue
             center = SIGN[i] * ref.median
-            adapted = self._adapted[i]
+            adapted = adapted_all[i]
             if ref.final and adapted is not None and adapted > center:
                 center = adapted
-            self.centers[i] = center
+            centers[i] = center
+
+    def _apply_marker(self, k: int, row: int) -> None:
+        """Replace the references by the marker range once it is complete."""
+        rng = self._marker_range(k)
+        if rng is None or self.first_tick is None:
+            return
+        cfg = self.cfg
+        self._marker_done = True
+        lo = math.ceil(rng[0]) - self.first_tick
+        hi = min(row + 1, math.ceil(rng[1]) - self.first_tick)
+        for i in range(len(INPUTS)):
+            col = np.frombuffer(self._hist[i], dtype=np.float64)[max(lo, 0) : max(hi, 0)]
+            if int(np.count_nonzero(~np.isnan(col))) >= cfg.baseline_min_s:
+                self._ref[i] = self._reference(i, lo, hi, True)
+                self._from_marker[i] = True
+                self.source = "marker"
+                self._dirty = True
 
     def _adapt(self) -> None:
         """Refresh the habituation levels (every ``ADAPT_EVERY_S`` seconds, on the clock grid)."""
@@ -219,7 +241,7 @@ def arousal_index(config: AnalysisConfig, baselines: Baselines, values: Values) 
     sum to the index). While any input has a final baseline, only final baselines are used.
     """
     cfg = config
-    vals = _as_list(values)
+    vals = values if type(values) is list else _as_list(values)
     refs = baselines._ref
     centers = baselines.centers
     use_final = False
@@ -229,39 +251,51 @@ def arousal_index(config: AnalysisConfig, baselines: Baselines, values: Values) 
             use_final = True
             break
     zs: list[float | None] = [None, None, None, None]
+    z: dict[Input, float] = {}
     for i in range(4):
         v, r, c = vals[i], refs[i], centers[i]
         if v is None or r is None or c is None or (use_final and not r.final):
             continue
-        zs[i] = (SIGN[i] * v - c) / r.scale
-    z: dict[Input, float] = {INPUTS[i]: zz for i, zz in enumerate(zs) if zz is not None}
+        zs[i] = z[INPUTS[i]] = (SIGN[i] * v - c) / r.scale
     if not z:
         return IndexResult(None, {}, z, False)
     cap = cfg.z_cap
     z_t, z_s, z_h, z_r = zs
-    n_dom = (z_t is not None or z_s is not None) + (z_h is not None or z_r is not None)
-    scale = cfg.points_per_sd / n_dom
+    has_eda = z_t is not None or z_s is not None
+    has_card = z_h is not None or z_r is not None
+    scale = cfg.points_per_sd / (has_eda + has_card)
     parts: dict[str, float] = {}
-    if z_t is not None or z_s is not None:
-        wa, wb = cfg.weight_tonic, cfg.weight_scr_rate
-        fa, fb = _shares(wa, wb, z_t is not None, z_s is not None)
+    total = 0.0
+    if has_eda:
         eda = 0.0
-        if z_t is not None:
-            eda += fa * min(max(z_t, 0.0), cap)
-        if z_s is not None:
-            eda += fb * min(max(z_s, 0.0), cap)
-        parts["eda"] = scale * eda
-    if z_h is not None:
-        fa, _ = _shares(cfg.weight_hr, cfg.weight_rmssd, True, z_r is not None)
-        parts["hr"] = scale * fa * min(max(z_h, 0.0), cap)
-    if z_r is not None:
-        _, fb = _shares(cfg.weight_hr, cfg.weight_rmssd, z_h is not None, True)
-        parts["rmssd"] = scale * fb * min(max(z_r, 0.0), cap)
-    total = sum(parts.values())
+        if z_t is not None and z_s is not None:
+            wsum = cfg.weight_tonic + cfg.weight_scr_rate
+            fa, fb = _shares(cfg.weight_tonic, cfg.weight_scr_rate, True, True)
+            eda = fa * _clip(z_t, cap) + fb * _clip(z_s, cap) if wsum > 0 else eda
+            if wsum <= 0:
+                eda = 0.5 * _clip(z_t, cap) + 0.5 * _clip(z_s, cap)
+        elif z_t is not None:
+            eda = _clip(z_t, cap)
+        elif z_s is not None:
+            eda = _clip(z_s, cap)
+        total += parts.setdefault("eda", scale * eda)
+    if has_card:
+        if z_h is not None and z_r is not None:
+            fa, fb = _shares(cfg.weight_hr, cfg.weight_rmssd, True, True)
+        else:
+            fa = fb = 1.0
+        if z_h is not None:
+            total += parts.setdefault("hr", scale * fa * _clip(z_h, cap))
+        if z_r is not None:
+            total += parts.setdefault("rmssd", scale * fb * _clip(z_r, cap))
     if total > 100.0:
         parts = {k: v * 100.0 / total for k, v in parts.items()}
         total = 100.0
     return IndexResult(total, parts, z, use_final)
+
+
+def _clip(z: float, cap: float) -> float:
+    return 0.0 if z < 0.0 else cap if z > cap else z
 
 
 def _shares(wa: float, wb: float, has_a: bool, has_b: bool) -> tuple[float, float]:

@@ -7,9 +7,9 @@ how the samples were batched.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from services.analysis.core.config import AnalysisConfig
 from services.analysis.core.types import QualityState
@@ -20,8 +20,15 @@ DEGRADED_HOLD_S = 5.0
 RR_ARTEFACT_DEGRADED = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class HrTick:
+def _median(values: Iterable[float]) -> float:
+    """The median as :func:`statistics.median` computes it (same rounding), without its overhead."""
+    data = sorted(values)
+    n = len(data)
+    i = n // 2
+    return data[i] if n % 2 else (data[i - 1] + data[i]) / 2
+
+
+class HrTick(NamedTuple):
     hr: float | None
     quality: QualityState
 
@@ -59,15 +66,14 @@ class HrProcessor:
             w.popleft()
         if in_gap or not w or k - self.last_valid_t > cfg.hr_lost_after_s:
             return HrTick(None, "lost")
-        hr = math.fsum(x for _, x in w) / len(w)
+        hr = math.fsum([x for _, x in w]) / len(w)
         state: QualityState = (
             "degraded" if motion or k - self.last_bad_t <= DEGRADED_HOLD_S else "good"
         )
         return HrTick(hr, state)
 
 
-@dataclass(frozen=True, slots=True)
-class RrTick:
+class RrTick(NamedTuple):
     hr: float | None
     rmssd: float | None
     quality: QualityState
@@ -140,7 +146,7 @@ class RrProcessor:
         self._rejected.append((t, rr))
         if len(self._rejected) >= 3:
             vals = [r for _, r in self._rejected[-3:]]
-            med = statistics.median(vals)
+            med = _median(vals)
             if all(abs(v - med) <= self.cfg.rr_artefact_fraction * med for v in vals):
                 self._ref.clear()
                 for bt, v in self._rejected[-3:]:
@@ -160,7 +166,7 @@ class RrProcessor:
             self._rejected.clear()
             self._accept(t, rr, artefact=False)
             return
-        ref = statistics.median(self._ref)
+        ref = _median(self._ref)
         if abs(rr - ref) <= f * ref:
             self._rejected.clear()
             self._accept(t, rr, artefact=False)
@@ -226,13 +232,13 @@ class RrProcessor:
         while diffs and diffs[0][0] < k - cfg.rmssd_window_s:
             self._d2_sum -= diffs.popleft()[1]
         if k % 60 == 0:  # re-sum exactly now and then, so rounding cannot accumulate
-            self._d2_sum = math.fsum(d for _, d in diffs)
+            self._d2_sum = math.fsum([d for _, d in diffs])
         ev = self._events
         while ev and ev[0][0] < k - cfg.rmssd_window_s:
             self._n_art -= ev.popleft()[1]
         if in_gap or k - self.last_accept_t > cfg.rr_lost_after_s or not self._beats:
             return RrTick(None, None, "lost")
-        mean_rr = math.fsum(r for _, r in self._beats) / len(self._beats)
+        mean_rr = math.fsum([r for _, r in beats]) / len(beats)
         rmssd = None
         if len(self._diffs) >= cfg.rmssd_min_pairs:
             rmssd = math.sqrt(max(self._d2_sum, 0.0) / len(self._diffs))

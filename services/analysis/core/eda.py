@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.types import EdaDecomposition, QualityState, Scr
+from services.analysis.core.types import EdaDecomposition, Event, QualityState, Scr
 
 #: After a time step longer than this (s) the filters restart from the new sample.
 GAP_RESET_S = 10.0
@@ -22,15 +22,16 @@ GAP_RESET_S = 10.0
 DEGRADED_HOLD_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class EdaTick:
-    """EDA state at the end of one feature second."""
+class EdaTick(NamedTuple):
+    """EDA state at the end of one feature second (an immutable tuple: cheap to build)."""
 
     tonic: float | None
     phasic: float | None
     scr_rate: float | None
-    slope: float | None  # µS per minute over ``eda_slope_window_s``
     quality: QualityState
+
+
+_LOST_TICK = EdaTick(None, None, None, "lost")
 
 
 class EdaProcessor:
@@ -52,7 +53,6 @@ class EdaProcessor:
         self._scr_peaks: deque[float] = deque()
         self._hist: deque[tuple[float, float]] = deque()
         self._last_peak_t = -math.inf
-        self._tonic_hist: deque[tuple[int, float]] = deque()
         self._tick_min = math.inf
         self._tick_max = -math.inf
         self._out_t: list[float] = []
@@ -61,14 +61,10 @@ class EdaProcessor:
         self._scrs: list[Scr] = []
         self.out_of_order = 0
         self._coef = (math.nan, 0.0, 0.0)  # (dt, clean coefficient, tonic coefficient)
-        flat_n = max(1, int(config.flat_window_s))
+        self._flat_n = flat_n = max(1, int(config.flat_window_s))
         self._mins: deque[float] = deque(maxlen=flat_n)
         self._maxs: deque[float] = deque(maxlen=flat_n)
-
-    def _restart_detector(self) -> None:
-        self._rising = False
-        self._trough_y = self._peak_t = self._peak_y = math.nan
-        self._hist.clear()
+        self._wide_k = -math.inf  # last second whose own samples spanned ``eda_flat_us``
 
     def feed(self, times: list[float], values: list[float]) -> None:
         """Process samples (time-ordered, unix s / µS). Invalid ones are skipped and noted."""
@@ -84,6 +80,8 @@ class EdaProcessor:
         last_t, last_valid_t, last_x = self.last_t, self.last_valid_t, self._last_x
         tick_min, tick_max = self._tick_min, self._tick_max
         cached_dt, a, b = self._coef
+        rising, trough_y = self._rising, self._trough_y
+        peak_t, peak_y = self._peak_t, self._peak_y
         for t, x in zip(times, values, strict=True):
             if t <= last_t:
                 self.out_of_order += 1
@@ -97,7 +95,8 @@ class EdaProcessor:
                 if dt <= GAP_RESET_S:
                     self.last_bad_t = t  # step artefact: restart the filters at the new level
                 c1 = c2 = t1 = t2 = x
-                self._restart_detector()
+                rising, trough_y, peak_t, peak_y = False, math.nan, math.nan, math.nan
+                hist.clear()
             else:
                 if dt != cached_dt:
                     cached_dt, a, b = dt, 1.0 - exp(-dt / tau_c), 1.0 - exp(-dt / tau_t)
@@ -119,21 +118,27 @@ class EdaProcessor:
             # ``hyst`` below it; its onset is the lowest point in the ``max_rise`` seconds before
             # the peak (and after the previous SCR peak); amplitude = peak - onset value.
             hist.append((t, y))
-            cutoff = (self._peak_t if self._rising else t) - max_rise
-            while hist[0][0] < cutoff:
-                hist.popleft()
-            if self._rising:
-                if y > self._peak_y:
-                    self._peak_t, self._peak_y = t, y
-                elif y < self._peak_y - hyst:
+            if rising:
+                cutoff = peak_t - max_rise
+                while hist[0][0] < cutoff:
+                    hist.popleft()
+                if y > peak_y:
+                    peak_t, peak_y = t, y
+                elif y < peak_y - hyst:
+                    self._peak_t, self._peak_y = peak_t, peak_y
                     self._confirm_peak(amin, max_rise)
-                    self._rising = False
-                    self._trough_y = y
-            elif math.isnan(self._trough_y) or y < self._trough_y:
-                self._trough_y = y
-            elif y > self._trough_y + hyst:
-                self._rising = True
-                self._peak_t, self._peak_y = t, y
+                    rising = False
+                    trough_y = y
+            else:
+                cutoff = t - max_rise
+                while hist[0][0] < cutoff:
+                    hist.popleft()
+                if y < trough_y or trough_y != trough_y:  # noqa: PLR0124 (NaN: no trough yet)
+                    trough_y = y
+                elif y > trough_y + hyst:
+                    rising = True
+                    peak_t, peak_y = t, y
+        self._rising, self._trough_y, self._peak_t, self._peak_y = rising, trough_y, peak_t, peak_y
         self._c1, self._c2, self._t1, self._t2 = c1, c2, t1, t2
         self.last_t, self.last_valid_t, self._last_x = last_t, last_valid_t, last_x
         self._tick_min, self._tick_max = tick_min, tick_max
@@ -157,49 +162,42 @@ class EdaProcessor:
     def tick(self, k: int, *, motion: bool, in_gap: bool) -> EdaTick:
         """State for the feature second ending at ``k`` (all samples ``< k`` fed)."""
         cfg = self.cfg
-        self._mins.append(self._tick_min)
-        self._maxs.append(self._tick_max)
+        tmin, tmax = self._tick_min, self._tick_max
+        self._mins.append(tmin)
+        self._maxs.append(tmax)
         self._tick_min, self._tick_max = math.inf, -math.inf
+        flat_us = cfg.eda_flat_us
+        if tmax - tmin >= flat_us:
+            self._wide_k = k  # this second alone spans the flat threshold
         lost = in_gap or k - self.last_valid_t > cfg.eda_lost_after_s
-        if not lost and len(self._mins) == self._mins.maxlen:
-            lost = max(self._maxs) - min(self._mins) < cfg.eda_flat_us
+        if not lost and k - self._wide_k >= self._flat_n and len(self._mins) == self._flat_n:
+            # no second in the window spans the threshold by itself: check the whole window
+            lost = max(self._maxs) - min(self._mins) < flat_us
         if lost:
-            return EdaTick(None, None, None, None, "lost")
-        state: QualityState = (
-            "degraded" if motion or k - self.last_bad_t <= DEGRADED_HOLD_S else "good"
-        )
+            return _LOST_TICK
         peaks = self._scr_peaks
         while peaks and peaks[0] < k - cfg.scr_rate_window_s:
             peaks.popleft()
-        rate = len(peaks) * 60.0 / cfg.scr_rate_window_s
         tonic = self._t2
-        hist = self._tonic_hist
-        hist.append((k, tonic))
-        window = cfg.eda_slope_window_s
-        while hist and hist[0][0] < k - window:
-            hist.popleft()
-        slope = None
-        if hist[0][0] <= k - window:
-            slope = (tonic - hist[0][1]) * 60.0 / window
-        return EdaTick(tonic, self._c2 - tonic, rate, slope, state)
+        return EdaTick(
+            tonic,
+            self._c2 - tonic,
+            len(peaks) * 60.0 / cfg.scr_rate_window_s,
+            "degraded" if motion or k - self.last_bad_t <= DEGRADED_HOLD_S else "good",
+        )
 
     def nbytes(self) -> int:
         """Approximate bytes held (CPython per-element costs of the buffers)."""
-        n = len(self._scr_peaks) + len(self._tonic_hist) + 2 * len(self._mins) + len(self._hist)
+        n = len(self._scr_peaks) + 2 * len(self._mins) + len(self._hist)
         return 80 * n + 3 * 32 * len(self._out_t) + 1024
 
-    def take_events(self) -> list[Scr | EdaDecomposition]:
-        """SCRs and the decomposition produced since the last call."""
-        out: list[Scr | EdaDecomposition] = list(self._scrs)
-        self._scrs.clear()
+    def take_events(self, out: list[Event]) -> None:
+        """Append the SCRs and the decomposition produced since the last call to ``out``."""
+        if self._scrs:
+            out.extend(self._scrs)
+            self._scrs.clear()
         if self._out_t:
-            out.append(
-                EdaDecomposition(
-                    self.device,
-                    np.array(self._out_t, dtype=np.float64),
-                    np.array(self._out_tonic, dtype=np.float64),
-                    np.array(self._out_phasic, dtype=np.float64),
-                )
-            )
+            # one conversion for the three series; the rows are views of one array
+            arr = np.array((self._out_t, self._out_tonic, self._out_phasic), dtype=np.float64)
+            out.append(EdaDecomposition(self.device, arr[0], arr[1], arr[2]))
             self._out_t, self._out_tonic, self._out_phasic = [], [], []
-        return out
