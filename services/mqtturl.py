@@ -1,5 +1,8 @@
 """MQTT connection settings parsed from ``mqtt://user:pass@host:port`` URLs (``mqtts://`` for TLS).
 
+For TLS the server certificate is verified against the system's trust store, or against the CA
+bundle named by the ``ca`` query parameter: ``mqtts://host:8883?ca=/etc/rekindle/ca.pem``.
+
 Both services connect to the broker the same way, so this small value object sits beside the
 wire contract rather than inside either service.
 """
@@ -9,8 +12,9 @@ from __future__ import annotations
 import ssl
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -35,6 +39,7 @@ class MqttSettings:
     password: str | None = None
     tls: bool = False
     keepalive: int = 30
+    ca_file: Path | None = None
 
     @classmethod
     def from_url(cls, url: str) -> MqttSettings:
@@ -50,12 +55,24 @@ class MqttSettings:
             raise MqttUrlError(shown, "port is not a number in 1-65535") from exc
         if parts.path not in ("", "/"):
             raise MqttUrlError(shown, "a path is not allowed")
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"ca"})
+        if unknown:
+            raise MqttUrlError(shown, f"unknown parameter {unknown[0]!r} (only 'ca' is known)")
+        ca_file = None
+        if "ca" in query:
+            if parts.scheme != "mqtts":
+                raise MqttUrlError(shown, "'ca' only makes sense with mqtts://")
+            ca_file = Path(query["ca"][-1])
+            if not ca_file.is_file():
+                raise MqttUrlError(shown, f"CA file {ca_file} does not exist")
         return cls(
             host=parts.hostname,
             port=port,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "mqtts",
+            ca_file=ca_file,
         )
 
     @property
@@ -84,7 +101,8 @@ def make_client(
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
-        client.tls_set_context(ssl.create_default_context())
+        cafile = str(settings.ca_file) if settings.ca_file is not None else None
+        client.tls_set_context(ssl.create_default_context(cafile=cafile))
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
 

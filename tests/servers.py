@@ -6,6 +6,7 @@ Each server gets its own temporary config and data directory and is stopped afte
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -71,14 +72,24 @@ class Mosquitto:
 
     @classmethod
     def start(
-        cls, workdir: Path, *, password_file: Path | None = None, port: int | None = None
+        cls,
+        workdir: Path,
+        *,
+        password_file: Path | None = None,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> Mosquitto:
+        """Start on ``port`` (default: a free one); ``tls`` = (certificate, key) PEM files."""
         binary = _find("mosquitto", "/usr/sbin/mosquitto")
         port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "mosquitto.conf"
         lines = [
             f"listener {port} 127.0.0.1",
+            *([f"certfile {tls[0]}", f"keyfile {tls[1]}"] if tls else []),
+            # as root, mosquitto would switch to user "mosquitto", which cannot read our
+            # temp dirs (certificates, log file); the broker is loopback-only and short-lived
+            *(["user root"] if os.geteuid() == 0 else []),
             "persistence false",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
