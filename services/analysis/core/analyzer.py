@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ANALYSED = ("eda", "hr", "rr", "acc")
 _RANK: dict[QualityState, int] = {"good": 0, "degraded": 1, "lost": 2}
 _T = TypeVar("_T", EdaTick, HrTick, RrTick)
+_F64 = np.dtype(np.float64)
 #: Motion seen on a device's ACC keeps its EDA/HR "degraded" this long (s).
 MOTION_HOLD_S = 2.0
 
@@ -127,6 +128,12 @@ class SessionAnalyzer:
         """Take one input; return the events of every feature second that became final."""
         if self._finished:
             raise InputError("update() after finish()")
+        if type(item) is SampleBatch:
+            if self._add_samples(item):
+                watermark = self._max_seen - self.cfg.lateness_s
+                if self._next_tick is None or watermark >= self._next_tick:
+                    return self._advance(watermark)
+            return []
         if isinstance(item, MarkerInput):
             bisect.insort(self._markers, item, key=lambda m: m.time)
             return []
@@ -159,9 +166,9 @@ class SessionAnalyzer:
             return False
         times = batch.times
         values = batch.values
-        if type(times) is not np.ndarray or times.dtype != np.float64:
+        if type(times) is not np.ndarray or times.dtype is not _F64:
             times = np.asarray(times, dtype=np.float64)
-        if type(values) is not np.ndarray or values.dtype != np.float64:
+        if type(values) is not np.ndarray or values.dtype is not _F64:
             values = np.asarray(values, dtype=np.float64)
         if times.ndim != 1 or len(values) != len(times):
             raise InputError(f"{stream}/{batch.device}: {len(times)} times, {len(values)} values")
@@ -335,12 +342,13 @@ class SessionAnalyzer:
         baselines = self._baselines
         baselines.update(k, values)
         res = arousal_index(self.cfg, baselines, values)
-        last_quality = self._quality
-        for stream, state in quality.items():
-            if last_quality.get(stream) != state:
-                last_quality[stream] = state
-                out.append(QualityChange(float(k), stream, state))  # type: ignore[arg-type]
         t = float(k)
+        last_quality = self._quality
+        if quality != last_quality:
+            for stream, state in quality.items():
+                if last_quality.get(stream) != state:
+                    last_quality[stream] = state
+                    out.append(QualityChange(t, stream, state))  # type: ignore[arg-type]
         out.append(
             FeatureRow(
                 t, hr_value, rmssd, tonic, phasic, scr_rate, res.index, res.contributions, quality

@@ -129,14 +129,16 @@ class RrProcessor:
 
     def _accept(self, t: float, rr: float, *, artefact: bool) -> None:
         last = self._last_acc
-        if last is not None and self._adjacent(last[0], t, rr):
+        # (inlined :meth:`_adjacent` and :meth:`_event`: this runs for every beat)
+        if last is not None and abs((t - last[0]) * 1000.0 - rr) <= max(50.0, 0.1 * rr):
             d = rr - last[1]
             self._diffs.append((t, d * d))
             self._d2_sum += d * d
-        self._last_acc = (t, rr)
+        self._last_acc = beat = (t, rr)
         self._ref.append(rr)
-        self._beats.append((t, rr))
-        self._event(t, artefact)
+        self._beats.append(beat)
+        self._events.append((t, artefact))
+        self._n_art += artefact
         self.last_accept_t = t
 
     def _reject(self, t: float, rr: float) -> None:

@@ -8,6 +8,7 @@ same way whatever the batch boundaries are. No I/O, no clock.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from typing import NamedTuple
 
@@ -55,9 +56,9 @@ class EdaProcessor:
         self._last_peak_t = -math.inf
         self._tick_min = math.inf
         self._tick_max = -math.inf
-        self._out_t: list[float] = []
-        self._out_tonic: list[float] = []
-        self._out_phasic: list[float] = []
+        self._out_t = array("d")
+        self._out_tonic = array("d")
+        self._out_phasic = array("d")
         self._scrs: list[Scr] = []
         self.out_of_order = 0
         self._coef = (math.nan, 0.0, 0.0)  # (dt, clean coefficient, tonic coefficient)
@@ -189,7 +190,7 @@ class EdaProcessor:
     def nbytes(self) -> int:
         """Approximate bytes held (CPython per-element costs of the buffers)."""
         n = len(self._scr_peaks) + 2 * len(self._mins) + len(self._hist)
-        return 80 * n + 3 * 32 * len(self._out_t) + 1024
+        return 80 * n + 3 * 8 * len(self._out_t) + 1024
 
     def take_events(self, out: list[Event]) -> None:
         """Append the SCRs and the decomposition produced since the last call to ``out``."""
@@ -197,7 +198,13 @@ class EdaProcessor:
             out.extend(self._scrs)
             self._scrs.clear()
         if self._out_t:
-            # one conversion for the three series; the rows are views of one array
-            arr = np.array((self._out_t, self._out_tonic, self._out_phasic), dtype=np.float64)
-            out.append(EdaDecomposition(self.device, arr[0], arr[1], arr[2]))
-            self._out_t, self._out_tonic, self._out_phasic = [], [], []
+            # the arrays take over the buffers (no copy); fresh buffers collect the next ones
+            out.append(
+                EdaDecomposition(
+                    self.device,
+                    np.frombuffer(self._out_t, dtype=np.float64),
+                    np.frombuffer(self._out_tonic, dtype=np.float64),
+                    np.frombuffer(self._out_phasic, dtype=np.float64),
+                )
+            )
+            self._out_t, self._out_tonic, self._out_phasic = array("d"), array("d"), array("d")

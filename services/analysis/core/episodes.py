@@ -116,7 +116,8 @@ class EpisodeDetector:
         if index is None or index < cfg.exit_index:
             self._last_calm = t
         self._last_t = t
-        out.extend(self._track_release(t, z))
+        if self._surge is not None and not self._surge.done:
+            out.extend(self._track_release(t, z))
         return out
 
     def _track_release(self, t: float, z: Mapping[Input, float]) -> list[Episode]:
