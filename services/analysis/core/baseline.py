@@ -70,7 +70,8 @@ class Baselines:
         self.source = "auto"
         self._win = max(1, int(config.adapt_window_s))
         self._ring = [array("d", [math.nan]) * self._win for _ in range(n)]
-        self._adapted: list[float | None] = [None] * n
+        self._adapted: list[float | None] = [None] * n  # trailing lower quantile
+        self._settled: list[float | None] = [None] * n  # trailing median
         #: Reference level per input in arousal orientation (see :meth:`center`).
         self.centers: list[float | None] = [None] * n
         self._dirty = False  # references or habituation levels changed: refresh ``centers``
@@ -165,6 +166,8 @@ class Baselines:
     def _refresh_centers(self) -> None:
         refs = self._ref
         adapted_all = self._adapted
+        settled_all = self._settled
+        down = self.cfg.adapt_down
         centers = self.centers
         for i in range(4):
             ref = refs[i]
@@ -172,9 +175,13 @@ class Baselines:
                 centers[i] = None
                 continue
             center = SIGN[i] * ref.median
-            adapted = adapted_all[i]
-            if ref.final and adapted is not None and adapted > center:
-                center = adapted
+            if ref.final:
+                settled = settled_all[i]
+                if down and settled is not None and settled < center:
+                    center = settled  # the baseline itself was aroused: follow the calmer level
+                adapted = adapted_all[i]
+                if adapted is not None and adapted > center:
+                    center = adapted
             centers[i] = center
 
     def _apply_marker(self, k: int, row: int) -> None:
@@ -199,16 +206,19 @@ class Baselines:
         min_valid = min(self._win, int(self.cfg.baseline_min_s))
         for i in range(len(INPUTS)):
             if self._ref[i] is None:
-                self._adapted[i] = None
+                self._adapted[i] = self._settled[i] = None
                 continue
             ring = np.frombuffer(self._ring[i], dtype=np.float64)
             valid = ring[~np.isnan(ring)]
             if len(valid) < min_valid:
-                self._adapted[i] = None
+                self._adapted[i] = self._settled[i] = None
                 continue
-            # the "lower" sample quantile (an observed value), via a partial sort
+            # "lower" sample quantiles (observed values), via one partial sort
             kth = math.floor(self.cfg.adapt_quantile * (len(valid) - 1))
-            self._adapted[i] = float(np.partition(valid, kth)[kth])
+            kmed = (len(valid) - 1) // 2
+            part = np.partition(valid, (kth, kmed))
+            self._adapted[i] = float(part[kth])
+            self._settled[i] = float(part[kmed])
 
     def reference(self, name: Input) -> Reference | None:
         return self._ref[INPUTS.index(name)]
@@ -236,7 +246,8 @@ def arousal_index(config: AnalysisConfig, baselines: Baselines, values: Values) 
     ``z`` is the robust z-score of each input against its reference (sign flipped for ln RMSSD,
     so positive always means "more aroused"), clipped to ``[0, z_cap]`` for the index. EDA
     domain = weighted mean of tonic and SCR-rate z; cardiac domain = weighted mean of HR and
-    RMSSD z; the index is ``points_per_sd`` times the mean of the domains present, capped at 100.
+    RMSSD z; the index is ``points_per_sd`` times the domain present, or with both domains
+    ``points_per_sd * (domain_weight_eda * EDA + domain_weight_cardiac * cardiac)``, capped at 100.
     Contributions are each input's share of those points (keys ``eda``, ``hr``, ``rmssd``; they
     sum to the index). While any input has a final baseline, only final baselines are used.
     """
@@ -263,31 +274,38 @@ def arousal_index(config: AnalysisConfig, baselines: Baselines, values: Values) 
     z_t, z_s, z_h, z_r = zs
     has_eda = z_t is not None or z_s is not None
     has_card = z_h is not None or z_r is not None
-    scale = cfg.points_per_sd / (has_eda + has_card)
+    pts = cfg.points_per_sd
+    eda = 0.0
+    if z_t is not None and z_s is not None:
+        fa, fb = _shares(cfg.weight_tonic, cfg.weight_scr_rate, True, True)
+        eda = fa * _clip(z_t, cap) + fb * _clip(z_s, cap)
+    elif z_t is not None:
+        eda = _clip(z_t, cap)
+    elif z_s is not None:
+        eda = _clip(z_s, cap)
+    hr_part = rmssd_part = 0.0
+    if z_h is not None and z_r is not None:
+        fa, fb = _shares(cfg.weight_hr, cfg.weight_rmssd, True, True)
+        hr_part, rmssd_part = fa * _clip(z_h, cap), fb * _clip(z_r, cap)
+    elif z_h is not None:
+        hr_part = _clip(z_h, cap)
+    elif z_r is not None:
+        rmssd_part = _clip(z_r, cap)
+    card = hr_part + rmssd_part
+    if has_eda and has_card:
+        mean = 0.5 * (eda + card)
+        level = mean if mean > eda or not cfg.eda_alone else eda
+    else:
+        level = eda + card
+    total = pts * level
     parts: dict[str, float] = {}
-    total = 0.0
+    evidence = eda + card
     if has_eda:
-        eda = 0.0
-        if z_t is not None and z_s is not None:
-            wsum = cfg.weight_tonic + cfg.weight_scr_rate
-            fa, fb = _shares(cfg.weight_tonic, cfg.weight_scr_rate, True, True)
-            eda = fa * _clip(z_t, cap) + fb * _clip(z_s, cap) if wsum > 0 else eda
-            if wsum <= 0:
-                eda = 0.5 * _clip(z_t, cap) + 0.5 * _clip(z_s, cap)
-        elif z_t is not None:
-            eda = _clip(z_t, cap)
-        elif z_s is not None:
-            eda = _clip(z_s, cap)
-        total += parts.setdefault("eda", scale * eda)
-    if has_card:
-        if z_h is not None and z_r is not None:
-            fa, fb = _shares(cfg.weight_hr, cfg.weight_rmssd, True, True)
-        else:
-            fa = fb = 1.0
-        if z_h is not None:
-            total += parts.setdefault("hr", scale * fa * _clip(z_h, cap))
-        if z_r is not None:
-            total += parts.setdefault("rmssd", scale * fb * _clip(z_r, cap))
+        parts["eda"] = total * eda / evidence if evidence > 0 else 0.0
+    if z_h is not None:
+        parts["hr"] = total * hr_part / evidence if evidence > 0 else 0.0
+    if z_r is not None:
+        parts["rmssd"] = total * rmssd_part / evidence if evidence > 0 else 0.0
     if total > 100.0:
         parts = {k: v * 100.0 / total for k, v in parts.items()}
         total = 100.0

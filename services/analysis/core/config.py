@@ -88,14 +88,23 @@ class AnalysisConfig:
     #: arousal; falling back below it returns the reference to the baseline.
     adapt_window_s: float = 600.0
     adapt_quantile: float = 0.25
+    #: Aroused baseline: once the baseline is final, when the median of the last
+    #: ``adapt_window_s`` lies below the baseline median (towards calm), that median becomes the
+    #: reference (1, default; 0 disables). A session that starts aroused (anxious arrival,
+    #: electrodes still equilibrating) otherwise reads every later, calmer state as "below
+    #: baseline" and misses the responses that follow.
+    adapt_down: float = 1.0
     #: Index points per robust standard deviation above baseline (4 SD -> 100).
     points_per_sd: float = 25.0
     #: Cap on one input's robust z-score, so one extreme input cannot saturate the index alone.
     z_cap: float = 6.0
     #: Smallest robust scales (floors for 1.4826*MAD), so a flat baseline does not explode z.
+    #: SCR rate: 2 /min, because the resting rate of non-specific SCRs itself varies between about
+    #: 1 and 3 per minute (Boucsein 2012; Dawson et al. 2007) and a count over 60 s is Poisson-like
+    #: (SD = sqrt(rate)); with 1 /min, three spontaneous SCRs in one calm minute read as 2 SD.
     tonic_scale_floor_us: float = 0.02
     tonic_scale_floor_fraction: float = 0.05
-    scr_rate_scale_floor: float = 1.0
+    scr_rate_scale_floor: float = 2.0
     hr_scale_floor_bpm: float = 2.0
     ln_rmssd_scale_floor: float = 0.1
     #: Weights inside each domain (EDA: tonic level vs SCR rate; cardiac: HR vs RMSSD).
@@ -103,6 +112,14 @@ class AnalysisConfig:
     weight_scr_rate: float = 0.5
     weight_hr: float = 0.7
     weight_rmssd: float = 0.3
+    #: Combining the domains when both are present. EDA is the most specific autonomic marker of
+    #: sympathetic arousal (purely sympathetic innervation: Boucsein 2012; Dawson et al. 2007);
+    #: heart rate is dually innervated and moved by posture, movement, talking and breathing.
+    #: With ``eda_alone`` (1, the default) the index is ``points_per_sd`` x max(EDA, mean of the
+    #: two domains): measuring the heart never dilutes a clear EDA response (which then reads as
+    #: it would on an EDA-only device), while heart rate alone still counts half. 0 = the plain
+    #: mean of the domains.
+    eda_alone: float = 1.0
 
     # --- episodes -------------------------------------------------------------------------------
     #: Arousal episode: index >= enter for ``min_episode_s``; ends after ``exit_hold_s`` below exit.
