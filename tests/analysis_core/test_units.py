@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from services.analysis.core import AnalysisConfig, ConfigError, InputError, SampleBatch, Scr
-from services.analysis.core.baseline import Baselines, arousal_index
+from services.analysis.core.baseline import Baselines, Input, arousal_index
 from services.analysis.core.cardiac import RrProcessor
 from services.analysis.core.eda import EdaProcessor
 from tests.analysis_core.helpers import run
@@ -162,3 +163,63 @@ def test_malformed_batches_raise_input_error() -> None:
     a.finish()
     with pytest.raises(InputError):
         a.update(SampleBatch("eda", "d", np.arange(3.0), np.arange(3.0)))
+
+
+def _two_domain_baseline(cfg: AnalysisConfig) -> Baselines:
+    b = Baselines(cfg)
+    for k in range(60):
+        b.update(k, {"hr": 60.0 + 2.0 * (k % 2), "tonic": 2.0 + 0.2 * (k % 2), "scr_rate": 1.0,
+                     "ln_rmssd": None})
+    return b
+
+
+def test_a_clear_eda_response_is_not_diluted_by_a_calm_heart() -> None:
+    cfg = AnalysisConfig(baseline_s=60.0, baseline_min_s=30.0, settle_s=0.0, adapt_window_s=0.0)
+    b = _two_domain_baseline(cfg)
+    t_ref, s_ref, h_ref = (b.reference(n) for n in ("tonic", "scr_rate", "hr"))
+    assert t_ref is not None
+    assert s_ref is not None
+    assert h_ref is not None
+    two_sd: dict[Input, float | None] = {
+        "tonic": t_ref.median + 2 * t_ref.scale,
+        "scr_rate": s_ref.median + 2 * s_ref.scale,
+    }
+    eda_only = arousal_index(cfg, b, {**two_sd, "hr": h_ref.median})
+    # EDA 2 SD above baseline reads as on an EDA-only device (the enter threshold), ...
+    assert eda_only.index == pytest.approx(2 * cfg.points_per_sd)
+    assert eda_only.contributions["hr"] == 0.0
+    # ... whereas the plain mean of the domains (the first rule) halved it
+    mean_rule = replace(cfg, eda_alone=0.0)
+    assert arousal_index(mean_rule, b, {**two_sd, "hr": h_ref.median}).index == pytest.approx(
+        cfg.points_per_sd
+    )
+    # heart rate alone still counts half: 4 SD with EDA at baseline -> 2 SD worth of points
+    at_rest: dict[Input, float | None] = {"tonic": t_ref.median, "scr_rate": s_ref.median}
+    hr_only = arousal_index(cfg, b, {**at_rest, "hr": h_ref.median + 4 * h_ref.scale})
+    assert hr_only.index == pytest.approx(2 * cfg.points_per_sd)
+    # both up: the mean wins when the heart is further up than EDA; contributions add up
+    both = arousal_index(cfg, b, {**two_sd, "hr": h_ref.median + 4 * h_ref.scale})
+    assert both.index == pytest.approx(3 * cfg.points_per_sd)
+    assert sum(both.contributions.values()) == pytest.approx(both.index)
+    assert both.contributions["hr"] == pytest.approx(2 * both.contributions["eda"])
+
+
+def test_reference_follows_a_calmer_level_when_the_baseline_was_aroused() -> None:
+    cfg = AnalysisConfig(baseline_s=100.0, baseline_min_s=50.0, settle_s=0.0, adapt_window_s=200.0)
+    b = Baselines(cfg)
+    row: dict[Input, float | None] = {"tonic": None, "scr_rate": None, "ln_rmssd": None}
+    for k in range(100):  # aroused arrival: HR 90 bpm
+        b.update(k, {**row, "hr": 90.0 + (k % 3)})
+    for k in range(100, 400):  # then settles at 70 bpm
+        b.update(k, {**row, "hr": 70.0 + (k % 3)})
+    ref = b.reference("hr")
+    assert ref is not None
+    assert ref.median == 91.0  # the baseline itself is kept ...
+    assert b.center("hr") == 71.0  # ... but the reference is the calmer trailing median
+    # back at the arrival level now reads as arousal (20 bpm = 10 scale units: capped)
+    assert arousal_index(cfg, b, {"hr": 91.0}).index == 100.0
+    assert arousal_index(cfg, b, {"hr": 71.0}).index == 0.0
+    off = Baselines(replace(cfg, adapt_down=0.0))
+    for k in range(400):
+        off.update(k, {**row, "hr": (90.0 if k < 100 else 70.0) + (k % 3)})
+    assert off.center("hr") == 91.0
