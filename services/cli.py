@@ -197,7 +197,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = mqtt_settings(args.mqtt)
     _, chunks = open_chunks(args.source, speed=speed)
     stop = stop_event_on_signals()
-    with Publisher(settings, args.site, args.session, device="replay") as pub:
+    with Publisher(settings, args.site, args.session, device="replay", spool=args.spool) as pub:
         stats = replay(chunks, pub, speed=speed, stop=stop)
     print(
         f"replayed {stats.samples} samples in {stats.chunks} messages "
@@ -320,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_site(p)
     p.add_argument("--speed", default="1", help="times real time, or 'max' (default 1)")
     add_mqtt(p)
+    p.add_argument(
+        "--spool",
+        type=Path,
+        default=None,
+        help="file that keeps messages while the broker is away (default: memory)",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("analysis", help="run the live analysis service until SIGTERM")

@@ -143,3 +143,36 @@ def test_nothing_is_lost_while_the_broker_is_away(tmp_path: Path) -> None:
         if isinstance(m, contract.SampleMessage)
     )
     assert values == [70.0 + i for i in range(10)]
+
+
+def test_spool_survives_a_publisher_restart_while_the_broker_is_down(tmp_path: Path) -> None:
+    port = free_port()
+    spool = tmp_path / "ingest.spool"
+    settings = MqttSettings.from_url(f"mqtt://127.0.0.1:{port}")
+    now = time.time()
+    first = Publisher(settings, "pub", "spool1", spool=spool).start()  # no broker yet
+    sent = [
+        first.send_samples("eda", "wrist", [0.5 + i / 100], t0=now - 60 + i, fs=1.0)
+        for i in range(6)
+    ]
+    first.send_markers("nurse", [now - 30], ["tears"])
+    first.close()  # the process ends with the broker still away
+    assert first.spooled == 7
+    assert len(spool.read_text().splitlines()) == 7
+
+    broker = Mosquitto.start(tmp_path / "mq", port=port)
+    sink = Collector(broker, "rekindle/v1/pub/spool1/+")
+    try:
+        second = Publisher(settings, "pub", "spool1", spool=spool).start()
+        second.send_samples("eda", "wrist", [0.9], t0=now - 10, fs=1.0)
+        second.close()
+        sink.wait_for(8)
+    finally:
+        sink.close()
+        broker.stop()
+    assert not spool.exists()
+    got = [m for m, _ in sink.messages]
+    assert got[:6] == sent  # spooled first, unchanged (same seq and run), in order
+    assert isinstance(got[6], contract.MarkerMessage)
+    assert isinstance(got[7], contract.SampleMessage)
+    assert got[7].values == (0.9,)

@@ -3,16 +3,22 @@
 Policy lives here: ``seq`` per (device, stream), QoS 1 for data, retained per-device ``status``,
 a last-will that marks the publisher's device ``lost``, and back-pressure so that a replay at
 ``max`` speed never holds more than ``max_pending`` unacknowledged messages in memory.
-While the broker is away paho keeps QoS 1 messages queued and sends them on reconnect.
+While the broker is away paho keeps QoS 1 messages queued in memory and sends them on
+reconnect. With a ``spool`` file, messages published while the broker is away go to that file
+instead (JSON Lines of topic, payload and retain flag) and are sent first once the broker is back,
+also by a later process that opens the same spool: a restart of the ingest laptop while the
+broker is unreachable loses nothing that had been spooled.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -40,6 +46,7 @@ class Publisher:
         client_id: str | None = None,
         max_pending: int = 2000,
         connect_timeout: float = 10.0,
+        spool: Path | None = None,
     ) -> None:
         contract.topic_for(site, session, "status", device)  # validates the ids early
         self.settings = settings
@@ -49,6 +56,8 @@ class Publisher:
         self.run = uuid.uuid4().hex[:12]
         self.max_pending = max_pending
         self.connect_timeout = connect_timeout
+        self.spool = spool
+        self.spooled = 0
         self._seq: dict[tuple[str, str], int] = {}
         self._unacked: set[int] = set()
         self._early_acks: set[int] = set()
@@ -103,14 +112,26 @@ class Publisher:
             self._acked.notify_all()
 
     def start(self) -> Publisher:
+        """Connect. Without a spool an unreachable broker is an error; with one, publishing
+        starts into the spool and the client keeps trying to connect in the background."""
         try:
             self._client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
         except OSError as exc:
-            raise PublishError(self.settings.url, f"cannot connect: {exc}") from exc
+            if self.spool is None:
+                raise PublishError(self.settings.url, f"cannot connect: {exc}") from exc
+            log.warning(
+                "broker %s unreachable (%s): spooling to %s", self.settings.url, exc, self.spool
+            )
+            self._client.connect_async(
+                self.settings.host, self.settings.port, self.settings.keepalive
+            )
+            self._client.loop_start()
+            return self
         self._client.loop_start()
         if not self._connected.wait(self.connect_timeout):
             self._client.loop_stop()
             raise PublishError(self.settings.url, "broker did not accept the connection in time")
+        self._send_spool()
         return self
 
     def __enter__(self) -> Publisher:
@@ -129,6 +150,36 @@ class Publisher:
         """Publish an already-built message (its ``seq`` is the caller's)."""
         topic, payload = contract.encode(msg)
         retain = isinstance(msg, contract.StatusMessage)
+        if self.spool is not None:
+            if not self._connected.is_set():
+                self._spool_append(topic, payload, retain)
+                return
+            self._send_spool()
+        self._send(topic, payload, retain)
+
+    def _spool_append(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert self.spool is not None
+        entry = {"topic": topic, "payload": payload.decode("utf-8"), "retain": retain}
+        with self.spool.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self.spooled += 1
+
+    def _send_spool(self) -> None:
+        """Send what an earlier outage (or process) spooled, before anything newer."""
+        if self.spool is None or not self.spool.exists():
+            return
+        lines = self.spool.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if not self._connected.is_set():  # gone again: keep the rest for later
+                rest = "\n".join(lines[i:]) + "\n"
+                self.spool.write_text(rest, encoding="utf-8")
+                return
+            entry = json.loads(line)
+            self._send(entry["topic"], entry["payload"].encode("utf-8"), bool(entry["retain"]))
+        self.spool.unlink()
+        log.info("sent %d spooled messages from %s", len(lines), self.spool)
+
+    def _send(self, topic: str, payload: bytes, retain: bool) -> None:
         # paho keeps QoS 1 messages published while disconnected (rc NO_CONN) and sends them
         # after reconnecting; the PUBACK then arrives through on_publish. paho calls on_publish
         # under its own lock, so our lock is not held across publish().
@@ -162,6 +213,8 @@ class Publisher:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until the broker acknowledged everything published so far."""
+        if self._connected.is_set():
+            self._send_spool()
         self._drain(0, timeout)
 
     def send_samples(

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from bleak.exc import BleakError
 
@@ -65,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ingest.add_argument("--connect-timeout", type=float, default=15.0)
     ingest.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: run until Ctrl-C)")
+    ingest.add_argument("--spool", type=Path, default=None,
+                        help="file that keeps messages while the broker is away, also across "
+                             "restarts (default: memory only)")
     ingest.set_defaults(func=cmd_ingest)
 
     ble = subparsers.add_parser("ble", help="BLE debugging tools")
@@ -144,7 +148,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 async def _ingest(args: argparse.Namespace, specs: list[DeviceSpec],
                   settings: MqttSettings) -> None:
-    publisher = Publisher(settings, args.site, args.session)
+    publisher = Publisher(settings, args.site, args.session, spool=args.spool)
     await asyncio.to_thread(publisher.start)
     manager = DeviceManager(
         publisher, specs,
