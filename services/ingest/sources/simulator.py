@@ -4,7 +4,9 @@ arousal and emotional-release episodes.
 The model is deliberately simple and documented so that tests know the answer:
 
 * an arousal level ``a(t)`` in [0, 1] rises over ``RISE_S`` at each scripted onset, holds for
-  the episode's duration and falls over ``FALL_S``;
+  the episode's duration and falls over ``FALL_S``, or, for an episode scripted without release,
+  only slowly over ``SLOW_FALL_S`` (sustained arousal that does not resolve within the 5-minute
+  window in which a release is looked for);
 * after an episode scripted as a release, a parasympathetic rebound ``r(t)`` rises and decays
   over ``REBOUND_S``: HR drops below baseline and respiratory sinus arrhythmia (RMSSD) grows;
 * heart: ``HR = hr_rest + HR_GAIN * a - REBOUND_HR * r``; beats are generated from the
@@ -28,6 +30,7 @@ from services.ingest.sources.base import Chunk, irregular_chunks, merge_in_time,
 
 RISE_S = 30.0
 FALL_S = 60.0
+SLOW_FALL_S = 900.0
 REBOUND_S = 240.0
 HR_GAIN = 30.0
 REBOUND_HR = 7.0
@@ -69,7 +72,7 @@ def _envelope(
     for ep in episodes:
         end = ep.onset + ep.duration
         rise = np.clip((t - ep.onset) / RISE_S, 0.0, 1.0)
-        fall = np.clip(1.0 - (t - end) / FALL_S, 0.0, 1.0)
+        fall = np.clip(1.0 - (t - end) / (FALL_S if ep.release else SLOW_FALL_S), 0.0, 1.0)
         level = np.where(t < end, rise, fall) * ep.intensity
         a = np.maximum(a, level)
         if ep.release:
