@@ -1,0 +1,66 @@
+"""The analysis service publishes episodes, quality changes and features on MQTT."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from services.analysis.offline import run_pipeline
+from services.analysis.service import AnalysisService
+from services.ingest.publisher import Publisher
+from services.ingest.replay import replay
+from services.ingest.sources.simulator import SimulationScript, simulate
+from services.mqtturl import MqttSettings
+from tests.servers import InfluxD, Mosquitto
+
+
+def test_episodes_are_published_as_they_are_detected(
+    mqtt_broker: Mosquitto, influxd: InfluxD
+) -> None:
+    influxd.create_database("outputs")
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    received: dict[str, list[dict[str, object]]] = {}
+    subscribed = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        received.setdefault(msg.topic.rsplit("/", 1)[1], []).append(json.loads(msg.payload))
+
+    watcher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    watcher.on_message = on_message
+    watcher.on_subscribe = lambda *_a: subscribed.set()
+    watcher.connect(mqtt_broker.host, mqtt_broker.port)
+    watcher.subscribe("rekindle/v1/out-test/sim1/out/#", qos=1)
+    watcher.loop_start()
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database="outputs")))
+    service = AnalysisService(settings, writer, site="out-test").start()
+    script = SimulationScript()
+    try:
+        assert subscribed.wait(5)
+        with Publisher(settings, "out-test", "sim1", device="sim") as pub:
+            replay(simulate(script, seed=2), pub, speed=None)
+        deadline = time.monotonic() + 60
+        while service.stats.sessions_finished < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.wait_idle(quiet_s=1.0)
+    finally:
+        service.stop()
+        watcher.loop_stop()
+        watcher.disconnect()
+    offline = run_pipeline(simulate(script, seed=2), "sim").episodes
+    assert offline
+    published = sorted((e["kind"], e["onset"], e["offset"]) for e in received["episode"])
+    assert published == sorted((e.kind, e.onset, e.offset) for e in offline)
+    assert all(e["v"] == 1 and e["session"] == "sim1" for e in received["episode"])
+    features = received["features"]
+    assert len(features) > 1500  # one per second of the 30-min session
+    assert all(
+        0 <= float(str(f["arousal_index"])) <= 100
+        for f in features
+        if f["arousal_index"] is not None
+    )
+    assert {q["stream"] for q in received.get("quality", [])} >= {"eda"}
