@@ -81,6 +81,9 @@ class EdaProcessor:
         last_t, last_valid_t, last_x = self.last_t, self.last_valid_t, self._last_x
         tick_min, tick_max = self._tick_min, self._tick_max
         cached_dt, a, b = self._coef
+        lim = max_slope * max(cached_dt, 1e-3) if cached_dt == cached_dt else math.inf  # noqa: PLR0124
+        t_append, tonic_append, phasic_append = out_t.append, out_tonic.append, out_phasic.append
+        hist_append = hist.append
         rising, trough_y = self._rising, self._trough_y
         peak_t, peak_y = self._peak_t, self._peak_y
         for t, x in zip(times, values, strict=True):
@@ -92,15 +95,17 @@ class EdaProcessor:
                 self.last_bad_t = t
                 continue
             dt = t - last_valid_t
-            if dt > GAP_RESET_S or abs(x - last_x) > max_slope * max(dt, 1e-3):
+            if dt != cached_dt:  # (regular sampling: computed once)
+                cached_dt, a, b = dt, 1.0 - exp(-dt / tau_c), 1.0 - exp(-dt / tau_t)
+                lim = max_slope * max(dt, 1e-3)
+            d = x - last_x
+            if dt > GAP_RESET_S or d > lim or d < -lim:
                 if dt <= GAP_RESET_S:
                     self.last_bad_t = t  # step artefact: restart the filters at the new level
                 c1 = c2 = t1 = t2 = x
                 rising, trough_y, peak_t, peak_y = False, math.nan, math.nan, math.nan
                 hist.clear()
             else:
-                if dt != cached_dt:
-                    cached_dt, a, b = dt, 1.0 - exp(-dt / tau_c), 1.0 - exp(-dt / tau_t)
                 c1 += a * (x - c1)
                 c2 += a * (c1 - c2)
                 t1 += b * (c2 - t1)
@@ -112,13 +117,13 @@ class EdaProcessor:
                 tick_min = x
             if x > tick_max:  # noqa: PLR1730
                 tick_max = x
-            out_t.append(t)
-            out_tonic.append(t2)
-            out_phasic.append(y)
+            t_append(t)
+            tonic_append(t2)
+            phasic_append(y)
             # SCR detection on the phasic signal: a peak is confirmed once the signal has fallen
             # ``hyst`` below it; its onset is the lowest point in the ``max_rise`` seconds before
             # the peak (and after the previous SCR peak); amplitude = peak - onset value.
-            hist.append((t, y))
+            hist_append((t, y))
             if rising:
                 cutoff = peak_t - max_rise
                 while hist[0][0] < cutoff:
