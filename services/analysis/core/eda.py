@@ -174,7 +174,7 @@ class EdaProcessor:
         self._tick_min, self._tick_max = math.inf, -math.inf
         flat_us = cfg.eda_flat_us
         if tmax - tmin >= flat_us:
-            self._wide_k = k  # this second alone spans the flat threshold
+            self._wide_k = float(k)  # this second alone spans the flat threshold
         lost = in_gap or k - self.last_valid_t > cfg.eda_lost_after_s
         if not lost and k - self._wide_k >= self._flat_n and len(self._mins) == self._flat_n:
             # no second in the window spans the threshold by itself: check the whole window
