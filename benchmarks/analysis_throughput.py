@@ -14,7 +14,13 @@ measured on ``--naive-seconds`` recomputations (default 300) and extrapolated to
 
 Prints CPU seconds per session-hour for each, the state held per session (the analyzer's own
 estimate, and the tracemalloc peak of a whole run), and, as its last line,
-``speedup_vs_naive: <N>x`` (live mode against naive).
+``speedup_vs_naive: <N>x`` (live mode against naive, for the core as imported).
+
+``--mypyc`` also compiles the core (``services/analysis/core``, plain type-checked Python) with
+mypyc into a temporary directory (needs a C compiler and the Python headers; ~20-30 s) and
+measures the compiled core in a subprocess on the same data. The compiled core gives the same
+events bit for bit (the analysis-core tests pass against it); whether to ship it is a build
+decision.
 
 Run: ``.venv/bin/python benchmarks/analysis_throughput.py``
 """
@@ -23,10 +29,17 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -130,15 +143,51 @@ def run_naive(data: dict[str, tuple[Array, Array]], seconds: int) -> float:
     return cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--naive-seconds", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=3, help="streaming runs (best is kept)")
-    args = parser.parse_args()
-    data = make_hour()
-    n = {k: len(v[0]) for k, v in data.items()}
-    print(f"one hour: {n['eda']} EDA samples (4 Hz), {n['hr']} HR (1 Hz), {n['rr']} RR intervals")
+CORE_MODULES = ("analyzer", "baseline", "cardiac", "config", "eda", "episodes", "errors", "types")
 
+
+def build_mypyc(root: Path, out: Path) -> None:
+    """Copy the ``services`` package to ``out`` and compile the analysis core there."""
+    skip = shutil.ignore_patterns("__pycache__", "*.so")
+    shutil.copytree(root / "services", out / "services", ignore=skip)
+    files = [f"services/analysis/core/{m}.py" for m in CORE_MODULES]
+    cmd = [sys.executable, "-m", "mypyc", *files]
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"mypyc failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+
+
+def run_compiled(repeat: int) -> float:
+    """Build the mypyc core in a temporary directory and measure it in a subprocess; return its
+    live CPU seconds per session-hour."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="rekindle-mypyc-") as tmp:
+        build_mypyc(root, Path(tmp))
+        env = {**os.environ, "PYTHONPATH": tmp}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--streaming-only", "--compiled"]
+        proc = subprocess.run(
+            [*cmd, "--repeat", str(repeat)], cwd=tmp, env=env, capture_output=True, text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"compiled run failed:\n{proc.stderr[-3000:]}")
+        live = math.nan
+        for line in proc.stdout.splitlines():
+            print(f"mypyc-compiled core: {line}")
+            if line.startswith("streaming live"):
+                live = float(line.split(":", 1)[1].split()[0])
+        return live
+
+
+def measure(args: argparse.Namespace) -> tuple[float, float, int]:
+    """Print the streaming figures; return live and replay CPU seconds per session-hour and the
+    largest state estimate (bytes) of the live run."""
+    data = make_hour()
+    if args.compiled:
+        import services.analysis.core.eda as eda_mod  # noqa: PLC0415
+
+        if not str(eda_mod.__file__).endswith(".so"):
+            raise SystemExit(f"--compiled, but the core was imported from {eda_mod.__file__}")
     live = min(run_streaming(data, 1.0, AnalysisConfig()) for _ in range(args.repeat))
     replay_cfg = AnalysisConfig(lateness_s=120.0)
     replay = min(run_streaming(data, 60.0, replay_cfg) for _ in range(args.repeat))
@@ -147,6 +196,28 @@ def main() -> None:
         f"({live[2]} events)"
     )
     print(f"streaming replay (60-s batches): {replay[0]:.3f} CPU-s per session-hour")
+    return live[0], replay[0], live[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--naive-seconds", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3, help="streaming runs (best is kept)")
+    parser.add_argument(
+        "--mypyc", action="store_true", help="also measure the core compiled with mypyc"
+    )
+    parser.add_argument("--streaming-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.streaming_only:
+        measure(args)
+        return
+    data = make_hour()
+    n = {k: len(v[0]) for k, v in data.items()}
+    print(f"one hour: {n['eda']} EDA samples (4 Hz), {n['hr']} HR (1 Hz), {n['rr']} RR intervals")
+
+    live_s, replay_s, state = measure(args)
+    compiled_live = run_compiled(args.repeat) if args.mypyc else None
 
     naive = run_naive(data, args.naive_seconds)
     naive_hour = naive * HOUR / args.naive_seconds
@@ -159,11 +230,13 @@ def main() -> None:
     )
     peak = traced_peak(data)
     print(
-        f"state per session: analyzer estimate max {live[1] / 1e6:.2f} MB; "
+        f"state per session: analyzer estimate max {state / 1e6:.2f} MB; "
         f"tracemalloc peak of a live run {peak / 1e6:.2f} MB"
     )
-    print(f"speedup_vs_naive (replay): {naive_hour / replay[0]:.0f}x")
-    print(f"speedup_vs_naive: {naive_hour / live[0]:.0f}x")
+    print(f"speedup_vs_naive (replay): {naive_hour / replay_s:.0f}x")
+    if compiled_live is not None:
+        print(f"speedup_vs_naive (mypyc-compiled core, live): {naive_hour / compiled_live:.0f}x")
+    print(f"speedup_vs_naive: {naive_hour / live_s:.0f}x")
 
 
 if __name__ == "__main__":
