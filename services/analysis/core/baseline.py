@@ -232,12 +232,24 @@ class Baselines:
         return self.centers[INPUTS.index(name)]
 
 
-@dataclass(frozen=True, slots=True)
 class IndexResult:
-    index: float | None
-    contributions: dict[str, float]
-    z: dict[Input, float]  # unclipped robust z (positive = towards arousal)
-    final: bool  # every input used had a final baseline
+    """One second's index. A plain class with ``Final`` attributes rather than a frozen
+    dataclass: built every second, and a frozen dataclass's ``__init__`` is the slow
+    ``object.__setattr__`` path (also when compiled with mypyc)."""
+
+    __slots__ = ("contributions", "final", "index", "z")
+
+    def __init__(
+        self,
+        index: float | None,
+        contributions: dict[str, float],
+        z: dict[Input, float],
+        final: bool,
+    ) -> None:
+        self.index: Final = index
+        self.contributions: Final = contributions
+        self.z: Final = z  # unclipped robust z (positive = towards arousal)
+        self.final: Final = final  # every input used had a final baseline
 
 
 def arousal_index(config: AnalysisConfig, baselines: Baselines, values: Values) -> IndexResult:
