@@ -267,6 +267,17 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mark(args: argparse.Namespace) -> int:
+    from services.ingest.publisher import Publisher  # noqa: PLC0415
+
+    settings = mqtt_settings(args.mqtt)
+    when = time.time() if args.time is None else args.time
+    with Publisher(settings, args.site, args.session, device=args.device) as pub:
+        pub.send_markers(args.device, [when], [args.text])
+    print(f"marked {args.text!r} at {when:.3f} in {args.site}/{args.session}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import DemoOptions, run_demo  # noqa: PLC0415
     from services.ingest.replay import parse_speed  # noqa: PLC0415
@@ -343,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--spool", type=Path, default=None, help="file for points that InfluxDB could not take yet"
     )
     p.set_defaults(func=cmd_analysis)
+
+    p = sub.add_parser("mark", help="put a clinician marker on a session's timeline")
+    p.add_argument("text", help="what happened: 'dose given', 'tears', 'music changed', "
+                   "'baseline_start', 'baseline_end', ...")
+    p.add_argument("--session", required=True)
+    add_site(p)
+    add_mqtt(p)
+    p.add_argument("--device", default="clinician", help="who marks (default: clinician)")
+    p.add_argument("--time", type=float, default=None,
+                   help="unix time of the event (default: now)")
+    p.set_defaults(func=cmd_mark)
 
     p = sub.add_parser("analyze", help="analyze recordings offline with the live detectors")
     p.add_argument("sources", nargs="+", metavar="SOURCE")

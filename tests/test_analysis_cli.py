@@ -43,7 +43,28 @@ def test_analysis_process_flushes_on_sigterm(mqtt_broker: Mosquitto, influxd: In
         now = time.time()
         with Publisher(MqttSettings.from_url(mqtt_broker.url), "sigterm", "p1") as pub:
             pub.send_samples("hr", "strap", [61.0, 62.0, 63.0], t0=now - 10, fs=1.0)
-            pub.send_markers("nurse", [now - 5], ["music changed"])
+        marked = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "mark",
+                "music changed",
+                "--session",
+                "p1",
+                "--site",
+                "sigterm",
+                "--mqtt",
+                mqtt_broker.url,
+                "--time",
+                str(now - 5),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert marked.returncode == 0, marked.stderr
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
@@ -54,8 +75,8 @@ def test_analysis_process_flushes_on_sigterm(mqtt_broker: Mosquitto, influxd: In
     assert "analysis stopped" in err
     hr = influxd.series("SELECT value FROM signal WHERE session = 'p1'", "cli")
     assert [row[1] for row in hr[0]["values"]] == [61.0, 62.0, 63.0]
-    marks = influxd.series("SELECT text FROM marker WHERE session = 'p1'", "cli")
-    assert marks[0]["values"][0][1] == "music changed"
+    marks = influxd.series("SELECT text, device FROM marker WHERE session = 'p1'", "cli")
+    assert marks[0]["values"] == [[round((now - 5) * 1e9), "music changed", "clinician"]]
 
 
 def test_analysis_cli_reports_bad_settings() -> None:
