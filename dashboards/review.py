@@ -15,27 +15,15 @@ from dashboards.panels import where
 UID = "rekindle-review"
 
 
-def summary() -> table.Panel:
-    """Session summary: analysed time and mean/max of the features over the time range."""
+def _summary_table(title: str, query: str, decimals: int) -> table.Panel:
+    """A one-query table over the selected range, without the time column."""
     return (
         table.Panel()
         .align(cm.FieldTextAlignment.AUTO)
-        .title("Session summary")
-        .description(
-            "Seconds analysed, mean HR, RMSSD and tonic EDA, mean and maximum arousal index "
-            "over the selected time range."
-        )
+        .title(title)
         .datasource(DATASOURCE)
-        .with_target(
-            InfluxQL(
-                'SELECT count("arousal_index") AS "analysed s", mean("hr") AS "mean HR bpm", '
-                'mean("rmssd") AS "mean RMSSD ms", mean("eda_tonic") AS "mean EDA tonic µS", '
-                'mean("arousal_index") AS "mean arousal", max("arousal_index") AS "max arousal" '
-                f'FROM "features" {where()}',
-                "A",
-            ).table()
-        )
-        .decimals(1)
+        .with_target(InfluxQL(query, "A").table())
+        .decimals(decimals)
         .with_transformation(
             dm.DataTransformerConfig(
                 id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
@@ -44,48 +32,44 @@ def summary() -> table.Panel:
     )
 
 
+def summary() -> table.Panel:
+    """Session summary: analysed time and mean/max of the features over the time range."""
+    return _summary_table(
+        "Session summary",
+        'SELECT count("arousal_index") AS "analysed s", mean("hr") AS "mean HR bpm", '
+        'mean("rmssd") AS "mean RMSSD ms", mean("eda_tonic") AS "mean EDA tonic µS", '
+        'mean("arousal_index") AS "mean arousal", max("arousal_index") AS "max arousal" '
+        f'FROM "features" {where()}',
+        1,
+    ).description(
+        "Seconds analysed, mean HR, RMSSD and tonic EDA, mean and maximum arousal index "
+        "over the selected time range."
+    )
+
+
 def episode_summary() -> table.Panel:
-    return (
-        table.Panel()
-        .align(cm.FieldTextAlignment.AUTO)
-        .title("Episodes by kind")
-        .datasource(DATASOURCE)
-        .with_target(
-            InfluxQL(
-                'SELECT count("peak_index") AS "episodes", '
-                'mean("duration_s") AS "mean duration s", '
-                'max("peak_index") AS "max peak", mean("recovery_depth") AS "mean recovery depth" '
-                f'FROM "episode" {where()} GROUP BY "kind"',
-                "A",
-            ).table()
-        )
-        .decimals(1)
-        .with_transformation(
-            dm.DataTransformerConfig(
-                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
-            )
-        )
+    return _summary_table(
+        "Episodes by kind",
+        'SELECT count("peak_index") AS "episodes", '
+        'mean("duration_s") AS "mean duration s", '
+        'max("peak_index") AS "max peak", mean("recovery_depth") AS "mean recovery depth" '
+        f'FROM "episode" {where()} GROUP BY "kind"',
+        1,
     )
 
 
 def quality_summary() -> table.Panel:
     return (
-        table.Panel()
-        .align(cm.FieldTextAlignment.AUTO)
-        .title("Signal quality summary")
+        _summary_table(
+            "Signal quality summary",
+            'SELECT count("code") AS "seconds", mean("code") * 50 AS "quality score", '
+            f'min("code") AS "worst" FROM "quality" {where()} GROUP BY "stream"',
+            0,
+        )
         .description(
             "Per stream: seconds with a quality verdict, quality score (100 = good throughout, "
             "50 = degraded throughout, 0 = lost throughout) and the worst state seen."
         )
-        .datasource(DATASOURCE)
-        .with_target(
-            InfluxQL(
-                'SELECT count("code") AS "seconds", mean("code") * 50 AS "quality score", '
-                f'min("code") AS "worst" FROM "quality" {where()} GROUP BY "stream"',
-                "A",
-            ).table()
-        )
-        .decimals(0)
         .override_by_name(
             "worst",
             [
@@ -94,33 +78,15 @@ def quality_summary() -> table.Panel:
                 )
             ],
         )
-        .with_transformation(
-            dm.DataTransformerConfig(
-                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
-            )
-        )
     )
 
 
 def scr_summary() -> table.Panel:
-    return (
-        table.Panel()
-        .align(cm.FieldTextAlignment.AUTO)
-        .title("Skin-conductance responses")
-        .datasource(DATASOURCE)
-        .with_target(
-            InfluxQL(
-                'SELECT count("amplitude") AS "SCRs", mean("amplitude") AS "mean amplitude µS", '
-                f'max("amplitude") AS "max amplitude µS" FROM "scr" {where()}',
-                "A",
-            ).table()
-        )
-        .decimals(2)
-        .with_transformation(
-            dm.DataTransformerConfig(
-                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {}}
-            )
-        )
+    return _summary_table(
+        "Skin-conductance responses",
+        'SELECT count("amplitude") AS "SCRs", mean("amplitude") AS "mean amplitude µS", '
+        f'max("amplitude") AS "max amplitude µS" FROM "scr" {where()}',
+        2,
     )
 
 

@@ -60,12 +60,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @dataclass
-class Mosquitto:
+class _Server:
+    """A server process we started, listening on ``host:port``, with its output in ``log``."""
+
     host: str
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
 
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@dataclass
+class Mosquitto(_Server):
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
@@ -109,17 +117,9 @@ class Mosquitto:
         _wait_port(port, proc, log)
         return cls("127.0.0.1", port, proc, log)
 
-    def stop(self) -> None:
-        _stop(self.proc)
-
 
 @dataclass
-class InfluxD:
-    host: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
+class InfluxD(_Server):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
@@ -211,6 +211,3 @@ bind-address = "127.0.0.1:{rpc}"
     def count(self, influxql: str, db: str) -> int:
         series = self.series(influxql, db)
         return int(series[0]["values"][0][1]) if series else 0
-
-    def stop(self) -> None:
-        _stop(self.proc)
