@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from services.analysis.core import Episode, Event, FeatureRow
+from services.analysis.core import Episode, EpisodeStart, Event, FeatureRow
 from services.analysis.influx import (
     BufferedWriter,
     FileTransport,
@@ -68,6 +68,11 @@ class LiveView:
                 if isinstance(ev, FeatureRow):
                     self.result.features.append(ev)
                     latest = ev
+                elif isinstance(ev, EpisodeStart):
+                    self.out.write(
+                        f"  >> {ev.kind.upper()} episode under way since {_clock(ev.onset)} "
+                        f"(index {ev.peak_index:.0f})\n"
+                    )
                 elif isinstance(ev, Episode):
                     self.result.episodes.append(ev)
                     extra = ""

@@ -53,9 +53,20 @@ def test_episodes_are_published_as_they_are_detected(
         watcher.disconnect()
     offline = run_pipeline(simulate(script, seed=2), "sim").episodes
     assert offline
-    published = sorted((e["kind"], e["onset"], e["offset"]) for e in received["episode"])
+    closed = [e for e in received["episode"] if e["state"] == "closed"]
+    opened = [e for e in received["episode"] if e["state"] == "open"]
+    published = sorted((e["kind"], e["onset"], e["offset"]) for e in closed)
     assert published == sorted((e.kind, e.onset, e.offset) for e in offline)
     assert all(e["v"] == 1 and e["session"] == "sim1" for e in received["episode"])
+    # every arousal episode was announced while open, before it closed, with the same onset
+    arousal = [e for e in closed if e["kind"] == "arousal"]
+    assert sorted(float(str(e["onset"])) for e in opened) == sorted(
+        float(str(e["onset"])) for e in arousal
+    )
+    order = [(e["state"], e["onset"]) for e in received["episode"] if e["kind"] == "arousal"]
+    for ep in arousal:
+        assert order.index(("open", ep["onset"])) < order.index(("closed", ep["onset"]))
+    assert all(float(str(o["confirmed"])) > float(str(o["onset"])) for o in opened)
     features = received["features"]
     assert len(features) > 1500  # one per second of the 30-min session
     assert all(

@@ -14,6 +14,7 @@ from services import contract
 from services.analysis.core import (
     EdaDecomposition,
     Episode,
+    EpisodeStart,
     Event,
     FeatureRow,
     QualityChange,
@@ -155,7 +156,18 @@ def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
                         "signals": ",".join(ev.signals),
                         "recovery_depth": ev.recovery_depth,
                         "recovery_latency_s": ev.recovery_latency,
+                        "open": False,
                     },
+                    to_ns(ev.onset),
+                )
+            )
+        elif isinstance(ev, EpisodeStart):
+            # Same series and time as the closing Episode, which later overwrites these fields.
+            out.append(
+                line(
+                    "episode",
+                    {**base, "kind": ev.kind},
+                    {"onset": ev.onset, "peak_index": ev.peak_index, "open": True},
                     to_ns(ev.onset),
                 )
             )

@@ -19,7 +19,14 @@ import paho.mqtt.client as mqtt
 
 from services import contract
 from services.analysis import points
-from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow, QualityChange
+from services.analysis.core import (
+    AnalysisConfig,
+    Episode,
+    EpisodeStart,
+    Event,
+    FeatureRow,
+    QualityChange,
+)
 from services.analysis.errors import BrokerError
 from services.analysis.influx import BufferedWriter
 from services.analysis.pipeline import SessionPipeline
@@ -55,6 +62,7 @@ def episode_payload(site: str, session: str, ep: Episode) -> dict[str, object]:
         "v": contract.PROTOCOL_VERSION,
         "site": site,
         "session": session,
+        "state": "closed",
         "kind": ep.kind,
         "onset": ep.onset,
         "peak": ep.peak,
@@ -271,6 +279,18 @@ class AnalysisService:
                 self.stats.episodes += 1
                 body: dict[str, object] = episode_payload(site, session, ev)
                 kind: contract.OutputKind = "episode"
+            elif isinstance(ev, EpisodeStart):
+                body = {
+                    "v": contract.PROTOCOL_VERSION,
+                    "site": site,
+                    "session": session,
+                    "state": "open",
+                    "kind": ev.kind,
+                    "onset": ev.onset,
+                    "confirmed": ev.confirmed,
+                    "peak_index": ev.peak_index,
+                }
+                kind = "episode"
             elif isinstance(ev, QualityChange):
                 body = {"v": 1, "t": ev.time, "stream": ev.stream, "state": ev.state}
                 kind = "quality"

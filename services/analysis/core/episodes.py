@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from services.analysis.core.baseline import Input
 from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.types import Episode
+from services.analysis.core.types import Episode, EpisodeStart
 
 #: An input is listed among an episode's signals when it gave at least this share of the index
 #: at the episode's peak.
@@ -77,9 +77,9 @@ class EpisodeDetector:
         index: float | None,
         contributions: Mapping[str, float],
         z: Mapping[Input, float],
-    ) -> list[Episode]:
+    ) -> list[Episode | EpisodeStart]:
         cfg = self.cfg
-        out: list[Episode] = []
+        out: list[Episode | EpisodeStart] = []
         if index is None:
             if self._active:
                 out.append(self._close(self._below_since or t))
@@ -113,6 +113,7 @@ class EpisodeDetector:
                 self._onset = self._cand_start
                 self._below_since = None
                 self._surge = _Surge(self._onset, self._peak_t, self._peak)
+                out.append(EpisodeStart("arousal", self._onset, t, self._peak))
         if index is None or index < cfg.exit_index:
             self._last_calm = t
         self._last_t = t

@@ -118,6 +118,20 @@ class Episode:
 
 
 @dataclass(frozen=True, slots=True)
+class EpisodeStart:
+    """An arousal episode was confirmed and is still open (live alerting).
+
+    ``onset`` is the onset the closing :class:`Episode` will carry; ``confirmed`` is the feature
+    second at which the minimum duration was reached; ``peak_index`` is the highest index so far.
+    """
+
+    kind: EpisodeKind
+    onset: float
+    confirmed: float
+    peak_index: float
+
+
+@dataclass(frozen=True, slots=True)
 class QualityChange:
     """The quality of ``stream`` changed to ``state`` at ``time`` (unix s, a feature-row time)."""
 
@@ -126,4 +140,4 @@ class QualityChange:
     state: QualityState
 
 
-Event: TypeAlias = FeatureRow | EdaDecomposition | Scr | Episode | QualityChange
+Event: TypeAlias = FeatureRow | EdaDecomposition | Scr | Episode | EpisodeStart | QualityChange
