@@ -219,6 +219,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
         site=args.site,
         client_id=args.client_id,
         persistent_session=args.client_id is not None,
+        state_path=args.state,
     ).start()
     log.info("analysis running; send SIGTERM or SIGINT to stop")
     stop.wait()
@@ -353,17 +354,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--spool", type=Path, default=None, help="file for points that InfluxDB could not take yet"
     )
+    p.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="checkpoint file: open sessions are saved here every minute and on stop, and "
+        "restored on start (use with --client-id so the broker queues messages meanwhile)",
+    )
     p.set_defaults(func=cmd_analysis)
 
     p = sub.add_parser("mark", help="put a clinician marker on a session's timeline")
-    p.add_argument("text", help="what happened: 'dose given', 'tears', 'music changed', "
-                   "'baseline_start', 'baseline_end', ...")
+    p.add_argument(
+        "text",
+        help="what happened: 'dose given', 'tears', 'music changed', "
+        "'baseline_start', 'baseline_end', ...",
+    )
     p.add_argument("--session", required=True)
     add_site(p)
     add_mqtt(p)
     p.add_argument("--device", default="clinician", help="who marks (default: clinician)")
-    p.add_argument("--time", type=float, default=None,
-                   help="unix time of the event (default: now)")
+    p.add_argument("--time", type=float, default=None, help="unix time of the event (default: now)")
     p.set_defaults(func=cmd_mark)
 
     p = sub.add_parser("analyze", help="analyze recordings offline with the live detectors")

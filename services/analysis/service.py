@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from services import contract
+from services import __version__, contract
 from services.analysis import points
 from services.analysis.core import (
     AnalysisConfig,
@@ -35,6 +37,7 @@ from services.mqtturl import MqttSettings, make_client, reason_ok
 log = logging.getLogger(__name__)
 
 DEADLETTER_EXCERPT_BYTES = 2048
+CHECKPOINT_FORMAT = "rekindle-analysis-checkpoint-1"
 
 
 @dataclass(slots=True)
@@ -103,6 +106,8 @@ class AnalysisService:
         publish_features: bool = True,
         clock: Callable[[], float] = time.time,
         on_events: Callable[[str, str, list[Event]], None] | None = None,
+        state_path: Path | None = None,
+        checkpoint_every_s: float = 60.0,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         self.writer = writer
@@ -111,6 +116,9 @@ class AnalysisService:
         self.publish_features = publish_features
         self.clock = clock
         self.on_events = on_events
+        self.state_path = state_path
+        self.checkpoint_every_s = checkpoint_every_s
+        self.persistent_session = persistent_session
         self.stats = ServiceStats()
         self.pipelines: dict[tuple[str, str], SessionPipeline] = {}
         self._seq = contract.SeqTracker()
@@ -153,6 +161,8 @@ class AnalysisService:
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
+        if self.state_path is not None:
+            self._restore(self.state_path)
         try:
             self._client.connect(
                 self.mqtt_settings.host, self.mqtt_settings.port, self.mqtt_settings.keepalive
@@ -178,14 +188,25 @@ class AnalysisService:
         return False
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop receiving, process what was already received, flush storage, disconnect."""
-        self._client.unsubscribe(list(contract.subscriptions(self.site)))
+        """Stop receiving, process what was already received, flush storage, disconnect, and
+        write the checkpoint.
+
+        With a persistent MQTT session the subscription is kept, so the broker queues what
+        arrives while we are down and the restored sessions continue where they stopped.
+        """
+        if not self.persistent_session:
+            self._client.unsubscribe(list(contract.subscriptions(self.site)))
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
-        self.writer.close(timeout_s=timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        while not self._inbox.empty():  # arrived after the worker's last look: still ours
+            item = self._inbox.get_nowait()
+            self.process(item.topic, item.payload, item.received, retained=item.retained)
+        self.writer.close(timeout_s=timeout)
+        if self.state_path is not None:
+            self.checkpoint(self.state_path)
         log.info(
             "analysis stopped: %d received, %d accepted, %d rejected, %d duplicates",
             self.stats.received,
@@ -194,9 +215,50 @@ class AnalysisService:
             self.stats.duplicates,
         )
 
+    # ------------------------------------------------------------------------ checkpoints
+    def checkpoint(self, path: Path) -> None:
+        """Write every open session's state (and the seq trackers) to ``path`` atomically.
+
+        The file is a pickle: it must be writable only by the service (as any state file).
+        """
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": __version__,
+            "pipelines": self.pipelines,
+            "seq": self._seq,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(path)
+        log.info("checkpoint: %d open session(s) to %s", len(self.pipelines), path)
+
+    def _restore(self, path: Path) -> None:
+        if not path.exists():
+            return
+        try:
+            state = pickle.loads(path.read_bytes())  # our own state file (see checkpoint)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+            log.error("cannot read checkpoint %s (%s): starting without it", path, exc)
+            return
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            log.error("checkpoint %s has an unknown format: starting without it", path)
+            return
+        if state.get("version") != __version__:
+            log.warning(
+                "checkpoint %s was written by Rekindle %s, this is %s: starting without it",
+                path,
+                state.get("version"),
+                __version__,
+            )
+            return
+        self.pipelines = state["pipelines"]
+        self._seq = state["seq"]
+        log.info("restored %d open session(s) from %s", len(self.pipelines), path)
+
     # ------------------------------------------------------------------------------- worker
     def _work(self) -> None:
         last_flush = time.monotonic()
+        last_checkpoint = time.monotonic()
         while True:
             try:
                 item = self._inbox.get(timeout=0.2)
@@ -211,6 +273,12 @@ class AnalysisService:
             if time.monotonic() - last_flush > 1.0:
                 self.writer.flush(block=False)
                 last_flush = time.monotonic()
+            if (
+                self.state_path is not None
+                and time.monotonic() - last_checkpoint > self.checkpoint_every_s
+            ):
+                self.checkpoint(self.state_path)
+                last_checkpoint = time.monotonic()
 
     def _deadletter(self, topic: str, payload: bytes, err: contract.ContractError) -> None:
         self.stats.rejected += 1
