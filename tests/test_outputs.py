@@ -75,3 +75,25 @@ def test_episodes_are_published_as_they_are_detected(
         if f["arousal_index"] is not None
     )
     assert {q["stream"] for q in received.get("quality", [])} >= {"eda"}
+
+
+def test_a_session_whose_publisher_vanished_is_closed_after_the_idle_time(
+    mqtt_broker: Mosquitto, influxd: InfluxD
+) -> None:
+    influxd.create_database("idle")
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database="idle")))
+    service = AnalysisService(settings, writer, site="idle", session_idle_s=1.0).start()
+    try:
+        now = time.time()
+        with Publisher(settings, "idle", "gone") as pub:
+            pub.send_status("strap", "online", now - 20)
+            pub.send_samples("hr", "strap", [70.0] * 10, t0=now - 20, fs=1.0)
+        # no "end" ever comes
+        deadline = time.monotonic() + 20
+        while service.stats.sessions_finished < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        service.stop()
+    assert service.stats.sessions_finished == 1
+    assert service.pipelines == {}

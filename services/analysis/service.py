@@ -31,7 +31,7 @@ from services.analysis.core import (
 )
 from services.analysis.errors import BrokerError
 from services.analysis.influx import BufferedWriter
-from services.analysis.pipeline import SessionPipeline
+from services.analysis.pipeline import PipelineOutput, SessionPipeline
 from services.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class AnalysisService:
         on_events: Callable[[str, str, list[Event]], None] | None = None,
         state_path: Path | None = None,
         checkpoint_every_s: float = 60.0,
+        session_idle_s: float = 3600.0,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         self.writer = writer
@@ -118,6 +119,8 @@ class AnalysisService:
         self.on_events = on_events
         self.state_path = state_path
         self.checkpoint_every_s = checkpoint_every_s
+        self.session_idle_s = session_idle_s
+        self._last_seen: dict[tuple[str, str], float] = {}
         self.persistent_session = persistent_session
         self.stats = ServiceStats()
         self.pipelines: dict[tuple[str, str], SessionPipeline] = {}
@@ -253,6 +256,7 @@ class AnalysisService:
             return
         self.pipelines = state["pipelines"]
         self._seq = state["seq"]
+        self._last_seen = dict.fromkeys(self.pipelines, time.monotonic())
         log.info("restored %d open session(s) from %s", len(self.pipelines), path)
 
     # ------------------------------------------------------------------------------- worker
@@ -263,6 +267,7 @@ class AnalysisService:
             try:
                 item = self._inbox.get(timeout=0.2)
             except queue.Empty:
+                self._expire_idle_sessions()
                 self.writer.flush(block=False)
                 last_flush = time.monotonic()
                 self._idle.set()
@@ -328,16 +333,31 @@ class AnalysisService:
         if pipeline is None:
             pipeline = self.pipelines[key] = SessionPipeline(msg.site, msg.session, self.config)
             log.info("session %s/%s started", msg.site, msg.session)
+        self._last_seen[key] = time.monotonic()
         out = pipeline.handle(msg)
         if isinstance(msg, contract.StatusMessage) and msg.state == "end" and pipeline.ended:
-            out.extend(pipeline.finish())
-            del self.pipelines[key]
-            self._seq.forget_session(msg.site, msg.session)
-            self.stats.sessions_finished += 1
-            log.info("session %s/%s ended", msg.site, msg.session)
+            out.extend(self._finish(key, "ended"))
         self.writer.add(out.lines)
         if out.events:
             self._publish_events(msg.site, msg.session, out.events)
+
+    def _finish(self, key: tuple[str, str], why: str) -> PipelineOutput:
+        pipeline = self.pipelines.pop(key)
+        self._last_seen.pop(key, None)
+        self._seq.forget_session(*key)
+        self.stats.sessions_finished += 1
+        log.info("session %s/%s %s", key[0], key[1], why)
+        return pipeline.finish()
+
+    def _expire_idle_sessions(self) -> None:
+        """Finish sessions that sent nothing for ``session_idle_s`` (a publisher that died
+        without ``end``), so their open episodes are written and their memory is freed."""
+        now = time.monotonic()
+        for key in [k for k, seen in self._last_seen.items() if now - seen > self.session_idle_s]:
+            out = self._finish(key, f"closed after {self.session_idle_s:.0f} s without data")
+            self.writer.add(out.lines)
+            if out.events:
+                self._publish_events(key[0], key[1], out.events)
 
     def _publish_events(self, site: str, session: str, events: list[Event]) -> None:
         if self.on_events is not None:
