@@ -41,8 +41,8 @@ def run(broker: Mosquitto, influx: InfluxD, db: str, batch_lines: int) -> dict[s
     with Publisher(settings, "bench", "S02", device="replay") as pub:
         stats = replay(read_e4_folder(S02), pub, speed=None)
     published = time.perf_counter() - started
-    while service.stats.sessions_finished < 1:
-        time.sleep(0.01)
+    if not service.wait_sessions_finished(1, timeout=600):
+        raise RuntimeError("the analysis service never saw the session end")
     service.stop()
     wall = time.perf_counter() - started
     points = influx.count('SELECT count("value") FROM "signal"', db)

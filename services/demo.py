@@ -127,11 +127,7 @@ def run_demo(options: DemoOptions, stop: threading.Event, out: TextIO = sys.stdo
     try:
         with Publisher(settings, options.site, options.session, device="demo") as pub:
             stats = replay(chunks, pub, speed=options.speed, status_device="demo", stop=stop)
-        deadline = time.monotonic() + 120
-        while service.stats.sessions_finished < 1 and time.monotonic() < deadline:
-            if stop.is_set():
-                break
-            time.sleep(0.1)
+        service.wait_sessions_finished(1, timeout=120, stop=stop)
     finally:
         service.stop()
         if broker is not None:

@@ -79,10 +79,8 @@ def replay_into_influx(
     try:
         with Publisher(settings, site, session, device="replay") as pub:
             stats = replay(open_source(source), pub, speed=None)
-        deadline = time.monotonic() + 300
-        while service.stats.sessions_finished < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert service.stats.sessions_finished == 1, "analysis never saw the session end"
+        assert service.wait_sessions_finished(1, timeout=300), "analysis never saw the session end"
+        assert service.stats.sessions_finished == 1
     finally:
         service.stop()
     return ReplayedSession(

@@ -3,7 +3,6 @@ sessions and the broker queues what arrives meanwhile (persistent MQTT session).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from services.analysis.core import Episode, Event
@@ -62,9 +61,7 @@ def test_restart_mid_session_gives_the_uninterrupted_episodes(
         pub.flush()
     second = service().start()
     try:
-        deadline = time.monotonic() + 60
-        while second.stats.sessions_finished < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert second.wait_sessions_finished(1, timeout=60)
         assert second.stats.sessions_finished == 1
         assert second.stats.duplicates == 0
     finally:

@@ -43,9 +43,7 @@ def test_episodes_are_published_as_they_are_detected(
         assert subscribed.wait(5)
         with Publisher(settings, "out-test", "sim1", device="sim") as pub:
             replay(simulate(script, seed=2), pub, speed=None)
-        deadline = time.monotonic() + 60
-        while service.stats.sessions_finished < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert service.wait_sessions_finished(1, timeout=60)
         assert service.wait_idle(quiet_s=1.0)
     finally:
         service.stop()
@@ -90,9 +88,7 @@ def test_a_session_whose_publisher_vanished_is_closed_after_the_idle_time(
             pub.send_status("strap", "online", now - 20)
             pub.send_samples("hr", "strap", [70.0] * 10, t0=now - 20, fs=1.0)
         # no "end" ever comes
-        deadline = time.monotonic() + 20
-        while service.stats.sessions_finished < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        service.wait_sessions_finished(1, timeout=20)
     finally:
         service.stop()
     assert service.stats.sessions_finished == 1

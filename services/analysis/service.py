@@ -128,6 +128,7 @@ class AnalysisService:
         self._inbox: queue.Queue[_Inbound] = queue.Queue()
         self._stop = threading.Event()
         self._idle = threading.Event()
+        self._finished = threading.Condition()
         self._connected = threading.Event()
         self._worker: threading.Thread | None = None
         self._client = make_client(mqtt_settings, client_id, clean_session=not persistent_session)
@@ -189,6 +190,20 @@ class AnalysisService:
                 if self._idle.is_set() and self._inbox.empty():
                     return True
         return False
+
+    def wait_sessions_finished(
+        self, count: int = 1, timeout: float = 120.0, stop: threading.Event | None = None
+    ) -> bool:
+        """Block until ``count`` sessions have finished (or ``timeout`` s, or ``stop`` is set);
+        True when they have."""
+        deadline = time.monotonic() + timeout
+        with self._finished:
+            while self.stats.sessions_finished < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (stop is not None and stop.is_set()):
+                    return False
+                self._finished.wait(min(remaining, 0.1))
+        return True
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop receiving, process what was already received, flush storage, disconnect, and
@@ -345,7 +360,9 @@ class AnalysisService:
         pipeline = self.pipelines.pop(key)
         self._last_seen.pop(key, None)
         self._seq.forget_session(*key)
-        self.stats.sessions_finished += 1
+        with self._finished:
+            self.stats.sessions_finished += 1
+            self._finished.notify_all()
         log.info("session %s/%s %s", key[0], key[1], why)
         return pipeline.finish()
 
