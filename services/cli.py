@@ -154,31 +154,12 @@ def stop_event_on_signals() -> threading.Event:
 
 
 def open_chunks(source: str, *, speed: float | None = None) -> tuple[str, Iterator[Chunk]]:
-    """``sim`` / ``sim:SEED`` (simulated wearable) or a path to a recording.
-
-    A simulated session replayed at ``speed`` is placed in time so that its last sample is
-    "now" when the replay ends (at 1x it runs in step with the wall clock); with ``speed=None``
-    (offline or ``max``) it starts at a fixed time, so results are reproducible.
-    """
+    """:func:`services.ingest.sources.open_spec`, with its errors as command-line errors."""
     from services.ingest.errors import SourceError  # noqa: PLC0415
-    from services.ingest.sources.base import open_source  # noqa: PLC0415
-    from services.ingest.sources.simulator import SimulationScript, simulate  # noqa: PLC0415
+    from services.ingest.sources import open_spec  # noqa: PLC0415
 
-    if source == "sim" or source.startswith("sim:"):
-        seed_text = source.partition(":")[2] or "1"
-        try:
-            seed = int(seed_text)
-        except ValueError as exc:
-            raise CliError(f"simulator seed must be an integer, not {seed_text!r}") from exc
-        script = SimulationScript()
-        if speed is None:
-            start = 1.7e9
-        else:
-            start = time.time() - script.duration * (1.0 - 1.0 / speed)
-        return f"sim-{seed}", simulate(script, seed=seed, start_time=start)
-    path = Path(source)
     try:
-        return path.name.removesuffix(".gz").removesuffix(".jsonl"), open_source(path)
+        return open_spec(source, speed=speed)
     except SourceError as exc:
         raise CliError(str(exc)) from exc
 

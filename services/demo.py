@@ -28,6 +28,7 @@ from services.analysis.service import AnalysisService
 from services.embedded_broker import EmbeddedBroker
 from services.ingest.publisher import Publisher
 from services.ingest.replay import replay
+from services.ingest.sources import open_spec
 from services.mqtturl import MqttSettings
 
 
@@ -96,8 +97,6 @@ class LiveView:
 
 
 def run_demo(options: DemoOptions, stop: threading.Event, out: TextIO = sys.stdout) -> int:
-    from services.cli import open_chunks  # noqa: PLC0415 (shared source parsing)
-
     broker = None
     if options.mqtt_url is None:
         broker = EmbeddedBroker().start()
@@ -120,7 +119,7 @@ def run_demo(options: DemoOptions, stop: threading.Event, out: TextIO = sys.stdo
     service = AnalysisService(
         settings, BufferedWriter(transport), site=options.site, on_events=view.on_events
     ).start()
-    name, chunks = open_chunks(options.source, speed=options.speed)
+    name, chunks = open_spec(options.source, speed=options.speed)
     speed_text = "max" if options.speed is None else f"{options.speed:g}x"
     out.write(f"replaying {name} as session {options.session} at {speed_text}\n")
     started = time.monotonic()

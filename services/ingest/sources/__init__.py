@@ -1,5 +1,42 @@
 """Recorded and simulated sources. Each yields :class:`Chunk` objects in time order."""
 
-from services.ingest.sources.base import Chunk, open_source
+from __future__ import annotations
 
-__all__ = ["Chunk", "open_source"]
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from services.ingest.errors import SourceError
+from services.ingest.sources.base import Chunk, open_source
+from services.ingest.sources.simulator import SimulationScript, simulate
+
+__all__ = ["Chunk", "open_source", "open_spec"]
+
+
+def open_spec(
+    spec: str, *, speed: float | None = None, now: float | None = None
+) -> tuple[str, Iterator[Chunk]]:
+    """A source named on the command line: ``sim`` / ``sim:SEED`` (the simulated wearable) or
+    the path of a recording. Returns a display name and the chunks.
+
+    A simulated session replayed at ``speed`` is placed in time so that its last sample is
+    "now" when the replay ends (at 1x it runs in step with the wall clock); with ``speed=None``
+    (offline or ``max``) it starts at a fixed time, so results are reproducible.
+    """
+    if spec == "sim" or spec.startswith("sim:"):
+        seed_text = spec.partition(":")[2] or "1"
+        try:
+            seed = int(seed_text)
+        except ValueError as exc:
+            raise SourceError(
+                Path(spec), f"simulator seed must be an integer, not {seed_text!r}"
+            ) from exc
+        script = SimulationScript()
+        if speed is None:
+            start = 1.7e9
+        else:
+            wall = time.time() if now is None else now
+            start = wall - script.duration * (1.0 - 1.0 / speed)
+        return f"sim-{seed}", simulate(script, seed=seed, start_time=start)
+    path = Path(spec)
+    return path.name.removesuffix(".gz").removesuffix(".jsonl"), open_source(path)
