@@ -83,3 +83,27 @@ def test_wrist_like_tonic_that_does_not_recover_still_gives_release_from_hr() ->
     rel = episodes(events, "release")
     assert len(rel) == 1
     assert "hr" in rel[0].signals
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_sustained_arousal_without_recovery_gives_no_release(seed: int) -> None:
+    # A 20-min plateau that never resolves within the session. The reference habituates to the
+    # plateau after ~10 min (which may end the arousal episode), but the signals never came
+    # down: recovery is judged against the pre-surge reference, so no release may be reported
+    # for this surge. (Judged against the habituated reference, HR "recovered" at ~1000 s.)
+    from services.analysis.offline import run_pipeline  # noqa: PLC0415
+    from services.ingest.sources.simulator import (  # noqa: PLC0415
+        ScriptedEpisode,
+        SimulationScript,
+        simulate,
+    )
+
+    script = SimulationScript(1800.0, (ScriptedEpisode(480.0, 1200.0, 1.0, release=False),))
+    result = run_pipeline(simulate(script, seed=seed, start_time=T0), "plateau")
+    onset = T0 + 480.0
+    # (the simulator's arousal rises over RISE_S = 30 s, so the onset is within that)
+    surge = [e for e in result.episodes if e.kind == "arousal" and abs(e.onset - onset) <= 30]
+    assert len(surge) == 1, result.episodes
+    assert surge[0].offset > onset + 480.0  # a sustained episode, not a blip
+    released = [e for e in result.episodes if e.kind == "release" and e.onset == surge[0].onset]
+    assert released == [], released

@@ -118,7 +118,7 @@ class SessionAnalyzer:
         self._next_tick: int | None = None
         self._quality: dict[str, str] = {}
         self._baselines = Baselines(self.cfg)
-        self._episodes = EpisodeDetector(self.cfg)
+        self._episodes = EpisodeDetector(self.cfg, self._baselines)
         self._finished = False
         self.late_samples = 0
         self.dropped_samples = 0
@@ -355,7 +355,7 @@ class SessionAnalyzer:
             )
         )
         episode_index = res.index if res.final else None
-        out.extend(self._episodes.step(t, episode_index, res.contributions, res.z))
+        out.extend(self._episodes.step(t, episode_index, res.contributions, values))
 
     def state_nbytes(self) -> int:
         """Approximate memory held by this session's state, in bytes (containers counted at

@@ -220,6 +220,13 @@ class Baselines:
             self._adapted[i] = float(part[kth])
             self._settled[i] = float(part[kmed])
 
+    def snapshot(self) -> tuple[tuple[float, float] | None, ...]:
+        """The current reference of every input as (level in arousal orientation, scale)."""
+        out: list[tuple[float, float] | None] = []
+        for ref, center in zip(self._ref, self.centers, strict=True):
+            out.append(None if ref is None or center is None else (center, ref.scale))
+        return tuple(out)
+
     def reference(self, name: Input) -> Reference | None:
         return self._ref[INPUTS.index(name)]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from services.analysis.core.baseline import Input
+from services.analysis.core.baseline import INPUTS, SIGN, Baselines, Input
 from services.analysis.core.config import AnalysisConfig
 from services.analysis.core.types import Episode, EpisodeStart
 
@@ -16,6 +16,10 @@ SIGNAL_SHARE = 0.2
 ONSET_LOOKBACK_S = 60.0
 #: Signals whose recovery is tracked for the release episode, with the index input behind them.
 RECOVERY_SIGNALS: Mapping[str, Input] = {"hr": "hr", "rmssd": "ln_rmssd", "eda": "tonic"}
+_RECOVERY = tuple((name, INPUTS.index(inp)) for name, inp in RECOVERY_SIGNALS.items())
+
+#: Pre-surge reference of each input: (level in arousal orientation, robust scale), or None.
+Snapshot = tuple[tuple[float, float] | None, ...]
 
 
 @dataclass(slots=True)
@@ -25,6 +29,9 @@ class _Surge:
     onset: float
     peak: float
     peak_index: float
+    #: The references as they were when the surge began: recovery is judged against these, not
+    #: against references that may have habituated to the surge meanwhile.
+    ref: Snapshot = ()
     offset: float | None = None
     peak_z: dict[str, float] = field(default_factory=dict)
     held_since: dict[str, float] = field(default_factory=dict)
@@ -35,11 +42,15 @@ class EpisodeDetector:
     """Hysteresis detector for arousal episodes plus the release tracker.
 
     Feed one index value per second with :meth:`step` (``None`` when no usable signal: that
-    second can never be part of an episode and closes an open one).
+    second can never be part of an episode and closes an open one), with that second's input
+    values (in ``baseline.INPUTS`` order). ``baselines`` is read (never changed) to take the
+    pre-surge references when a surge begins.
     """
 
-    def __init__(self, config: AnalysisConfig) -> None:
+    def __init__(self, config: AnalysisConfig, baselines: Baselines) -> None:
         self.cfg = config
+        self._baselines = baselines
+        self._cand_ref: Snapshot = ()
         self._cand_start: float | None = None
         self._active = False
         self._onset = 0.0
@@ -76,7 +87,7 @@ class EpisodeDetector:
         t: float,
         index: float | None,
         contributions: Mapping[str, float],
-        z: Mapping[Input, float],
+        values: Sequence[float | None],
     ) -> list[Episode | EpisodeStart]:
         cfg = self.cfg
         out: list[Episode | EpisodeStart] = []
@@ -102,6 +113,7 @@ class EpisodeDetector:
                 start = t if calm is None else max(calm + 1.0, t - ONSET_LOOKBACK_S)
                 self._cand_start = start
                 self._enter_t = t
+                self._cand_ref = self._baselines.snapshot()
                 self._peak, self._peak_t, self._peak_contrib = index, t, dict(contributions)
         elif index < cfg.exit_index:
             self._cand_start = None
@@ -112,16 +124,16 @@ class EpisodeDetector:
                 self._active = True
                 self._onset = self._cand_start
                 self._below_since = None
-                self._surge = _Surge(self._onset, self._peak_t, self._peak)
+                self._surge = _Surge(self._onset, self._peak_t, self._peak, self._cand_ref)
                 out.append(EpisodeStart("arousal", self._onset, t, self._peak))
         if index is None or index < cfg.exit_index:
             self._last_calm = t
         self._last_t = t
         if self._surge is not None and not self._surge.done:
-            out.extend(self._track_release(t, z))
+            out.extend(self._track_release(t, values))
         return out
 
-    def _track_release(self, t: float, z: Mapping[Input, float]) -> list[Episode]:
+    def _track_release(self, t: float, values: Sequence[float | None]) -> list[Episode]:
         cfg = self.cfg
         s = self._surge
         if s is None or s.done:
@@ -133,11 +145,13 @@ class EpisodeDetector:
             s.peak, s.peak_index = self._peak_t, self._peak
         recovered: dict[str, float] = {}
         first_met = t
-        for name, inp in RECOVERY_SIGNALS.items():
-            zz = z.get(inp)
-            if zz is None:
+        for name, i in _RECOVERY:
+            v = values[i]
+            ref = s.ref[i] if i < len(s.ref) else None
+            if v is None or ref is None:
                 s.held_since.pop(name, None)
                 continue
+            zz = (SIGN[i] * v - ref[0]) / ref[1]
             if zz > s.peak_z.get(name, float("-inf")):
                 s.peak_z[name] = zz
             zp = s.peak_z[name]
