@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services import contract
+from services.analysis import params
+from services.analysis.core.errors import ConfigError
 from services.analysis.errors import AnalysisError
 from services.ingest.errors import IngestError
 
@@ -189,8 +191,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_analysis(args: argparse.Namespace) -> int:
     from services.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
+    from services.analysis.params import changed, from_args  # noqa: PLC0415
     from services.analysis.service import AnalysisService  # noqa: PLC0415
 
+    config = from_args(args)
+    if changed(config):
+        log.info("analysis parameters changed from the defaults: %s", changed(config))
     settings = mqtt_settings(args.mqtt)
     writer = BufferedWriter(make_transport(influx_settings(args)), spool_path=args.spool)
     stop = stop_event_on_signals()
@@ -198,6 +204,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
         settings,
         writer,
         site=args.site,
+        config=config,
         client_id=args.client_id,
         persistent_session=args.client_id is not None,
         state_path=args.state,
@@ -210,8 +217,10 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
+    from services.analysis.params import from_args  # noqa: PLC0415
     from services.analysis.report import write_plot, write_report  # noqa: PLC0415
 
+    config = from_args(args)
     out_dir = Path(args.out)
     total = len(args.sources)
     for i, source in enumerate(args.sources, start=1):
@@ -220,7 +229,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             bar = "#" * (30 * (i - 1) // total)
             sys.stderr.write(f"\r[{bar:<30}] {i - 1}/{total} {name:<30}")
             sys.stderr.flush()
-        result = run_pipeline(chunks, name)
+        result = run_pipeline(chunks, name, config=config)
         target = write_outputs(result, out_dir)
         plot = None if args.no_plots else write_plot(result, target / "session.png").name
         write_report(result, target / "report.md", plot)
@@ -342,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint file: open sessions are saved here every minute and on stop, and "
         "restored on start (use with --client-id so the broker queues messages meanwhile)",
     )
+    params.add_arguments(p)
     p.set_defaults(func=cmd_analysis)
 
     p = sub.add_parser("mark", help="put a clinician marker on a session's timeline")
@@ -361,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-plots", action="store_true", help="skip session.png (faster)")
+    params.add_arguments(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("record", help="record a session's MQTT streams to a file")
@@ -403,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"rekindle {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except contract.ContractError as exc:
+    except (contract.ContractError, ConfigError) as exc:
         print(f"rekindle {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (IngestError, AnalysisError) as exc:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from services.analysis.core import AnalysisConfig, Episode, SessionAnalyzer
 from services.analysis.errors import AnalysisError
+from services.analysis.params import add_arguments as add_param_arguments
 
 if TYPE_CHECKING:
     from services.ingest.sources.base import Chunk
@@ -338,9 +339,12 @@ def evaluate(
 
 
 def _run(args: argparse.Namespace) -> int:
+    from services.analysis.params import from_args  # noqa: PLC0415
+
     params = ScoreParams(args.pre, args.post, args.recovery_window)
     try:
-        scores = evaluate(args.labels, args.recordings, args.subject, None, params)
+        config = from_args(args)
+        scores = evaluate(args.labels, args.recordings, args.subject, config, params)
     except AnalysisError as exc:
         print(f"rekindle evaluate: {exc}", file=sys.stderr)
         return 2
@@ -383,4 +387,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--recovery-window", type=float, default=300.0, help="s after an interval for recovery"
     )
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    add_param_arguments(p)
     p.set_defaults(func=_run)

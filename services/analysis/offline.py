@@ -41,6 +41,8 @@ class AnalysisResult:
     markers: list[tuple[float, str]] = field(default_factory=list)
     start: float | None = None
     end: float | None = None
+    #: Analysis parameters that differ from the defaults (reproducibility).
+    params: dict[str, float | int] = field(default_factory=dict)
 
 
 def run_pipeline(
@@ -51,8 +53,10 @@ def run_pipeline(
     session: str = "offline",
     config: AnalysisConfig | None = None,
 ) -> AnalysisResult:
+    from services.analysis.params import changed  # noqa: PLC0415
+
     pipeline = SessionPipeline(site, session, config, store_lines=False)
-    result = AnalysisResult(name)
+    result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []
     for seq, chunk in enumerate(chunks):
         msg = chunk.to_message(site, session, seq, None)
@@ -143,4 +147,5 @@ def summary(result: AnalysisResult) -> dict[str, object]:
             "max": max(index) if index else None,
         },
         "seconds_by_quality": states,
+        "params_changed": result.params,
     }

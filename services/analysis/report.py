@@ -100,6 +100,12 @@ def write_report(result: AnalysisResult, path: Path, plot_name: str | None) -> P
         f"- episodes: {sum(e.kind == 'arousal' for e in result.episodes)} arousal, "
         f"{sum(e.kind == 'release' for e in result.episodes)} release",
         f"- seconds by signal quality: {info['seconds_by_quality']}",
+        "- analysis parameters: "
+        + (
+            ", ".join(f"{k}={v}" for k, v in sorted(result.params.items())) + " (others default)"
+            if result.params
+            else "defaults"
+        ),
         "",
         "The arousal index and episodes describe changes in autonomic signals relative to this",
         "person's own baseline in this session. They are not a diagnosis; see docs/method.md.",
