@@ -123,10 +123,12 @@ class AnalysisConfig:
 
     # --- episodes -------------------------------------------------------------------------------
     #: Arousal episode: index >= enter for ``min_episode_s``; ends after ``exit_hold_s`` below exit.
+    #: 30 s = half the 60-s SCR-rate window the index is built on: a shorter dip is within the
+    #: index's own averaging, and a response that dips and resumes is one episode, not two.
     enter_index: float = 50.0
     exit_index: float = 30.0
     min_episode_s: float = 20.0
-    exit_hold_s: float = 15.0
+    exit_hold_s: float = 30.0
     #: Release: after a surge, a signal gives back this fraction of its rise, held this long,
     #: within this window after the arousal episode ends.
     recovery_fraction: float = 0.5
