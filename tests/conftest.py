@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from services.analysis.service import AnalysisService, ServiceStats
 from services.ingest.publisher import Publisher
 from services.ingest.replay import ReplayStats, replay
-from services.ingest.sources.base import open_source
+from services.ingest.sources.base import Chunk, open_source
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 
@@ -64,7 +65,7 @@ class ReplayedSession:
 def replay_into_influx(
     broker: Mosquitto,
     influx: InfluxD,
-    source: Path,
+    source: Path | Iterable[Chunk],
     *,
     db: str,
     site: str,
@@ -78,7 +79,8 @@ def replay_into_influx(
     service = AnalysisService(settings, writer, site=site).start()
     try:
         with Publisher(settings, site, session, device="replay") as pub:
-            stats = replay(open_source(source), pub, speed=None)
+            chunks = open_source(source) if isinstance(source, Path) else source
+            stats = replay(chunks, pub, speed=None)
         assert service.wait_sessions_finished(1, timeout=300), "analysis never saw the session end"
         assert service.stats.sessions_finished == 1
     finally:
@@ -93,4 +95,49 @@ def s02_in_influx(mqtt_broker: Mosquitto, influxd: InfluxD) -> ReplayedSession:
     """Stress-Predict S02 replayed once per test session into database ``rekindle``."""
     return replay_into_influx(
         mqtt_broker, influxd, fixture_path(S02), db="rekindle", site="galway", session="S02"
+    )
+
+
+def recording_start(chunks: Iterable[Chunk]) -> float:
+    """Time of the first sample of a recording."""
+    return min(c.start for c in chunks if c.stream != "marker")
+
+
+#: Where (s after the recording's start) and how long S02's wristband is "taken off" below.
+EDA_OFF_SKIN = (1500.0, 90.0)
+
+
+def eda_off_skin(
+    chunks: Iterable[Chunk], start: float, off: tuple[float, float]
+) -> Iterator[Chunk]:
+    """``chunks`` with the EDA samples in ``[start + off[0], + off[1])`` at 0 µS, as a wristband
+    off the skin reads (open electrodes); every other sample unchanged."""
+    lo, hi = start + off[0], start + off[0] + off[1]
+    for c in chunks:
+        if c.stream != "eda" or c.end < lo or c.start >= hi:
+            yield c
+            continue
+        assert c.t0 is not None
+        assert c.fs is not None
+        t0, fs = c.t0, c.fs
+        values = tuple(
+            0.0 if lo <= t0 + i / fs < hi else v
+            for i, v in enumerate(c.values)
+            if isinstance(v, float)
+        )
+        assert len(values) == len(c.values)
+        yield dataclasses.replace(c, values=values)
+
+
+@pytest.fixture(scope="session")
+def s02_eda_off_skin_in_influx(mqtt_broker: Mosquitto, influxd: InfluxD) -> ReplayedSession:
+    """S02 with its wristband off the skin for 90 s (``EDA_OFF_SKIN``), into ``rekindle_off``."""
+    chunks = list(open_source(fixture_path(S02)))
+    return replay_into_influx(
+        mqtt_broker,
+        influxd,
+        eda_off_skin(chunks, recording_start(chunks), EDA_OFF_SKIN),
+        db="rekindle_off",
+        site="galway",
+        session="S02-off-skin",
     )

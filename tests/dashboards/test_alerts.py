@@ -16,6 +16,8 @@ import yaml
 
 from dashboards import alerts
 from dashboards.influxql import DATASOURCE_UID
+from services.ingest.sources.base import open_source
+from tests.conftest import EDA_OFF_SKIN, S02, fixture_path, recording_start
 from tests.dashboards.grafana import ALERTS, Dataset, render
 from tests.servers import InfluxD
 
@@ -91,26 +93,55 @@ def test_arousal_high_fires_exactly_when_the_index_stayed_above_threshold(
     assert seen == {True, False}, "the recording must both trigger and not trigger the rule"
 
 
-def test_signal_lost_fires_per_stream_after_the_whole_window_is_lost(
-    influxd: InfluxD, dashboard_data: Dataset
-) -> None:
+def _signal_lost_states(influxd: InfluxD, data: Dataset) -> dict[tuple[float, str], bool]:
+    """Firing state per (instant, stream), each checked against the raw quality rows."""
     rule = RULES["rekindle-signal-lost"]
-    seen = set()
-    for now in _instants(dashboard_data, step_s=10):
-        state = evaluate(influxd, dashboard_data.db, rule, now)
-        assert state, "every stream with quality rows gets an alert instance"
+    out = {}
+    for now in _instants(data, step_s=10):
+        state = evaluate(influxd, data.db, rule, now)
+        assert {dict(labels)["stream"] for labels in state} == set(alerts.ALERT_STREAMS), (
+            "every alerted stream with quality rows gets an instance, and only those"
+        )
         for labels, firing in state.items():
             stream = dict(labels)["stream"]
             rows = influxd.series(
                 f'SELECT "code" FROM "quality" WHERE "stream" = \'{stream}\''
                 f" AND time >= {round((now - alerts.SIGNAL_LOST_S) * 1000)}ms"
                 f" AND time <= {round(now * 1000)}ms",
-                dashboard_data.db,
+                data.db,
             )
             codes = [r[1] for r in rows[0]["values"]]
             assert firing == (max(codes) == 0), (now, stream, codes)
-            seen.add(firing)
-    assert seen == {True, False}
+            out[(now, stream)] = firing
+    return out
+
+
+def test_signal_lost_stays_quiet_on_a_wrist_session_that_only_loses_rr(
+    influxd: InfluxD, dashboard_data: Dataset
+) -> None:
+    # S02's wrist PPG loses RR for most of the session: that must not page the staff.
+    rows = influxd.series(
+        'SELECT count("code") FROM "quality" WHERE "stream" = \'rr\' AND "code" = 0',
+        dashboard_data.db,
+    )
+    assert rows, "S02 has RR quality rows"
+    assert rows[0]["values"][0][1] > 1000, "S02's RR is lost for long stretches"
+    assert not any(_signal_lost_states(influxd, dashboard_data).values())
+
+
+def test_signal_lost_fires_while_the_wristband_is_off_the_skin(
+    influxd: InfluxD, off_skin_data: Dataset
+) -> None:
+    states = _signal_lost_states(influxd, off_skin_data)
+    start = recording_start(open_source(fixture_path(S02)))
+    firing = sorted(now - start for (now, stream), on in states.items() if on)
+    assert {stream for (_, stream), on in states.items() if on} == {"eda"}
+    off_at, off_for = EDA_OFF_SKIN
+    # lost 5 s after the last valid sample (eda_lost_after_s), alert after SIGNAL_LOST_S more;
+    # it stops as soon as a valid sample is back (quality rows are written on change)
+    assert firing, "the alert never fired"
+    assert off_at + alerts.SIGNAL_LOST_S <= firing[0] <= off_at + alerts.SIGNAL_LOST_S + 20
+    assert firing[-1] <= off_at + off_for + 10
 
 
 @pytest.mark.parametrize("silence_s", [0, 30, alerts.NO_DATA_S + 5, 600])
