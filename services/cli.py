@@ -39,6 +39,7 @@ log = logging.getLogger("rekindle")
 PLUGIN_MODULES = (
     "services.ingest.ble.cli",
     "services.analysis.evaluate",
+    "services.analysis.health",
     "dashboards.cli",
 )
 
@@ -208,6 +209,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
         client_id=args.client_id,
         persistent_session=args.client_id is not None,
         state_path=args.state,
+        heartbeat_path=args.heartbeat,
     ).start()
     log.info("analysis running; send SIGTERM or SIGINT to stop")
     stop.wait()
@@ -350,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="checkpoint file: open sessions are saved here every minute and on stop, and "
         "restored on start (use with --client-id so the broker queues messages meanwhile)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=Path,
+        default=None,
+        help="file the worker rewrites every 5 s (for 'rekindle health' and health checks)",
     )
     params.add_arguments(p)
     p.set_defaults(func=cmd_analysis)

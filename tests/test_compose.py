@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from dashboards import GRAFANA_VERSION, generate
 from dashboards.influxql import DATASOURCE_UID
+from services.analysis import health
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, free_port
 
@@ -479,17 +480,42 @@ def test_influx_init_script(tmp_path: Path) -> None:
 # --- the images' health checks ------------------------------------------------------------------
 
 
-def _healthcheck_command(dockerfile: str) -> list[str]:
+def _healthcheck(dockerfile: str) -> list[str]:
     text = (REPO / dockerfile).read_text("utf-8").replace("\\\n", " ")
     (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK")]
     command: list[str] = json.loads(line.split(" CMD ", 1)[1])
+    return command
+
+
+def _healthcheck_command(dockerfile: str) -> list[str]:
+    command = _healthcheck(dockerfile)
     assert command[0] == "python"
     return [sys.executable, *command[1:]]
 
 
-@pytest.mark.parametrize(
-    "dockerfile", ["services/analysis/Dockerfile", "services/ingest/Dockerfile"]
-)
+def test_analysis_healthcheck_reads_the_heartbeat_compose_asks_for(tmp_path: Path) -> None:
+    command = _healthcheck("services/analysis/Dockerfile")
+    assert command[:2] == ["rekindle", "health"]
+    beat_path = command[command.index("--heartbeat") + 1]
+    cmd = service("analysis")["command"]
+    assert cmd[cmd.index("--heartbeat") + 1] == beat_path
+    assert _mounted("analysis", beat_path), "the heartbeat must live on the service's volume"
+    # the same command, run here against a heartbeat in a temporary folder
+    local = tmp_path / "heartbeat.json"
+    run = [sys.executable, "-m", "services.cli", *command[1:]]
+    run[run.index(beat_path)] = str(local)
+    missing = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
+    assert missing.returncode == 1
+    assert "no heartbeat yet" in missing.stderr
+    health.write(local, health.Heartbeat(time.time(), True, 0, 0, 0, 0, 0))
+    fresh = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
+    assert fresh.returncode == 0, fresh.stderr
+    health.write(local, health.Heartbeat(time.time() - 3600, True, 0, 0, 0, 0, 0))
+    stale = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
+    assert stale.returncode == 1
+
+
+@pytest.mark.parametrize("dockerfile", ["services/ingest/Dockerfile"])
 def test_image_healthcheck_follows_its_dependencies(
     dockerfile: str, secured_broker: int, influxd: InfluxD
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 import queue
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from services import __version__, contract
-from services.analysis import points
+from services.analysis import health, points
 from services.analysis.core import (
     AnalysisConfig,
     Episode,
@@ -109,6 +110,7 @@ class AnalysisService:
         state_path: Path | None = None,
         checkpoint_every_s: float = 60.0,
         session_idle_s: float = 3600.0,
+        heartbeat_path: Path | None = None,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         self.writer = writer
@@ -120,6 +122,8 @@ class AnalysisService:
         self.state_path = state_path
         self.checkpoint_every_s = checkpoint_every_s
         self.session_idle_s = session_idle_s
+        self.heartbeat_path = heartbeat_path
+        self._last_beat = -math.inf
         self._last_seen: dict[tuple[str, str], float] = {}
         self.persistent_session = persistent_session
         self.stats = ServiceStats()
@@ -275,10 +279,30 @@ class AnalysisService:
         log.info("restored %d open session(s) from %s", len(self.pipelines), path)
 
     # ------------------------------------------------------------------------------- worker
+    def _beat(self) -> None:
+        """Write the heartbeat file (at most every ``health.EVERY_S``; from the worker only)."""
+        if self.heartbeat_path is None or time.monotonic() - self._last_beat < health.EVERY_S:
+            return
+        self._last_beat = time.monotonic()
+        beat = health.Heartbeat(
+            time.time(),
+            self._connected.is_set(),
+            len(self.pipelines),
+            self._inbox.qsize(),
+            self.writer.queued,
+            self.stats.received,
+            self.stats.rejected,
+        )
+        try:
+            health.write(self.heartbeat_path, beat)
+        except OSError as exc:
+            log.error("cannot write heartbeat %s: %s", self.heartbeat_path, exc)
+
     def _work(self) -> None:
         last_flush = time.monotonic()
         last_checkpoint = time.monotonic()
         while True:
+            self._beat()
             try:
                 item = self._inbox.get(timeout=0.2)
             except queue.Empty:
