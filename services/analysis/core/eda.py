@@ -204,12 +204,14 @@ class EdaProcessor:
             self._scrs.clear()
         if self._out_t:
             # the arrays take over the buffers (no copy); fresh buffers collect the next ones
+            # (``frombuffer``'s default dtype is float64; passing it costs ~0.3 us a call)
+            frombuffer = np.frombuffer
             out.append(
                 EdaDecomposition(
                     self.device,
-                    np.frombuffer(self._out_t, dtype=np.float64),
-                    np.frombuffer(self._out_tonic, dtype=np.float64),
-                    np.frombuffer(self._out_phasic, dtype=np.float64),
+                    frombuffer(self._out_t),
+                    frombuffer(self._out_tonic),
+                    frombuffer(self._out_phasic),
                 )
             )
             self._out_t, self._out_tonic, self._out_phasic = array("d"), array("d"), array("d")
