@@ -382,7 +382,7 @@ class SessionAnalyzer:
         for proc_e in self._eda.values():
             n += proc_e.nbytes()
         for proc_h in self._hr.values():
-            n += 80 * len(proc_h._window) + 512
+            n += 2 * 40 * len(proc_h._window) + 512
         for proc_r in self._rr.values():
             n += 80 * (len(proc_r._beats) + len(proc_r._diffs) + len(proc_r._events)) + 1024
         n += 160 * (len(self._markers) + len(self._gaps)) + 1024 * len(self._acc)

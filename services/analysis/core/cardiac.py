@@ -50,8 +50,9 @@ class HrProcessor:
         self.last_t = -math.inf
         self.last_valid_t = -math.inf
         self.last_bad_t = -math.inf
-        self._window: deque[tuple[float, float]] = deque()
-        self._sum = 0.0
+        # valid samples in the trailing window: times, and the values (summed every second)
+        self._window: deque[float] = deque()
+        self._values: deque[float] = deque()
         self.out_of_order = 0
 
     def feed(self, times: list[float], values: list[float]) -> None:
@@ -65,17 +66,21 @@ class HrProcessor:
                 self.last_bad_t = t
                 continue
             self.last_valid_t = t
-            self._window.append((t, x))
+            self._window.append(t)
+            self._values.append(x)
 
     def tick(self, k: int, *, motion: bool, in_gap: bool) -> HrTick:
         cfg = self.cfg
         w = self._window
         cutoff = k - cfg.hr_window_s
-        while w and w[0][0] < cutoff:
-            w.popleft()
+        if w and w[0] < cutoff:
+            values = self._values
+            while w and w[0] < cutoff:
+                w.popleft()
+                values.popleft()
         if in_gap or not w or k - self.last_valid_t > cfg.hr_lost_after_s:
             return _HR_LOST
-        hr = math.fsum(map(_second, w)) / len(w)
+        hr = math.fsum(self._values) / len(w)
         state: QualityState = (
             "degraded" if motion or k - self.last_bad_t <= DEGRADED_HOLD_S else "good"
         )
