@@ -33,6 +33,7 @@ class EdaTick(NamedTuple):
 
 
 _LOST_TICK = EdaTick(None, None, None, "lost")
+_EMPTY = array("d")
 
 
 class EdaProcessor:
@@ -221,4 +222,5 @@ class EdaProcessor:
                     frombuffer(self._out_phasic),
                 )
             )
-            self._out_t, self._out_tonic, self._out_phasic = array("d"), array("d"), array("d")
+            empty = _EMPTY  # (slicing an empty array is cheaper than ``array("d")``)
+            self._out_t, self._out_tonic, self._out_phasic = empty[:], empty[:], empty[:]
