@@ -10,10 +10,8 @@ late: they are counted and ignored.
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -67,12 +65,15 @@ class _Pending:
 
 
 def _increasing(tl: list[float], times: npt.NDArray[np.float64]) -> bool:
-    """Strictly increasing (False on NaN); ``tl`` is ``times`` as a list."""
-    n = len(tl)
-    if n == 1:
+    """Strictly increasing (False on NaN); ``tl`` is ``times`` as a list (not empty)."""
+    if len(tl) < 64:  # (a plain loop: ~0.2 us for a 4-Hz second, half of ``all(map(...))``)
+        it = iter(tl)
+        prev = next(it)
+        for t in it:
+            if not prev < t:
+                return False
+            prev = t
         return True
-    if n < 64:
-        return all(map(operator.lt, tl, itertools.islice(tl, 1, None)))
     return bool((times[1:] > times[:-1]).all())
 
 
@@ -200,7 +201,7 @@ class SessionAnalyzer:
         if prev < boundary:
             prev = math.nextafter(boundary, -math.inf)
         last = tl[-1]
-        if tl[0] > prev and last < math.inf and _increasing(tl, times):
+        if tl[0] > prev and last < math.inf and (len(tl) == 1 or _increasing(tl, times)):
             # the common case: in order, after what is buffered, finite (NaN fails ``<``)
             pt.extend(tl)
             pv.extend(values.tolist())
