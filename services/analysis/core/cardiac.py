@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import NamedTuple
 
 from services.analysis.core.config import AnalysisConfig
@@ -18,6 +19,10 @@ DEGRADED_HOLD_S = 5.0
 #: Share of corrected or rejected beats (over the RMSSD window) above which RR is "degraded";
 #: Kubios advises against using HRV from recordings with more than 5 % corrected beats.
 RR_ARTEFACT_DEGRADED = 0.05
+
+
+#: The second item of a pair (the value of a ``(time, value)`` entry).
+_second = itemgetter(1)
 
 
 def _median(values: Iterable[float]) -> float:
@@ -33,6 +38,9 @@ class HrTick(NamedTuple):
     quality: QualityState
 
 
+_HR_LOST = HrTick(None, "lost")
+
+
 class HrProcessor:
     """Device-reported heart rate (bpm): range check and trailing mean."""
 
@@ -42,8 +50,9 @@ class HrProcessor:
         self.last_t = -math.inf
         self.last_valid_t = -math.inf
         self.last_bad_t = -math.inf
-        self._window: deque[tuple[float, float]] = deque()
-        self._sum = 0.0
+        # valid samples in the trailing window: times, and the values (summed every second)
+        self._window: deque[float] = deque()
+        self._values: deque[float] = deque()
         self.out_of_order = 0
 
     def feed(self, times: list[float], values: list[float]) -> None:
@@ -57,16 +66,21 @@ class HrProcessor:
                 self.last_bad_t = t
                 continue
             self.last_valid_t = t
-            self._window.append((t, x))
+            self._window.append(t)
+            self._values.append(x)
 
     def tick(self, k: int, *, motion: bool, in_gap: bool) -> HrTick:
         cfg = self.cfg
         w = self._window
-        while w and w[0][0] < k - cfg.hr_window_s:
-            w.popleft()
+        cutoff = k - cfg.hr_window_s
+        if w and w[0] < cutoff:
+            values = self._values
+            while w and w[0] < cutoff:
+                w.popleft()
+                values.popleft()
         if in_gap or not w or k - self.last_valid_t > cfg.hr_lost_after_s:
-            return HrTick(None, "lost")
-        hr = math.fsum([x for _, x in w]) / len(w)
+            return _HR_LOST
+        hr = math.fsum(self._values) / len(w)
         state: QualityState = (
             "degraded" if motion or k - self.last_bad_t <= DEGRADED_HOLD_S else "good"
         )
@@ -77,6 +91,9 @@ class RrTick(NamedTuple):
     hr: float | None
     rmssd: float | None
     quality: QualityState
+
+
+_RR_LOST = RrTick(None, None, "lost")
 
 
 class RrProcessor:
@@ -212,8 +229,10 @@ class RrProcessor:
                     self._classify(None)
                 continue
             self._skip_next = False
-            if self._pending is not None:
-                adjacent = self._adjacent(self._pending[0], t, rr)
+            pending = self._pending
+            if pending is not None:
+                # (inlined :meth:`_adjacent`)
+                adjacent = abs((t - pending[0]) * 1000.0 - rr) <= max(50.0, 0.1 * rr)
                 self._classify((t, rr) if adjacent else None)
             if self._skip_next:
                 self._skip_next = False
@@ -227,24 +246,35 @@ class RrProcessor:
 
     def tick(self, k: int, *, in_gap: bool) -> RrTick:
         cfg = self.cfg
-        self.flush_before(k)
+        pending = self._pending
+        if pending is not None and k - pending[0] > cfg.rr_max_ms / 1000.0:
+            self._classify(None)  # (:meth:`flush_before`, inlined)
         beats, diffs = self._beats, self._diffs
-        while beats and beats[0][0] < k - cfg.hr_window_s:
+        cutoff = k - cfg.hr_window_s
+        while beats and beats[0][0] < cutoff:
             beats.popleft()
-        while diffs and diffs[0][0] < k - cfg.rmssd_window_s:
-            self._d2_sum -= diffs.popleft()[1]
+        cutoff = k - cfg.rmssd_window_s
+        if diffs and diffs[0][0] < cutoff:
+            d2_sum = self._d2_sum
+            while diffs and diffs[0][0] < cutoff:
+                d2_sum -= diffs.popleft()[1]
+            self._d2_sum = d2_sum
         if k % 60 == 0:  # re-sum exactly now and then, so rounding cannot accumulate
-            self._d2_sum = math.fsum([d for _, d in diffs])
+            self._d2_sum = math.fsum(map(_second, diffs))
         ev = self._events
-        while ev and ev[0][0] < k - cfg.rmssd_window_s:
-            self._n_art -= ev.popleft()[1]
-        if in_gap or k - self.last_accept_t > cfg.rr_lost_after_s or not self._beats:
-            return RrTick(None, None, "lost")
-        mean_rr = math.fsum([r for _, r in beats]) / len(beats)
+        if ev and ev[0][0] < cutoff:
+            n_art = self._n_art
+            while ev and ev[0][0] < cutoff:
+                n_art -= ev.popleft()[1]
+            self._n_art = n_art
+        if in_gap or k - self.last_accept_t > cfg.rr_lost_after_s or not beats:
+            return _RR_LOST
+        mean_rr = math.fsum(map(_second, beats)) / len(beats)
         rmssd = None
-        if len(self._diffs) >= cfg.rmssd_min_pairs:
-            rmssd = math.sqrt(max(self._d2_sum, 0.0) / len(self._diffs))
-        frac = self._n_art / len(self._events) if self._events else 0.0
+        n_diffs = len(diffs)
+        if n_diffs >= cfg.rmssd_min_pairs:
+            rmssd = math.sqrt(max(self._d2_sum, 0.0) / n_diffs)
+        frac = self._n_art / len(ev) if ev else 0.0
         state: QualityState = "degraded" if frac > RR_ARTEFACT_DEGRADED else "good"
         return RrTick(60000.0 / mean_rr, rmssd, state)
 

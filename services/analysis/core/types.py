@@ -72,6 +72,31 @@ class FeatureRow:
     contributions: Mapping[str, float]
     quality: Mapping[str, str]
 
+    def __init__(
+        self,
+        time: float,
+        hr: float | None,
+        rmssd: float | None,
+        eda_tonic: float | None,
+        eda_phasic: float | None,
+        scr_rate: float | None,
+        arousal_index: float | None,
+        contributions: Mapping[str, float],
+        quality: Mapping[str, str],
+    ) -> None:
+        # Written out (the dataclass keeps it): one row is built every second, and the generated
+        # ``__init__`` of a frozen dataclass looks ``object.__setattr__`` up once per field.
+        set_ = object.__setattr__
+        set_(self, "time", time)
+        set_(self, "hr", hr)
+        set_(self, "rmssd", rmssd)
+        set_(self, "eda_tonic", eda_tonic)
+        set_(self, "eda_phasic", eda_phasic)
+        set_(self, "scr_rate", scr_rate)
+        set_(self, "arousal_index", arousal_index)
+        set_(self, "contributions", contributions)
+        set_(self, "quality", quality)
+
 
 @dataclass(frozen=True, slots=True)
 class EdaDecomposition:
@@ -81,6 +106,20 @@ class EdaDecomposition:
     times: npt.NDArray[np.float64]
     tonic: npt.NDArray[np.float64]
     phasic: npt.NDArray[np.float64]
+
+    def __init__(
+        self,
+        device: str,
+        times: npt.NDArray[np.float64],
+        tonic: npt.NDArray[np.float64],
+        phasic: npt.NDArray[np.float64],
+    ) -> None:
+        # Written out, as :class:`FeatureRow`'s (built every second).
+        set_ = object.__setattr__
+        set_(self, "device", device)
+        set_(self, "times", times)
+        set_(self, "tonic", tonic)
+        set_(self, "phasic", phasic)
 
 
 @dataclass(frozen=True, slots=True)
