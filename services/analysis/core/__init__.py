@@ -4,8 +4,15 @@ The live service, ``rekindle analyze`` and replays all drive :class:`SessionAnal
 same sequence of inputs and get the same events. ``docs/method.md`` documents the method.
 """
 
-from services.analysis.core.analyzer import SessionAnalyzer
+import copyreg
+from dataclasses import fields
+
+from services.analysis.core.analyzer import SessionAnalyzer, _AccProcessor, _Pending
+from services.analysis.core.baseline import Baselines, Reference
+from services.analysis.core.cardiac import HrProcessor, RrProcessor
 from services.analysis.core.config import AnalysisConfig
+from services.analysis.core.eda import EdaProcessor
+from services.analysis.core.episodes import EpisodeDetector, _Surge
 from services.analysis.core.errors import ConfigError, InputError
 from services.analysis.core.types import (
     AnalyzerInput,
@@ -38,3 +45,55 @@ __all__ = [
     "Scr",
     "SessionAnalyzer",
 ]
+
+
+
+# --- pickling (the analysis service's checkpoints) ---------------------------------------------
+# The core runs as plain Python or compiled with mypyc (docs/deploy.md, "Compiled core"). A class
+# compiled by mypyc runs ``__init__`` from ``__new__`` and has no ``__dict__``, and its frozen
+# dataclasses refuse ``__setattr__``, so Python's default pickling fails on it. Every class that
+# a checkpoint holds is therefore pickled as "call the class with its constructor arguments, then
+# restore the state" (``__getstate__``/``__setstate__``, which both the interpreter and mypyc
+# provide): the same checkpoint loads in either build.
+
+
+def _reduce_frozen(obj: object) -> tuple[type, tuple[object, ...]]:
+    """A frozen dataclass: rebuilt by calling the class with its field values."""
+    return type(obj), tuple(getattr(obj, f.name) for f in fields(obj))  # type: ignore[arg-type]
+
+
+#: Stateful classes and the attributes that hold their constructor arguments.
+_INIT_ARGS: dict[type, tuple[str, ...]] = {
+    SessionAnalyzer: ("cfg",),
+    _Pending: ("key",),
+    _AccProcessor: ("cfg", "device"),
+    EdaProcessor: ("cfg", "device"),
+    HrProcessor: ("cfg", "device"),
+    RrProcessor: ("cfg", "device"),
+    Baselines: ("cfg",),
+    EpisodeDetector: ("cfg", "_baselines"),
+    _Surge: ("onset", "peak", "peak_index"),
+}
+
+
+def _reduce_stateful(obj: object) -> tuple[type, tuple[object, ...], object]:
+    args = tuple(getattr(obj, name) for name in _INIT_ARGS[type(obj)])
+    return type(obj), args, obj.__getstate__()
+
+
+for _cls in (
+    AnalysisConfig,
+    Reference,
+    SampleBatch,
+    MarkerInput,
+    GapInput,
+    FeatureRow,
+    EdaDecomposition,
+    Scr,
+    Episode,
+    EpisodeStart,
+    QualityChange,
+):
+    copyreg.pickle(_cls, _reduce_frozen)
+for _stateful in _INIT_ARGS:
+    copyreg.pickle(_stateful, _reduce_stateful)
