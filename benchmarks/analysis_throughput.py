@@ -18,9 +18,9 @@ estimate, and the tracemalloc peak of a whole run), and, as its last line,
 
 ``--mypyc`` also compiles the core (``services/analysis/core``, plain type-checked Python) with
 mypyc into a temporary directory (needs a C compiler and the Python headers; ~20-30 s) and
-measures the compiled core in a subprocess on the same data. The compiled core gives the same
-events bit for bit (the analysis-core tests pass against it); whether to ship it is a build
-decision.
+measures the compiled core in a subprocess on the same data. This is the core the analysis image
+ships (``setup.py`` with ``REKINDLE_COMPILE=1``); ``tests/test_compiled_core.py`` builds that
+wheel and shows it gives the same events bit for bit and that checkpoints move between builds.
 
 Run: ``.venv/bin/python benchmarks/analysis_throughput.py``
 """
@@ -143,14 +143,13 @@ def run_naive(data: dict[str, tuple[Array, Array]], seconds: int) -> float:
     return cpu
 
 
-CORE_MODULES = ("analyzer", "baseline", "cardiac", "config", "eda", "episodes", "errors", "types")
-
-
 def build_mypyc(root: Path, out: Path) -> None:
-    """Copy the ``services`` package to ``out`` and compile the analysis core there."""
+    """Copy the ``services`` package to ``out`` and compile the analysis core there (the modules
+    ``setup.py`` compiles for the analysis image: all but ``__init__``)."""
     skip = shutil.ignore_patterns("__pycache__", "*.so")
     shutil.copytree(root / "services", out / "services", ignore=skip)
-    files = [f"services/analysis/core/{m}.py" for m in CORE_MODULES]
+    core = out / "services" / "analysis" / "core"
+    files = sorted(str(p.relative_to(out)) for p in core.glob("*.py") if p.name != "__init__.py")
     cmd = [sys.executable, "-m", "mypyc", *files]
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

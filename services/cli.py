@@ -191,11 +191,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_analysis(args: argparse.Namespace) -> int:
+    from services.analysis.core import is_compiled  # noqa: PLC0415
     from services.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
     from services.analysis.params import changed, from_args  # noqa: PLC0415
     from services.analysis.service import AnalysisService  # noqa: PLC0415
 
     config = from_args(args)
+    log.info("analysis core: %s", "compiled (mypyc)" if is_compiled() else "pure Python")
     if changed(config):
         log.info("analysis parameters changed from the defaults: %s", changed(config))
     settings = mqtt_settings(args.mqtt)

@@ -5,6 +5,7 @@ same sequence of inputs and get the same events. ``docs/method.md`` documents th
 """
 
 import copyreg
+from collections.abc import Callable
 from dataclasses import fields
 
 from services.analysis.core.analyzer import SessionAnalyzer, _AccProcessor, _Pending
@@ -76,9 +77,30 @@ _INIT_ARGS: dict[type, tuple[str, ...]] = {
 }
 
 
-def _reduce_stateful(obj: object) -> tuple[type, tuple[object, ...], object]:
+def _state(obj: object) -> dict[str, object]:
+    """All attributes of ``obj`` as one dict (``__getstate__`` gives a dict, or a
+    ``(dict, slots)`` pair for slotted classes, depending on the build)."""
+    raw = obj.__getstate__()
+    parts = raw if isinstance(raw, tuple) else (raw,)
+    state: dict[str, object] = {}
+    for part in parts:
+        if part:
+            state.update(part)
+    return state
+
+
+def _restore(cls: type, args: tuple[object, ...], state: dict[str, object]) -> object:
+    obj = cls(*args)
+    for name, value in state.items():
+        setattr(obj, name, value)
+    return obj
+
+
+def _reduce_stateful(
+    obj: object,
+) -> tuple[Callable[..., object], tuple[type, tuple[object, ...], dict[str, object]]]:
     args = tuple(getattr(obj, name) for name in _INIT_ARGS[type(obj)])
-    return type(obj), args, obj.__getstate__()
+    return _restore, (type(obj), args, _state(obj))
 
 
 for _cls in (
@@ -97,3 +119,10 @@ for _cls in (
     copyreg.pickle(_cls, _reduce_frozen)
 for _stateful in _INIT_ARGS:
     copyreg.pickle(_stateful, _reduce_stateful)
+
+
+def is_compiled() -> bool:
+    """True when this core was compiled with mypyc (the analysis image), False for plain Python."""
+    import services.analysis.core.analyzer as module  # noqa: PLC0415
+
+    return not str(module.__file__).endswith(".py")

@@ -1,0 +1,106 @@
+"""The analysis image's core: compiled with mypyc through ``setup.py`` (``REKINDLE_COMPILE=1``),
+exactly as services/analysis/Dockerfile builds it, then checked against the pure-Python core:
+same events bit for bit on a real recording and a simulated session, and checkpoints that move
+between the two builds in both directions."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.analysis.core import EdaDecomposition, Event, SessionAnalyzer, is_compiled
+from services.ingest.sources.base import open_source
+from services.ingest.sources.simulator import SimulationScript, simulate
+from tests.compiled.run_core import S02, inputs, run
+
+REPO = Path(__file__).resolve().parent.parent
+CORE = REPO / "services" / "analysis" / "core"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compiled wheel installed into a folder of its own (returned)."""
+    root = tmp_path_factory.mktemp("compiled")
+    src = root / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, src / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.c")
+    for name in ("services", "dashboards"):
+        shutil.copytree(REPO / name, src / name, ignore=skip)
+    env = {**os.environ, "REKINDLE_COMPILE": "1"}
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    build = subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(src)],
+        cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (wheel,) = (root / "dist").glob("rekindle-*.whl")
+    target = root / "site"
+    install = subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    return target
+
+
+def _key(events: list[Event]) -> list[tuple[str, object]]:
+    """Events comparable bit for bit: repr (shortest round-trip floats) and raw array bytes."""
+    out: list[tuple[str, object]] = []
+    for e in events:
+        if isinstance(e, EdaDecomposition):
+            arrays = (e.times.tobytes(), e.tonic.tobytes(), e.phasic.tobytes())
+            out.append(("eda", (e.device, *arrays)))
+        else:
+            out.append((type(e).__name__, repr(e)))
+    return out
+
+
+def test_every_core_module_is_compiled(compiled: Path) -> None:
+    core = compiled / "services" / "analysis" / "core"
+    extensions = {p.name.split(".")[0] for p in core.glob("*.so")}
+    modules = {p.stem for p in CORE.glob("*.py")} - {"__init__"}
+    assert extensions == modules
+
+
+def test_compiled_core_gives_the_same_events_and_portable_checkpoints(
+    compiled: Path, tmp_path: Path
+) -> None:
+    s02 = inputs(list(open_source(S02)))
+    half = len(s02) // 2
+    pure = SessionAnalyzer()
+    first: list[Event] = []
+    for item in s02[:half]:
+        first.extend(pure.update(item))
+    pure_checkpoint = tmp_path / "pure.pickle"
+    pure_checkpoint.write_bytes(pickle.dumps(pure))
+    rest = run(s02[half:], pure)
+
+    out = tmp_path / "compiled.pickle"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "compiled" / "run_core.py"), str(out),
+         str(pure_checkpoint)],
+        env={**os.environ, "PYTHONPATH": str(compiled)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = pickle.loads(out.read_bytes())
+    assert str(result["core"]).endswith(".so"), result["core"]
+    assert result["is_compiled"]
+    assert not is_compiled()  # this process: the editable, pure-Python core
+
+    assert _key(result["s02"]) == _key(first + rest)
+    sim = inputs(list(simulate(SimulationScript(), seed=3)))
+    assert _key(result["sim"]) == _key(run(sim))
+    assert any(type(e).__name__ == "Episode" for e in result["sim"])
+    # pure checkpoint continued by the compiled core, and the other way round
+    assert _key(result["continued"]) == _key(rest)
+    from_compiled = pickle.loads(result["checkpoint"])
+    assert _key(run(s02[half:], from_compiled)) == _key(rest)
