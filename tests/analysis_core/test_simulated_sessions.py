@@ -107,3 +107,25 @@ def test_sustained_arousal_without_recovery_gives_no_release(seed: int) -> None:
     assert surge[0].offset > onset + 480.0  # a sustained episode, not a blip
     released = [e for e in result.episodes if e.kind == "release" and e.onset == surge[0].onset]
     assert released == [], released
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_release_only_after_scripted_releases_not_after_a_slow_fade(seed: int) -> None:
+    # The simulator's default script: a surge with a parasympathetic rebound (release), then
+    # one that fades over 15 min (no release). Giving back half the rise only after several
+    # minutes is a fading state, not a release: recovery must come within release_window_s of
+    # the signal's own peak.
+    from services.analysis.offline import run_pipeline  # noqa: PLC0415
+    from services.ingest.sources.simulator import SimulationScript, simulate  # noqa: PLC0415
+
+    script = SimulationScript()
+    assert [e.release for e in script.episodes] == [True, False]
+    result = run_pipeline(simulate(script, seed=seed, start_time=T0), "fade")
+    for scripted in script.episodes:
+        onset = T0 + scripted.onset
+        surges = [e for e in result.episodes if e.kind == "arousal" and abs(e.onset - onset) <= 30]
+        assert len(surges) == 1, result.episodes
+        released = [
+            e for e in result.episodes if e.kind == "release" and e.onset == surges[0].onset
+        ]
+        assert len(released) == (1 if scripted.release else 0), (scripted, released)

@@ -34,6 +34,7 @@ class _Surge:
     ref: Snapshot = ()
     offset: float | None = None
     peak_z: dict[str, float] = field(default_factory=dict)
+    peak_at: dict[str, float] = field(default_factory=dict)  # when each signal peaked
     held_since: dict[str, float] = field(default_factory=dict)
     done: bool = False
 
@@ -154,12 +155,15 @@ class EpisodeDetector:
             zz = (SIGN[i] * v - ref[0]) / ref[1]
             if zz > s.peak_z.get(name, float("-inf")):
                 s.peak_z[name] = zz
+                s.peak_at[name] = t
             zp = s.peak_z[name]
             if zp < cfg.surge_min_z:
                 continue
             frac = (zp - zz) / zp
             if frac >= cfg.recovery_fraction:
                 since = s.held_since.setdefault(name, t)
+                if since - s.peak_at[name] > cfg.release_window_s:
+                    continue  # came down, but slowly: a fading state, not a release
                 if t - since >= cfg.recovery_hold_s:
                     recovered[name] = frac
                     first_met = min(first_met, since)
