@@ -31,7 +31,8 @@ import math
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,21 @@ class TaskResult:
 
 
 @dataclass(frozen=True, slots=True)
+class EpisodeVerdict:
+    """One arousal episode and how it was scored: ``hit`` (of ``task``), ``allowance`` (starts in
+    the --pre/--post margin of ``task`` without hitting it) or ``false_alarm``. ``phase``: the
+    protocol phase at its onset, when a phases file was given."""
+
+    onset: float
+    offset: float
+    peak_index: float
+    signals: tuple[str, ...]
+    verdict: str
+    task: str | None
+    phase: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SubjectScore:
     subject: str
     hours: float
@@ -86,6 +102,7 @@ class SubjectScore:
     release_episodes: int
     false_alarms: int
     hours_outside: float
+    episodes: tuple[EpisodeVerdict, ...] = ()
 
     @property
     def intervals(self) -> int:
@@ -139,6 +156,60 @@ def read_labels(path: Path) -> list[Interval]:
     return out
 
 
+def read_phases(path: Path) -> list[Interval]:
+    """Protocol phases from a ``subject,phase,start_unix,end_unix`` CSV (e.g. Stress-Predict's
+    ``time_log_phases.csv``)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise EvaluationError(path, f"cannot read: {exc}") from exc
+    out = []
+    for i, row in enumerate(rows, start=2):
+        try:
+            out.append(
+                Interval(
+                    row["subject"].strip(),
+                    row["phase"].strip(),
+                    float(row["start_unix"]),
+                    float(row["end_unix"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EvaluationError(path, f"line {i}: bad row {row!r}") from exc
+    return out
+
+
+def with_phases(score: SubjectScore, phases: Sequence[Interval]) -> SubjectScore:
+    """``score`` with each episode's protocol phase at onset filled in (pure)."""
+    mine = [ph for ph in phases if ph.subject == score.subject]
+    episodes = tuple(
+        replace(
+            v,
+            phase=next((ph.task for ph in mine if ph.start <= v.onset < ph.end), "-"),
+        )
+        for v in score.episodes
+    )
+    return replace(score, episodes=episodes)
+
+
+def format_episodes(scores: Sequence[SubjectScore]) -> str:
+    """Plain-text list of every arousal episode with its verdict (and phase)."""
+    head = (
+        f"{'subject':<8} {'onset_utc':>9} {'dur_s':>6} {'peak':>5} {'signals':<14} "
+        f"{'verdict':<12} {'task':<18} phase"
+    )
+    lines = [head, "-" * len(head)]
+    for s in scores:
+        for v in s.episodes:
+            clock = datetime.fromtimestamp(v.onset, UTC).strftime("%H:%M:%S")
+            lines.append(
+                f"{s.subject:<8} {clock:>9} {v.offset - v.onset:>6.0f} {v.peak_index:>5.0f} "
+                f"{','.join(v.signals):<14} {v.verdict:<12} {v.task or '-':<18} {v.phase or '-'}"
+            )
+    return "\n".join(lines)
+
+
 def score_subject(
     subject: str,
     episodes: Sequence[Episode],
@@ -153,11 +224,7 @@ def score_subject(
     mine = sorted((iv for iv in intervals if iv.subject == subject), key=lambda iv: iv.start)
     tasks = []
     for iv in mine:
-        hitting = [
-            e
-            for e in arousal
-            if iv.start - p.pre_s <= e.onset < iv.end and e.offset >= iv.start
-        ]
+        hitting = [e for e in arousal if _hits(e, iv, p)]
         latency = hitting[0].onset - iv.start if hitting else None
         recovered = any(
             r.onset >= iv.start - p.pre_s and r.offset <= iv.end + p.recovery_window_s
@@ -170,6 +237,19 @@ def score_subject(
         1 for e in arousal if not any(lo <= e.onset < hi for lo, hi in widened)
     )
     t0, t1 = span
+    verdicts = []
+    for e in arousal:
+        hit = next((iv for iv, tr in zip(mine, tasks, strict=True) if tr.hit and _hits(e, iv, p)),
+                   None)
+        near = next((iv for iv in mine if iv.start - p.pre_s <= e.onset < iv.end + p.post_s),
+                    None)
+        if hit is not None:
+            verdict, task = "hit", hit.task
+        elif near is not None:
+            verdict, task = "allowance", near.task
+        else:
+            verdict, task = "false_alarm", None
+        verdicts.append(EpisodeVerdict(e.onset, e.offset, e.peak_index, e.signals, verdict, task))
     clipped = [(max(lo, t0), min(hi, t1)) for lo, hi in widened if hi > t0 and lo < t1]
     covered = _union_length(clipped)
     return SubjectScore(
@@ -180,7 +260,12 @@ def score_subject(
         len(release),
         false_alarms,
         max(0.0, (t1 - t0 - covered) / 3600.0),
+        tuple(verdicts),
     )
+
+
+def _hits(e: Episode, iv: Interval, p: ScoreParams) -> bool:
+    return iv.start - p.pre_s <= e.onset < iv.end and e.offset >= iv.start
 
 
 def _union_length(ranges: Iterable[tuple[float, float]]) -> float:
@@ -344,7 +429,9 @@ def _run(args: argparse.Namespace) -> int:
     params = ScoreParams(args.pre, args.post, args.recovery_window)
     try:
         config = from_args(args)
+        phases = read_phases(args.phases) if args.phases is not None else []
         scores = evaluate(args.labels, args.recordings, args.subject, config, params)
+        scores = [with_phases(s, phases) for s in scores] if phases else scores
     except AnalysisError as exc:
         print(f"rekindle evaluate: {exc}", file=sys.stderr)
         return 2
@@ -360,6 +447,9 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(format_table(scores))
+        if args.episodes:
+            print()
+            print(format_episodes(scores))
     return 0
 
 
@@ -387,5 +477,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--recovery-window", type=float, default=300.0, help="s after an interval for recovery"
     )
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument(
+        "--episodes",
+        action="store_true",
+        help="also list every arousal episode with its verdict (hit, allowance, false alarm)",
+    )
+    p.add_argument(
+        "--phases",
+        type=Path,
+        default=None,
+        help="CSV subject,phase,start_unix,end_unix: name the protocol phase of each episode",
+    )
     add_param_arguments(p)
     p.set_defaults(func=_run)

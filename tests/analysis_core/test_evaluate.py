@@ -18,11 +18,13 @@ from services.analysis.evaluate import (
     ScoreParams,
     SubjectScore,
     evaluate,
+    format_episodes,
     format_table,
     overall,
     read_labels,
     register,
     score_subject,
+    with_phases,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "fixtures" / "stress_predict_e4"
@@ -122,3 +124,41 @@ def test_cli_reports_missing_recording(capsys: pytest.CaptureFixture[str], tmp_p
     args = parser.parse_args(["evaluate", "--labels", str(LABELS), "--recordings", str(tmp_path)])
     assert args.func(args) == 2
     assert "no recording" in capsys.readouterr().err
+
+
+def test_each_episode_gets_a_verdict_and_its_phase() -> None:
+    intervals = [Interval("A", "stroop", 1000.0, 1300.0), Interval("A", "talk", 2000.0, 2300.0)]
+    eps = [
+        _ep(1010.0, 1200.0),  # hit
+        _ep(1330.0, 1400.0),  # in the --post margin of stroop, hits nothing
+        _ep(1600.0, 1700.0),  # false alarm
+        _ep(1990.0, 2100.0),  # hit (in the --pre margin)
+    ]
+    s = score_subject("A", eps, intervals, (0.0, 3000.0))
+    assert [(v.verdict, v.task) for v in s.episodes] == [
+        ("hit", "stroop"), ("allowance", "stroop"), ("false_alarm", None), ("hit", "talk")
+    ]
+    assert s.false_alarms == sum(v.verdict == "false_alarm" for v in s.episodes)
+    phases = [Interval("A", "rest", 1300.0, 2000.0), Interval("B", "other", 0.0, 9999.0)]
+    named = with_phases(s, phases)
+    assert [v.phase for v in named.episodes] == ["-", "rest", "rest", "rest"]
+    text = format_episodes([named])
+    assert text.count("false_alarm") == 1
+    assert "allowance" in text
+
+
+def test_cli_lists_episodes_with_phases(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="rekindle")
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["evaluate", "--labels", str(LABELS), "--recordings", str(DATA / "Raw_data"),
+         "--subject", "S05", "--episodes", "--phases", str(DATA / "time_log_phases.csv")]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    expected = next(s for s in shared_scores() if s.subject == "S05")
+    listed = [ln for ln in out.splitlines() if ln.startswith("S05 ") and ":" in ln.split()[1]]
+    assert len(listed) == expected.arousal_episodes
+    for line in listed:  # every S05 episode hits a task; its phase is that task
+        verdict, task, phase = line.split()[-3:]
+        assert (verdict, task) == ("hit", phase)
