@@ -135,30 +135,16 @@ class SubjectScore:
 
 def read_labels(path: Path) -> list[Interval]:
     """Intervals from a ``subject,task,start_unix,end_unix`` CSV."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise EvaluationError(path, f"cannot read: {exc}") from exc
-    out = []
-    for i, row in enumerate(rows, start=2):
-        try:
-            out.append(
-                Interval(
-                    row["subject"].strip(),
-                    row["task"].strip(),
-                    float(row["start_unix"]),
-                    float(row["end_unix"]),
-                )
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise EvaluationError(path, f"line {i}: bad row {row!r}") from exc
-    return out
+    return _read_intervals(path, "task")
 
 
 def read_phases(path: Path) -> list[Interval]:
     """Protocol phases from a ``subject,phase,start_unix,end_unix`` CSV (e.g. Stress-Predict's
-    ``time_log_phases.csv``)."""
+    ``time_log_phases.csv``); the phase name goes into ``Interval.task``."""
+    return _read_intervals(path, "phase")
+
+
+def _read_intervals(path: Path, name_column: str) -> list[Interval]:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -170,7 +156,7 @@ def read_phases(path: Path) -> list[Interval]:
             out.append(
                 Interval(
                     row["subject"].strip(),
-                    row["phase"].strip(),
+                    row[name_column].strip(),
                     float(row["start_unix"]),
                     float(row["end_unix"]),
                 )
