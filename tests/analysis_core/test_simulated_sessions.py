@@ -107,6 +107,11 @@ def test_sustained_arousal_without_recovery_gives_no_release(seed: int) -> None:
     assert surge[0].offset > onset + 480.0  # a sustained episode, not a blip
     released = [e for e in result.episodes if e.kind == "release" and e.onset == surge[0].onset]
     assert released == [], released
+    # Nor may a burst on top of the plateau "recover" to the plateau: a release gives back half
+    # the rise above the calm (non-habituated) reference, and the plateau never ends in-session.
+    plateau_end = T0 + 480.0 + 1200.0
+    early = [e for e in result.episodes if e.kind == "release" and e.offset < plateau_end]
+    assert early == [], early
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -221,10 +221,21 @@ class Baselines:
             self._settled[i] = float(part[kmed])
 
     def snapshot(self) -> tuple[tuple[float, float] | None, ...]:
-        """The current reference of every input as (level in arousal orientation, scale)."""
+        """The calm reference of every input as (level in arousal orientation, scale): the
+        reference without habituation (the baseline median, lowered to the trailing median when
+        the baseline was aroused), so that a state the reference has habituated to still counts
+        as part of the rise that a release must give back."""
         out: list[tuple[float, float] | None] = []
-        for ref, center in zip(self._ref, self.centers, strict=True):
-            out.append(None if ref is None or center is None else (center, ref.scale))
+        down = self.cfg.adapt_down
+        for i, ref in enumerate(self._ref):
+            if ref is None:
+                out.append(None)
+                continue
+            level = SIGN[i] * ref.median
+            settled = self._settled[i]
+            if ref.final and down and settled is not None and settled < level:
+                level = settled
+            out.append((level, ref.scale))
         return tuple(out)
 
     def reference(self, name: Input) -> Reference | None:

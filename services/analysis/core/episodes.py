@@ -29,8 +29,8 @@ class _Surge:
     onset: float
     peak: float
     peak_index: float
-    #: The references as they were when the surge began: recovery is judged against these, not
-    #: against references that may have habituated to the surge meanwhile.
+    #: The calm references (no habituation) as they were when the surge began: recovery is
+    #: judged against these, not against references that may have habituated meanwhile.
     ref: Snapshot = ()
     offset: float | None = None
     peak_z: dict[str, float] = field(default_factory=dict)
@@ -45,7 +45,7 @@ class EpisodeDetector:
     Feed one index value per second with :meth:`step` (``None`` when no usable signal: that
     second can never be part of an episode and closes an open one), with that second's input
     values (in ``baseline.INPUTS`` order). ``baselines`` is read (never changed) to take the
-    pre-surge references when a surge begins.
+    calm (non-habituated) references when a surge begins.
     """
 
     def __init__(self, config: AnalysisConfig, baselines: Baselines) -> None:
