@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 
-
 # --- pickling (the analysis service's checkpoints) ---------------------------------------------
 # The core runs as plain Python or compiled with mypyc (docs/deploy.md, "Compiled core"). A class
 # compiled by mypyc runs ``__init__`` from ``__new__`` and has no ``__dict__``, and its frozen
@@ -73,7 +72,7 @@ _INIT_ARGS: dict[type, tuple[str, ...]] = {
     RrProcessor: ("cfg", "device"),
     Baselines: ("cfg",),
     EpisodeDetector: ("cfg", "_baselines"),
-    _Surge: ("onset", "peak", "peak_index"),
+    _Surge: ("onset", "peak", "peak_index", "ref"),
 }
 
 

@@ -25,6 +25,11 @@ RR_ARTEFACT_DEGRADED = 0.05
 _second = itemgetter(1)
 
 
+def _adjacent(t_prev: float, t: float, rr_ms: float) -> bool:
+    """The beat at ``t`` with interval ``rr_ms`` directly follows the beat at ``t_prev``."""
+    return abs((t - t_prev) * 1000.0 - rr_ms) <= max(50.0, 0.1 * rr_ms)
+
+
 def _median(values: Iterable[float]) -> float:
     """The median as :func:`statistics.median` computes it (same rounding), without its overhead."""
     data = sorted(values)
@@ -141,13 +146,10 @@ class RrProcessor:
         self._n_art += artefact
 
     # -- beat handling ---------------------------------------------------------------------------
-    def _adjacent(self, t_prev: float, t: float, rr_ms: float) -> bool:
-        return abs((t - t_prev) * 1000.0 - rr_ms) <= max(50.0, 0.1 * rr_ms)
-
     def _accept(self, t: float, rr: float, *, artefact: bool) -> None:
         last = self._last_acc
-        # (inlined :meth:`_adjacent` and :meth:`_event`: this runs for every beat)
-        if last is not None and abs((t - last[0]) * 1000.0 - rr) <= max(50.0, 0.1 * rr):
+        # (inlined :meth:`_event`: this runs for every beat)
+        if last is not None and _adjacent(last[0], t, rr):
             d = rr - last[1]
             self._diffs.append((t, d * d))
             self._d2_sum += d * d
@@ -231,9 +233,7 @@ class RrProcessor:
             self._skip_next = False
             pending = self._pending
             if pending is not None:
-                # (inlined :meth:`_adjacent`)
-                adjacent = abs((t - pending[0]) * 1000.0 - rr) <= max(50.0, 0.1 * rr)
-                self._classify((t, rr) if adjacent else None)
+                self._classify((t, rr) if _adjacent(pending[0], t, rr) else None)
             if self._skip_next:
                 self._skip_next = False
                 continue
@@ -246,9 +246,7 @@ class RrProcessor:
 
     def tick(self, k: int, *, in_gap: bool) -> RrTick:
         cfg = self.cfg
-        pending = self._pending
-        if pending is not None and k - pending[0] > cfg.rr_max_ms / 1000.0:
-            self._classify(None)  # (:meth:`flush_before`, inlined)
+        self.flush_before(k)
         beats, diffs = self._beats, self._diffs
         cutoff = k - cfg.hr_window_s
         while beats and beats[0][0] < cutoff:

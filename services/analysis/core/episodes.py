@@ -18,7 +18,8 @@ ONSET_LOOKBACK_S = 60.0
 RECOVERY_SIGNALS: Mapping[str, Input] = {"hr": "hr", "rmssd": "ln_rmssd", "eda": "tonic"}
 _RECOVERY = tuple((name, INPUTS.index(inp)) for name, inp in RECOVERY_SIGNALS.items())
 
-#: Pre-surge reference of each input: (level in arousal orientation, robust scale), or None.
+#: Calm reference of each input (``Baselines.snapshot``): (level in arousal orientation, robust
+#: scale), or None while the input has no reference.
 Snapshot = tuple[tuple[float, float] | None, ...]
 
 
@@ -31,7 +32,7 @@ class _Surge:
     peak_index: float
     #: The calm references (no habituation) as they were when the surge began: recovery is
     #: judged against these, not against references that may have habituated meanwhile.
-    ref: Snapshot = ()
+    ref: Snapshot
     offset: float | None = None
     peak_z: dict[str, float] = field(default_factory=dict)
     peak_at: dict[str, float] = field(default_factory=dict)  # when each signal peaked
@@ -148,7 +149,7 @@ class EpisodeDetector:
         first_met = t
         for name, i in _RECOVERY:
             v = values[i]
-            ref = s.ref[i] if i < len(s.ref) else None
+            ref = s.ref[i]
             if v is None or ref is None:
                 s.held_since.pop(name, None)
                 continue
