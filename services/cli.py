@@ -193,13 +193,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_analysis(args: argparse.Namespace) -> int:
     from services.analysis.core import is_compiled  # noqa: PLC0415
     from services.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
-    from services.analysis.params import changed, from_args  # noqa: PLC0415
     from services.analysis.service import AnalysisService  # noqa: PLC0415
 
-    config = from_args(args)
+    config = params.from_args(args)
     log.info("analysis core: %s", "compiled (mypyc)" if is_compiled() else "pure Python")
-    if changed(config):
-        log.info("analysis parameters changed from the defaults: %s", changed(config))
+    if changed := params.changed(config):
+        log.info("analysis parameters changed from the defaults: %s", changed)
     settings = mqtt_settings(args.mqtt)
     writer = BufferedWriter(make_transport(influx_settings(args)), spool_path=args.spool)
     stop = stop_event_on_signals()
@@ -221,10 +220,9 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
-    from services.analysis.params import from_args  # noqa: PLC0415
     from services.analysis.report import write_plot, write_report  # noqa: PLC0415
 
-    config = from_args(args)
+    config = params.from_args(args)
     out_dir = Path(args.out)
     total = len(args.sources)
     for i, source in enumerate(args.sources, start=1):

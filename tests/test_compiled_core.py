@@ -17,7 +17,8 @@ import pytest
 from services.analysis.core import EdaDecomposition, Event, SessionAnalyzer, is_compiled
 from services.ingest.sources.base import open_source
 from services.ingest.sources.simulator import SimulationScript, simulate
-from tests.compiled.run_core import S02, inputs, run
+from tests.analysis_core.helpers import run
+from tests.compiled.run_core import S02, inputs
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = REPO / "services" / "analysis" / "core"
@@ -81,13 +82,13 @@ def test_compiled_core_gives_the_same_events_and_portable_checkpoints(
         first.extend(pure.update(item))
     pure_checkpoint = tmp_path / "pure.pickle"
     pure_checkpoint.write_bytes(pickle.dumps(pure))
-    rest = run(s02[half:], pure)
+    rest = run(s02[half:], analyzer=pure)
 
     out = tmp_path / "compiled.pickle"
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "compiled" / "run_core.py"), str(out),
          str(pure_checkpoint)],
-        env={**os.environ, "PYTHONPATH": str(compiled)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(compiled), str(REPO)))},
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -103,4 +104,4 @@ def test_compiled_core_gives_the_same_events_and_portable_checkpoints(
     # pure checkpoint continued by the compiled core, and the other way round
     assert _key(result["continued"]) == _key(rest)
     from_compiled = pickle.loads(result["checkpoint"])
-    assert _key(run(s02[half:], from_compiled)) == _key(rest)
+    assert _key(run(s02[half:], analyzer=from_compiled)) == _key(rest)

@@ -30,15 +30,16 @@ import logging
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.analysis.core import AnalysisConfig, Episode, SessionAnalyzer
+from services.analysis.core import AnalysisConfig, AnalyzerInput, Episode, SessionAnalyzer
 from services.analysis.errors import AnalysisError
 from services.analysis.params import add_arguments as add_param_arguments
+from services.analysis.params import from_args
 
 if TYPE_CHECKING:
     from services.ingest.sources.base import Chunk
@@ -219,16 +220,12 @@ def score_subject(
         )
         tasks.append(TaskResult(iv.task, bool(hitting), latency, recovered))
     widened = [(iv.start - p.pre_s, iv.end + p.post_s) for iv in mine]
-    false_alarms = sum(
-        1 for e in arousal if not any(lo <= e.onset < hi for lo, hi in widened)
-    )
-    t0, t1 = span
     verdicts = []
     for e in arousal:
-        hit = next((iv for iv, tr in zip(mine, tasks, strict=True) if tr.hit and _hits(e, iv, p)),
-                   None)
-        near = next((iv for iv in mine if iv.start - p.pre_s <= e.onset < iv.end + p.post_s),
-                    None)
+        hit = next((iv for iv in mine if _hits(e, iv, p)), None)
+        near = next(
+            (iv for iv, (lo, hi) in zip(mine, widened, strict=True) if lo <= e.onset < hi), None
+        )
         if hit is not None:
             verdict, task = "hit", hit.task
         elif near is not None:
@@ -236,6 +233,8 @@ def score_subject(
         else:
             verdict, task = "false_alarm", None
         verdicts.append(EpisodeVerdict(e.onset, e.offset, e.peak_index, e.signals, verdict, task))
+    false_alarms = sum(v.verdict == "false_alarm" for v in verdicts)
+    t0, t1 = span
     clipped = [(max(lo, t0), min(hi, t1)) for lo, hi in widened if hi > t0 and lo < t1]
     covered = _union_length(clipped)
     return SubjectScore(
@@ -350,26 +349,34 @@ def _chunks(path: Path) -> Iterable[Chunk]:
         raise EvaluationError(path, str(exc)) from exc
 
 
+def analyzer_inputs(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, list[AnalyzerInput]]]:
+    """Each chunk with the analyzer inputs it becomes. Chunks go through the wire-contract
+    message (with a per-stream sequence number) and the pipeline's conversion, so the analyzer
+    sees exactly what ``rekindle analyze`` and the live service give it."""
+    from services.analysis.pipeline import to_input  # noqa: PLC0415
+
+    seq: dict[tuple[str, str], int] = {}
+    for chunk in chunks:
+        key = (chunk.stream, chunk.device)
+        seq[key] = seq.get(key, -1) + 1
+        item = to_input(chunk.to_message("eval", "eval", seq[key], None))
+        items: list[AnalyzerInput] = []
+        if isinstance(item, list):
+            items.extend(item)
+        elif item is not None:
+            items.append(item)
+        yield chunk, items
+
+
 def analyze_recording(
     path: Path, config: AnalysisConfig | None = None
 ) -> tuple[list[Episode], tuple[float, float]]:
-    """Replay a recording through the streaming analyzer as the live service would.
-
-    Chunks go through the wire-contract message and the pipeline's conversion, so the analyzer
-    sees exactly what ``rekindle analyze`` and the live service give it.
-    """
-    from services.analysis.pipeline import to_input  # noqa: PLC0415
-
+    """Replay a recording through the streaming analyzer as the live service would (see
+    :func:`analyzer_inputs`)."""
     analyzer = SessionAnalyzer(config)
     episodes: list[Episode] = []
     t_min, t_max = math.inf, -math.inf
-    seq: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(path):
-        key = (chunk.stream, chunk.device)
-        seq[key] = seq.get(key, -1) + 1
-        msg = chunk.to_message("eval", "eval", seq[key], None)
-        item = to_input(msg)
-        items = item if isinstance(item, list) else [item] if item is not None else []
+    for chunk, items in analyzer_inputs(_chunks(path)):
         for it in items:
             episodes.extend(e for e in analyzer.update(it) if isinstance(e, Episode))
         if chunk.stream != "marker":
@@ -410,8 +417,6 @@ def evaluate(
 
 
 def _run(args: argparse.Namespace) -> int:
-    from services.analysis.params import from_args  # noqa: PLC0415
-
     params = ScoreParams(args.pre, args.post, args.recovery_window)
     try:
         config = from_args(args)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow
+from services.analysis.params import changed
 from services.analysis.pipeline import SessionPipeline
 from services.ingest.sources.base import Chunk
 
@@ -53,8 +54,6 @@ def run_pipeline(
     session: str = "offline",
     config: AnalysisConfig | None = None,
 ) -> AnalysisResult:
-    from services.analysis.params import changed  # noqa: PLC0415
-
     pipeline = SessionPipeline(site, session, config, store_lines=False)
     result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []

@@ -20,9 +20,12 @@ from services.analysis.core import (
 
 
 def run(
-    items: Iterable[SampleBatch | MarkerInput | GapInput], config: AnalysisConfig | None = None
+    items: Iterable[SampleBatch | MarkerInput | GapInput],
+    config: AnalysisConfig | None = None,
+    analyzer: SessionAnalyzer | None = None,
 ) -> list[Event]:
-    analyzer = SessionAnalyzer(config)
+    """Every event of ``items`` fed to ``analyzer`` (a new one by default) and then finished."""
+    analyzer = analyzer or SessionAnalyzer(config)
     out: list[Event] = []
     for item in items:
         out.extend(analyzer.update(item))
