@@ -62,6 +62,7 @@ class EpisodeDetector:
         self._below_since: float | None = None
         self._last_t = 0.0
         self._enter_t = 0.0
+        self._confirmed_t = 0.0
         self._last_calm: float | None = None  # last second with the index below exit_index
         self._surge: _Surge | None = None
 
@@ -74,7 +75,15 @@ class EpisodeDetector:
         share = SIGNAL_SHARE * total
         picked = [k for k, v in self._peak_contrib.items() if total > 0 and v >= share]
         signals = tuple(sorted(picked))
-        ep = Episode("arousal", self._onset, self._peak_t, offset, self._peak, signals)
+        ep = Episode(
+            "arousal",
+            self._onset,
+            self._peak_t,
+            offset,
+            self._peak,
+            signals,
+            confirmed=self._confirmed_t,
+        )
         self._active = False
         self._cand_start = None
         self._below_since = None
@@ -124,6 +133,7 @@ class EpisodeDetector:
                 self._peak, self._peak_t, self._peak_contrib = index, t, dict(contributions)
             if t - self._enter_t >= cfg.min_episode_s:
                 self._active = True
+                self._confirmed_t = t
                 self._onset = self._cand_start
                 self._below_since = None
                 self._surge = _Surge(self._onset, self._peak_t, self._peak, self._cand_ref)
@@ -183,6 +193,7 @@ class EpisodeDetector:
                 tuple(sorted(recovered)),
                 recovery_depth=max(recovered.values()),
                 recovery_latency=max(0.0, first_met - s.peak),
+                confirmed=t,
             )
         ]
 

@@ -144,6 +144,10 @@ class Episode:
     surge (in robust z units above baseline) that the best-recovering signal gave back (1.0 = back
     at baseline; may exceed 1). ``recovery_latency`` is seconds from the surge peak until the
     recovery criterion was first met.
+
+    ``confirmed`` is the feature second at which the episode was declared (the alert time): for an
+    arousal episode when its minimum duration was reached (``onset`` is retrospective, earlier),
+    for a release when its recovery was confirmed.
     """
 
     kind: EpisodeKind
@@ -154,6 +158,7 @@ class Episode:
     signals: tuple[str, ...]
     recovery_depth: float | None = None
     recovery_latency: float | None = None
+    confirmed: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
