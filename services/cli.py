@@ -200,7 +200,12 @@ def cmd_analysis(args: argparse.Namespace) -> int:
     if changed := params.changed(config):
         log.info("analysis parameters changed from the defaults: %s", changed)
     settings = mqtt_settings(args.mqtt)
-    writer = BufferedWriter(make_transport(influx_settings(args)), spool_path=args.spool)
+    deadletter = args.influx_deadletter
+    if deadletter is None and args.spool is not None:
+        deadletter = args.spool.with_name(args.spool.name + ".rejected.jsonl")
+    writer = BufferedWriter(
+        make_transport(influx_settings(args)), spool_path=args.spool, deadletter_path=deadletter
+    )
     stop = stop_event_on_signals()
     service = AnalysisService(
         settings,
@@ -345,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--spool", type=Path, default=None, help="file for points that InfluxDB could not take yet"
+    )
+    p.add_argument(
+        "--influx-deadletter",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON lines of points InfluxDB refuses to parse or store, with its reason "
+        "(default: SPOOL.rejected.jsonl beside --spool; without either they are only logged)",
     )
     p.add_argument(
         "--state",

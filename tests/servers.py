@@ -5,6 +5,7 @@ Each server gets its own temporary config and data directory and is stopped afte
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -120,12 +121,25 @@ class Mosquitto(_Server):
 
 @dataclass
 class InfluxD(_Server):
+    #: (user, password) sent with every query once :meth:`create_admin` made that user
+    credentials: tuple[str, str] | None = None
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path, port: int | None = None) -> InfluxD:
+    def start(
+        cls,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        auth: bool = False,
+        max_body_size: int = 50_000_000,
+    ) -> InfluxD:
+        """Start on ``port`` (default: a free one). ``auth`` turns on authentication (with no
+        user yet: create one with :meth:`create_admin`); ``max_body_size`` is the largest
+        ``/write`` body in bytes that the server takes (413 above it)."""
         binary = _find("influxd", "/usr/bin/influxd")
         port, rpc = port or free_port(), free_port()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -156,9 +170,9 @@ bind-address = "127.0.0.1:{rpc}"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{port}"
-  auth-enabled = false
+  auth-enabled = {"true" if auth else "false"}
   log-enabled = false
-  max-body-size = 50000000
+  max-body-size = {max_body_size}
 [continuous_queries]
   enabled = false
 [subscriber]
@@ -187,9 +201,20 @@ bind-address = "127.0.0.1:{rpc}"
     def _post(self, path: str, params: dict[str, str], body: bytes | None = None) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         req = urllib.request.Request(url, data=body or b"", method="POST")
+        if self.credentials is not None:
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=60) as resp:
             data = resp.read()
         return json.loads(data) if data else None
+
+    def create_admin(self, user: str, password: str) -> None:
+        """Create an admin user (on a server started with ``auth``) and use it from now on."""
+        self._post(
+            "/query",
+            {"q": f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"},
+        )
+        self.credentials = (user, password)
 
     def create_database(self, name: str) -> None:
         self._post("/query", {"q": f'CREATE DATABASE "{name}"'})

@@ -6,12 +6,17 @@
 
 Failed batches stay queued and are retried with capped exponential backoff; when the queue grows
 past ``max_queued_lines`` the oldest lines are appended to an on-disk spool file (line protocol)
-that is replayed first once the server answers again, so nothing accepted is lost.
+that is replayed first once the server answers again, so nothing accepted is lost. How each
+answer is acted on is :func:`classify`: only lines the server refuses on their own (it cannot
+parse or store them) are given up, into a dead-letter file with the server's reason.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
+import http.client
+import json
 import logging
 import random
 import time
@@ -92,8 +97,8 @@ class V1Transport:
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode("utf-8", "replace")
             raise StorageError(self._base, f"HTTP {exc.code}: {detail}", status=exc.code) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise StorageError(self._base, f"cannot reach server: {exc}") from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise StorageError(self._base, f"cannot reach server: {exc!r}") from exc
 
     def close(self) -> None:
         return None
@@ -122,6 +127,7 @@ class V2Transport:
         self._base = settings.url
 
     def write(self, body: str) -> None:
+        import urllib3  # noqa: PLC0415 (comes with influxdb-client)
         from influxdb_client.client.exceptions import InfluxDBError  # noqa: PLC0415
         from influxdb_client.domain.write_precision import WritePrecision  # noqa: PLC0415
 
@@ -135,8 +141,8 @@ class V2Transport:
         except InfluxDBError as exc:
             status = getattr(getattr(exc, "response", None), "status", None)
             raise StorageError(self._base, str(exc), status=status) from exc
-        except OSError as exc:
-            raise StorageError(self._base, f"cannot reach server: {exc}") from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise StorageError(self._base, f"cannot reach server: {exc!r}") from exc
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
@@ -146,8 +152,55 @@ def make_transport(settings: InfluxSettings) -> Transport:
     return V1Transport(settings) if settings.dialect == "v1" else V2Transport(settings)
 
 
+class Action(enum.Enum):
+    """What the writer does with a batch the server did not take (see :func:`classify`)."""
+
+    RETRY = "retry"  # keep it queued (and spooled), try again after a backoff
+    SPLIT = "split"  # too large for the server: write it in halves
+    BISECT = "bisect"  # some line(s) refused: halve until the refused lines stand alone
+
+
+#: Words of a 400/422 answer that mean "these lines" (not "this request") are refused:
+#: 1.x ``partial write: unable to parse '...': ...`` / ``field type conflict``; 2.x/3.x
+#: ``{"code":"invalid","message":"unable to parse ..."}``.
+LINE_LEVEL_REASONS = ("unable to parse", "partial write", "invalid field", "type conflict")
+
+
+def classify(exc: StorageError) -> Action:
+    """The writer's status policy: nothing is dropped because the server *was not ready*.
+
+    * no answer (refused, reset, timeout), 401/403 (credentials or token not provisioned yet or
+      revoked), 404 (database or bucket not created yet), 408, 429, 5xx, and any other answer
+      about the *request* rather than its lines (e.g. 400 ``database is required``): RETRY;
+    * 413 (body larger than the server's ``max-body-size``): SPLIT;
+    * 400/422 naming lines it cannot parse or store: BISECT, and dead-letter the lines that
+      are refused on their own.
+    """
+    if exc.status == 413:
+        return Action.SPLIT
+    if exc.status in (400, 422) and any(w in exc.reason.lower() for w in LINE_LEVEL_REASONS):
+        return Action.BISECT
+    return Action.RETRY
+
+
+def _hint(exc: StorageError) -> str:
+    """What an operator should do about a failure that is being retried."""
+    if exc.status in (401, 403):
+        return " (check the InfluxDB user/password or token and its write permission)"
+    if exc.status == 404:
+        return " (create the database/bucket, or fix --influx-db / --influx-bucket)"
+    return ""
+
+
 class BufferedWriter:
-    """Batches lines, retries failures with backoff, spills to a spool file when over the cap."""
+    """Batches lines, retries failures with backoff, spills to a spool file when over the cap.
+
+    The status policy is :func:`classify`. Lines the server refuses on their own (it cannot
+    parse or store them) go to ``deadletter_path`` as JSON lines ``{"time", "status", "reason",
+    "line"}`` and to an error log line; nothing else is ever given up. Counters: ``written``
+    (lines the server acknowledged, rewrites included), ``dead_lettered`` and ``dropped``
+    (lines lost: queue overflow without a spool, or a refused line with no dead-letter file).
+    """
 
     def __init__(
         self,
@@ -156,17 +209,23 @@ class BufferedWriter:
         batch_lines: int = 5000,
         max_queued_lines: int = 500_000,
         spool_path: Path | None = None,
+        deadletter_path: Path | None = None,
         max_backoff_s: float = 30.0,
     ) -> None:
         self.transport = transport
         self.batch_lines = batch_lines
         self.max_queued_lines = max_queued_lines
         self.spool_path = spool_path
+        self.deadletter_path = deadletter_path
         self.max_backoff_s = max_backoff_s
         self._queue: deque[str] = deque()
         self._failures = 0
         self._next_try = 0.0
+        self._batch_cap = batch_lines
+        self._unreported_drops = 0
         self.written = 0
+        self.dead_lettered = 0
+        self.dropped = 0
 
     @property
     def queued(self) -> int:
@@ -177,13 +236,18 @@ class BufferedWriter:
         if len(self._queue) > self.max_queued_lines:
             self._spill(len(self._queue) - self.max_queued_lines)
         if len(self._queue) >= self.batch_lines:
-            self.flush(block=False)
+            self._attempt()
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._unreported_drops += count
 
     def _spill(self, count: int) -> None:
         if self.spool_path is None:
             log.error("write queue full and no spool configured: dropping %d oldest lines", count)
             for _ in range(count):
                 self._queue.popleft()
+            self._drop(count)
             return
         with self.spool_path.open("a", encoding="utf-8") as fh:
             for _ in range(count):
@@ -194,55 +258,108 @@ class BufferedWriter:
         if self.spool_path is None or not self.spool_path.exists():
             return
         lines = self.spool_path.read_text(encoding="utf-8").splitlines()
-        for start in range(0, len(lines), self.batch_lines):
-            self.transport.write("\n".join(lines[start : start + self.batch_lines]))
-            self.written += len(lines[start : start + self.batch_lines])
+        for start in range(0, len(lines), self._batch_cap):
+            self._send(lines[start : start + self._batch_cap])
         self.spool_path.unlink()
         log.info("replayed %d spooled lines", len(lines))
 
+    def _send(self, batch: list[str]) -> None:
+        """Write ``batch``; return once every line is written or dead-lettered.
+
+        Raises :class:`StorageError` when the batch must be retried later (then nothing of it
+        is given up; parts already written are simply written again, which overwrites).
+        """
+        try:
+            self.transport.write("\n".join(batch))
+        except StorageError as exc:
+            action = classify(exc)
+            if action is Action.RETRY:
+                raise
+            if len(batch) == 1:
+                self._reject(batch[0], exc)
+                return
+            if action is Action.SPLIT and len(batch) <= self._batch_cap:
+                self._batch_cap = max(1, len(batch) // 2)
+                log.info(
+                    "InfluxDB said 413 (body too large): batches of %d lines from now on",
+                    self._batch_cap,
+                )
+            mid = len(batch) // 2
+            self._send(batch[:mid])
+            self._send(batch[mid:])
+            return
+        self.written += len(batch)
+
+    def _reject(self, line: str, exc: StorageError) -> None:
+        """Dead-letter one line the server refuses on its own (a file record and a log line)."""
+        reason = exc.reason if exc.status != 413 else f"{exc.reason} (one line above max-body-size)"
+        where = "nowhere (no dead-letter file configured): line LOST"
+        if self.deadletter_path is not None:
+            record = {"time": time.time(), "status": exc.status, "reason": reason, "line": line}
+            try:
+                with self.deadletter_path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            except OSError as err:
+                where = f"nowhere ({err}): line LOST"
+            else:
+                where = str(self.deadletter_path)
+        if where == str(self.deadletter_path):
+            self.dead_lettered += 1
+        else:
+            self._drop(1)
+        log.error(
+            "InfluxDB refused a line (HTTP %s: %s), dead-lettered to %s: %.300s",
+            exc.status,
+            reason,
+            where,
+            line,
+        )
+
+    def _attempt(self) -> None:
+        """One attempt at the spool and the queue, unless a backoff is pending."""
+        if time.monotonic() < self._next_try:
+            return
+        try:
+            self._replay_spool()
+            while self._queue:
+                n = min(self._batch_cap, len(self._queue))
+                self._send([self._queue[i] for i in range(n)])
+                for _ in range(n):
+                    self._queue.popleft()
+        except StorageError as exc:
+            self._failures += 1
+            delay = min(self.max_backoff_s, 0.5 * 2 ** min(self._failures, 10))
+            delay *= random.uniform(0.5, 1.0)
+            self._next_try = time.monotonic() + delay
+            log.warning(
+                "InfluxDB write failed (attempt %d, retry in %.1f s, %d lines queued): %s%s",
+                self._failures,
+                delay,
+                len(self._queue),
+                exc,
+                _hint(exc),
+            )
+        else:
+            self._failures = 0
+
+    def _pending(self) -> bool:
+        return bool(self._queue) or (self.spool_path is not None and self.spool_path.exists())
+
     def flush(self, *, block: bool = True, timeout_s: float = 60.0) -> bool:
-        """Write everything queued. Returns True when the queue is empty afterwards.
+        """Write everything queued. Returns True only when the queue and the spool are empty
+        and no line was dropped since the previous call (dead-lettered lines are accounted for
+        in the dead-letter file, not dropped).
 
         ``block=False`` makes one attempt (respecting the backoff) and returns;
         ``block=True`` retries until ``timeout_s`` has passed.
         """
         deadline = time.monotonic() + timeout_s
-        while True:
-            now = time.monotonic()
-            if now >= self._next_try:
-                try:
-                    self._replay_spool()
-                    while self._queue:
-                        n = min(self.batch_lines, len(self._queue))
-                        batch = [self._queue[i] for i in range(n)]
-                        self.transport.write("\n".join(batch))
-                        for _ in range(n):
-                            self._queue.popleft()
-                        self.written += n
-                except StorageError as exc:
-                    if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-                        # The server refused the data itself: retrying cannot help.
-                        log.error("InfluxDB rejected a batch, dropping it: %s", exc)
-                        for _ in range(min(self.batch_lines, len(self._queue))):
-                            self._queue.popleft()
-                        continue
-                    self._failures += 1
-                    delay = min(self.max_backoff_s, 0.5 * 2 ** min(self._failures, 10))
-                    delay *= random.uniform(0.5, 1.0)
-                    self._next_try = time.monotonic() + delay
-                    log.warning(
-                        "InfluxDB write failed (attempt %d, retry in %.1f s, %d lines queued): %s",
-                        self._failures,
-                        delay,
-                        len(self._queue),
-                        exc,
-                    )
-                else:
-                    self._failures = 0
-                    return True
-            if not block or time.monotonic() >= deadline:
-                return not self._queue
+        self._attempt()
+        while block and self._pending() and time.monotonic() < deadline:
             time.sleep(min(max(self._next_try - time.monotonic(), 0.01), 1.0))
+            self._attempt()
+        drops, self._unreported_drops = self._unreported_drops, 0
+        return not self._pending() and drops == 0
 
     def close(self, timeout_s: float = 60.0) -> None:
         try:
