@@ -39,4 +39,12 @@ def open_spec(
             start = wall - script.duration * (1.0 - 1.0 / speed)
         return f"sim-{seed}", simulate(script, seed=seed, start_time=start)
     path = Path(spec)
-    return path.name.removesuffix(".gz").removesuffix(".jsonl"), open_source(path)
+    return display_name(path), open_source(path)
+
+
+def display_name(path: Path) -> str:
+    """A recording's name for outputs: the file or folder name without its format suffixes."""
+    name = path.name
+    for suffix in (".gz", ".jsonl", ".zip"):
+        name = name.removesuffix(suffix)
+    return name

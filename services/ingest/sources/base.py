@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from services import contract
 from services.contract import SampleStream
@@ -75,35 +78,44 @@ def regular_chunks(
     device: str,
     t0: float,
     fs: float,
-    values: list[float] | list[tuple[float, float, float]],
+    values: Sequence[float] | Sequence[tuple[float, float, float]] | npt.ArrayLike,
     *,
     seconds: float = 1.0,
 ) -> Iterator[Chunk]:
     """Split a regular series into chunks of ``seconds`` (at least one sample each).
 
-    Samples outside the contract's physical range are dropped (the chunk holding them becomes
-    irregular) so one bad sample never costs a whole message.
+    Samples outside the contract's physical range (or NaN) are dropped (the chunk holding them
+    becomes irregular) so one bad sample never costs a whole message. ``values`` may be a list
+    or a numpy array (``(n, 3)`` for ``acc``); the range check is vectorised.
     """
     per = max(1, math.floor(fs * seconds))
     low, high = contract.PHYSICAL_RANGE[stream]
-    for start in range(0, len(values), per):
-        part = values[start : start + per]
-        if stream == "acc":
-            ok = [all(low <= c <= high for c in v) for v in part]  # type: ignore[union-attr]
-        else:
-            ok = [low <= v <= high for v in part]  # type: ignore[operator]
-        if all(ok):
-            yield Chunk(
-                stream,
-                device,
-                tuple(part),  # type: ignore[arg-type]
-                t0 + start / fs,
-                fs,
-            )
-        elif any(ok):
-            times = tuple(t0 + (start + i) / fs for i, good in enumerate(ok) if good)
-            kept = tuple(v for v, good in zip(part, ok, strict=True) if good)
-            yield Chunk(stream, device, kept, t=times)  # type: ignore[arg-type]
+    arr = np.asarray(values, dtype=np.float64)
+    if stream == "acc":
+        arr = arr.reshape(-1, 3)
+    n = len(arr)
+    if n == 0:
+        return
+    inside: npt.NDArray[np.bool_] = (arr >= low) & (arr <= high)
+    ok: npt.NDArray[np.bool_] = np.asarray(inside.all(axis=1)) if stream == "acc" else inside
+    starts = np.arange(0, n, per)
+    good_per_block = np.add.reduceat(ok.astype(np.int64), starts)
+    sizes = np.diff(np.append(starts, n))
+    # Python floats (and (x, y, z) tuples) once for the whole series, then sliced per chunk.
+    items: list[Any] = arr.tolist()
+    if stream == "acc":
+        items = [tuple(v) for v in items]
+    for start, good, size in zip(
+        starts.tolist(), good_per_block.tolist(), sizes.tolist(), strict=True
+    ):
+        part = items[start : start + size]
+        if good == size:
+            yield Chunk(stream, device, tuple(part), t0 + start / fs, fs)
+        elif good:
+            flags = ok[start : start + size].tolist()
+            times = tuple(t0 + (start + i) / fs for i, g in enumerate(flags) if g)
+            kept = tuple(v for v, g in zip(part, flags, strict=True) if g)
+            yield Chunk(stream, device, kept, t=times)
 
 
 def irregular_chunks(
@@ -131,11 +143,13 @@ def merge_in_time(streams: Iterable[Iterator[Chunk]]) -> Iterator[Chunk]:
 
 
 def open_source(path: Path) -> Iterator[Chunk]:
-    """Chunks of a recording: an Empatica E4 export folder or a Rekindle recording file."""
+    """Chunks of a recording: an Empatica E4 export folder or zip, or a Rekindle recording."""
     from services.ingest.sources import e4, recording  # noqa: PLC0415 (avoids an import cycle)
 
     if path.is_dir():
         return e4.read_e4_folder(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return e4.read_e4_zip(path)
     if path.is_file():
         return recording.read_recording(path)
     raise SourceError(path, "no such file or folder")
