@@ -42,6 +42,13 @@ MAX_FUTURE_S: Final = 300.0
 MIN_TIME_S: Final = 946_684_800.0
 MAX_MARKER_CHARS: Final = 200
 MAX_ID_CHARS: Final = 64
+#: Deepest JSON nesting accepted (a valid payload needs 3: object, ``values``, an ACC triple).
+#: Checked on the raw bytes before parsing, so a deeply nested payload costs linear time.
+MAX_DEPTH: Final = 8
+#: Largest ``seq`` (2^53 - 1, the largest integer every JSON implementation reads exactly).
+MAX_SEQ: Final = 2**53 - 1
+#: Accepted RSSI range (dBm).
+RSSI_RANGE: Final = (-200, 50)
 
 SampleStream: TypeAlias = Literal["hr", "rr", "eda", "acc", "ppg", "ecg", "temp"]
 EventStream: TypeAlias = Literal["marker", "status", "gap"]
@@ -81,7 +88,19 @@ PHYSICAL_RANGE: Final[Mapping[SampleStream, tuple[float, float]]] = {
 #: Sampling-rate bounds for the regular form.
 FS_RANGE: Final = (0.01, 10_000.0)
 
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Longest field name and reason a ContractError carries (the rest is cut, marked with "...").
+MAX_FIELD_CHARS: Final = 80
+MAX_REASON_CHARS: Final = 300
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(obj: object) -> str:
+    """``repr`` of a value taken from a payload, short enough for an error message."""
+    return _clip(repr(obj), 60)
 
 
 class ContractError(ValueError):
@@ -92,6 +111,8 @@ class ContractError(ValueError):
     """
 
     def __init__(self, field: str, reason: str) -> None:
+        field = _clip(field, MAX_FIELD_CHARS)
+        reason = _clip(reason, MAX_REASON_CHARS)
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
@@ -213,9 +234,9 @@ Message: TypeAlias = SampleMessage | MarkerMessage | StatusMessage | GapMessage
 
 
 def _check_id(value: str, what: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ContractError(
-            what, f"{value!r} must be 1-{MAX_ID_CHARS} characters of A-Z a-z 0-9 _ . -"
+            what, f"{_show(value)} must be 1-{MAX_ID_CHARS} characters of A-Z a-z 0-9 _ . -"
         )
     return value
 
@@ -225,7 +246,9 @@ def topic_for(site: str, session: str, stream: Stream, device: str | None = None
     _check_id(site, "site")
     _check_id(session, "session")
     if stream not in STREAMS:
-        raise ContractError("stream", f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}")
+        raise ContractError(
+            "stream", f"unknown stream {_show(stream)}; valid: {', '.join(STREAMS)}"
+        )
     if stream == "status":
         if device is None:
             raise ContractError("device", "status topics end with the device id")
@@ -254,13 +277,13 @@ def parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
     status = len(parts) == 6 and parts[4] == "status"
     if not (len(parts) == 5 or status) or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
-        raise ContractError("topic", f"{topic!r} is not rekindle/v1/<site>/<session>/<stream>")
+        raise ContractError("topic", f"{_show(topic)} is not rekindle/v1/<site>/<session>/<stream>")
     site, session, stream = parts[2], parts[3], parts[4]
     _check_id(site, "topic.site")
     _check_id(session, "topic.session")
     if stream not in STREAMS:
         raise ContractError(
-            "topic.stream", f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}"
+            "topic.stream", f"unknown stream {_show(stream)}; valid: {', '.join(STREAMS)}"
         )
     if stream == "status" and not status:
         raise ContractError("topic", "status topics end with /status/<device>")
@@ -278,16 +301,56 @@ def _reject_constant(name: str) -> float:
 def _number(obj: object, where: str) -> float:
     if isinstance(obj, bool) or not isinstance(obj, int | float):
         raise ContractError(where, f"expected a number, got {type(obj).__name__}")
-    value = float(obj)
+    try:
+        value = float(obj)
+    except OverflowError:  # an integer of more than ~308 digits
+        raise ContractError(where, "number is too large to be a float") from None
     if not math.isfinite(value):
         raise ContractError(where, "must be finite")
     return value
 
 
-def _integer(obj: object, where: str) -> int:
+def _integer(obj: object, where: str, low: int, high: int) -> int:
     if isinstance(obj, bool) or not isinstance(obj, int):
         raise ContractError(where, f"expected an integer, got {type(obj).__name__}")
+    if not low <= obj <= high:
+        shown = str(obj) if abs(obj) < 10**30 else f"an integer of {len(str(abs(obj)))} digits"
+        raise ContractError(where, f"{shown} is outside [{low}, {high}]")
     return obj
+
+
+def _seq(obj: object) -> int:
+    return _integer(obj, "seq", 0, MAX_SEQ)
+
+
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.?)*+(?:"|\Z)', re.DOTALL)
+_NOT_BRACKET: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_INNERMOST: Final = re.compile(rb"\[\]|\{\}")
+
+
+def check_nesting(payload: bytes, limit: int = MAX_DEPTH) -> None:
+    """Reject ``payload`` if its JSON nests deeper than ``limit``, without parsing it.
+
+    Linear in the payload size per level: strings are blanked out (a possessive scan, so an
+    unterminated string cannot make it backtrack), everything but brackets is deleted, and
+    innermost ``[]``/``{}`` pairs are removed ``limit`` times; anything left is too deep (or
+    unbalanced, which the parser would reject anyway).
+    """
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return
+    brackets = _JSON_STRING.sub(b"", payload) if b'"' in payload else payload
+    brackets = brackets.translate(None, _NOT_BRACKET)
+    for _ in range(limit):
+        if not brackets:
+            return
+        inner = _INNERMOST.sub(b"", brackets)
+        if len(inner) == len(brackets):
+            break  # no pair left to remove: unbalanced
+        brackets = inner
+    if brackets:
+        raise ContractError(
+            "payload", f"JSON nested deeper than {limit} levels (or unbalanced brackets)"
+        )
 
 
 def _string(obj: object, where: str, max_chars: int) -> str:
@@ -295,7 +358,15 @@ def _string(obj: object, where: str, max_chars: int) -> str:
         raise ContractError(where, f"expected a string, got {type(obj).__name__}")
     if not obj or len(obj) > max_chars:
         raise ContractError(where, f"must be 1-{max_chars} characters")
+    if _CONTROL.search(obj):
+        raise ContractError(where, "control characters (U+0000-U+001F, U+007F) are not allowed")
+    if _SURROGATE.search(obj):
+        raise ContractError(where, "contains a lone surrogate (\\ud800-\\udfff): not Unicode text")
     return obj
+
+
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def _time(obj: object, where: str, now: float) -> float:
@@ -356,17 +427,25 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
         raise ContractError(
             "payload", f"{len(payload)} bytes exceed the limit of {MAX_PAYLOAD_BYTES}"
         )
+    check_nesting(payload)
     try:
         obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise ContractError("payload", f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise ContractError("payload", f"not JSON: {exc.msg} at position {exc.pos}") from exc
+    except ContractError:
+        raise  # from _reject_constant
+    except ValueError as exc:  # an integer longer than Python converts (sys.int_info)
+        reason = "an integer literal is too long to convert (numbers must fit a float)"
+        raise ContractError("payload", reason) from exc
+    except RecursionError as exc:  # cannot happen below MAX_DEPTH; kept as a last guard
+        raise ContractError("payload", "JSON nested too deeply") from exc
     if not isinstance(obj, dict):
         raise ContractError("payload", f"expected a JSON object, got {type(obj).__name__}")
     if "v" not in obj:
         raise ContractError("v", "required field is missing")
-    if _integer(obj["v"], "v") != PROTOCOL_VERSION:
+    if _integer(obj["v"], "v", 0, 2**31) != PROTOCOL_VERSION:
         raise ContractError("v", f"unsupported version {obj['v']}; this receiver speaks 1")
     run = _string(obj["run"], "run", MAX_ID_CHARS) if "run" in obj else None
     device = obj.get("device")
@@ -376,11 +455,11 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
         _keys(obj, {"v", "device", "state", "t"}, {"run", "battery", "rssi", "detail"})
         state = obj["state"]
         if state not in DEVICE_STATES:
-            raise ContractError("state", f"{state!r} is not one of {', '.join(DEVICE_STATES)}")
-        battery = _integer(obj["battery"], "battery") if obj.get("battery") is not None else None
-        if battery is not None and not 0 <= battery <= 100:
-            raise ContractError("battery", f"{battery} is not a percentage")
-        rssi = _integer(obj["rssi"], "rssi") if obj.get("rssi") is not None else None
+            raise ContractError("state", f"{_show(state)} is not one of {', '.join(DEVICE_STATES)}")
+        battery = (
+            _integer(obj["battery"], "battery", 0, 100) if obj.get("battery") is not None else None
+        )
+        rssi = _integer(obj["rssi"], "rssi", *RSSI_RANGE) if obj.get("rssi") is not None else None
         detail = _string(obj["detail"], "detail", 500) if obj.get("detail") is not None else None
         device_id = _check_id(_string(device, "device", MAX_ID_CHARS), "device")
         if device_id != parsed.device:
@@ -403,14 +482,12 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
         _keys(obj, {"v", "device", "seq", "stream", "start", "end"}, {"run"})
         gap_stream = obj["stream"]
         if gap_stream not in SAMPLE_STREAMS:
-            raise ContractError("stream", f"{gap_stream!r} is not a sample stream")
+            raise ContractError("stream", f"{_show(gap_stream)} is not a sample stream")
         start = _time(obj["start"], "start", now)
         end = _time(obj["end"], "end", now)
         if end < start:
             raise ContractError("end", "is before start")
-        seq = _integer(obj["seq"], "seq")
-        if seq < 0:
-            raise ContractError("seq", "must be >= 0")
+        seq = _seq(obj["seq"])
         return GapMessage(
             site,
             session,
@@ -428,9 +505,7 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
     required = {"v", "device", "seq", "values"} | ({"t0", "fs"} if regular else {"t"})
     _keys(obj, required, {"run"})
     device_id = _check_id(_string(device, "device", MAX_ID_CHARS), "device")
-    seq = _integer(obj["seq"], "seq")
-    if seq < 0:
-        raise ContractError("seq", "must be >= 0")
+    seq = _seq(obj["seq"])
     raw_values = _list(obj["values"], "values")
 
     if stream == "marker":
@@ -507,26 +582,54 @@ def encode(msg: Message) -> tuple[str, bytes]:
     return topic_for(msg.site, msg.session, msg.stream, device), payload.encode("utf-8")
 
 
+#: A ``seq`` more than this many ahead of the last one seen is a *jump* (see ``SeqTracker``).
+MAX_SEQ_JUMP: Final = 1_000_000
+
+
 @dataclass(slots=True)
 class SeqTracker:
-    """Receiver side of ``seq``: drops duplicates and reports gaps per (device, stream, run)."""
+    """Receiver side of ``seq``: drops duplicates and reports gaps per (device, stream, run).
+
+    Jump rule: a message whose ``seq`` lies more than ``MAX_SEQ_JUMP`` ahead of the last one is
+    accepted (its data is valid) but does not move the stream's position, so a single corrupt
+    or hostile ``seq`` (say 2^62) cannot turn every later message into a "duplicate". If the
+    next message continues from the jumped value (``jumped + 1``), the publisher really
+    renumbered: the tracker follows it from there. Jumps are counted in ``jumps``, never as
+    missing messages.
+    """
 
     _last: dict[tuple[str, str, str, str, str | None], int] = field(default_factory=dict)
+    _jumped: dict[tuple[str, str, str, str, str | None], int] = field(default_factory=dict)
+    jumps: int = 0
 
     def check(self, msg: SampleMessage | MarkerMessage | GapMessage) -> tuple[bool, int]:
         """Return ``(accept, missing)``: ``accept`` is False for a duplicate or replayed seq;
         ``missing`` counts the sequence numbers skipped before this one."""
         key = (msg.site, msg.session, msg.device, msg.stream, msg.run)
         last = self._last.get(key)
-        if last is not None and msg.seq <= last:
+        seq = msg.seq
+        if last is not None and seq <= last:
             return False, 0
-        self._last[key] = msg.seq
-        missing = 0 if last is None else msg.seq - last - 1
+        if last is not None and seq - last - 1 > MAX_SEQ_JUMP:
+            jumped = self._jumped.get(key)
+            if jumped == seq:
+                return False, 0  # the jumped message again
+            if jumped is not None and seq == jumped + 1:
+                self._last[key] = seq  # two in a row: the publisher renumbered
+                del self._jumped[key]
+                return True, 0
+            self._jumped[key] = seq
+            self.jumps += 1
+            return True, 0
+        self._last[key] = seq
+        self._jumped.pop(key, None)
+        missing = 0 if last is None else seq - last - 1
         return True, missing
 
     def forget_session(self, site: str, session: str) -> None:
-        for key in [k for k in self._last if k[0] == site and k[1] == session]:
-            del self._last[key]
+        for table in (self._last, self._jumped):
+            for key in [k for k in table if k[0] == site and k[1] == session]:
+                del table[key]
 
 
 def samples(

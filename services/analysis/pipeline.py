@@ -2,10 +2,20 @@
 
 The live service, ``rekindle analyze`` and the demo all drive this same class with the same
 sequence of messages, which is what makes a replay give the same episodes as the live session.
+
+Time-jump rule: the analyzer closes every feature second in turn, so a silence of days between
+two messages would cost one feature row per second in between. A silence longer than
+``MAX_SILENCE_S`` (in data time, across the analysed streams) therefore ends the session's
+current *analysis segment* exactly as the end of a file does (open episodes close at the last
+data), and the data after it starts a fresh segment (new baselines). Every raw sample is still
+stored; nothing in between is materialised. A message that itself spans such a silence is split
+at it. Data older than what a segment already analysed is stored but not analysed (the
+analyzer counts it as late), as before.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +31,7 @@ from services.analysis.core import (
     SampleBatch,
     SessionAnalyzer,
 )
+from services.analysis.core.analyzer import ANALYSED
 
 
 @dataclass(slots=True)
@@ -50,6 +61,25 @@ def to_input(
     return None
 
 
+#: Longest silence (s of data time) analysed second by second; see the module docstring.
+MAX_SILENCE_S = 1800.0
+
+
+def _split_at_silences(batch: SampleBatch, max_silence_s: float) -> list[SampleBatch]:
+    """``batch`` cut wherever consecutive samples are more than ``max_silence_s`` apart."""
+    times = batch.times
+    if len(times) < 2:
+        return [batch]
+    cuts = (np.flatnonzero(np.diff(times) > max_silence_s) + 1).tolist()
+    if not cuts:
+        return [batch]
+    bounds = [0, *cuts, len(times)]
+    return [
+        SampleBatch(batch.stream, batch.device, times[a:b], batch.values[a:b])
+        for a, b in itertools.pairwise(bounds)
+    ]
+
+
 class SessionPipeline:
     """One session's analyzer plus the conversion of everything it sees to storage lines."""
 
@@ -60,11 +90,17 @@ class SessionPipeline:
         config: AnalysisConfig | None = None,
         *,
         store_lines: bool = True,
+        max_silence_s: float = MAX_SILENCE_S,
     ) -> None:
         self.site = site
         self.store_lines = store_lines
         self.session = session
         self.analyzer = SessionAnalyzer(config)
+        self.max_silence_s = max_silence_s
+        #: Newest analysed sample time (s) of the current segment.
+        self.latest = -np.inf
+        #: Analysis segments started after a silence longer than ``max_silence_s``.
+        self.segments_split = 0
         self.devices_online: set[str] = set()
         self.episodes: list[Episode] = []
         self.samples = 0
@@ -86,6 +122,18 @@ class SessionPipeline:
         if isinstance(msg, contract.SampleMessage):
             self.samples += len(msg)
         item = to_input(msg)
+        if isinstance(item, SampleBatch):
+            if item.stream not in ANALYSED or not len(item.times):
+                return out
+            for part in _split_at_silences(item, self.max_silence_s):
+                if self.latest > -np.inf and part.times[0] - self.latest > self.max_silence_s:
+                    out.extend(self._events(self.analyzer.finish()))
+                    self.analyzer = SessionAnalyzer(self.analyzer.cfg)
+                    self.latest = -np.inf
+                    self.segments_split += 1
+                self.latest = max(self.latest, float(part.times[-1]))
+                out.extend(self._events(self.analyzer.update(part)))
+            return out
         items = item if isinstance(item, list) else [item] if item is not None else []
         for it in items:
             out.extend(self._events(self.analyzer.update(it)))
