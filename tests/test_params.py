@@ -80,7 +80,7 @@ def test_evaluate_and_analyze_use_the_parameters(
     # an episode would have to last longer than the recording: nothing can be found
     assert main([*base, "--param", "min_episode_s=100000"]) == 0
     none = json.loads(capsys.readouterr().out)["overall"]
-    assert (none["hits"], none["false_alarms"]) == (0, 0)
+    assert (none["hits"], none["relax_onsets"], none["arousal_onsets"]) == (0, 0, 0)
     assert main([*base, "--param", "min_episod_s=1"]) == 2
     assert "did you mean 'min_episode_s'" in capsys.readouterr().err
 
