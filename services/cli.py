@@ -1,9 +1,12 @@
 """The ``rekindle`` command line. The only place that reads the environment and sets up logging.
 
 Environment variables (used as defaults for the matching options):
-``REKINDLE_MQTT_URL``, ``REKINDLE_INFLUX_URL``, ``REKINDLE_INFLUX_DB``, ``REKINDLE_INFLUX_ORG``,
-``REKINDLE_INFLUX_BUCKET``, ``REKINDLE_INFLUX_TOKEN_FILE``, ``REKINDLE_SITE``,
-``REKINDLE_LOG_LEVEL``.
+``REKINDLE_MQTT_URL``, ``REKINDLE_MQTT_PASSWORD_FILE``, ``REKINDLE_INFLUX_URL``,
+``REKINDLE_INFLUX_DB``, ``REKINDLE_INFLUX_USER``, ``REKINDLE_INFLUX_PASSWORD_FILE``,
+``REKINDLE_INFLUX_ORG``, ``REKINDLE_INFLUX_BUCKET``, ``REKINDLE_INFLUX_TOKEN_FILE``,
+``REKINDLE_SITE``, ``REKINDLE_LOG_LEVEL``; and the secrets themselves, for who prefers them to
+files: ``REKINDLE_MQTT_PASSWORD``, ``REKINDLE_INFLUX_PASSWORD``, ``REKINDLE_INFLUX_TOKEN``.
+No password is ever needed in process arguments, and log lines mask URL passwords.
 """
 
 from __future__ import annotations
@@ -60,7 +63,21 @@ def add_mqtt(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
         default=default,
         required=required and default is None,
         metavar="URL",
-        help="broker URL, mqtt://user:pass@host:port or mqtts://... (env REKINDLE_MQTT_URL)",
+        help="broker URL, mqtt://user@host:port or mqtts://... (env REKINDLE_MQTT_URL); the "
+        "password from --mqtt-password-file or env REKINDLE_MQTT_PASSWORD",
+    )
+    add_mqtt_password(parser)
+
+
+def add_mqtt_password(parser: argparse.ArgumentParser) -> None:
+    """``--mqtt-password-file`` (also used by the BLE ingest command)."""
+    parser.add_argument(
+        "--mqtt-password-file",
+        default=env("REKINDLE_MQTT_PASSWORD_FILE"),
+        type=Path,
+        metavar="FILE",
+        help="file holding the broker password of the URL's user "
+        "(env REKINDLE_MQTT_PASSWORD_FILE, or the password itself in REKINDLE_MQTT_PASSWORD)",
     )
 
 
@@ -103,29 +120,82 @@ def add_influx(parser: argparse.ArgumentParser, *, required: bool) -> None:
         default=env("REKINDLE_INFLUX_TOKEN_FILE"),
         metavar="FILE",
         type=Path,
-        help="file holding the 2.x/3.x API token (env REKINDLE_INFLUX_TOKEN_FILE)",
+        help="file holding the 2.x/3.x API token (env REKINDLE_INFLUX_TOKEN_FILE, or the token "
+        "itself in REKINDLE_INFLUX_TOKEN)",
     )
+    parser.add_argument(
+        "--influx-user",
+        default=env("REKINDLE_INFLUX_USER"),
+        metavar="USER",
+        help="InfluxDB 1.x user (env REKINDLE_INFLUX_USER; or http://user@host in the URL)",
+    )
+    parser.add_argument(
+        "--influx-password-file",
+        default=env("REKINDLE_INFLUX_PASSWORD_FILE"),
+        metavar="FILE",
+        type=Path,
+        help="file holding the 1.x user's password (env REKINDLE_INFLUX_PASSWORD_FILE, or the "
+        "password itself in REKINDLE_INFLUX_PASSWORD)",
+    )
+
+
+def _secret(file: Path | None, env_name: str, option: str) -> str | None:
+    from services.credentials import SecretError, read_secret, register_secret  # noqa: PLC0415
+
+    try:
+        value = read_secret(file, env_name, file_option=option)
+    except SecretError as exc:
+        raise CliError(str(exc)) from exc
+    register_secret(value)
+    return value
+
+
+def _warn_password_in_argv(option: str, url: str, env_name: str, better: str) -> None:
+    from services.credentials import redact, register_secret, split_userinfo  # noqa: PLC0415
+
+    password = split_userinfo(url)[2]
+    register_secret(password)
+    if password and url != env(env_name):
+        log.warning(
+            "the %s URL %s carries a password, which every user of this machine can read in "
+            "the process list: put it in %s instead",
+            option,
+            redact(url),
+            better,
+        )
 
 
 def influx_settings(args: argparse.Namespace) -> InfluxSettings:
     from services.analysis.errors import StorageError  # noqa: PLC0415
     from services.analysis.influx import InfluxSettings  # noqa: PLC0415
+    from services.credentials import redact, split_userinfo  # noqa: PLC0415
 
-    token = None
-    if args.influx_token_file is not None:
-        try:
-            token = Path(args.influx_token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CliError(
-                f"--influx-token-file: cannot read {args.influx_token_file}: {exc}"
-            ) from exc
-        if not token:
-            raise CliError(f"--influx-token-file: {args.influx_token_file} is empty")
+    token = _secret(args.influx_token_file, "REKINDLE_INFLUX_TOKEN", "--influx-token-file")
+    password = _secret(
+        args.influx_password_file, "REKINDLE_INFLUX_PASSWORD", "--influx-password-file"
+    )
+    _, url_user, url_password = split_userinfo(args.influx)
+    _warn_password_in_argv(
+        "--influx",
+        args.influx,
+        "REKINDLE_INFLUX_URL",
+        "--influx-password-file or REKINDLE_INFLUX_PASSWORD",
+    )
+    if url_password is not None and password is not None:
+        raise CliError(
+            f"--influx {redact(args.influx)}: the password is given twice (URL and "
+            "--influx-password-file/REKINDLE_INFLUX_PASSWORD): keep only the file or variable"
+        )
+    user = args.influx_user or url_user
+    if password is not None and user is None:
+        raise CliError("an InfluxDB password is given but no user: add --influx-user")
     try:
         return InfluxSettings(
             url=args.influx,
             database=args.influx_db,
             retention_policy=args.influx_rp,
+            username=user,
+            password=password if password is not None else url_password,
             org=args.influx_org,
             bucket=args.influx_bucket,
             token=token,
@@ -134,13 +204,34 @@ def influx_settings(args: argparse.Namespace) -> InfluxSettings:
         raise CliError(str(exc)) from exc
 
 
-def mqtt_settings(url: str) -> MqttSettings:
+def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
+    """The broker settings of ``--mqtt`` with the password from ``--mqtt-password-file`` or
+    ``REKINDLE_MQTT_PASSWORD`` (or, discouraged, from the URL itself)."""
+    import dataclasses  # noqa: PLC0415
+
     from services.mqtturl import MqttSettings, MqttUrlError  # noqa: PLC0415
 
     try:
-        return MqttSettings.from_url(url)
+        settings = MqttSettings.from_url(args.mqtt)
     except MqttUrlError as exc:
         raise CliError(str(exc)) from exc
+    password = _secret(args.mqtt_password_file, "REKINDLE_MQTT_PASSWORD", "--mqtt-password-file")
+    _warn_password_in_argv(
+        "--mqtt",
+        args.mqtt,
+        "REKINDLE_MQTT_URL",
+        "--mqtt-password-file or REKINDLE_MQTT_PASSWORD",
+    )
+    if password is None:
+        return settings
+    if settings.password is not None:
+        raise CliError(
+            f"--mqtt {settings.url}: the password is given twice (URL and "
+            "--mqtt-password-file/REKINDLE_MQTT_PASSWORD): keep only the file or variable"
+        )
+    if settings.username is None:
+        raise CliError(f"--mqtt {settings.url}: a password is given but no user: mqtt://USER@host")
+    return dataclasses.replace(settings, password=password)
 
 
 def stop_event_on_signals() -> threading.Event:
@@ -178,7 +269,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         speed = parse_speed(args.speed)
     except ValueError as exc:
         raise CliError(f"--speed: {exc}") from exc
-    settings = mqtt_settings(args.mqtt)
+    settings = mqtt_settings(args)
     _, chunks = open_chunks(args.source, speed=speed)
     stop = stop_event_on_signals()
     with Publisher(settings, args.site, args.session, device="replay", spool=args.spool) as pub:
@@ -199,7 +290,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
     log.info("analysis core: %s", "compiled (mypyc)" if is_compiled() else "pure Python")
     if changed := params.changed(config):
         log.info("analysis parameters changed from the defaults: %s", changed)
-    settings = mqtt_settings(args.mqtt)
+    settings = mqtt_settings(args)
     deadletter = args.influx_deadletter
     if deadletter is None and args.spool is not None:
         deadletter = args.spool.with_name(args.spool.name + ".rejected.jsonl")
@@ -251,7 +342,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from services.ingest.record import Recorder  # noqa: PLC0415
 
-    settings = mqtt_settings(args.mqtt)
+    settings = mqtt_settings(args)
     stop = stop_event_on_signals()
     recorder = Recorder(settings, args.site, args.session, Path(args.out)).start()
     print(f"recording {args.site}/{args.session} to {args.out}", flush=True)
@@ -268,7 +359,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_mark(args: argparse.Namespace) -> int:
     from services.ingest.publisher import Publisher  # noqa: PLC0415
 
-    settings = mqtt_settings(args.mqtt)
+    settings = mqtt_settings(args)
     when = time.time() if args.time is None else args.time
     with Publisher(settings, args.site, args.session, device=args.device) as pub:
         pub.send_markers(args.device, [when], [args.text])
@@ -427,6 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from services.credentials import RedactingFilter  # noqa: PLC0415
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     if logging.getLogger().level > logging.DEBUG:
         for noisy in ("amqtt", "transitions", "bleak", "dbus_fast"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -36,7 +36,7 @@ class MqttSettings:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
     keepalive: int = 30
     ca_file: Path | None = None

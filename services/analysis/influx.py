@@ -24,11 +24,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, cast
 
 from services.analysis.errors import StorageError
+from services.credentials import redact, split_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,26 @@ class InfluxSettings:
     database: str | None = None
     retention_policy: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     org: str | None = None
     bucket: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        # http://user:password@host: the credentials move to username/password (unless given
+        # explicitly) and ``url`` keeps no secret, so every message naming it is safe to log.
+        clean, user, password = split_userinfo(self.url)
+        shown = redact(self.url)
+        if clean != self.url:
+            object.__setattr__(self, "url", clean)
+            if self.username is None:
+                object.__setattr__(self, "username", user)
+            if self.password is None:
+                object.__setattr__(self, "password", password)
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise StorageError(self.url, "InfluxDB URL must be http(s)://host:port")
+            raise StorageError(shown, "InfluxDB URL must be http(s)://host:port")
         v1 = self.database is not None
         v2 = self.bucket is not None or self.org is not None or self.token is not None
         if v1 == v2:
@@ -59,6 +70,12 @@ class InfluxSettings:
             )
         if v2 and not (self.org and self.bucket and self.token):
             raise StorageError(self.url, "InfluxDB 2.x/3.x needs org, bucket and token")
+        if v2 and (self.username or self.password):
+            raise StorageError(
+                self.url,
+                "InfluxDB 2.x/3.x authenticates with a token: drop the user and password "
+                "(from the URL too) and give the token (--influx-token-file)",
+            )
 
     @property
     def dialect(self) -> str:

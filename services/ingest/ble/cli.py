@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bleak.exc import BleakError
 
+from services.cli import CliError, add_mqtt_password, mqtt_settings
 from services.ingest.ble import hrs
 from services.ingest.ble.errors import BleError, DecodeError, ProfileError
 from services.ingest.ble.manager import (
@@ -27,7 +28,7 @@ from services.ingest.ble.pmd import PMD_SERVICE as POLAR_PMD_SERVICE
 from services.ingest.ble.profiles import load_profile, shipped_profiles
 from services.ingest.errors import IngestError
 from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings, MqttUrlError
+from services.mqtturl import MqttSettings
 
 KNOWN_SERVICES = {
     hrs.HEART_RATE_SERVICE: "heart rate (hrs)",
@@ -60,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="repeat for each device")
     ingest.add_argument("--mqtt", default=os.environ.get("REKINDLE_MQTT_URL")
                         or "mqtt://localhost:1883", metavar="URL",
-                        help="broker URL (env REKINDLE_MQTT_URL, else mqtt://localhost:1883)")
+                        help="broker URL, mqtt://user@host:port (env REKINDLE_MQTT_URL, else "
+                        "mqtt://localhost:1883)")
+    add_mqtt_password(ingest)
     ingest.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0")
     ingest.add_argument("--scan-timeout", type=float, default=10.0)
     ingest.add_argument("--connect-timeout", type=float, default=15.0)
@@ -171,8 +174,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     _setup_logging()
     try:
         specs = [DeviceSpec.parse(text) for text in args.device]
-        settings = MqttSettings.from_url(args.mqtt)
-    except (BleError, MqttUrlError) as exc:
+        settings = mqtt_settings(args)
+    except (BleError, CliError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
