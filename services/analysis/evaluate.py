@@ -222,6 +222,28 @@ def scorable_range(span: tuple[float, float], cfg: AnalysisConfig) -> tuple[floa
     return (min(t1, t0 + warmup_s(cfg)), t1)
 
 
+def score_recording(
+    subject: str,
+    rec: Recording,
+    tasks: Sequence[Interval],
+    phases: Sequence[Phase],
+    cfg: AnalysisConfig,
+    params: ScoreParams | None = None,
+) -> SubjectScore:
+    """Score one replayed recording (pure): its detections, its per-second HR and its scorable
+    range under ``cfg`` go to :func:`services.analysis.scoring.score_subject`."""
+    return score_subject(
+        subject,
+        detections(rec),
+        tasks,
+        phases,
+        rec.hr_times,
+        rec.hr_values,
+        scorable_range(rec.span, cfg),
+        params,
+    )
+
+
 def recording_path(root: Path, subject: str) -> Path:
     """The subject's E4 folder or recording file under ``root`` or ``root/Raw_data``."""
     for base in (root, root / "Raw_data"):
@@ -260,18 +282,7 @@ def evaluate(
         path = recording_path(recordings, subject)
         log.info("evaluating %s from %s", subject, path)
         rec = analyze_recording(path, cfg)
-        scores.append(
-            score_subject(
-                subject,
-                detections(rec),
-                tasks,
-                protocol,
-                rec.hr_times,
-                rec.hr_values,
-                scorable_range(rec.span, cfg),
-                params,
-            )
-        )
+        scores.append(score_recording(subject, rec, tasks, protocol, cfg, params))
     return scores
 
 
