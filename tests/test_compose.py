@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from dashboards import GRAFANA_VERSION, generate
 from dashboards.influxql import DATASOURCE_UID
 from services.analysis import health
-from services.mqtturl import MqttSettings
+from services.cli import mqtt_settings
 from tests.servers import InfluxD, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -348,7 +348,7 @@ def test_rekindle_environment_names_are_read_by_the_cli(name: str) -> None:
 def test_analysis_command(monkeypatch: pytest.MonkeyPatch) -> None:
     args = _parse("analysis", monkeypatch)
     assert args.command == "analysis"
-    mqtt_url = MqttSettings.from_url(args.mqtt)
+    mqtt_url = mqtt_settings(args)  # the password comes from REKINDLE_MQTT_PASSWORD
     assert (mqtt_url.host, mqtt_url.port, mqtt_url.username) == ("mosquitto", 1883, "analysis")
     assert mqtt_url.password == ENV_EXAMPLE["MQTT_ANALYSIS_PASSWORD"]
     assert args.mqtt == service("analysis")["environment"]["REKINDLE_MQTT_URL"]
@@ -363,11 +363,20 @@ def test_analysis_command(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _mounted("analysis", str(args.spool))
 
 
+def test_no_secret_in_any_command_line() -> None:
+    """Passwords and tokens reach the services by environment or file, never by ``command:``
+    (process arguments are readable by every user of the host)."""
+    values = [str(ENV_EXAMPLE[k]) for k in SECRETS]
+    for name in ("setup", "mosquitto", "influxdb", "analysis", "grafana", "ingest", "replay"):
+        command = " ".join(str(a) for a in service(name).get("command") or [])
+        assert not [v for v in values if v in command], name
+
+
 @pytest.mark.parametrize("name", ["ingest", "replay"])
 def test_ingest_and_replay_commands(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     args = _parse(name, monkeypatch)
     assert args.command == name
-    settings = MqttSettings.from_url(args.mqtt)
+    settings = mqtt_settings(args)  # the password comes from REKINDLE_MQTT_PASSWORD
     assert settings.username == "ingest"
     assert settings.username in _acl_users()
     assert settings.password == ENV_EXAMPLE["MQTT_INGEST_PASSWORD"]
