@@ -315,27 +315,31 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
-    from services.analysis.report import write_plot, write_report  # noqa: PLC0415
+    from services.analysis.batch import analyze_batch, analyze_file  # noqa: PLC0415
 
     config = params.from_args(args)
     out_dir = Path(args.out)
-    total = len(args.sources)
-    for i, source in enumerate(args.sources, start=1):
-        name, chunks = open_chunks(source)
-        if total > 1:
-            bar = "#" * (30 * (i - 1) // total)
-            sys.stderr.write(f"\r[{bar:<30}] {i - 1}/{total} {name:<30}")
-            sys.stderr.flush()
-        result = run_pipeline(chunks, name, config=config)
-        target = write_outputs(result, out_dir)
-        plot = None if args.no_plots else write_plot(result, target / "session.png").name
-        write_report(result, target / "report.md", plot)
-        if total == 1:
-            print(f"{name}: {len(result.episodes)} episodes -> {target}")
-    if total > 1:
-        sys.stderr.write(f"\r[{'#' * 30}] {total}/{total}{' ' * 32}\n")
-        print(f"analyzed {total} sources -> {out_dir}")
+    if args.jobs < 1:
+        raise CliError(f"--jobs must be at least 1, not {args.jobs}")
+    if len(args.sources) == 1:
+        result = analyze_file(args.sources[0], out_dir, config, plots=not args.no_plots)
+        if result.error is not None:
+            raise CliError(result.error)
+        print(f"{result.name}: {result.episodes} episodes -> {result.target}")
+        return 0
+    results = analyze_batch(
+        args.sources,
+        out_dir,
+        config,
+        plots=not args.no_plots,
+        jobs=args.jobs,
+        report=lambda line: print(line, flush=True),
+    )
+    failed = [r for r in results if r.error is not None]
+    print(f"analyzed {len(results) - len(failed)} of {len(results)} sources -> {out_dir}")
+    if failed:
+        print(f"failed: {', '.join(r.source for r in failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -483,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-plots", action="store_true", help="skip session.png (faster)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="analyse a batch on N processes (e.g. 2 for two cores); one line per finished file",
+    )
     params.add_arguments(p)
     p.set_defaults(func=cmd_analyze)
 

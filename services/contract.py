@@ -652,7 +652,7 @@ def samples(
             (float(a), float(b), float(c)) for a, b, c in cast(Sequence[Sequence[float]], values)
         )
     else:
-        vals = tuple(float(x) for x in cast(Sequence[float], values))
+        vals = tuple(map(float, cast(Sequence[float], values)))
     return SampleMessage(
         site, session, stream, device, seq, vals, t0, fs, None if t is None else tuple(t), run
     )

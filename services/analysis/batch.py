@@ -1,0 +1,121 @@
+"""``rekindle analyze`` of one recording or a batch, optionally on several processes.
+
+One function, :func:`analyze_file`, does a recording's whole job (read, analyse, write the
+outputs); a batch runs it in worker processes (``--jobs N``) and reports each file as it
+finishes. The outputs do not depend on ``jobs``: each recording is analysed on its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.analysis.core import AnalysisConfig
+from services.analysis.errors import AnalysisError
+from services.ingest.errors import IngestError
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What one recording gave: its outputs folder, or the error that stopped it."""
+
+    source: str
+    name: str
+    target: Path | None = None
+    episodes: int = 0
+    hours: float = 0.0
+    wall_s: float = 0.0
+    error: str | None = None
+
+
+def analyze_file(
+    source: str, out_dir: Path, config: AnalysisConfig | None, *, plots: bool
+) -> FileResult:
+    """Read, analyse and write the outputs of one recording (the whole job of ``analyze``)."""
+    from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
+    from services.analysis.report import write_plot, write_report  # noqa: PLC0415
+    from services.ingest.sources import open_spec  # noqa: PLC0415
+
+    started = time.perf_counter()
+    name = source
+    try:
+        name, chunks = open_spec(source)
+        result = run_pipeline(chunks, name, config=config)
+        target = write_outputs(result, out_dir)
+        plot = write_plot(result, target / "session.png").name if plots else None
+        write_report(result, target / "report.md", plot)
+    except (IngestError, AnalysisError) as exc:
+        return FileResult(source, name, error=str(exc), wall_s=time.perf_counter() - started)
+    hours = ((result.end or 0.0) - (result.start or 0.0)) / 3600.0
+    return FileResult(
+        source, name, target, len(result.episodes), hours, time.perf_counter() - started
+    )
+
+
+def run_batch(
+    sources: Sequence[str],
+    out_dir: Path,
+    config: AnalysisConfig | None,
+    *,
+    plots: bool,
+    jobs: int,
+) -> Iterator[tuple[int, FileResult]]:
+    """``(index in sources, result)`` of each source as it finishes; ``jobs`` worker processes.
+
+    Workers are started with ``spawn`` (no state of this process is inherited, which is safe
+    whatever threads are running here).
+    """
+    if jobs <= 1 or len(sources) <= 1:
+        for i, source in enumerate(sources):
+            yield i, analyze_file(source, out_dir, config, plots=plots)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=context) as pool:
+        index: dict[Future[FileResult], int] = {
+            pool.submit(analyze_file, source, out_dir, config, plots=plots): i
+            for i, source in enumerate(sources)
+        }
+        pending = set(index)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=index.__getitem__):
+                yield index[future], future.result()
+
+
+def progress_line(done: int, total: int, result: FileResult, width: int = 20) -> str:
+    """One line per finished file: a bar, the count and that file's result. Plain text, so it
+    reads the same in a terminal, a log file or a CI run."""
+    filled = width * done // total
+    bar = "#" * filled + "." * (width - filled)
+    if result.error is not None:
+        what = f"FAILED: {result.error}"
+    else:
+        what = (
+            f"{result.episodes} episodes, {result.hours:.2f} h in {result.wall_s:.1f} s "
+            f"-> {result.target}"
+        )
+    return f"[{bar}] {done:>{len(str(total))}}/{total} {result.name}: {what}"
+
+
+def analyze_batch(
+    sources: Sequence[str],
+    out_dir: Path,
+    config: AnalysisConfig | None,
+    *,
+    plots: bool,
+    jobs: int,
+    report: Callable[[str], None],
+) -> list[FileResult]:
+    """Run a batch, calling ``report`` with a progress line as each file finishes; returns the
+    results in the order of ``sources``."""
+    results: list[FileResult | None] = [None] * len(sources)
+    for done, (i, result) in enumerate(
+        run_batch(sources, out_dir, config, plots=plots, jobs=jobs), start=1
+    ):
+        results[i] = result
+        report(progress_line(done, len(sources), result))
+    return [r for r in results if r is not None]
