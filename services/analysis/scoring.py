@@ -23,8 +23,8 @@ its own chance level) by :func:`pool`. All times are unix seconds; every interva
   (``relax_after_*`` phases from ``relax_skip_s`` [120 s] after their start to their end, and the
   whole ``final_relax_baseline``), per hour of those windows. Only the part inside the scorable
   range is exposure, and the hit windows of labelled tasks are taken out of it (an onset there is
-  scored as a hit, never also as a false alarm; the instructions of the next task can fall in
-  the end of a relax phase).
+  scored as a hit, never also as a false alarm; the instructions of the next task fall in the
+  end of a relax phase; ``relax_minus_task_windows`` [True]).
 * **contrast**: onset rate in the hit windows of Stroop/interview tasks (clipped to the scorable
   range) over the onset rate in the relax windows.
 * **release recall**: a window after a Stroop or interview task counts when HR fell by at least
@@ -130,6 +130,10 @@ class ScoreParams:
     hr_task_tail_s: float = 120.0
     hr_relax_skip_s: float = 60.0
     release_pre_s: float = 60.0
+    #: Take the hit windows of labelled tasks out of the relax exposure (an onset in the next
+    #: task's instructions is then a hit only). On the Stress-Predict protocol this removes
+    #: about 17 % of the relax windows (the 90 s before the interview and hyperventilation).
+    relax_minus_task_windows: bool = True
 
     def __post_init__(self) -> None:
         for name in ("pre_s", "relax_skip_s", "hr_task_tail_s", "hr_relax_skip_s", "release_pre_s"):
@@ -365,7 +369,9 @@ def score_subject(
         for ph in my_phases
         if ph.phase.startswith(p.relax_prefix) or ph.phase == p.final_relax
     ]
-    relax_exposure = _subtract(_clip(_union(relax_raw), lo, hi), windows_all)
+    relax_exposure = _clip(_union(relax_raw), lo, hi)
+    if p.relax_minus_task_windows:
+        relax_exposure = _subtract(relax_exposure, windows_all)
     for d in arousal:
         t = d.onset
         if (task := _first_window(t, scored, "hit")) is not None:

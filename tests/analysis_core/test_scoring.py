@@ -50,8 +50,14 @@ def heart_rate() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """HR falls 10 bpm after Stroop, 2 bpm after the interview, 20 after hyperventilation."""
     t = np.arange(0.0, 3600.0)
     hr = np.full(t.shape, 75.0)
-    for a, b, v in [(1180, 1300, 90), (1300, 1600, 80), (2480, 2600, 85), (2600, 2900, 83),
-                    (3000, 3120, 100), (3120, 3420, 80)]:  # fmt: skip
+    for a, b, v in [
+        (1180, 1300, 90),
+        (1300, 1600, 80),
+        (2480, 2600, 85),
+        (2600, 2900, 83),
+        (3000, 3120, 100),
+        (3120, 3420, 80),
+    ]:
         hr[(t >= a) & (t < b)] = v
     hr[10:20] = np.nan  # lost signal is skipped
     return t, hr
@@ -224,6 +230,19 @@ def test_hit_windows_are_not_relax_exposure() -> None:
     assert s.relax_s == (1910.0 - 1420.0) + 180.0 + 360.0
     assert s.relax_onsets == 0
     assert s.tasks[1].hit
+    kept = score_subject(
+        "A",
+        arousal(1950.0),
+        tasks,
+        phases,
+        t,
+        hr,
+        SCORABLE,
+        ScoreParams(relax_minus_task_windows=False),
+    )
+    assert kept.relax_s == (2000.0 - 1420.0) + 180.0 + 360.0
+    assert kept.relax_onsets == 1
+    assert kept.tasks[1].hit
 
 
 def test_circular_shift_stays_inside_the_scorable_range() -> None:
