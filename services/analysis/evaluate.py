@@ -312,7 +312,13 @@ def _row(name: str, p: PooledScore) -> str:
     )
 
 
-def format_table(scores: Sequence[SubjectScore], *, draws: int = MIN_DRAWS, seed: int = 0) -> str:
+def format_table(
+    scores: Sequence[SubjectScore],
+    *,
+    draws: int = MIN_DRAWS,
+    seed: int = 0,
+    params: ScoreParams | None = None,
+) -> str:
     """Plain-text table: one row per subject (with its own chance), its tasks, and the pooled
     row. Percentages; margin in points; latency in s."""
     head = (
@@ -326,8 +332,9 @@ def format_table(scores: Sequence[SubjectScore], *, draws: int = MIN_DRAWS, seed
         lines.append("         " + "; ".join(_task_text(t) for t in s.tasks))
     lines.append("-" * len(head))
     lines.append(_row("overall", pool(scores, draws=draws, seed=seed)))
+    pre = (params or ScoreParams()).pre_s
     lines.append(
-        f"hits: Stroop+interview onsets from {ScoreParams().pre_s:.0f} s before the task to its "
+        f"hits: Stroop+interview onsets from {pre:.0f} s before the task to its "
         f"end; chance: {draws} circular shifts per subject (seed {seed}); recall: release windows "
         "found/HR-fall windows; precision: good/(good+false) releases; hv: hyperventilation"
     )
@@ -413,7 +420,7 @@ def _run(args: argparse.Namespace) -> int:
             ]
         print(json.dumps(out, indent=2, allow_nan=False))
     else:
-        print(format_table(scores, draws=args.draws, seed=args.seed))
+        print(format_table(scores, draws=args.draws, seed=args.seed, params=params))
         if args.episodes:
             print()
             print(format_episodes(scores))

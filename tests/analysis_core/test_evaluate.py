@@ -144,6 +144,7 @@ def test_table_has_every_subject_task_and_chance() -> None:
     table = format_table(shared_scores())
     for name in (*SUBJECTS, "overall", "stroop", "interview", "hyperventilation", "chance"):
         assert name in table
+    assert "onsets from 90 s before" in table
     listing = format_episodes(shared_scores())
     assert len(listing.splitlines()) == 2 + sum(len(s.verdicts) for s in shared_scores())
 
