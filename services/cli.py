@@ -309,7 +309,13 @@ def cmd_analysis(args: argparse.Namespace) -> int:
         heartbeat_path=args.heartbeat,
     ).start()
     log.info("analysis running; send SIGTERM or SIGINT to stop")
-    stop.wait()
+    while not stop.wait(1.0):
+        if args.stall_limit > 0 and service.check_stall(args.stall_limit):
+            # The stuck worker cannot be interrupted: exit so that the supervisor (compose
+            # ``restart: unless-stopped``) starts a fresh process; the stalling message is
+            # remembered and dead-lettered if the broker delivers it again.
+            log.critical("analysis worker stuck: exiting with status %d to be restarted", 70)
+            return 70
     service.stop()
     return 0
 
@@ -466,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="file the worker rewrites every 5 s (for 'rekindle health' and health checks)",
+    )
+    p.add_argument(
+        "--stall-limit",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="exit (status 70, for the supervisor to restart) when the worker spends more than "
+        "S seconds on one message; that message is then dead-lettered if delivered again "
+        "(default 120; 0 disables)",
     )
     params.add_arguments(p)
     p.set_defaults(func=cmd_analysis)

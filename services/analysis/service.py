@@ -3,10 +3,20 @@
 paho's network thread only timestamps and enqueues; one named worker thread validates, routes
 and writes, so messages of a session are processed in the order the broker delivered them.
 Rejected payloads are republished on the dead-letter topic with the reason and logged once.
+
+Poison: every exception while handling one message dead-letters that message (field
+``processing``, with the exception) and the worker goes on. A *retained* message that is
+dead-lettered is remembered by a digest of its topic and payload, so the broker's redelivery on
+every (re)subscription does not dead-letter it again; with ``state_path`` the memory is kept in
+``<state>.rejects.json`` across restarts. If a message ever keeps the worker busy longer than a
+limit anyway, :meth:`AnalysisService.check_stall` remembers it as *stalling* (the caller then
+exits so the supervisor restarts the process, see ``rekindle analysis --stall-limit``); when that
+message is delivered again it is dead-lettered without being handled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -14,6 +24,7 @@ import pickle
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +50,13 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_EXCERPT_BYTES = 2048
 CHECKPOINT_FORMAT = "rekindle-analysis-checkpoint-1"
+REJECTS_FORMAT = "rekindle-analysis-rejects-1"
+#: Most digests remembered per kind (retained rejects, stalling messages); oldest go first.
+MAX_REMEMBERED = 10_000
+#: Most distinct field names counted in ``ServiceStats.rejected_by_field`` (then "other").
+MAX_FIELD_STATS = 200
+#: Most ended sessions remembered, so that their late markers do not reopen them.
+MAX_ENDED_SESSIONS = 10_000
 
 
 @dataclass(slots=True)
@@ -48,6 +66,15 @@ class ServiceStats:
     rejected: int = 0
     duplicates: int = 0
     missing_seq: int = 0
+    seq_jumps: int = 0
+    #: Messages whose handling raised an unexpected exception (dead-lettered, worker went on).
+    internal_errors: int = 0
+    #: Redeliveries of a retained message already dead-lettered (skipped, not dead-lettered).
+    retained_repeats: int = 0
+    #: Markers that arrived after their session ended (stored on it, session not reopened).
+    markers_after_end: int = 0
+    #: Longest time the worker spent on one message (s).
+    longest_message_s: float = 0.0
     sessions_finished: int = 0
     episodes: int = 0
     rejected_by_field: dict[str, int] = field(default_factory=dict)
@@ -59,6 +86,11 @@ class _Inbound:
     payload: bytes
     received: float
     retained: bool
+
+
+def _digest(topic: str, payload: bytes) -> str:
+    """Identity of a message for the poison memory (topic and payload)."""
+    return hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + payload).hexdigest()
 
 
 def episode_payload(site: str, session: str, ep: Episode) -> dict[str, object]:
@@ -135,6 +167,15 @@ class AnalysisService:
         self._finished = threading.Condition()
         self._connected = threading.Event()
         self._worker: threading.Thread | None = None
+        #: (monotonic start, topic, payload) of the message the worker is handling, if any.
+        self._busy: tuple[float, str, bytes] | None = None
+        self._rejects_lock = threading.Lock()
+        self._rejected_retained: OrderedDict[str, None] = OrderedDict()
+        self._stalling: OrderedDict[str, None] = OrderedDict()
+        self._rejects_path = (
+            None if state_path is None else state_path.with_name(state_path.name + ".rejects.json")
+        )
+        self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._client = make_client(mqtt_settings, client_id, clean_session=not persistent_session)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
@@ -165,12 +206,18 @@ class AnalysisService:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._idle.clear()
-        self._inbox.put(_Inbound(msg.topic, bytes(msg.payload), self.clock(), bool(msg.retain)))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # the broker should refuse these; never break the loop
+            log.warning("dropped a message whose topic is not UTF-8: %r", msg._topic[:200])
+            return
+        self._inbox.put(_Inbound(topic, bytes(msg.payload), self.clock(), bool(msg.retain)))
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
         if self.state_path is not None:
             self._restore(self.state_path)
+        self._load_rejects()
         try:
             self._client.connect(
                 self.mqtt_settings.host, self.mqtt_settings.port, self.mqtt_settings.keepalive
@@ -248,6 +295,7 @@ class AnalysisService:
             "version": __version__,
             "pipelines": self.pipelines,
             "seq": self._seq,
+            "ended": list(self._ended),
         }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
@@ -275,8 +323,79 @@ class AnalysisService:
             return
         self.pipelines = state["pipelines"]
         self._seq = state["seq"]
+        self._ended = OrderedDict.fromkeys(tuple(k) for k in state.get("ended", ()))
         self._last_seen = dict.fromkeys(self.pipelines, time.monotonic())
         log.info("restored %d open session(s) from %s", len(self.pipelines), path)
+
+    # ------------------------------------------------------------------- poison memory
+    def _load_rejects(self) -> None:
+        path = self._rejects_path
+        if path is None or not path.exists():
+            return
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            known = isinstance(doc, dict) and doc.get("format") == REJECTS_FORMAT
+            retained = [str(d) for d in doc["retained"]] if known else []
+            stalling = [str(d) for d in doc["stalling"]] if known else []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("cannot read %s (%s): starting without it", path, exc)
+            return
+        if not known:
+            log.error("%s has an unknown format: starting without it", path)
+            return
+        with self._rejects_lock:
+            self._rejected_retained = OrderedDict.fromkeys(retained[-MAX_REMEMBERED:])
+            self._stalling = OrderedDict.fromkeys(stalling[-MAX_REMEMBERED:])
+
+    def _remember(self, table: OrderedDict[str, None], digest: str) -> None:
+        """Add ``digest`` to ``table`` (bounded, oldest out) and save the memory."""
+        with self._rejects_lock:
+            table[digest] = None
+            table.move_to_end(digest)
+            while len(table) > MAX_REMEMBERED:
+                table.popitem(last=False)
+            doc = {
+                "format": REJECTS_FORMAT,
+                "retained": list(self._rejected_retained),
+                "stalling": list(self._stalling),
+            }
+        path = self._rejects_path
+        if path is None:
+            return
+        try:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(doc), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            log.error("cannot write %s: %s (rejects remembered in memory only)", path, exc)
+
+    def check_stall(self, limit_s: float) -> bool:
+        """True when the worker has been handling one message for more than ``limit_s``.
+
+        That message is then remembered as stalling (on disk with ``state_path``): if it is
+        delivered again, after the restart the caller should now cause, it is dead-lettered
+        without being handled. Called from another thread than the worker.
+        """
+        busy = self._busy
+        if busy is None:
+            return False
+        started, topic, payload = busy
+        spent = time.monotonic() - started
+        if spent <= limit_s:
+            return False
+        digest = _digest(topic, payload)
+        with self._rejects_lock:
+            known = digest in self._stalling
+        if not known:
+            self._remember(self._stalling, digest)
+            log.critical(
+                "the analysis worker has spent %.0f s on one message on %s (limit %g s); the "
+                "message is remembered as stalling and will be dead-lettered if delivered again",
+                spent,
+                topic,
+                limit_s,
+            )
+        return True
 
     # ------------------------------------------------------------------------------- worker
     def _beat(self) -> None:
@@ -302,32 +421,40 @@ class AnalysisService:
         last_flush = time.monotonic()
         last_checkpoint = time.monotonic()
         while True:
-            self._beat()
             try:
-                item = self._inbox.get(timeout=0.2)
-            except queue.Empty:
-                self._expire_idle_sessions()
-                self.writer.flush(block=False)
-                last_flush = time.monotonic()
-                self._idle.set()
-                if self._stop.is_set():
+                self._beat()
+                try:
+                    item = self._inbox.get(timeout=0.2)
+                except queue.Empty:
+                    self._expire_idle_sessions()
+                    self.writer.flush(block=False)
+                    last_flush = time.monotonic()
+                    self._idle.set()
+                    if self._stop.is_set():
+                        return
+                    continue
+                self.process(item.topic, item.payload, item.received, retained=item.retained)
+                if time.monotonic() - last_flush > 1.0:
+                    self.writer.flush(block=False)
+                    last_flush = time.monotonic()
+                if (
+                    self.state_path is not None
+                    and time.monotonic() - last_checkpoint > self.checkpoint_every_s
+                ):
+                    last_checkpoint = time.monotonic()
+                    self.checkpoint(self.state_path)
+            except Exception:
+                # (process() never raises; this is flushing, checkpoints, expiry)
+                log.exception("analysis worker: unexpected error between messages; going on")
+                if self._stop.wait(1.0):
                     return
-                continue
-            self.process(item.topic, item.payload, item.received, retained=item.retained)
-            if time.monotonic() - last_flush > 1.0:
-                self.writer.flush(block=False)
-                last_flush = time.monotonic()
-            if (
-                self.state_path is not None
-                and time.monotonic() - last_checkpoint > self.checkpoint_every_s
-            ):
-                self.checkpoint(self.state_path)
-                last_checkpoint = time.monotonic()
 
     def _deadletter(self, topic: str, payload: bytes, err: contract.ContractError) -> None:
         self.stats.rejected += 1
-        self.stats.rejected_by_field[err.field] = self.stats.rejected_by_field.get(err.field, 0) + 1
-        log.warning("rejected message on %s: %s", topic, err)
+        by_field = self.stats.rejected_by_field
+        name = err.field if err.field in by_field or len(by_field) < MAX_FIELD_STATS else "other"
+        by_field[name] = by_field.get(name, 0) + 1
+        log.warning("rejected message on %s: %s", topic[:300], err)
         body = {
             "v": contract.PROTOCOL_VERSION,
             "topic": topic,
@@ -343,19 +470,69 @@ class AnalysisService:
     ) -> None:
         """Validate and handle one message (the worker calls this; public for tools).
 
+        Never raises: a message whose handling fails in any way is dead-lettered with the
+        reason (see the module docstring for retained and stalling messages).
+
         A retained status is the device's last known state, replayed by the broker when we
         subscribe: it is stored but never starts or ends a session.
         """
         if topic.startswith(contract.DEADLETTER_ROOT + "/"):
             return  # never re-process our own rejects
         self.stats.received += 1
+        started = time.monotonic()
+        self._busy = (started, topic, payload)
+        try:
+            self._process(topic, payload, received, retained)
+        except Exception as exc:
+            self.stats.internal_errors += 1
+            log.error("error while handling a message on %s", topic[:300], exc_info=True)
+            reason = f"{type(exc).__name__} while handling the message: {exc}"
+            try:
+                self._reject(topic, payload, contract.ContractError("processing", reason), retained)
+            except Exception:
+                log.exception("cannot dead-letter the message on %s", topic[:300])
+        finally:
+            self._busy = None
+            spent = time.monotonic() - started
+            self.stats.longest_message_s = max(self.stats.longest_message_s, spent)
+
+    def _reject(
+        self, topic: str, payload: bytes, err: contract.ContractError, retained: bool
+    ) -> None:
+        if retained:
+            self._remember(self._rejected_retained, _digest(topic, payload))
+        self._deadletter(topic, payload, err)
+
+    def _process(self, topic: str, payload: bytes, received: float, retained: bool) -> None:
+        if retained or self._stalling:
+            digest = _digest(topic, payload)
+            with self._rejects_lock:
+                stalling = digest in self._stalling
+                repeat = retained and digest in self._rejected_retained
+            if stalling:
+                reason = "this message stalled the worker before a restart: not handled again"
+                self._reject(topic, payload, contract.ContractError("processing", reason), retained)
+                return
+            if repeat:
+                self.stats.retained_repeats += 1
+                log.debug("retained message on %s was dead-lettered before: skipped", topic)
+                return
         try:
             msg = contract.decode(topic, payload, now=received)
         except contract.ContractError as err:
-            self._deadletter(topic, payload, err)
+            self._reject(topic, payload, err, retained)
             return
         if not isinstance(msg, contract.StatusMessage):
+            jumps = self._seq.jumps
             accept, missing = self._seq.check(msg)
+            if self._seq.jumps != jumps:
+                self.stats.seq_jumps += 1
+                log.warning(
+                    "seq %d on %s jumps more than %d ahead: data kept, seq position not moved",
+                    msg.seq,
+                    topic,
+                    contract.MAX_SEQ_JUMP,
+                )
             if not accept:
                 self.stats.duplicates += 1
                 log.debug("duplicate seq %d on %s dropped", msg.seq, topic)
@@ -369,6 +546,16 @@ class AnalysisService:
             return
         key = (msg.site, msg.session)
         pipeline = self.pipelines.get(key)
+        if pipeline is None and key in self._ended:
+            if isinstance(msg, contract.MarkerMessage):
+                # a clinician's note after the end belongs to the ended session: store it there
+                self.stats.markers_after_end += 1
+                self.writer.add(points.message_lines(msg))
+                self._seq.forget_session(*key)
+                log.info("marker after the end of session %s/%s stored on it", *key)
+                return
+            del self._ended[key]
+            log.info("session %s/%s receives data again after its end: new run", *key)
         if pipeline is None:
             pipeline = self.pipelines[key] = SessionPipeline(msg.site, msg.session, self.config)
             log.info("session %s/%s started", msg.site, msg.session)
@@ -384,6 +571,9 @@ class AnalysisService:
         pipeline = self.pipelines.pop(key)
         self._last_seen.pop(key, None)
         self._seq.forget_session(*key)
+        self._ended[key] = None
+        while len(self._ended) > MAX_ENDED_SESSIONS:
+            self._ended.popitem(last=False)
         with self._finished:
             self.stats.sessions_finished += 1
             self._finished.notify_all()
