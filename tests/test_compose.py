@@ -17,12 +17,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,10 @@ from dashboards import GRAFANA_VERSION, generate
 from dashboards.influxql import DATASOURCE_UID
 from services.analysis import health
 from services.cli import mqtt_settings
+from services.ingest.publisher import Publisher
+from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, free_port
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -295,8 +300,9 @@ def _container_ports(name: str) -> set[int]:
 
 def test_ports_match_the_servers_configuration() -> None:
     conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text("utf-8")
-    (listener,) = re.findall(r"^listener (\d+)$", conf, re.MULTILINE)
-    assert _container_ports("mosquitto") == {int(listener)}
+    listeners = {int(p) for p in re.findall(r"^listener (\d+)$", conf, re.MULTILINE)}
+    assert listeners == {1883, 8883}  # plain, TLS
+    assert _container_ports("mosquitto") == listeners
     assert _container_ports("influxdb") == {8086}
     assert _container_ports("grafana") == {3000}
     published = {
@@ -304,7 +310,8 @@ def test_ports_match_the_servers_configuration() -> None:
         for name in ("mosquitto", "influxdb", "grafana")
     }
     assert published == {
-        "mosquitto": [(None, ENV_EXAMPLE["MQTT_PORT"])],
+        # plain MQTT for this host only; the network gets the TLS listener
+        "mosquitto": [("127.0.0.1", ENV_EXAMPLE["MQTT_PORT"]), (None, ENV_EXAMPLE["MQTTS_PORT"])],
         "influxdb": [("127.0.0.1", ENV_EXAMPLE["INFLUX_PORT"])],  # not exposed to the network
         "grafana": [(None, ENV_EXAMPLE["GRAFANA_PORT"])],
     }
@@ -451,9 +458,25 @@ def test_token_files_written_by_influxdb_are_those_the_services_read(
 # --- mosquitto: password script and ACL on a real broker ----------------------------------------
 
 
+@dataclass(frozen=True)
+class SecuredBroker:
+    port: int  # plain listener
+    tls_port: int
+    ca: Path  # the CA of deploy/mosquitto/make-certs.sh
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+    except OSError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
-def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """/usr/sbin/mosquitto with deploy/mosquitto's config, ACL and generated password file."""
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """/usr/sbin/mosquitto with deploy/mosquitto's config, ACL, generated password file and
+    certificates made by deploy/mosquitto/make-certs.sh."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     work = tmp_path_factory.mktemp("secured-mosquitto")
     env = {**os.environ, **{k: v for k, v in ENV_EXAMPLE.items() if k.startswith("MQTT_")}}
@@ -463,30 +486,57 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         check=True,
         capture_output=True,
     )
-    port = free_port()
+    certs = work / "certs"
+    subprocess.run(
+        ["sh", str(REPO / "deploy/mosquitto/make-certs.sh")],
+        env={**env, "MQTT_CERTS_DIR": str(certs)},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port, tls_port = free_port(), free_port()
     conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text("utf-8")
     conf = conf.replace("/mosquitto/auth/passwd", str(work / "passwd"))
+    conf = conf.replace("/mosquitto/auth/server.", str(certs / "server."))
     conf = conf.replace("/mosquitto/config/acl", str(REPO / "deploy/mosquitto/acl"))
     conf = conf.replace("/mosquitto/data/", str(work) + "/")
     conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+    conf = conf.replace("listener 8883", f"listener {tls_port} 127.0.0.1")
     conf = conf.replace("log_dest stdout", f"log_dest file {work / 'log'}")
     conf += "user root\n" if os.geteuid() == 0 else ""  # else it drops to "mosquitto"
     (work / "mosquitto.conf").write_text(conf)
     proc = subprocess.Popen([binary, "-c", str(work / "mosquitto.conf")])
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                import socket  # noqa: PLC0415
-
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield port
+        wait_until(lambda: _listening(port) and _listening(tls_port), "mosquitto's listeners")
+        yield SecuredBroker(port, tls_port, certs / "ca.crt")
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def secured_broker(secured: SecuredBroker) -> int:
+    """The plain port of :func:`secured`."""
+    return secured.port
+
+
+def test_tls_listener_with_make_certs_ca(secured: SecuredBroker) -> None:
+    """The shipped TLS listener: a client trusting make-certs.sh's CA connects, logs in and
+    publishes (refusing an untrusted server is tests/test_mqtturl.py's)."""
+    password = ENV_EXAMPLE["MQTT_INGEST_PASSWORD"]
+    url = f"mqtts://ingest:{password}@127.0.0.1:{secured.tls_port}?ca={secured.ca}"
+    analysis = Client(secured.port, "analysis", ENV_EXAMPLE["MQTT_ANALYSIS_PASSWORD"])
+    try:
+        analysis.subscribe("rekindle/v1/tls/#")
+        with Publisher(MqttSettings.from_url(url), "tls", "s1", device="probe") as pub:
+            pub.send_samples("hr", "probe", [60.0], t0=time.time(), fs=1.0)
+            pub.flush(timeout=60)
+        wait_until(
+            lambda: any(t == "rekindle/v1/tls/s1/hr" for t, _ in analysis.received),
+            "the sample published over TLS",
+        )
+    finally:
+        analysis.close()
 
 
 class Client:
