@@ -322,15 +322,20 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from services.analysis.batch import analyze_batch, analyze_file  # noqa: PLC0415
+    from services.analysis.report import write_index  # noqa: PLC0415
 
     config = params.from_args(args)
     out_dir = Path(args.out)
+    formats = ("csv", *(args.format or ()))
     if args.jobs < 1:
         raise CliError(f"--jobs must be at least 1, not {args.jobs}")
     if len(args.sources) == 1:
-        result = analyze_file(args.sources[0], out_dir, config, plots=not args.no_plots)
+        result = analyze_file(
+            args.sources[0], out_dir, config, plots=not args.no_plots, formats=formats
+        )
         if result.error is not None:
             raise CliError(result.error)
+        write_index([result.target] if result.target else [], out_dir / "index.html")
         print(f"{result.name}: {result.episodes} episodes -> {result.target}")
         return 0
     results = analyze_batch(
@@ -338,10 +343,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         out_dir,
         config,
         plots=not args.no_plots,
+        formats=formats,
         jobs=args.jobs,
         report=lambda line: print(line, flush=True),
     )
     failed = [r for r in results if r.error is not None]
+    write_index([r.target for r in results if r.target is not None], out_dir / "index.html")
     print(f"analyzed {len(results) - len(failed)} of {len(results)} sources -> {out_dir}")
     if failed:
         print(f"failed: {', '.join(r.source for r in failed)}", file=sys.stderr)
@@ -501,7 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="analyze recordings offline with the live detectors")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--no-plots", action="store_true", help="skip session.png (faster)")
+    p.add_argument(
+        "--no-plots", action="store_true", help="skip session.png and the report's figure (faster)"
+    )
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=("csv", "parquet"),
+        default=None,
+        help="output tables as CSV (always) and also Parquet (--format parquet, needs pyarrow)",
+    )
     p.add_argument(
         "--jobs",
         type=int,

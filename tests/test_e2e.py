@@ -121,9 +121,12 @@ def test_live_episodes_equal_offline_analyze(
         == live
     )
     header = (out / "S02" / "features.csv").read_text().splitlines()[0]
-    assert header == "time,hr,rmssd,eda_tonic,scr_rate,arousal_index,quality"
+    assert header.startswith("time,hr,rmssd,eda_tonic,eda_phasic,scr_rate,arousal_index,quality,")
+    assert {"quality_eda", "quality_hr", "quality_rr", "contrib_eda"} <= set(header.split(","))
     assert (out / "S02" / "summary.json").exists()
     assert (out / "S02" / "session.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "S02" / "report.html").exists()
+    assert (out / "index.html").exists()
     report = (out / "S02" / "report.md").read_text()
     assert sum(
         line.startswith(("| arousal |", "| release |")) for line in report.splitlines()

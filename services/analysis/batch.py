@@ -33,11 +33,18 @@ class FileResult:
 
 
 def analyze_file(
-    source: str, out_dir: Path, config: AnalysisConfig | None, *, plots: bool
+    source: str,
+    out_dir: Path,
+    config: AnalysisConfig | None,
+    *,
+    plots: bool,
+    formats: Sequence[str] = ("csv",),
 ) -> FileResult:
-    """Read, analyse and write the outputs of one recording (the whole job of ``analyze``)."""
+    """Read, analyse and write the outputs of one recording (the whole job of ``analyze``):
+    the tables in ``formats``, ``summary.json``, ``report.md``, ``report.html`` and, with
+    ``plots``, ``session.png`` (also embedded in the HTML report)."""
     from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
-    from services.analysis.report import write_plot, write_report  # noqa: PLC0415
+    from services.analysis.report import write_html, write_plot, write_report  # noqa: PLC0415
     from services.ingest.sources import open_spec  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -45,9 +52,10 @@ def analyze_file(
     try:
         name, chunks = open_spec(source)
         result = run_pipeline(chunks, name, config=config)
-        target = write_outputs(result, out_dir)
-        plot = write_plot(result, target / "session.png").name if plots else None
-        write_report(result, target / "report.md", plot)
+        target = write_outputs(result, out_dir, formats)
+        plot = write_plot(result, target / "session.png") if plots else None
+        write_report(result, target / "report.md", None if plot is None else plot.name)
+        write_html(result, target / "report.html", plot)
     except (IngestError, AnalysisError) as exc:
         return FileResult(source, name, error=str(exc), wall_s=time.perf_counter() - started)
     hours = ((result.end or 0.0) - (result.start or 0.0)) / 3600.0
@@ -63,6 +71,7 @@ def run_batch(
     *,
     plots: bool,
     jobs: int,
+    formats: Sequence[str] = ("csv",),
 ) -> Iterator[tuple[int, FileResult]]:
     """``(index in sources, result)`` of each source as it finishes; ``jobs`` worker processes.
 
@@ -71,12 +80,12 @@ def run_batch(
     """
     if jobs <= 1 or len(sources) <= 1:
         for i, source in enumerate(sources):
-            yield i, analyze_file(source, out_dir, config, plots=plots)
+            yield i, analyze_file(source, out_dir, config, plots=plots, formats=formats)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=context) as pool:
         index: dict[Future[FileResult], int] = {
-            pool.submit(analyze_file, source, out_dir, config, plots=plots): i
+            pool.submit(analyze_file, source, out_dir, config, plots=plots, formats=formats): i
             for i, source in enumerate(sources)
         }
         pending = set(index)
@@ -109,12 +118,13 @@ def analyze_batch(
     plots: bool,
     jobs: int,
     report: Callable[[str], None],
+    formats: Sequence[str] = ("csv",),
 ) -> list[FileResult]:
     """Run a batch, calling ``report`` with a progress line as each file finishes; returns the
     results in the order of ``sources``."""
     results: list[FileResult | None] = [None] * len(sources)
     for done, (i, result) in enumerate(
-        run_batch(sources, out_dir, config, plots=plots, jobs=jobs), start=1
+        run_batch(sources, out_dir, config, plots=plots, jobs=jobs, formats=formats), start=1
     ):
         results[i] = result
         report(progress_line(done, len(sources), result))

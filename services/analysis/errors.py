@@ -24,3 +24,12 @@ class BrokerError(AnalysisError):
         super().__init__(f"MQTT {url}: {reason}")
         self.url = url
         self.reason = reason
+
+
+class OutputError(AnalysisError):
+    """An output file (``what``) of ``rekindle analyze`` could not be written."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}")
+        self.what = what
+        self.reason = reason

@@ -9,28 +9,32 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeAlias
 
 from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow
+from services.analysis.errors import OutputError
 from services.analysis.params import changed
 from services.analysis.pipeline import SessionPipeline
 from services.ingest.sources.base import Chunk
 
 QUALITY_ORDER = {"lost": 0, "degraded": 1, "good": 2}
-EPISODE_COLUMNS = (
-    "kind",
-    "onset",
-    "peak",
-    "offset",
-    "peak_index",
-    "duration_s",
-    "signals",
-    "recovery_depth",
-    "recovery_latency_s",
-)
-FEATURE_COLUMNS = ("time", "hr", "rmssd", "eda_tonic", "scr_rate", "arousal_index", "quality")
+#: Streams in the order their per-stream columns appear; other keys follow alphabetically.
+STREAM_ORDER = ("eda", "hr", "rr", "acc", "ppg", "ecg", "temp")
+#: Mapping fields of :class:`FeatureRow` and the prefix their keys get as columns
+#: (``quality_eda``, ``contrib_eda``, ...).
+MAPPING_PREFIX = {"quality": "quality", "contributions": "contrib"}
+#: Keys of those mappings that always get a column (so every recording's CSV has the same
+#: columns); keys the core adds appear too.
+MAPPING_KEYS = {"quality": ("eda", "hr", "rr", "acc"), "contributions": ("eda", "hr", "rmssd")}
+#: Episode fields whose column name differs from the field name (units in the name).
+EPISODE_RENAME = {"recovery_latency": "recovery_latency_s"}
+#: Output formats of ``rekindle analyze --format``; CSV is always written.
+FORMATS = ("csv", "parquet")
+
+Cell: TypeAlias = float | str | None
 
 
 @dataclass(slots=True)
@@ -84,44 +88,161 @@ def overall_quality(row: FeatureRow) -> str:
     return min(row.quality.values(), key=lambda s: QUALITY_ORDER.get(s, 0))
 
 
-def write_outputs(result: AnalysisResult, out_dir: Path) -> Path:
-    """Write ``episodes.csv``, ``features.csv`` and ``summary.json`` under ``out_dir/name``."""
+def _key_order(key: str) -> tuple[int, str]:
+    return (STREAM_ORDER.index(key) if key in STREAM_ORDER else len(STREAM_ORDER), key)
+
+
+def _cell(value: object) -> Cell:
+    """One value as a table cell: numbers as float, tuples joined by commas, None kept."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+@dataclass(slots=True)
+class Table:
+    """Named columns and their rows: one schema for the CSV, the Parquet and the reports."""
+
+    columns: list[str]
+    rows: list[list[Cell]]
+
+    def column(self, name: str) -> list[Cell]:
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+
+def feature_table(rows: list[FeatureRow]) -> Table:
+    """``features.csv``: every scalar field of :class:`FeatureRow` (in field order), ``quality``
+    (the worst stream), then one column per key of each mapping field: ``quality_<stream>``
+    (``good``/``degraded``/``lost``, empty before the stream is first seen) and
+    ``contrib_<input>`` (index points; empty when that input did not contribute).
+
+    Generic over the row's fields, so a field added to the core appears without change here.
+    """
+    scalars: list[str] = []
+    mappings: dict[str, list[str]] = {}
+    for f in fields(FeatureRow):
+        if f.name in MAPPING_PREFIX or any(isinstance(getattr(r, f.name), Mapping) for r in rows):
+            keys: set[str] = set(MAPPING_KEYS.get(f.name, ()))
+            for r in rows:
+                keys.update(getattr(r, f.name))
+            mappings[f.name] = sorted(keys, key=_key_order)
+        else:
+            scalars.append(f.name)
+    columns = [*scalars, "quality"]
+    # quality first among the mapping fields (it is what a reader checks before the numbers)
+    ordered = sorted(mappings, key=lambda n: (n != "quality", n))
+    for name in ordered:
+        prefix = MAPPING_PREFIX.get(name, name)
+        columns += [f"{prefix}_{k}" for k in mappings[name]]
+    out: list[list[Cell]] = []
+    for r in rows:
+        cells: list[Cell] = [_cell(getattr(r, n)) for n in scalars]
+        cells.append(overall_quality(r) or None)
+        for name in ordered:
+            values: Mapping[str, object] = getattr(r, name)
+            cells += [_cell(values.get(k)) for k in mappings[name]]
+        out.append(cells)
+    return Table(columns, out)
+
+
+def episode_table(episodes: list[Episode]) -> Table:
+    """``episodes.csv``: every field of :class:`Episode` in field order (``signals`` joined by
+    commas, ``recovery_latency`` as ``recovery_latency_s``) with ``duration_s`` after
+    ``peak_index``."""
+    names = [f.name for f in fields(Episode)]
+    columns: list[str] = []
+    for n in names:
+        columns.append(EPISODE_RENAME.get(n, n))
+        if n == "peak_index":
+            columns.append("duration_s")
+    if "duration_s" not in columns:
+        columns.append("duration_s")
+    at = columns.index("duration_s")
+    out: list[list[Cell]] = []
+    for ep in episodes:
+        cells = [_cell(getattr(ep, n)) for n in names]
+        cells.insert(at, float(ep.offset - ep.onset))
+        out.append(cells)
+    return Table(columns, out)
+
+
+def _csv_cell(value: Cell) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return _num(value)
+
+
+def write_csv(table: Table, path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(table.columns)
+        writer.writerows([_csv_cell(c) for c in row] for row in table.rows)
+    return path
+
+
+def write_parquet(table: Table, path: Path) -> Path:
+    """The table as Parquet (pyarrow): numeric columns float64 (NaN where the CSV is empty),
+    text columns strings (null where the CSV is empty)."""
+    try:
+        import pyarrow as pa  # noqa: PLC0415 (only when Parquet is asked for)
+        import pyarrow.parquet as pq  # noqa: PLC0415
+    except ImportError as exc:
+        raise OutputError(
+            str(path), "Parquet output needs pyarrow: pip install pyarrow (or use --format csv)"
+        ) from exc
+    arrays = []
+    for i in range(len(table.columns)):
+        values = [r[i] for r in table.rows]
+        if any(isinstance(v, str) for v in values):
+            arrays.append(pa.array([None if v is None else str(v) for v in values], pa.string()))
+        else:
+            arrays.append(
+                pa.array([math.nan if v is None else float(v) for v in values], pa.float64())
+            )
+    pq.write_table(pa.Table.from_arrays(arrays, names=table.columns), path)
+    return path
+
+
+def write_outputs(result: AnalysisResult, out_dir: Path, formats: Iterable[str] = ("csv",)) -> Path:
+    """Write ``episodes.csv``, ``features.csv`` and ``summary.json`` under ``out_dir/name``, and
+    ``episodes.parquet``/``features.parquet`` beside them when ``"parquet"`` is in ``formats``."""
+    wanted = set(formats)
+    unknown = wanted - set(FORMATS)
+    if unknown:
+        raise OutputError(
+            ", ".join(sorted(unknown)), f"unknown output format; use one of {', '.join(FORMATS)}"
+        )
     target = out_dir / result.name
     target.mkdir(parents=True, exist_ok=True)
-    with (target / "episodes.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(EPISODE_COLUMNS)
-        for ep in result.episodes:
-            writer.writerow(
-                [
-                    ep.kind,
-                    _num(ep.onset),
-                    _num(ep.peak),
-                    _num(ep.offset),
-                    _num(ep.peak_index),
-                    _num(ep.offset - ep.onset),
-                    ",".join(ep.signals),
-                    _num(ep.recovery_depth),
-                    _num(ep.recovery_latency),
-                ]
-            )
-    with (target / "features.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(FEATURE_COLUMNS)
-        for row in result.features:
-            writer.writerow(
-                [
-                    _num(row.time),
-                    _num(row.hr),
-                    _num(row.rmssd),
-                    _num(row.eda_tonic),
-                    _num(row.scr_rate),
-                    _num(row.arousal_index),
-                    overall_quality(row),
-                ]
-            )
+    tables = {
+        "episodes": episode_table(result.episodes),
+        "features": feature_table(result.features),
+    }
+    for name, table in tables.items():
+        write_csv(table, target / f"{name}.csv")
+        if "parquet" in wanted:
+            write_parquet(table, target / f"{name}.parquet")
     (target / "summary.json").write_text(json.dumps(summary(result), indent=2) + "\n")
     return target
+
+
+def seconds_by_quality(result: AnalysisResult) -> dict[str, dict[str, int]]:
+    """Per stream, the number of feature seconds in each quality state."""
+    out: dict[str, dict[str, int]] = {}
+    for row in result.features:
+        for stream, state in row.quality.items():
+            counts = out.setdefault(stream, {})
+            counts[state] = counts.get(state, 0) + 1
+    return {k: out[k] for k in sorted(out, key=_key_order)}
 
 
 def summary(result: AnalysisResult) -> dict[str, object]:
@@ -146,5 +267,6 @@ def summary(result: AnalysisResult) -> dict[str, object]:
             "max": max(index) if index else None,
         },
         "seconds_by_quality": states,
+        "seconds_by_quality_per_stream": seconds_by_quality(result),
         "params_changed": result.params,
     }
