@@ -84,12 +84,18 @@ class MqttSettings:
 
 
 def make_client(
-    settings: MqttSettings, client_id: str | None = None, *, clean_session: bool = True
+    settings: MqttSettings,
+    client_id: str | None = None,
+    *,
+    clean_session: bool = True,
+    manual_ack: bool = False,
 ) -> mqtt.Client:
     """A paho client (callback API v2, MQTT 3.1.1) configured from ``settings``; not connected.
 
     ``clean_session=False`` (with a stable ``client_id``) lets the broker queue QoS 1 messages
-    for a subscriber while it is away.
+    for a subscriber while it is away. ``manual_ack=True`` leaves the PUBACK of each received
+    QoS 1 message to the caller (``client.ack(mid, qos)``), so the broker keeps and resends a
+    message until the caller has made what it carries durable.
     """
     cid = client_id or f"rekindle-{uuid.uuid4().hex[:12]}"
     client = mqtt.Client(
@@ -97,6 +103,7 @@ def make_client(
         client_id=cid,
         clean_session=clean_session,
         protocol=mqtt.MQTTv311,
+        manual_ack=manual_ack,
     )
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)

@@ -4,11 +4,14 @@
   API, whose errors surface (its default batching writer only logs them).
 * InfluxDB 1.x: ``POST /write?db=...&rp=...&precision=ns`` (what Debian's influxdb 1.6 speaks).
 
-Failed batches stay queued and are retried with capped exponential backoff; when the queue grows
-past ``max_queued_lines`` the oldest lines are appended to an on-disk spool file (line protocol)
-that is replayed first once the server answers again, so nothing accepted is lost. How each
-answer is acted on is :func:`classify`: only lines the server refuses on their own (it cannot
-parse or store them) are given up, into a dead-letter file with the server's reason.
+Failed batches stay queued and are retried with capped exponential backoff. With a spool path,
+the spool is a write-ahead log: :meth:`BufferedWriter.persist` makes every line added so far
+durable, either written to InfluxDB or appended to the log and fsynced. The analysis service
+acknowledges a message to the broker only after that. The log is replayed first on the next
+write (also by a later process that opens the same path, i.e. on start) and removed once
+InfluxDB has acknowledged all of it, so nothing accepted is lost. How each answer is acted on
+is :func:`classify`: only lines the server refuses on their own (it cannot parse or store them)
+are given up, into a dead-letter file with the server's reason.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import enum
 import http.client
 import json
 import logging
+import os
 import random
 import time
 import urllib.error
@@ -210,13 +214,14 @@ def _hint(exc: StorageError) -> str:
 
 
 class BufferedWriter:
-    """Batches lines, retries failures with backoff, spills to a spool file when over the cap.
+    """Batches lines, retries failures with backoff; the spool file is a write-ahead log.
 
     The status policy is :func:`classify`. Lines the server refuses on their own (it cannot
     parse or store them) go to ``deadletter_path`` as JSON lines ``{"time", "status", "reason",
     "line"}`` and to an error log line; nothing else is ever given up. Counters: ``written``
     (lines the server acknowledged, rewrites included), ``dead_lettered`` and ``dropped``
-    (lines lost: queue overflow without a spool, or a refused line with no dead-letter file).
+    (lines lost: a refused line with no dead-letter file), ``spooled`` (lines appended to the
+    write-ahead log).
     """
 
     def __init__(
@@ -243,6 +248,8 @@ class BufferedWriter:
         self.written = 0
         self.dead_lettered = 0
         self.dropped = 0
+        self._over_cap_logged = False
+        self.spooled = 0
 
     @property
     def queued(self) -> int:
@@ -251,7 +258,7 @@ class BufferedWriter:
     def add(self, lines: list[str]) -> None:
         self._queue.extend(lines)
         if len(self._queue) > self.max_queued_lines:
-            self._spill(len(self._queue) - self.max_queued_lines)
+            self._spill(len(self._queue))
         if len(self._queue) >= self.batch_lines:
             self._attempt()
 
@@ -259,17 +266,41 @@ class BufferedWriter:
         self.dropped += count
         self._unreported_drops += count
 
+    def persist(self) -> bool:
+        """Make every line added so far durable: written to InfluxDB (one attempt, respecting
+        the backoff) or appended to the write-ahead log and fsynced.
+
+        Returns True when everything is durable. Without a spool path that means InfluxDB has
+        acknowledged every line; otherwise the lines stay queued (and False is returned).
+        """
+        if self.flush(block=False):
+            return True
+        if self.spool_path is None:
+            return False
+        self._spill(len(self._queue))
+        return True
+
     def _spill(self, count: int) -> None:
         if self.spool_path is None:
-            log.error("write queue full and no spool configured: dropping %d oldest lines", count)
-            for _ in range(count):
-                self._queue.popleft()
-            self._drop(count)
+            if not self._over_cap_logged:
+                log.error(
+                    "InfluxDB write queue holds %d lines and no --spool is configured: keeping "
+                    "them in memory (messages stay unacknowledged at the broker meanwhile)",
+                    len(self._queue),
+                )
+                self._over_cap_logged = True
             return
+        if count <= 0:
+            return
+        created = not self.spool_path.exists()
         with self.spool_path.open("a", encoding="utf-8") as fh:
-            for _ in range(count):
-                fh.write(self._queue.popleft() + "\n")
-        log.warning("InfluxDB unreachable: spooled %d lines to %s", count, self.spool_path)
+            fh.write("".join(self._queue.popleft() + "\n" for _ in range(count)))
+            fh.flush()
+            os.fsync(fh.fileno())
+        if created:
+            _fsync_dir(self.spool_path.parent)
+        self.spooled += count
+        log.debug("spooled %d lines to the write-ahead log %s", count, self.spool_path)
 
     def _replay_spool(self) -> None:
         if self.spool_path is None or not self.spool_path.exists():
@@ -278,7 +309,8 @@ class BufferedWriter:
         for start in range(0, len(lines), self._batch_cap):
             self._send(lines[start : start + self._batch_cap])
         self.spool_path.unlink()
-        log.info("replayed %d spooled lines", len(lines))
+        _fsync_dir(self.spool_path.parent)
+        log.info("replayed %d lines from the write-ahead log %s", len(lines), self.spool_path)
 
     def _send(self, batch: list[str]) -> None:
         """Write ``batch``; return once every line is written or dead-lettered.
@@ -363,9 +395,9 @@ class BufferedWriter:
         return bool(self._queue) or (self.spool_path is not None and self.spool_path.exists())
 
     def flush(self, *, block: bool = True, timeout_s: float = 60.0) -> bool:
-        """Write everything queued. Returns True only when the queue and the spool are empty
-        and no line was dropped since the previous call (dead-lettered lines are accounted for
-        in the dead-letter file, not dropped).
+        """Write everything queued (the write-ahead log first). Returns True only when the queue
+        and the write-ahead log are empty and no line was dropped since the previous call
+        (dead-lettered lines are accounted for in the dead-letter file, not dropped).
 
         ``block=False`` makes one attempt (respecting the backoff) and returns;
         ``block=True`` retries until ``timeout_s`` has passed.
@@ -384,6 +416,15 @@ class BufferedWriter:
                 self._spill(len(self._queue))
         finally:
             self.transport.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a file's creation, rename or removal in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FileTransport:

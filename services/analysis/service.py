@@ -12,6 +12,16 @@ every (re)subscription does not dead-letter it again; with ``state_path`` the me
 limit anyway, :meth:`AnalysisService.check_stall` remembers it as *stalling* (the caller then
 exits so the supervisor restarts the process, see ``rekindle analysis --stall-limit``); when that
 message is delivered again it is dead-lettered without being handled.
+
+Durability: messages are acknowledged to the broker by hand (paho ``manual_ack``), in *commits*.
+A commit first makes every line produced so far durable (written to InfluxDB, or appended to the
+write-ahead log and fsynced: :meth:`BufferedWriter.persist`), then writes the checkpoint (every
+open session's state and the last applied ``seq`` per stream, fsynced), and only then sends the
+PUBACKs of the messages processed since the previous commit. A process killed at any point
+therefore either had a message acknowledged *and* covered by the checkpoint, or gets it again
+from the broker (persistent session, same client id); a message resent although the checkpoint
+covers it is dropped as a duplicate by its ``seq``. Replayed lines carry the same timestamps, so
+InfluxDB overwrites rather than duplicates them.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import pickle
 import queue
 import threading
@@ -86,6 +97,9 @@ class _Inbound:
     payload: bytes
     received: float
     retained: bool
+    mid: int = 0
+    qos: int = 0
+    connection: int = 0  # which broker connection delivered it (a mid is only valid there)
 
 
 def _digest(topic: str, payload: bytes) -> str:
@@ -140,9 +154,10 @@ class AnalysisService:
         clock: Callable[[], float] = time.time,
         on_events: Callable[[str, str, list[Event]], None] | None = None,
         state_path: Path | None = None,
-        checkpoint_every_s: float = 60.0,
         session_idle_s: float = 3600.0,
         heartbeat_path: Path | None = None,
+        commit_interval_s: float = 0.25,
+        ack_batch: int = 16,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         self.writer = writer
@@ -152,9 +167,15 @@ class AnalysisService:
         self.clock = clock
         self.on_events = on_events
         self.state_path = state_path
-        self.checkpoint_every_s = checkpoint_every_s
         self.session_idle_s = session_idle_s
         self.heartbeat_path = heartbeat_path
+        self.commit_interval_s = commit_interval_s
+        self.ack_batch = ack_batch
+        self._pending: list[_Inbound] = []
+        self._pending_since = 0.0
+        self._connection = 0
+        self._ack_lock = threading.Lock()
+        self.commits = 0
         self._last_beat = -math.inf
         self._last_seen: dict[tuple[str, str], float] = {}
         self.persistent_session = persistent_session
@@ -176,7 +197,9 @@ class AnalysisService:
             None if state_path is None else state_path.with_name(state_path.name + ".rejects.json")
         )
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._client = make_client(mqtt_settings, client_id, clean_session=not persistent_session)
+        self._client = make_client(
+            mqtt_settings, client_id, clean_session=not persistent_session, manual_ack=True
+        )
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
@@ -188,9 +211,11 @@ class AnalysisService:
         if not reason_ok(reason):
             log.error("broker %s refused the connection: %s", self.mqtt_settings.url, reason)
             return
+        with self._ack_lock:
+            self._connection += 1
+            self._connected.set()
         for topic in contract.subscriptions(self.site):
             client.subscribe(topic, qos=1)
-        self._connected.set()
         log.info(
             "analysis connected to %s, subscribed to site %s", self.mqtt_settings.url, self.site
         )
@@ -198,7 +223,8 @@ class AnalysisService:
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
     ) -> None:
-        self._connected.clear()
+        with self._ack_lock:
+            self._connected.clear()
         if not self._stop.is_set():
             log.warning(
                 "analysis lost broker %s (%s); reconnecting", self.mqtt_settings.url, reason
@@ -210,8 +236,19 @@ class AnalysisService:
             topic = msg.topic
         except UnicodeDecodeError:  # the broker should refuse these; never break the loop
             log.warning("dropped a message whose topic is not UTF-8: %r", msg._topic[:200])
+            self._client.ack(msg.mid, msg.qos)
             return
-        self._inbox.put(_Inbound(topic, bytes(msg.payload), self.clock(), bool(msg.retain)))
+        self._inbox.put(
+            _Inbound(
+                topic,
+                bytes(msg.payload),
+                self.clock(),
+                bool(msg.retain),
+                msg.mid,
+                msg.qos,
+                self._connection,
+            )
+        )
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
@@ -257,22 +294,29 @@ class AnalysisService:
         return True
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop receiving, process what was already received, flush storage, disconnect, and
-        write the checkpoint.
+        """Stop receiving, process what was already received, make it durable, acknowledge it,
+        write the checkpoint and disconnect.
 
         With a persistent MQTT session the subscription is kept, so the broker queues what
-        arrives while we are down and the restored sessions continue where they stopped.
+        arrives while we are down (and resends what we received but did not acknowledge), and
+        the restored sessions continue where they stopped.
         """
         if not self.persistent_session:
             self._client.unsubscribe(list(contract.subscriptions(self.site)))
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
-        while not self._inbox.empty():  # arrived after the worker's last look: still ours
-            item = self._inbox.get_nowait()
-            self.process(item.topic, item.payload, item.received, retained=item.retained)
+        if self.persistent_session:
+            self._commit(final=True, timeout_s=timeout)
+            self._client.disconnect()
+            self._client.loop_stop()
+        else:
+            # without a persistent session nothing is resent: handle everything received
+            self._client.disconnect()
+            self._client.loop_stop()
+            while not self._inbox.empty():
+                item = self._inbox.get_nowait()
+                self.process(item.topic, item.payload, item.received, retained=item.retained)
         self.writer.close(timeout_s=timeout)
         if self.state_path is not None:
             self.checkpoint(self.state_path)
@@ -283,6 +327,35 @@ class AnalysisService:
             self.stats.rejected,
             self.stats.duplicates,
         )
+
+    # ------------------------------------------------------------------------------ commits
+    def _commit(self, *, final: bool = False, timeout_s: float = 60.0) -> bool:
+        """Make everything processed so far durable, then acknowledge it to the broker.
+
+        Returns False when it could not be made durable yet (InfluxDB away and no write-ahead
+        log): the messages stay unacknowledged, so the broker keeps them, and stops sending more
+        once its in-flight window is full.
+        """
+        if not self._pending:
+            return True
+        durable = (
+            self.writer.flush(block=True, timeout_s=timeout_s) or self.writer.persist()
+            if final
+            else self.writer.persist()
+        )
+        if not durable:
+            return False
+        if self.state_path is not None:
+            self.checkpoint(self.state_path)
+        with self._ack_lock:
+            if self._connected.is_set():
+                for item in self._pending:
+                    if item.qos and item.connection == self._connection:
+                        self._client.ack(item.mid, item.qos)
+        # messages of an older connection are resent by the broker: their seq drops them
+        self._pending.clear()
+        self.commits += 1
+        return True
 
     # ------------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
@@ -298,9 +371,17 @@ class AnalysisService:
             "ended": list(self._ended),
         }
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        with tmp.open("wb") as fh:
+            fh.write(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(path)
-        log.info("checkpoint: %d open session(s) to %s", len(self.pipelines), path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.debug("checkpoint: %d open session(s) to %s", len(self.pipelines), path)
 
     def _restore(self, path: Path) -> None:
         if not path.exists():
@@ -418,8 +499,6 @@ class AnalysisService:
             log.error("cannot write heartbeat %s: %s", self.heartbeat_path, exc)
 
     def _work(self) -> None:
-        last_flush = time.monotonic()
-        last_checkpoint = time.monotonic()
         while True:
             try:
                 self._beat()
@@ -427,22 +506,25 @@ class AnalysisService:
                     item = self._inbox.get(timeout=0.2)
                 except queue.Empty:
                     self._expire_idle_sessions()
-                    self.writer.flush(block=False)
-                    last_flush = time.monotonic()
-                    self._idle.set()
+                    if self._commit():
+                        self.writer.flush(block=False)  # the write-ahead log, once InfluxDB is back
+                        if not self._pending:
+                            self._idle.set()
                     if self._stop.is_set():
                         return
                     continue
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append(item)
                 self.process(item.topic, item.payload, item.received, retained=item.retained)
-                if time.monotonic() - last_flush > 1.0:
-                    self.writer.flush(block=False)
-                    last_flush = time.monotonic()
+                # Commit when the broker has nothing more for us right now and we hold a
+                # window's worth (mosquitto sends at most max_inflight_messages, default 20,
+                # unacknowledged messages), or when the oldest unacknowledged message waited
+                # commit_interval_s.
                 if (
-                    self.state_path is not None
-                    and time.monotonic() - last_checkpoint > self.checkpoint_every_s
-                ):
-                    last_checkpoint = time.monotonic()
-                    self.checkpoint(self.state_path)
+                    self._inbox.empty() and len(self._pending) >= self.ack_batch
+                ) or time.monotonic() - self._pending_since >= self.commit_interval_s:
+                    self._commit()
             except Exception:
                 # (process() never raises; this is flushing, checkpoints, expiry)
                 log.exception("analysis worker: unexpected error between messages; going on")

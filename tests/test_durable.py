@@ -1,0 +1,235 @@
+"""Durable processing: `rekindle analysis` as a real process, SIGKILLed mid-session and restarted
+with its state (same client id, so the broker resends what it had not acknowledged), loses and
+duplicates nothing and gives the episodes of an uninterrupted run; also while InfluxDB is away
+(the write-ahead log then holds what InfluxDB has not taken)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.analysis.offline import run_pipeline
+from services.ingest.publisher import Publisher
+from services.ingest.sources.base import Chunk
+from services.ingest.sources.simulator import SimulationScript, simulate
+from services.mqtturl import MqttSettings
+from tests.servers import InfluxD, Mosquitto
+
+SITE = "durable"
+DEADLINE_S = 240.0
+
+
+class AnalysisProcess:
+    """``rekindle analysis`` in its own process, with its log in a file."""
+
+    def __init__(
+        self, broker: Mosquitto, influx_url: str, db: str, workdir: Path, name: str
+    ) -> None:
+        self.log = workdir / f"{name}.log"
+        self._out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "analysis",
+                "--mqtt",
+                broker.url,
+                "--influx",
+                influx_url,
+                "--influx-db",
+                db,
+                "--site",
+                SITE,
+                "--client-id",
+                f"rekindle-analysis-{db}",
+                "--state",
+                str(workdir / "analysis.state"),
+                "--spool",
+                str(workdir / "analysis.wal"),
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        wait_for(lambda: "subscribed" in self.text(), "the analysis service never subscribed", self)
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._out.close()
+
+    def terminate(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    proc: AnalysisProcess | None = None,
+    timeout: float = DEADLINE_S,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.proc.poll() is not None:
+            pytest.fail(f"analysis exited with {proc.proc.returncode}: {proc.text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{what} within {timeout:.0f} s" + (f": {proc.text()[-2000:]}" if proc else "")
+            )
+        time.sleep(0.1)
+
+
+def session_chunks(seed: int, minutes: float) -> list[Chunk]:
+    """A simulated session cut to its first ``minutes`` (two scripted surges fit in 20 min)."""
+    chunks = list(simulate(SimulationScript(), seed=seed))
+    start = min(c.start for c in chunks)
+    return [c for c in chunks if c.end < start + minutes * 60]
+
+
+def publish_session(
+    broker: Mosquitto, session: str, chunks: list[Chunk], published: threading.Event
+) -> threading.Thread:
+    """Publish the session at broker speed in a thread, then ``end``; set ``published`` after."""
+
+    def run() -> None:
+        settings = MqttSettings.from_url(broker.url)
+        with Publisher(settings, SITE, session, device="sim") as pub:
+            pub.send_status("sim", "online", chunks[0].start)
+            for chunk in chunks:
+                pub.publish(
+                    chunk.to_message(
+                        SITE, session, pub.next_seq(chunk.device, chunk.stream), pub.run
+                    )
+                )
+            pub.send_status("sim", "end", chunks[-1].end)
+            pub.flush(timeout=DEADLINE_S)
+        published.set()
+
+    thread = threading.Thread(target=run, name=f"publish-{session}", daemon=True)
+    thread.start()
+    return thread
+
+
+def counts(influx: InfluxD, db: str, session: str) -> tuple[int, int, int]:
+    """(samples, feature rows, end statuses) stored for ``session``."""
+    where = f"session = '{session}'"
+    return (
+        influx.count(f"SELECT count(value) FROM signal WHERE {where}", db),
+        influx.count(f"SELECT count(arousal_index) FROM features WHERE {where}", db),
+        influx.count(f"SELECT count(state) FROM status WHERE {where} AND state = 'end'", db),
+    )
+
+
+def stored_episodes(influx: InfluxD, db: str, session: str) -> list[tuple[str, float, float]]:
+    series = influx.series(
+        'SELECT "onset", "offset", "open" FROM episode '
+        f"WHERE session = '{session}' GROUP BY kind",
+        db,
+    )
+    out = []
+    for s in series:
+        for _t, onset, offset, is_open in s["values"]:
+            assert is_open is False, "an episode was left open"
+            out.append((s["tags"]["kind"], onset, offset))
+    return sorted(out)
+
+
+def expected(chunks: list[Chunk]) -> tuple[int, int, list[tuple[str, float, float]]]:
+    offline = run_pipeline(iter(chunks), "sim", site=SITE, session="x")
+    episodes = sorted((str(e.kind), e.onset, e.offset) for e in offline.episodes)
+    arousal = [f for f in offline.features if f.arousal_index is not None]
+    return offline.samples, len(arousal), episodes
+
+
+@pytest.fixture
+def own_influxd(tmp_path: Path) -> Iterator[InfluxD]:
+    """An influxd of this test alone (it is stopped and restarted on the same port)."""
+    server = InfluxD.start(tmp_path / "influxd")
+    yield server
+    server.stop()
+
+
+def test_analysis_sigkilled_mid_session_loses_and_duplicates_nothing(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path
+) -> None:
+    db, session = "durable_kill", "k1"
+    influxd.create_database(db)
+    chunks = session_chunks(seed=4, minutes=20)
+    samples, features, episodes = expected(chunks)
+    assert episodes, "the scripted session must contain episodes"
+    first = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "first")
+    published = threading.Event()
+    publisher = publish_session(mqtt_broker, session, chunks, published)
+    # kill it once it has stored a third of the session, while messages are in flight
+    wait_for(lambda: counts(influxd, db, session)[0] >= samples // 3, "a third stored", first)
+    first.kill()
+    killed_at = counts(influxd, db, session)[0]
+    assert killed_at < samples, "the session was complete before the kill: nothing tested"
+    second = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "second")
+    try:
+        wait_for(published.is_set, "the publisher finished", second)
+        publisher.join(30)
+        wait_for(lambda: counts(influxd, db, session)[2] == 1, "the session's end stored", second)
+    finally:
+        assert second.terminate() == 0, second.text()[-3000:]
+    assert counts(influxd, db, session) == (samples, features, 1)
+    assert stored_episodes(influxd, db, session) == episodes
+    assert "restored 1 open session" in second.text()
+
+
+def test_analysis_sigkilled_while_influxdb_is_away_loses_nothing(
+    mqtt_broker: Mosquitto, own_influxd: InfluxD, tmp_path: Path
+) -> None:
+    db, session = "durable_away", "a1"
+    influx_dir, port = tmp_path / "influxd", own_influxd.port
+    own_influxd.create_database(db)
+    chunks = session_chunks(seed=5, minutes=20)
+    samples, features, episodes = expected(chunks)
+    assert episodes
+    own_influxd.stop()  # InfluxDB away for the whole first run
+    first = AnalysisProcess(mqtt_broker, own_influxd.url, db, tmp_path, "first")
+    published = threading.Event()
+    publisher = publish_session(mqtt_broker, session, chunks, published)
+    wal = tmp_path / "analysis.wal"
+
+    def wal_lines() -> int:
+        return wal.read_bytes().count(b"\n") if wal.exists() else 0
+
+    wait_for(lambda: wal_lines() >= samples // 3, "a third in the write-ahead log", first)
+    first.kill()
+    restarted = InfluxD.start(influx_dir, port=port)
+    try:
+        second = AnalysisProcess(mqtt_broker, restarted.url, db, tmp_path, "second")
+        try:
+            wait_for(published.is_set, "the publisher finished", second)
+            publisher.join(30)
+            wait_for(
+                lambda: counts(restarted, db, session)[2] == 1, "the session's end stored", second
+            )
+            wait_for(lambda: not wal.exists(), "the write-ahead log replayed", second)
+        finally:
+            assert second.terminate() == 0, second.text()[-3000:]
+        assert counts(restarted, db, session) == (samples, features, 1)
+        assert stored_episodes(restarted, db, session) == episodes
+    finally:
+        restarted.stop()
