@@ -257,13 +257,25 @@ def test_request_level_400_is_retried_not_dead_lettered(influxd: InfluxD, tmp_pa
     assert (writer.dropped, writer.dead_lettered) == (0, 0)
 
 
-def test_flush_reports_dropped_lines(influxd: InfluxD, tmp_path: Path) -> None:
+def test_over_the_cap_without_a_spool_nothing_is_dropped(influxd: InfluxD, tmp_path: Path) -> None:
+    # The analysis service acknowledges a message only once its lines are durable, so without
+    # a write-ahead log the lines stay in memory (and their messages at the broker) instead.
     influxd.create_database("drops")
     writer = _writer(influxd.url, "drops", tmp_path, batch_lines=100, max_queued_lines=10)
-    writer.add(lines(0, 15))  # no spool: the 5 oldest are lost
-    assert writer.dropped == 5
-    assert not writer.flush(block=True, timeout_s=60)  # the 10 others are written, yet False
-    assert influxd.count('SELECT count("value") FROM m', "drops") == 10
+    writer.add(lines(0, 15))
+    assert (writer.dropped, writer.queued) == (0, 15)
+    assert writer.flush(block=True, timeout_s=60)
+    assert influxd.count('SELECT count("value") FROM m', "drops") == 15
+
+
+def test_flush_reports_dropped_lines(influxd: InfluxD) -> None:
+    influxd.create_database("drops2")
+    settings = InfluxSettings(influxd.url, database="drops2", timeout_s=10)
+    writer = BufferedWriter(V1Transport(settings), batch_lines=100)  # no dead-letter file
+    writer.add([*lines(0, 10), 'm,site=a value="oops 1600000037000000000'])
+    assert not writer.flush(block=True, timeout_s=60)  # the unparsable line is lost: False
+    assert writer.dropped == 1
+    assert influxd.count('SELECT count("value") FROM m', "drops2") == 10
     assert writer.flush(block=True, timeout_s=60)  # nothing dropped since: True again
 
 
