@@ -38,6 +38,9 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 MAX_VALUES: Final = 4096
 #: How far in the future (relative to the receiver's clock) a sample time may lie.
 MAX_FUTURE_S: Final = 300.0
+#: Longest time one sample message may span, first to last sample (s); publishers send <= 1 s.
+#: With the analysis' silence rule this bounds the feature seconds one message can close.
+MAX_SPAN_S: Final = 300.0
 #: Earliest plausible sample time (2000-01-01T00:00:00Z): catches devices whose clock is unset.
 MIN_TIME_S: Final = 946_684_800.0
 MAX_MARKER_CHARS: Final = 200
@@ -380,6 +383,13 @@ def _time(obj: object, where: str, now: float) -> float:
     return value
 
 
+def _span(span: float, where: str) -> None:
+    if span > MAX_SPAN_S:
+        raise ContractError(
+            where, f"the samples span {span:.0f} s; one message may span at most {MAX_SPAN_S:g} s"
+        )
+
+
 def _keys(obj: Mapping[str, object], required: set[str], optional: set[str]) -> None:
     missing = sorted(required - obj.keys())
     if missing:
@@ -539,12 +549,15 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
             raise ContractError("fs", f"{fs} Hz is outside [{FS_RANGE[0]}, {FS_RANGE[1]}]")
         last = t0 + max(len(values) - 1, 0) / fs
         _time(last, "t0", now)
+        _span(last - t0, "fs")
         return SampleMessage(
             site, session, sample_stream, device_id, seq, values, t0, fs, None, run
         )
     t = _times(obj["t"], "t", now)
     if len(t) != len(values):
         raise ContractError("t", f"has {len(t)} entries but values has {len(values)}")
+    if t:
+        _span(t[-1] - t[0], "t")
     return SampleMessage(site, session, sample_stream, device_id, seq, values, None, None, t, run)
 
 
