@@ -389,6 +389,7 @@ def test_ingest_and_replay_commands(name: str, monkeypatch: pytest.MonkeyPatch) 
     assert settings.password == ENV_EXAMPLE["MQTT_INGEST_PASSWORD"]
     assert args.site == ENV_EXAMPLE["REKINDLE_SITE"]
     if name == "ingest":
+        assert _mounted(name, str(args.device_id_key_file))  # ids stay stable across runs
         assert service(name)["network_mode"] == "host"
         assert settings.host == "127.0.0.1"
         assert ("/run/dbus/system_bus_socket", "/run/dbus/system_bus_socket") in _bind_mounts(name)

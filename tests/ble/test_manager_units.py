@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.ble.errors import DeviceSpecError, ProfileError
-from services.ingest.ble.manager import Backoff, DeviceManager, DeviceSpec, Target
+from services.ingest.ble.errors import DeviceIdKeyError, DeviceSpecError, ProfileError
+from services.ingest.ble.manager import (
+    Backoff,
+    DeviceManager,
+    DeviceSpec,
+    Target,
+    pseudonymous_id,
+)
+
+KEY = b"0123456789abcdef0123456789abcdef"
 
 
 def test_parse_hrs_by_address_and_name() -> None:
-    spec = DeviceSpec.parse("hrs:a0:9e:1a:12:34:56")
+    spec = DeviceSpec.parse("hrs:a0:9e:1a:12:34:56", KEY)
     assert spec.feed == "hrs"
     assert spec.target == Target("address", "A0:9E:1A:12:34:56")
-    assert spec.device_id == "A0-9E-1A-12-34-56"
+    assert spec.device_id == pseudonymous_id("A0:9E:1A:12:34:56", KEY)
+    assert re.fullmatch(r"ble-[0-9a-f]{12}", spec.device_id)
+    with pytest.raises(DeviceIdKeyError, match="@ID"):
+        DeviceSpec.parse("hrs:a0:9e:1a:12:34:56")  # never the address itself
     named = DeviceSpec.parse("hrs:Polar H10 *@strap")
     assert named.target == Target("name", "Polar H10 *")
     assert named.device_id == "strap"
 
 
 def test_parse_eda_profile_and_service_target() -> None:
-    spec = DeviceSpec.parse("eda:rekindle-eda-ref:D0:00:00:00:00:02")
+    spec = DeviceSpec.parse("eda:rekindle-eda-ref:D0:00:00:00:00:02", KEY)
     assert spec.feed == "profile"
     assert spec.profile is not None
     assert spec.profile.name == "rekindle-eda-ref"

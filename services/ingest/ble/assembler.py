@@ -190,8 +190,8 @@ class StreamAssembler:
         if self.reconnects and self.reconnects[-1].connected_at is None:
             self.reconnects[-1].connected_at = ev.t
         self._battery = ev.battery
-        self._out.append(OutStatus("online", ev.t, ev.battery, ev.rssi,
-                                   f"connected to {ev.address}"))
+        # the status goes to MQTT and InfluxDB: never the (personal) address in it
+        self._out.append(OutStatus("online", ev.t, ev.battery, ev.rssi, "connected"))
 
     def _disconnected(self, ev: Disconnected) -> None:
         log.warning("device %s: disconnected (%s)", self.device_id, ev.reason)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -17,7 +18,13 @@ from bleak.exc import BleakError
 
 from services.cli import CliError, add_mqtt_password, mqtt_settings
 from services.ingest.ble import hrs
-from services.ingest.ble.errors import BleError, DecodeError, ProfileError
+from services.ingest.ble.errors import (
+    BleError,
+    DecodeError,
+    DeviceIdKeyError,
+    DeviceSpecError,
+    ProfileError,
+)
 from services.ingest.ble.manager import (
     DeviceManager,
     DeviceSpec,
@@ -64,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="broker URL, mqtt://user@host:port (env REKINDLE_MQTT_URL, else "
                         "mqtt://localhost:1883)")
     add_mqtt_password(ingest)
+    ingest.add_argument("--device-id-key-file", type=Path,
+                        default=os.environ.get("REKINDLE_DEVICE_ID_KEY_FILE") or None,
+                        metavar="FILE",
+                        help="secret key for the pseudonymous device ids of devices given by "
+                        "address without @ID (env REKINDLE_DEVICE_ID_KEY_FILE; default "
+                        f"{_default_key_path()}; created when missing)")
     ingest.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0")
     ingest.add_argument("--scan-timeout", type=float, default=10.0)
     ingest.add_argument("--connect-timeout", type=float, default=15.0)
@@ -170,10 +183,50 @@ async def _ingest(args: argparse.Namespace, specs: list[DeviceSpec],
         await asyncio.to_thread(publisher.close)
 
 
+def _default_key_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "rekindle" / "device-id.key"
+
+
+def load_device_id_key(path: Path) -> bytes:
+    """The key in ``path``; a new random one (mode 0600) when the file does not exist yet.
+    Keep the file: the same key gives the same wearable the same id in every session."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = secrets.token_hex(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another ingest created it meanwhile: use that one
+            return load_device_id_key(path)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(text + "\n")
+        logging.getLogger(__name__).info("new device-id key in %s (keep it)", path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeviceSpecError(str(path), f"cannot read the device-id key: {exc}") from exc
+    if len(text) < 32:
+        raise DeviceSpecError(str(path), "device-id key shorter than 32 characters")
+    return text.encode("ascii")
+
+
+def parse_devices(texts: list[str], key_path: Path | None) -> list[DeviceSpec]:
+    """The ``--device`` specs; the device-id key is read (or made) only if an address needs it."""
+    key: bytes | None = None
+    specs = []
+    for text in texts:
+        try:
+            specs.append(DeviceSpec.parse(text, key))
+        except DeviceIdKeyError:
+            key = load_device_id_key(key_path or _default_key_path())
+            specs.append(DeviceSpec.parse(text, key))
+    return specs
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     _setup_logging()
     try:
-        specs = [DeviceSpec.parse(text) for text in args.device]
+        specs = parse_devices(args.device, args.device_id_key_file)
         settings = mqtt_settings(args)
     except (BleError, CliError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -46,6 +46,10 @@ class DeviceSpecError(BleError):
         self.reason = reason
 
 
+class DeviceIdKeyError(DeviceSpecError):
+    """A device given by address, without ``@ID``, and no key to derive its pseudonym."""
+
+
 class DeviceNotFoundError(BleError):
     """No advertising device matched ``target`` (name, address or service UUID) in time."""
 

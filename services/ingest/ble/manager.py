@@ -28,6 +28,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fnmatch
+import hashlib
+import hmac
 import logging
 import random
 import re
@@ -62,6 +64,7 @@ from services.ingest.ble.assembler import (
 from services.ingest.ble.errors import (
     DecodeError,
     DeviceConnectionError,
+    DeviceIdKeyError,
     DeviceNotFoundError,
     DeviceSpecError,
 )
@@ -113,14 +116,24 @@ class Target:
         return self.value if self.kind != "service" else f"service={self.value}"
 
 
+def pseudonymous_id(address: str, key: bytes) -> str:
+    """The device id of a BLE ``address``: ``ble-`` and 12 hex digits of HMAC-SHA256(key,
+    address). Stable for one key (the same wearable keeps its id across sessions), and without
+    the key the address cannot be recovered from it (unlike any unkeyed hash: there are only
+    2^48 addresses)."""
+    digest = hmac.new(key, address.upper().encode("ascii"), hashlib.sha256).hexdigest()
+    return f"ble-{digest[:12]}"
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
     """One ``--device`` argument: ``hrs:TARGET``, ``pmd:TARGET`` (Polar ECG 130 Hz + ACC
     25 Hz) or ``KIND:PROFILE:TARGET`` (e.g. ``eda:rekindle-eda-ref:TARGET``).
 
     ``TARGET`` is an address (``AA:BB:CC:DD:EE:FF``), a name or name pattern (``Polar H10*``)
-    or ``service=UUID``. Add ``@ID`` to choose the device id used in MQTT (default: derived
-    from the target). Specs with the same target share one connection.
+    or ``service=UUID``. Add ``@ID`` to choose the device id used in MQTT (default: for an
+    address its keyed pseudonym, :func:`pseudonymous_id`; else derived from the name or
+    service). Specs with the same target share one connection.
     """
 
     feed: Literal["hrs", "profile", "pmd"]
@@ -134,7 +147,10 @@ class DeviceSpec:
         return self.profile.name if self.profile is not None else self.feed
 
     @classmethod
-    def parse(cls, text: str) -> DeviceSpec:
+    def parse(cls, text: str, id_key: bytes | None = None) -> DeviceSpec:
+        """Parse one ``--device``. An address target without ``@ID`` gets the device id
+        :func:`pseudonymous_id` keyed by ``id_key`` (required then), so that no MAC address
+        reaches a topic, tag or payload."""
         body, _, dev_id = text.partition("@")
         kind, sep, rest = body.partition(":")
         if not sep:
@@ -155,7 +171,17 @@ class DeviceSpec:
                 )
         # an address contains ':'; everything after the kind (and profile) is the target
         target = Target.parse(target_text)
-        device_id = dev_id or _ID_BAD.sub("-", str(target)).strip("-")[:64] or "device"
+        if dev_id:
+            device_id = dev_id
+        elif target.kind == "address":
+            if id_key is None:
+                raise DeviceIdKeyError(
+                    text, "an address needs a device-id key for its pseudonym, or name the "
+                    "device with @ID"
+                )
+            device_id = pseudonymous_id(target.value, id_key)
+        else:
+            device_id = _ID_BAD.sub("-", str(target)).strip("-")[:64] or "device"
         if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", device_id):
             raise DeviceSpecError(text, f"device id {device_id!r} must be A-Z a-z 0-9 _ . -")
         if kind == "pmd":
