@@ -13,8 +13,18 @@ Three rules, each evaluated per site and session (multi-dimensional, from the In
   on the dashboards.
 * **No data**: a session that wrote feature rows in the last ``NO_DATA_LOOKBACK_S`` seconds wrote
   none in the last ``NO_DATA_S`` seconds (10 s buckets, so it fires between ``NO_DATA_S - 10``
-  and ``NO_DATA_S`` seconds of silence). A session that ended normally also fires this until it
-  leaves the look-back window; silence it in Grafana or stop the dashboard watching it.
+  and ``NO_DATA_S`` seconds of silence) and did not end normally. A normal end is the
+  ``features`` field ``ended``, which the analysis service writes at the time of the last
+  ``status: end`` once every device that announced itself ``online`` has sent one
+  (``services/analysis/points.session_end_line``). Status messages themselves reach InfluxDB
+  as ``status`` rows (tags site, session, device; the state a string), one series per device:
+  no single InfluxQL query (no subqueries, see dashboards/influxql.py) can tell from them that
+  *every* device ended, and a device lost without a word leaves no row at all; the service,
+  which follows every device of a session, can. The query adds the running count of ``ended``
+  marks to the moving count of rows, so an ended session stays at or above 1 until it leaves
+  the look-back window, while a lost wearable (``status: lost``, a last-will, or plain silence)
+  drops to 0 and fires. A session that sends data again after its end is not watched again
+  until that end mark leaves the look-back window.
 """
 
 from __future__ import annotations
@@ -51,7 +61,8 @@ SIGNAL_LOST_QUERY: Final = (
     'GROUP BY "site", "session", "stream"'
 )
 NO_DATA_QUERY: Final = (
-    f'SELECT moving_average(count("arousal_index"), {NO_DATA_S // NO_DATA_BUCKET_S}) AS "rows" '
+    f'SELECT moving_average(count("arousal_index"), {NO_DATA_S // NO_DATA_BUCKET_S}) '
+    '+ cumulative_sum(count("ended")) AS "rows" '
     f'FROM "features" WHERE $timeFilter GROUP BY time({NO_DATA_BUCKET_S}s), "site", "session" '
     "fill(0)"
 )
@@ -155,7 +166,7 @@ def rules() -> list[am.Rule]:
             "lt",
             0.5,
             "Session {{ $labels.session }} (site {{ $labels.site }}): "
-            f"no data for {NO_DATA_S} s",
+            f"no data for {NO_DATA_S} s and no normal end: is a wearable or its link lost?",
             "critical",
         ).build(),
     ]

@@ -94,6 +94,7 @@ def latest_episode() -> stat.Panel:
         .graph_mode(cm.BigValueGraphMode.NONE)
         .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
         .decimals(0)
+        .no_value("none yet")
         .reduce_options(
             cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False).fields("/^(kind|peak)$/")
         )
@@ -109,9 +110,13 @@ def signal_now() -> stat.Panel:
     return (
         stat.Panel()
         .title("Signal now")
-        .description(f"Worst quality of any stream over the last {SIGNAL_NOW_S} s of the range.")
+        .description(
+            f"Worst quality of any stream over the last {SIGNAL_NOW_S} s of the range; "
+            "lost when nothing arrived in that time."
+        )
         .datasource(DATASOURCE)
-        .mappings(panels.QUALITY_MAPPINGS)
+        .mappings(panels.lost_when_empty(panels.QUALITY_MAPPINGS))
+        .no_value(panels.LOST_TEXT)
         .color_mode(cm.BigValueColorMode.BACKGROUND)
         .graph_mode(cm.BigValueGraphMode.NONE)
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
@@ -129,10 +134,20 @@ def last_data() -> stat.Panel:
     return (
         stat.Panel()
         .title("Last data")
-        .description("Time since the analysis last wrote a feature row for this session.")
+        .description(
+            "Time since the analysis last wrote a feature row for this session; "
+            "lost when none in the time range."
+        )
         .datasource(DATASOURCE)
         .unit("dateTimeFromNow")
-        .color_mode(cm.BigValueColorMode.NONE)
+        .mappings(panels.lost_when_empty())
+        .no_value(panels.LOST_TEXT)
+        .thresholds(
+            db.ThresholdsConfig()
+            .mode(dm.ThresholdsMode.ABSOLUTE)
+            .steps([dm.Threshold(color="text", value=None)])
+        )
+        .color_mode(cm.BigValueColorMode.VALUE)
         .graph_mode(cm.BigValueGraphMode.NONE)
         .reduce_options(
             cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False).fields("/^Time$/")

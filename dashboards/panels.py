@@ -25,6 +25,29 @@ QUALITY_MAPPINGS: list[dm.ValueMapping] = [
     )
 ]
 
+#: What the "now" panels of a running session show when their query returns nothing (or null):
+#: the wearable or its link is gone, so a red "lost" rather than Grafana's neutral "No data".
+#: Grafana applies a ``null`` special mapping to the no-data display too; ``noValue`` is the
+#: same text for panels whose colour does not come from mappings.
+LOST_TEXT = "lost"
+
+
+def lost_when_empty(mappings: list[dm.ValueMapping] | None = None) -> list[dm.ValueMapping]:
+    """``mappings`` plus: no data or null shows a red "lost" (its ``index``, Grafana's display
+    order of mapping results, follows those of ``mappings``)."""
+    before = mappings or []
+    index = sum(len(m.options) if isinstance(m, dm.ValueMap) else 1 for m in before)
+    return [
+        *before,
+        dm.SpecialValueMap(
+            options=dm.DashboardSpecialValueMapOptions(
+                match=dm.SpecialValueMatch.NULL_AND_NAN,
+                result=dm.ValueMappingResult(text=LOST_TEXT, color="red", index=index),
+            )
+        ),
+    ]
+
+
 STATE_MAPPINGS: list[dm.ValueMapping] = [
     dm.ValueMap(
         options={
@@ -188,8 +211,9 @@ def arousal_contributions() -> timeseries.Panel:
     )
 
 
-def arousal_gauge() -> gauge.Panel:
-    return (
+def arousal_gauge(*, live: bool = True) -> gauge.Panel:
+    """Latest arousal index; ``live``: no data shows a red "lost" (see :data:`LOST_TEXT`)."""
+    panel = (
         gauge.Panel()
         .title("Arousal now")
         .description("Latest arousal index (0-100).")
@@ -206,6 +230,7 @@ def arousal_gauge() -> gauge.Panel:
             InfluxQL(f'SELECT last("arousal_index") AS "arousal" FROM "features" {where()}', "A")
         )
     )
+    return panel.mappings(lost_when_empty()).no_value(LOST_TEXT) if live else panel
 
 
 def latest_stat(title: str, field: str, unit: str, decimals: int) -> stat.Panel:
@@ -234,7 +259,8 @@ def quality_now() -> stat.Panel:
         .title("Signal quality now")
         .description("Latest quality of each stream: good, degraded or lost.")
         .datasource(DATASOURCE)
-        .mappings(QUALITY_MAPPINGS)
+        .mappings(lost_when_empty(QUALITY_MAPPINGS))
+        .no_value(LOST_TEXT)
         .color_mode(cm.BigValueColorMode.BACKGROUND)
         .graph_mode(cm.BigValueGraphMode.NONE)
         .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)

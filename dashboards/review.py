@@ -110,7 +110,9 @@ def build() -> dm.Dashboard:
         dash.with_row(panels.row("Summary"))
         .with_panel(summary().span(12).height(5))
         .with_panel(scr_summary().span(6).height(5))
-        .with_panel(panels.arousal_gauge().title("Arousal at end of range").span(6).height(5))
+        .with_panel(
+            panels.arousal_gauge(live=False).title("Arousal at end of range").span(6).height(5)
+        )
         .with_panel(episode_summary().span(12).height(5))
         .with_panel(quality_summary().span(12).height(5))
         .with_row(panels.row("Signals"))

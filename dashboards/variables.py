@@ -11,10 +11,15 @@ from dashboards.influxql import DATASOURCE
 SITE_QUERY = 'SHOW TAG VALUES FROM "features" WITH KEY = "site"'
 #: Every session of the chosen site(s) (InfluxDB 1.x ignores time in SHOW TAG VALUES).
 SESSION_QUERY = 'SHOW TAG VALUES FROM "features" WITH KEY = "session" WHERE "site" =~ /^$site$/'
-#: Sessions with feature rows inside the dashboard's time range. Grafana takes the second column
-#: of a SELECT (after time) as the value, so "session" comes first.
+#: Sessions with feature rows inside the dashboard's time range: one row per session (the
+#: selector ``last()`` grouped by session), not one per feature second (3,600 per session-hour).
+#: Grafana takes the second column of a SELECT (after time) as the value, so "session" comes
+#: first. ``SHOW TAG VALUES`` would be cheaper still, but InfluxDB 1.x answers it from the index
+#: and ignores the time range (every session the site ever had), so it only serves the review
+#: dashboard's list of all sessions.
 ACTIVE_SESSION_QUERY = (
-    'SELECT "session", "arousal_index" FROM "features" WHERE "site" =~ /^$site$/ AND $timeFilter'
+    'SELECT "session", last("arousal_index") FROM "features" '
+    'WHERE "site" =~ /^$site$/ AND $timeFilter GROUP BY "session"'
 )
 
 

@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from services.analysis.offline import run_pipeline
 from services.analysis.service import AnalysisService
+from services.contract import DeviceState
 from services.ingest.publisher import Publisher
 from services.ingest.replay import replay
 from services.ingest.sources.simulator import SimulationScript, simulate
@@ -93,3 +94,38 @@ def test_a_session_whose_publisher_vanished_is_closed_after_the_idle_time(
         service.stop()
     assert service.stats.sessions_finished == 1
     assert service.pipelines == {}
+
+
+def _ended_marks(influxd: InfluxD, db: str, session: str) -> int:
+    return influxd.count(
+        f'SELECT count("ended") FROM "features" WHERE "session" = \'{session}\'', db
+    )
+
+
+def test_the_end_mark_needs_every_device_to_end(mqtt_broker: Mosquitto, influxd: InfluxD) -> None:
+    """``features.ended`` (what silences the no-data alert) is written only when every device
+    that came online sent ``end``; a session with a device lost is closed after the idle time
+    without it."""
+    influxd.create_database("ends")
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database="ends")))
+    service = AnalysisService(settings, writer, site="ends", session_idle_s=1.0).start()
+    now = time.time()
+    try:
+        ends: tuple[tuple[str, DeviceState], ...] = (("both-end", "end"), ("wrist-lost", "lost"))
+        for session, wrist_state in ends:
+            with Publisher(settings, "ends", session) as pub:
+                for device in ("strap", "wrist"):
+                    pub.send_status(device, "online", now - 30)
+                pub.send_samples("hr", "strap", [70.0] * 20, t0=now - 30, fs=1.0)
+                pub.send_samples("eda", "wrist", [2.0] * 80, t0=now - 30, fs=4.0)
+                pub.send_status("wrist", wrist_state, now - 10)
+                pub.send_status("strap", "end", now - 10)
+        assert service.wait_sessions_finished(2, timeout=30)
+        assert service.wait_idle(quiet_s=0.5)
+    finally:
+        service.stop()
+    assert _ended_marks(influxd, "ends", "both-end") == 1
+    assert _ended_marks(influxd, "ends", "wrist-lost") == 0
+    states = influxd.series('SELECT "state" FROM "status" GROUP BY "session", "device"', "ends")
+    assert len(states) == 4, "every status reached InfluxDB"

@@ -101,6 +101,18 @@ def message_lines(msg: contract.Message) -> list[str]:
     return [x for x in out if x is not None]
 
 
+def session_end_line(site: str, session: str, t: float) -> str:
+    """``features`` field ``ended`` = true at ``t``: every device of the session sent
+    ``status: end``, so its silence from then on is a normal end, not a lost wearable.
+
+    It lives on the ``features`` series (not in a measurement of its own) so that one InfluxQL
+    query (the no-data alert rule, dashboards/alerts.py) sees both the feature rows and the end.
+    """
+    out = line("features", {"site": site, "session": session}, {"ended": True}, to_ns(t))
+    assert out is not None  # a constant field
+    return out
+
+
 def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
     """Lines for analysis events (features, EDA decomposition, SCRs, episodes, quality)."""
     base = {"site": site, "session": session}

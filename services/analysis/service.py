@@ -645,6 +645,7 @@ class AnalysisService:
         out = pipeline.handle(msg)
         if isinstance(msg, contract.StatusMessage) and msg.state == "end" and pipeline.ended:
             out.extend(self._finish(key, "ended"))
+            out.lines.append(points.session_end_line(msg.site, msg.session, msg.t))
         self.writer.add(out.lines)
         if out.events:
             self._publish_events(msg.site, msg.session, out.events)

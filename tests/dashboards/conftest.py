@@ -9,27 +9,74 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ReplayedSession
+from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from services.analysis.service import AnalysisService
+from services.ingest.publisher import Publisher
+from services.ingest.sources.base import open_source
+from services.mqtturl import MqttSettings
+from tests.conftest import S02, ReplayedSession, fixture_path, recording_start
 from tests.dashboards.grafana import Dataset
-from tests.servers import InfluxD
+from tests.servers import InfluxD, Mosquitto
+
+#: How much of S02 the "lost wearable" session sends before its wristband's link drops (s).
+LOST_AFTER_S = 600.0
 
 
-def _dataset(influxd: InfluxD, s02: ReplayedSession) -> Dataset:
-    where = f"WHERE \"site\" = '{s02.site}' AND \"session\" = '{s02.session}'"
-    first = influxd.series(f'SELECT first("arousal_index") FROM "features" {where}', s02.db)
-    last = influxd.series(f'SELECT last("arousal_index") FROM "features" {where}', s02.db)
+def _dataset(influxd: InfluxD, db: str, site: str, session: str, lines: int) -> Dataset:
+    where = f"WHERE \"site\" = '{site}' AND \"session\" = '{session}'"
+    first = influxd.series(f'SELECT first("arousal_index") FROM "features" {where}', db)
+    last = influxd.series(f'SELECT last("arousal_index") FROM "features" {where}', db)
     assert first, "the replay wrote no feature rows"
     start_s = first[0]["values"][0][0] / 1e9
     end_s = last[0]["values"][0][0] / 1e9
-    return Dataset(s02.db, s02.site, s02.session, start_s, end_s, s02.lines_written)
+    return Dataset(db, site, session, start_s, end_s, lines)
+
+
+def _replayed(influxd: InfluxD, s: ReplayedSession) -> Dataset:
+    return _dataset(influxd, s.db, s.site, s.session, s.lines_written)
 
 
 @pytest.fixture(scope="session")
 def dashboard_data(influxd: InfluxD, s02_in_influx: ReplayedSession) -> Dataset:
-    return _dataset(influxd, s02_in_influx)
+    """S02 replayed whole; its publisher ends the session normally (``status: end``)."""
+    return _replayed(influxd, s02_in_influx)
 
 
 @pytest.fixture(scope="session")
 def off_skin_data(influxd: InfluxD, s02_eda_off_skin_in_influx: ReplayedSession) -> Dataset:
     """S02 with the wristband off the skin for 90 s (``tests.conftest.EDA_OFF_SKIN``)."""
-    return _dataset(influxd, s02_eda_off_skin_in_influx)
+    return _replayed(influxd, s02_eda_off_skin_in_influx)
+
+
+@pytest.fixture(scope="session")
+def lost_wearable_data(mqtt_broker: Mosquitto, influxd: InfluxD) -> Dataset:
+    """The first ``LOST_AFTER_S`` seconds of S02, then the wristband's link drops.
+
+    As the BLE ingest does on a disconnect, a ``status: lost`` is published at the time of the
+    last sample, and nothing after it: no ``end``. The analysis service closes the session after
+    its idle time (1 s here), through the real broker, into database ``rekindle_lost``.
+    """
+    db, site, session, device = "rekindle_lost", "galway", "S02-lost", "e4"
+    influxd.create_database(db)
+    chunks = list(open_source(fixture_path(S02)))
+    start = recording_start(chunks)
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=db)))
+    service = AnalysisService(settings, writer, site=site, session_idle_s=1.0).start()
+    try:
+        with Publisher(settings, site, session, device=device) as pub:
+            pub.send_status(device, "online", start, detail="connected")
+            last = start
+            for chunk in chunks:
+                if chunk.end > start + LOST_AFTER_S:
+                    continue
+                seq = pub.next_seq(chunk.device, chunk.stream)
+                pub.publish(chunk.to_message(site, session, seq, pub.run))
+                last = max(last, chunk.end)
+            pub.send_status(device, "lost", last, detail="link lost")
+            pub.flush()
+        assert service.wait_sessions_finished(1, timeout=120), "the session was never closed"
+        assert service.wait_idle(quiet_s=0.5)
+    finally:
+        service.stop()
+    return _dataset(influxd, db, site, session, writer.written)

@@ -144,16 +144,87 @@ def test_signal_lost_fires_while_the_wristband_is_off_the_skin(
     assert firing[-1] <= off_at + off_for + 10
 
 
-@pytest.mark.parametrize("silence_s", [0, 30, alerts.NO_DATA_S + 5, 600])
-def test_no_data_fires_after_silence(
+SILENCES = [0, 30, alerts.NO_DATA_S + 5, 600, alerts.NO_DATA_LOOKBACK_S - 30]
+
+
+def _key(data: Dataset) -> Labels:
+    return (("session", data.session), ("site", data.site))
+
+
+def _ended_marks(influxd: InfluxD, data: Dataset) -> int:
+    return influxd.count(
+        f'SELECT count("ended") FROM "features" WHERE "session" = \'{data.session}\'', data.db
+    )
+
+
+@pytest.mark.parametrize("silence_s", SILENCES)
+def test_no_data_stays_quiet_after_a_normal_end(
     influxd: InfluxD, dashboard_data: Dataset, silence_s: int
 ) -> None:
-    """ "now" = end of the recording + silence: fires once the session was silent for NO_DATA_S."""
+    """S02's replay ends with ``status: end``: its silence afterwards is no alert."""
+    assert _ended_marks(influxd, dashboard_data) == 1
     rule = RULES["rekindle-no-data"]
     state = evaluate(influxd, dashboard_data.db, rule, dashboard_data.end_s + silence_s)
-    key = (("session", dashboard_data.session), ("site", dashboard_data.site))
+    assert state == {_key(dashboard_data): False}, "the instance stays, and stays normal"
+
+
+@pytest.mark.parametrize("silence_s", SILENCES)
+def test_no_data_fires_after_silence_on_a_lost_wearable(
+    influxd: InfluxD, lost_wearable_data: Dataset, silence_s: int
+) -> None:
+    """ "now" = the last feature row + silence: fires once silent for NO_DATA_S, and keeps
+    firing while the session is inside the look-back window."""
+    assert _ended_marks(influxd, lost_wearable_data) == 0
+    rule = RULES["rekindle-no-data"]
+    state = evaluate(influxd, lost_wearable_data.db, rule, lost_wearable_data.end_s + silence_s)
+    key = _key(lost_wearable_data)
     assert key in state, "a silent session must keep its alert instance"
-    assert state[key] == (silence_s >= alerts.NO_DATA_S)
+    assert state == {key: silence_s >= alerts.NO_DATA_S}
+
+
+def test_no_data_fires_within_the_documented_delay(
+    influxd: InfluxD, lost_wearable_data: Dataset
+) -> None:
+    """Between NO_DATA_S - NO_DATA_BUCKET_S and NO_DATA_S seconds of silence (10-s buckets),
+    whatever the phase of the evaluation against the buckets."""
+    rule = RULES["rekindle-no-data"]
+    key = _key(lost_wearable_data)
+    end = lost_wearable_data.end_s
+    for phase in range(alerts.NO_DATA_BUCKET_S):
+        first = next(
+            s
+            for s in range(0, 2 * alerts.NO_DATA_S)
+            if evaluate(influxd, lost_wearable_data.db, rule, end + phase + s)[key]
+        )
+        assert alerts.NO_DATA_S - alerts.NO_DATA_BUCKET_S <= phase + first <= alerts.NO_DATA_S
+
+
+def test_no_data_stays_quiet_while_the_lost_session_still_sent(
+    influxd: InfluxD, lost_wearable_data: Dataset
+) -> None:
+    rule = RULES["rekindle-no-data"]
+    for now in _instants(lost_wearable_data, step_s=13):
+        assert not any(evaluate(influxd, lost_wearable_data.db, rule, now).values()), now
+
+
+def test_the_end_mark_is_written_once_at_the_end_status(
+    influxd: InfluxD, dashboard_data: Dataset
+) -> None:
+    rows = influxd.series(
+        f'SELECT "ended" FROM "features" WHERE "session" = \'{dashboard_data.session}\' '
+        'AND "ended" = true',
+        dashboard_data.db,
+    )
+    ((_, ended),) = rows[0]["values"]
+    assert ended is True
+    status = influxd.series(
+        'SELECT "state" FROM "status" WHERE "state" = \'end\' '
+        f"AND \"session\" = '{dashboard_data.session}'",
+        dashboard_data.db,
+    )
+    assert [r[0] for r in status[0]["values"]] == [r[0] for r in rows[0]["values"]]
+    # the last feature row is the whole second at or after the last sample
+    assert dashboard_data.end_s - 1 < rows[0]["values"][0][0] / 1e9 <= dashboard_data.end_s
 
 
 def test_no_data_stays_quiet_during_the_recording(
@@ -164,7 +235,23 @@ def test_no_data_stays_quiet_during_the_recording(
         assert not any(evaluate(influxd, dashboard_data.db, rule, now).values()), now
 
 
-def test_no_data_alert_leaves_after_the_lookback(influxd: InfluxD, dashboard_data: Dataset) -> None:
+@pytest.mark.parametrize("ended", [True, False], ids=["normal-end", "lost-wearable"])
+def test_no_data_alert_leaves_after_the_lookback(
+    influxd: InfluxD, dashboard_data: Dataset, lost_wearable_data: Dataset, ended: bool
+) -> None:
+    data = dashboard_data if ended else lost_wearable_data
     rule = RULES["rekindle-no-data"]
-    later = dashboard_data.end_s + alerts.NO_DATA_LOOKBACK_S + 60
-    assert evaluate(influxd, dashboard_data.db, rule, later) == {}
+    later = data.end_s + alerts.NO_DATA_LOOKBACK_S + 60
+    assert evaluate(influxd, data.db, rule, later) == {}
+
+
+@pytest.mark.parametrize("ended", [True, False], ids=["normal-end", "lost-wearable"])
+def test_signal_lost_stays_quiet_once_the_data_stopped(
+    influxd: InfluxD, dashboard_data: Dataset, lost_wearable_data: Dataset, ended: bool
+) -> None:
+    """No quality rows come after the last sample, so "signal lost" has nothing to say about
+    a session that stopped (the no-data rule does): no instance at all afterwards."""
+    data = dashboard_data if ended else lost_wearable_data
+    rule = RULES["rekindle-signal-lost"]
+    for silence in (alerts.SIGNAL_LOST_S + 5, 300):
+        assert evaluate(influxd, data.db, rule, data.end_s + silence) == {}

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from services.analysis import points
+from services.analysis.influx import InfluxSettings, V1Transport
 from tests.dashboards.grafana import (
     Dataset,
     Query,
@@ -201,3 +203,145 @@ def test_session_filter_is_anchored(influxd: InfluxD, dashboard_data: Dataset) -
     )
     assert re.search(rf"/\^{prefix}\$/", rendered)
     assert influxd.series(rendered, dashboard_data.db) == []
+
+
+# --- the session picker's cost and time range, on sessions written for it -------------------
+
+_T0 = 1_700_000_000  # s
+#: (site, session, first second, last second + 1) relative to _T0: one session-hour each.
+_SESSIONS = (
+    ("room-1", "early", 0, 3600),
+    ("room-1", "mid", 1800, 5400),
+    ("room-1", "late", 7200, 10800),
+    ("room-2", "elsewhere", 0, 3600),
+)
+
+
+@pytest.fixture(scope="module")
+def sessions_db(influxd: InfluxD) -> str:
+    """Four one-hour sessions of 1-Hz feature rows (an end mark on each), written by the real
+    InfluxDB writer."""
+    db = "sessions_variable"
+    influxd.create_database(db)
+    transport = V1Transport(InfluxSettings(influxd.url, database=db))
+    for site, session, first, end in _SESSIONS:
+        lines = [
+            points.line(
+                "features",
+                {"site": site, "session": session},
+                {"arousal_index": 40.0, "hr": 70.0},
+                points.to_ns(_T0 + t),
+            )
+            for t in range(first, end)
+        ]
+        lines.append(points.session_end_line(site, session, _T0 + end - 1))
+        transport.write("\n".join(x for x in lines if x is not None) + "\n")
+    return db
+
+
+def _session_variable(dashboard: str) -> Query:
+    return next(q for q in VARIABLE_QUERIES if q.dashboard == dashboard and q.name == "session")
+
+
+@pytest.mark.parametrize("dashboard", [LIVE, OVERVIEW])
+@pytest.mark.parametrize(
+    ("from_s", "to_s", "expected"),
+    [
+        (3000, 4000, ["early", "mid"]),  # both running in the range
+        (3700, 4600, ["mid"]),  # "early" ended before the range
+        (5500, 7100, []),  # between sessions
+        (10000, 12000, ["late"]),  # the range runs past the end of the data
+        (-3600, 20000, ["early", "late", "mid"]),
+    ],
+)
+def test_session_variable_lists_the_sessions_in_the_range_one_row_each(
+    influxd: InfluxD,
+    sessions_db: str,
+    dashboard: str,
+    from_s: int,
+    to_s: int,
+    expected: list[str],
+) -> None:
+    rendered = render(
+        _session_variable(dashboard).text,
+        start_ms=(_T0 + from_s) * 1000,
+        end_ms=(_T0 + to_s) * 1000,
+        variables={"site": "room-1"},
+    )
+    results = influxd.query(rendered, sessions_db)
+    assert sorted(variable_values(results)) == expected
+    rows = sum(len(s["values"]) for s in results[0].get("series", []))
+    assert rows == len(expected), "one row per session, not one per feature second"
+
+
+def test_session_variable_of_all_sites(influxd: InfluxD, sessions_db: str) -> None:
+    # the overview's "All" sites: Grafana puts the escaped values in a group, (a|b)
+    text = _session_variable(OVERVIEW).text.replace("$site", "(room\\-1|room\\-2)")
+    rendered = render(text, start_ms=_T0 * 1000, end_ms=(_T0 + 600) * 1000)
+    assert sorted(variable_values(influxd.query(rendered, sessions_db))) == ["early", "elsewhere"]
+
+
+# --- "now" panels when the wearable is gone -----------------------------------------------------
+
+
+def _panel(dashboard: str, title: str) -> dict[str, Any]:
+    dash = next(d for d in DASHBOARDS.values() if d["uid"] == dashboard)
+    return next(p for p in dash["panels"] if p.get("title") == title)
+
+
+def _shows_red_lost_without_data(panel: dict[str, Any]) -> bool:
+    defaults = panel["fieldConfig"]["defaults"]
+    special = [m for m in defaults.get("mappings", []) if m["type"] == "special"]
+    return defaults.get("noValue") == "lost" and any(
+        m["options"]["match"] == "null+nan"
+        and m["options"]["result"]["text"] == "lost"
+        and m["options"]["result"]["color"] == "red"
+        for m in special
+    )
+
+
+#: Stat and gauge panels of a running session, and whether no data there means "lost".
+_NOW_PANELS = {
+    (OVERVIEW, "Arousal now"): True,
+    (OVERVIEW, "Signal now"): True,
+    (OVERVIEW, "Last data"): True,
+    (OVERVIEW, "Latest episode"): False,  # no episode yet is normal
+    (LIVE, "Arousal now"): True,
+    (LIVE, "Signal quality now"): True,
+    (LIVE, "Heart rate"): False,  # a session may have no heart-rate device
+    (LIVE, "EDA tonic"): False,  # nor an EDA one
+    (REVIEW, "Arousal at end of range"): False,  # a finished session
+}
+
+
+def test_every_stat_panel_says_what_no_data_means() -> None:
+    found = {
+        (dash["uid"], p["title"])
+        for dash in DASHBOARDS.values()
+        for p in dash["panels"]
+        if p["type"] in ("stat", "gauge")
+    }
+    assert found == set(_NOW_PANELS)
+    for (uid, title), lost in _NOW_PANELS.items():
+        assert _shows_red_lost_without_data(_panel(uid, title)) == lost, (uid, title)
+    assert _panel(OVERVIEW, "Latest episode")["fieldConfig"]["defaults"]["noValue"] == "none yet"
+
+
+def test_signal_now_has_no_data_once_the_wearable_is_lost(
+    influxd: InfluxD, lost_wearable_data: Dataset
+) -> None:
+    """The overview's "Signal now" gets no rows a little after the last sample of a lost
+    wearable, which the panel shows as a red "lost" (not Grafana's "No data")."""
+    (target,) = _panel(OVERVIEW, "Signal now")["targets"]
+    variables = _variables(lost_wearable_data)
+
+    def rows(now_s: float) -> list[dict[str, Any]]:
+        end_ms = round(now_s * 1000)
+        text = render(
+            target["query"], start_ms=end_ms - 900_000, end_ms=end_ms, variables=variables
+        )
+        return influxd.series(text, lost_wearable_data.db)
+
+    assert rows(lost_wearable_data.end_s), "signal shown while data arrives"
+    assert rows(lost_wearable_data.end_s + 31) == []
+    assert _shows_red_lost_without_data(_panel(OVERVIEW, "Signal now"))
