@@ -13,13 +13,14 @@ import time
 from services.ingest.publisher import Publisher
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
+from tests.waiting import GENEROUS_S, WatchedProcess, wait_until
 
 
 def test_analysis_process_writes_and_exits_0_on_sigterm(
     mqtt_broker: Mosquitto, influxd: InfluxD
 ) -> None:
     influxd.create_database("cli")
-    proc = subprocess.Popen(
+    proc = WatchedProcess(
         [
             sys.executable,
             "-m",
@@ -33,18 +34,10 @@ def test_analysis_process_writes_and_exits_0_on_sigterm(
             "cli",
             "--site",
             "sigterm",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ]
     )
     try:
-        deadline = time.monotonic() + 30
-        assert proc.stderr is not None
-        line = ""
-        while "subscribed" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-        assert "subscribed" in line, "the service never subscribed"
+        proc.wait_for_line("subscribed")
         now = time.time()
         with Publisher(MqttSettings.from_url(mqtt_broker.url), "sigterm", "p1") as pub:
             pub.send_samples("hr", "strap", [61.0, 62.0, 63.0], t0=now - 10, fs=1.0)
@@ -66,24 +59,25 @@ def test_analysis_process_writes_and_exits_0_on_sigterm(
             ],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=GENEROUS_S,
             check=False,
         )
         assert marked.returncode == 0, marked.stderr
         # under load the broker may still be delivering: wait until both are stored, so the
         # SIGTERM below tests a clean stop rather than racing the delivery
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (
-            influxd.series("SELECT value FROM signal WHERE session = 'p1'", "cli")
-            and influxd.series("SELECT text FROM marker WHERE session = 'p1'", "cli")
-        ):
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
+        wait_until(
+            lambda: (
+                influxd.series("SELECT value FROM signal WHERE session = 'p1'", "cli")
+                and influxd.series("SELECT text FROM marker WHERE session = 'p1'", "cli")
+            ),
+            "the samples and the marker in InfluxDB",
+        )
+        proc.proc.send_signal(signal.SIGTERM)
+        code = proc.finish()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        proc.kill()
+    err = proc.stderr
+    assert code == 0, err
     assert "analysis stopped" in err
     hr = influxd.series("SELECT value FROM signal WHERE session = 'p1'", "cli")
     assert [row[1] for row in hr[0]["values"]] == [61.0, 62.0, 63.0]

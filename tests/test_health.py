@@ -4,7 +4,6 @@ real mosquitto and influxd."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,7 @@ from services.analysis.service import AnalysisService
 from services.cli import main
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto, free_port
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
+from tests.waiting import wait_until
 
 
 def test_verdict_is_pure_and_names_the_problem() -> None:
@@ -50,24 +43,26 @@ def test_health_command_follows_the_real_worker(
         MqttSettings.from_url(broker.url), writer, site="health", heartbeat_path=beat_file
     ).start()
     try:
-        _wait_for(beat_file.exists)
+        wait_until(beat_file.exists, "the first heartbeat")
         assert main(cmd) == 0
         assert "healthy: 0 sessions open" in capsys.readouterr().out
         first = health.read(beat_file).time
-        _wait_for(lambda: health.read(beat_file).time > first, timeout=health.EVERY_S + 5)
+        wait_until(lambda: health.read(beat_file).time > first, "the next heartbeat")
         # the broker goes away: the worker keeps beating and says so
         broker.stop()
-        _wait_for(lambda: not health.read(beat_file).connected, timeout=health.EVERY_S + 10)
+        wait_until(lambda: not health.read(beat_file).connected, "a beat saying 'not connected'")
         assert main(cmd) == 1
         assert "not connected to the MQTT broker" in capsys.readouterr().err
         broker = Mosquitto.start(tmp_path / "mq2", port=port)
-        _wait_for(lambda: health.read(beat_file).connected, timeout=health.EVERY_S + 30)
+        wait_until(lambda: health.read(beat_file).connected, "a beat saying 'connected' again")
         assert main(cmd) == 0
         capsys.readouterr()
     finally:
         service.stop()
         broker.stop()
-    # the worker has stopped: the heartbeat goes stale
-    time.sleep(3.5)
+    # the worker has stopped: the heartbeat goes stale (older than --max-age 3)
+    last = health.read(beat_file).time
+    wait_until(lambda: time.time() - last > 3.5, "the last heartbeat to be 3.5 s old")
+    assert health.read(beat_file).time == last  # no beat after the stop
     assert main(cmd) == 1
     assert "old" in capsys.readouterr().err

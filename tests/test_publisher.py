@@ -15,6 +15,7 @@ from services import contract
 from services.ingest.publisher import Publisher
 from services.mqtturl import MqttSettings
 from tests.servers import Mosquitto, free_port
+from tests.waiting import GENEROUS_S, wait_until
 
 
 class Collector:
@@ -30,17 +31,14 @@ class Collector:
         self.client.reconnect_delay_set(1, 1)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        assert self.subscribed.wait(5)
+        assert self.subscribed.wait(GENEROUS_S)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         decoded = contract.decode(msg.topic, bytes(msg.payload), now=time.time())
         self.messages.append((decoded, bool(msg.retain)))
 
-    def wait_for(self, count: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.messages) >= count, f"{len(self.messages)} of {count} arrived"
+    def wait_for(self, count: int) -> None:
+        wait_until(lambda: len(self.messages) >= count, f"{count} messages")
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -93,7 +91,7 @@ def test_last_will_marks_a_killed_publisher_lost(mqtt_broker: Mosquitto) -> None
         assert proc.stdout.readline().strip() == "up"
         sink = Collector(mqtt_broker, "rekindle/v1/pub/will1/status/+")
         proc.kill()
-        proc.wait(10)
+        proc.wait(GENEROUS_S)
         sink.wait_for(1)
         sink.close()
     finally:
@@ -121,7 +119,7 @@ def test_nothing_is_lost_while_the_broker_is_away(tmp_path: Path) -> None:
         before.wait_for(5)
         before.close()
         broker.stop()
-        time.sleep(0.5)
+        wait_until(lambda: not pub.connected, "the publisher to see the broker gone")
         for i in range(5, 10):  # published while the broker is down: queued by the client
             pub.send_samples("hr", "strap", [70.0 + i], t0=now - 100 + i, fs=1.0)
         assert pub.unacknowledged == 5
@@ -129,7 +127,7 @@ def test_nothing_is_lost_while_the_broker_is_away(tmp_path: Path) -> None:
         # subscribe before the publisher's reconnect (its minimum back-off is 1 s)
         after = Collector(broker, "rekindle/v1/pub/outage/hr")
         pub.flush(timeout=30)
-        after.wait_for(5, timeout=30)
+        after.wait_for(5)
     finally:
         pub.close()
         if after is not None:

@@ -195,6 +195,11 @@ class Publisher:
         self._drain(self.max_pending)
 
     @property
+    def connected(self) -> bool:
+        """Whether the client is connected to the broker right now (else it spools/queues)."""
+        return self._connected.is_set()
+
+    @property
     def unacknowledged(self) -> int:
         with self._acked:
             return len(self._unacked)
