@@ -1,12 +1,11 @@
-"""The ``rekindle`` command line. The only place that reads the environment and sets up logging.
+"""The ``rekindle`` command line. The only place (with its plugins) that sets up logging.
 
-Environment variables (used as defaults for the matching options):
-``REKINDLE_MQTT_URL``, ``REKINDLE_MQTT_PASSWORD_FILE``, ``REKINDLE_INFLUX_URL``,
-``REKINDLE_INFLUX_DB``, ``REKINDLE_INFLUX_USER``, ``REKINDLE_INFLUX_PASSWORD_FILE``,
-``REKINDLE_INFLUX_ORG``, ``REKINDLE_INFLUX_BUCKET``, ``REKINDLE_INFLUX_TOKEN_FILE``,
-``REKINDLE_SITE``, ``REKINDLE_LOG_LEVEL``; and the secrets themselves, for who prefers them to
-files: ``REKINDLE_MQTT_PASSWORD``, ``REKINDLE_INFLUX_PASSWORD``, ``REKINDLE_INFLUX_TOKEN``.
-No password is ever needed in process arguments, and log lines mask URL passwords.
+Every command follows :mod:`services.cliconfig` (docs/cli.md): settings (``--site``, ``--mqtt``,
+``--influx*``, password files, ``--log-level``) resolve flag > ``REKINDLE_*`` environment
+variable > ``--config FILE`` (TOML) > default; errors are one line, exit code 2 for
+usage/configuration, 1 at run time. The secrets themselves can also come from
+``REKINDLE_MQTT_PASSWORD``, ``REKINDLE_INFLUX_PASSWORD`` and ``REKINDLE_INFLUX_TOKEN``. No password
+is ever needed in process arguments, and log lines mask URL passwords.
 """
 
 from __future__ import annotations
@@ -14,20 +13,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services import contract
 from services.analysis import params
-from services.analysis.core.errors import ConfigError
-from services.analysis.errors import AnalysisError
-from services.ingest.errors import IngestError
+from services.cliconfig import (
+    DEFAULT_SITE,
+    RekindleParser,
+    UsageError,
+    add_config_option,
+    add_setting,
+    run_command,
+    setting_source,
+    stop_event_on_signals,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,97 +49,52 @@ PLUGIN_MODULES = (
     "dashboards.cli",
 )
 
+#: A usage error (kept under its old name for plugins): see :class:`services.cliconfig.UsageError`.
+CliError = UsageError
 
-class CliError(Exception):
-    """A user error on the command line: printed without a traceback, exit code 2."""
-
-
-def env(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value if value else None
+__all__ = ["CliError", "build_parser", "main", "version"]
 
 
-def add_mqtt(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    default = env("REKINDLE_MQTT_URL")
-    parser.add_argument(
-        "--mqtt",
-        default=default,
-        required=required and default is None,
-        metavar="URL",
-        help="broker URL, mqtt://user@host:port or mqtts://... (env REKINDLE_MQTT_URL); the "
-        "password from --mqtt-password-file or env REKINDLE_MQTT_PASSWORD",
-    )
+def version() -> str:
+    """The installed Rekindle's version (``unknown`` when run from a tree never installed)."""
+    try:
+        return metadata.version("rekindle")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def add_mqtt(parser: argparse.ArgumentParser) -> None:
+    """``--mqtt`` and ``--mqtt-password-file``: every command that talks to a broker."""
+    add_setting(parser, "mqtt_url")
     add_mqtt_password(parser)
 
 
-def add_mqtt_password(parser: argparse.ArgumentParser) -> None:
+def add_mqtt_password(parser: argparse.ArgumentParser, *, from_environment: bool = True) -> None:
     """``--mqtt-password-file`` (also used by the BLE ingest command)."""
-    parser.add_argument(
-        "--mqtt-password-file",
-        default=env("REKINDLE_MQTT_PASSWORD_FILE"),
-        type=Path,
-        metavar="FILE",
-        help="file holding the broker password of the URL's user "
-        "(env REKINDLE_MQTT_PASSWORD_FILE, or the password itself in REKINDLE_MQTT_PASSWORD)",
-    )
+    add_setting(parser, "mqtt_password_file", from_environment=from_environment)
 
 
-def add_site(parser: argparse.ArgumentParser, default: str = "clinic") -> None:
-    parser.add_argument(
-        "--site", default=env("REKINDLE_SITE") or default, help="pseudonymous site id"
-    )
+def add_site(parser: argparse.ArgumentParser) -> None:
+    add_setting(parser, "site")
 
 
-def add_influx(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    url = env("REKINDLE_INFLUX_URL")
-    parser.add_argument(
-        "--influx",
-        default=url,
-        required=required and url is None,
-        metavar="URL",
-        help="InfluxDB URL, http://host:8086 (env REKINDLE_INFLUX_URL)",
-    )
-    parser.add_argument(
-        "--influx-db",
-        default=env("REKINDLE_INFLUX_DB"),
-        metavar="DB",
-        help="InfluxDB 1.x database (env REKINDLE_INFLUX_DB)",
-    )
-    parser.add_argument("--influx-rp", default=None, metavar="RP", help="1.x retention policy")
-    parser.add_argument(
-        "--influx-org",
-        default=env("REKINDLE_INFLUX_ORG"),
-        metavar="ORG",
-        help="InfluxDB 2.x/3.x organisation (env REKINDLE_INFLUX_ORG)",
-    )
-    parser.add_argument(
-        "--influx-bucket",
-        default=env("REKINDLE_INFLUX_BUCKET"),
-        metavar="BUCKET",
-        help="2.x/3.x bucket (env REKINDLE_INFLUX_BUCKET)",
-    )
-    parser.add_argument(
-        "--influx-token-file",
-        default=env("REKINDLE_INFLUX_TOKEN_FILE"),
-        metavar="FILE",
-        type=Path,
-        help="file holding the 2.x/3.x API token (env REKINDLE_INFLUX_TOKEN_FILE, or the token "
-        "itself in REKINDLE_INFLUX_TOKEN)",
-    )
-    parser.add_argument(
-        "--influx-user",
-        default=env("REKINDLE_INFLUX_USER"),
-        metavar="USER",
-        help="InfluxDB 1.x user (env REKINDLE_INFLUX_USER; or http://user@host in the URL)",
-    )
-    parser.add_argument(
-        "--influx-password-file",
-        default=env("REKINDLE_INFLUX_PASSWORD_FILE"),
-        metavar="FILE",
-        type=Path,
-        help="file holding the 1.x user's password (env REKINDLE_INFLUX_PASSWORD_FILE, or the "
-        "password itself in REKINDLE_INFLUX_PASSWORD)",
-    )
+INFLUX_SETTINGS = (
+    "influx_db",
+    "influx_rp",
+    "influx_org",
+    "influx_bucket",
+    "influx_token_file",
+    "influx_user",
+    "influx_password_file",
+)
+
+
+def add_influx(
+    parser: argparse.ArgumentParser, *, required: bool, from_environment: bool = True
+) -> None:
+    add_setting(parser, "influx_url", required=required, from_environment=from_environment)
+    for key in INFLUX_SETTINGS:
+        add_setting(parser, key, from_environment=from_environment)
 
 
 def _secret(file: Path | None, env_name: str, option: str) -> str | None:
@@ -150,12 +108,13 @@ def _secret(file: Path | None, env_name: str, option: str) -> str | None:
     return value
 
 
-def _warn_password_in_argv(option: str, url: str, env_name: str, better: str) -> None:
+def _warn_password_in_argv(args: argparse.Namespace, option: str, dest: str, better: str) -> None:
     from services.credentials import redact, register_secret, split_userinfo  # noqa: PLC0415
 
+    url = getattr(args, dest)
     password = split_userinfo(url)[2]
     register_secret(password)
-    if password and url != env(env_name):
+    if password and setting_source(args, dest) in ("flag", None):
         log.warning(
             "the %s URL %s carries a password, which every user of this machine can read in "
             "the process list: put it in %s instead",
@@ -176,10 +135,7 @@ def influx_settings(args: argparse.Namespace) -> InfluxSettings:
     )
     _, url_user, url_password = split_userinfo(args.influx)
     _warn_password_in_argv(
-        "--influx",
-        args.influx,
-        "REKINDLE_INFLUX_URL",
-        "--influx-password-file or REKINDLE_INFLUX_PASSWORD",
+        args, "--influx", "influx", "--influx-password-file or REKINDLE_INFLUX_PASSWORD"
     )
     if url_password is not None and password is not None:
         raise CliError(
@@ -216,12 +172,7 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
     except MqttUrlError as exc:
         raise CliError(str(exc)) from exc
     password = _secret(args.mqtt_password_file, "REKINDLE_MQTT_PASSWORD", "--mqtt-password-file")
-    _warn_password_in_argv(
-        "--mqtt",
-        args.mqtt,
-        "REKINDLE_MQTT_URL",
-        "--mqtt-password-file or REKINDLE_MQTT_PASSWORD",
-    )
+    _warn_password_in_argv(args, "--mqtt", "mqtt", "--mqtt-password-file or REKINDLE_MQTT_PASSWORD")
     if password is None:
         return settings
     if settings.password is not None:
@@ -232,19 +183,6 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
     if settings.username is None:
         raise CliError(f"--mqtt {settings.url}: a password is given but no user: mqtt://USER@host")
     return dataclasses.replace(settings, password=password)
-
-
-def stop_event_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (the services' way to stop cleanly)."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: object) -> None:
-        log.info("received signal %d, stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
 
 
 def open_chunks(source: str, *, speed: float | None = None) -> tuple[str, Iterator[Chunk]]:
@@ -270,9 +208,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--speed: {exc}") from exc
     settings = mqtt_settings(args)
-    _, chunks = open_chunks(args.source, speed=speed)
     stop = stop_event_on_signals()
+    # Connect first: a broker that is down is reported at once, not after reading the recording.
     with Publisher(settings, args.site, args.session, device="replay", spool=args.spool) as pub:
+        _, chunks = open_chunks(args.source, speed=speed)
         stats = replay(chunks, pub, speed=speed, stop=stop)
     print(
         f"replayed {stats.samples} samples in {stats.chunks} messages "
@@ -407,33 +346,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RekindleParser(
         prog="rekindle",
         description="Streaming emotional-arousal tracking from consumer wearables.",
+        epilog="Settings resolve flag > REKINDLE_* environment variable > --config FILE (TOML) "
+        f"> default; the default site is {DEFAULT_SITE!r}. Exit codes: 0 ok, 1 runtime error, "
+        "2 usage or configuration error. See docs/cli.md.",
     )
-    parser.add_argument(
-        "--log-level",
-        default=env("REKINDLE_LOG_LEVEL") or "INFO",
-        help="DEBUG, INFO, WARNING or ERROR (env REKINDLE_LOG_LEVEL)",
+    parser.add_argument("--version", action="version", version=f"rekindle {version()}")
+    add_setting(parser, "log_level")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="the whole pipeline on embedded defaults (no servers)")
-    p.add_argument(
-        "--mqtt", default=None, metavar="URL", help="use this broker instead of the embedded one"
+    add_setting(
+        p,
+        "mqtt_url",
+        default=None,
+        from_environment=False,
+        help="use this broker instead of the embedded one",
     )
-    add_influx(p, required=False)
+    add_mqtt_password(p, from_environment=False)
+    add_influx(p, required=False, from_environment=False)
     p.add_argument("--source", default="sim", help="'sim', 'sim:SEED' or a recording path")
     p.add_argument("--speed", default="60", help="times real time, or 'max' (default 60)")
     p.add_argument("--out", default="rekindle-demo", help="output folder (default ./rekindle-demo)")
     p.add_argument("--seed", type=int, default=1, help="simulator seed")
-    p.add_argument("--session", default="demo")
-    add_site(p, "demo")
+    p.add_argument("--session", default="demo", help="session id (default demo)")
+    add_site(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("replay", help="publish a recording (or 'sim') over MQTT")
     p.add_argument("source", help="E4 folder, Rekindle recording, 'sim' or 'sim:SEED'")
-    p.add_argument("--session", required=True)
+    p.add_argument("--session", required=True, help="pseudonymous session id")
     add_site(p)
     p.add_argument("--speed", default="1", help="times real time, or 'max' (default 1)")
     add_mqtt(p)
@@ -448,9 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analysis", help="run the live analysis service until SIGTERM")
     add_mqtt(p)
     add_influx(p, required=True)
-    p.add_argument(
-        "--site", default=env("REKINDLE_SITE") or "+", help="only this site (default: all)"
-    )
+    add_setting(p, "site", default="+", help="only this site ('+': all sites)")
     p.add_argument(
         "--client-id",
         default=None,
@@ -498,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what happened: 'dose given', 'tears', 'music changed', "
         "'baseline_start', 'baseline_end', ...",
     )
-    p.add_argument("--session", required=True)
+    p.add_argument("--session", required=True, help="pseudonymous session id")
     add_site(p)
     add_mqtt(p)
     p.add_argument("--device", default="clinician", help="who marks (default: clinician)")
@@ -506,8 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mark)
 
     p = sub.add_parser("analyze", help="analyze recordings offline with the live detectors")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="E4 folders, Rekindle recordings or 'sim'"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output folder: one sub-folder per source (episodes.csv, features.csv, ...)",
+    )
     p.add_argument(
         "--no-plots", action="store_true", help="skip session.png and the report's figure (faster)"
     )
@@ -529,10 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("record", help="record a session's MQTT streams to a file")
-    p.add_argument("--session", required=True)
+    p.add_argument("--session", required=True, help="pseudonymous session id")
     add_site(p)
     add_mqtt(p)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--out", required=True, type=Path, help="recording file (.jsonl, or .jsonl.gz to compress)"
+    )
     p.add_argument(
         "--duration",
         type=float,
@@ -549,35 +502,35 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that part of Rekindle is not installed in this build
             raise
         module.register(sub)
+    add_config_option(parser, root=True)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str) -> None:
+    """Logs go to stderr, passwords masked (the one place that configures logging)."""
     from services.credentials import RedactingFilter  # noqa: PLC0415
 
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     if logging.getLogger().level > logging.DEBUG:
         for noisy in ("amqtt", "transitions", "bleak", "dbus_fast"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return int(args.func(args))
-    except CliError as exc:
-        print(f"rekindle {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (contract.ContractError, ConfigError) as exc:
-        print(f"rekindle {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (IngestError, AnalysisError) as exc:
-        print(f"rekindle {args.command}: {exc}", file=sys.stderr)
-        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = str(args.log_level).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        parser.exit(
+            2,
+            f"rekindle: error: --log-level {args.log_level!r}: use DEBUG, INFO, WARNING or ERROR\n",
+        )
+    setup_logging(level)
+    return run_command(args)
 
 
 if __name__ == "__main__":

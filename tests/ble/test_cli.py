@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from services import contract
+from services.cliconfig import RekindleParser, run_command
 from services.ingest.ble.cli import load_device_id_key, parse_devices, register
 from services.ingest.ble.manager import pseudonymous_id
 from services.mqtturl import MqttSettings, make_client
@@ -25,14 +26,15 @@ from tests.waiting import wait_until
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rekindle")
-    register(parser.add_subparsers(dest="command", required=True))
+    parser = RekindleParser(prog="rekindle")
+    register(parser.add_subparsers(dest="command", required=True,
+                                   parser_class=argparse.ArgumentParser))
     return parser
 
 
 def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    return int(args.func(args))
+    """The sub-command under the CLI's error and exit-code policy."""
+    return run_command(_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize("hex_args", [["16 34 e4 04"], ["1634e404"], ["16", "34", "e4", "04"]])
@@ -62,17 +64,10 @@ def test_ble_decode_profile_and_battery(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_ingest_rejects_a_bad_device_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["ingest", "--session", "s1", "--device", "heart:x"]) == 2
-    assert "device spec" in capsys.readouterr().err
+    assert "rekindle ingest: error: device spec 'heart:x'" in capsys.readouterr().err
 
 
-_MAIN = (
-    "import argparse, sys\n"
-    "from services.ingest.ble.cli import register\n"
-    "p = argparse.ArgumentParser(prog='rekindle')\n"
-    "register(p.add_subparsers(dest='command', required=True))\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.func(a))\n"
-)
+_MAIN = "import sys\nfrom services.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 async def _cli(emulation: BleEmulation, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -9,18 +9,17 @@ import json
 import logging
 import os
 import secrets
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from bleak.exc import BleakError
 
-from services.cli import CliError, add_mqtt_password, mqtt_settings
+from services.cli import add_mqtt_password, mqtt_settings
+from services.cliconfig import UsageError, add_setting, async_stop_on_signals
 from services.ingest.ble import hrs
 from services.ingest.ble.errors import (
+    AdapterError,
     BleError,
-    DecodeError,
     DeviceIdKeyError,
     DeviceSpecError,
     ProfileError,
@@ -33,7 +32,6 @@ from services.ingest.ble.manager import (
 )
 from services.ingest.ble.pmd import PMD_SERVICE as POLAR_PMD_SERVICE
 from services.ingest.ble.profiles import load_profile, shipped_profiles
-from services.ingest.errors import IngestError
 from services.ingest.publisher import Publisher
 from services.mqtturl import MqttSettings
 
@@ -48,12 +46,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     devices = subparsers.add_parser("devices", help="BLE devices nearby")
     devices_sub = devices.add_subparsers(dest="devices_command", required=True)
     scan = devices_sub.add_parser("scan", help="list nearby BLE devices and what they offer")
-    scan.add_argument("--timeout", type=float, default=5.0, help="seconds to scan (5)")
+    scan.add_argument("--timeout", type=float, default=5.0, help="seconds to scan (default 5)")
     scan.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0")
     scan.set_defaults(func=cmd_scan)
 
     ingest = subparsers.add_parser(
-        "ingest", help="stream BLE wearables to MQTT",
+        "ingest",
+        help="stream BLE wearables to MQTT",
         description="Connect to BLE wearables and publish their samples to MQTT until "
         "interrupted. DEVICE is hrs:TARGET (Heart Rate Service), pmd:TARGET (Polar PMD: "
         "ECG 130 Hz and ACC 25 Hz) or eda:PROFILE:TARGET (a device profile, shipped name "
@@ -62,87 +61,92 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         + ", ".join(shipped_profiles()),
     )
     ingest.add_argument("--session", required=True, help="pseudonymous session id")
-    ingest.add_argument("--site", default=os.environ.get("REKINDLE_SITE") or "default",
-                        help="site id (env REKINDLE_SITE, else 'default')")
-    ingest.add_argument("--device", action="append", required=True, metavar="DEVICE",
-                        help="repeat for each device")
-    ingest.add_argument("--mqtt", default=os.environ.get("REKINDLE_MQTT_URL")
-                        or "mqtt://localhost:1883", metavar="URL",
-                        help="broker URL, mqtt://user@host:port (env REKINDLE_MQTT_URL, else "
-                        "mqtt://localhost:1883)")
+    add_setting(ingest, "site")
+    ingest.add_argument(
+        "--device", action="append", required=True, metavar="DEVICE", help="repeat for each device"
+    )
+    add_setting(ingest, "mqtt_url")
     add_mqtt_password(ingest)
-    ingest.add_argument("--device-id-key-file", type=Path,
-                        default=os.environ.get("REKINDLE_DEVICE_ID_KEY_FILE") or None,
-                        metavar="FILE",
-                        help="secret key for the pseudonymous device ids of devices given by "
-                        "address without @ID (env REKINDLE_DEVICE_ID_KEY_FILE; default "
-                        f"{_default_key_path()}; created when missing)")
+    add_setting(
+        ingest,
+        "device_id_key_file",
+        help="secret key for the pseudonymous device ids of devices given by address "
+        f"without @ID (when unset: {_default_key_path()}, created when missing)",
+    )
     ingest.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0")
-    ingest.add_argument("--scan-timeout", type=float, default=10.0)
-    ingest.add_argument("--connect-timeout", type=float, default=15.0)
-    ingest.add_argument("--duration", type=float, default=None,
-                        help="stop after this many seconds (default: run until Ctrl-C)")
-    ingest.add_argument("--spool", type=Path, default=None,
-                        help="file that keeps messages while the broker is away, also across "
-                             "restarts (default: memory only)")
+    ingest.add_argument(
+        "--scan-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to look for a device before retrying (default 10)",
+    )
+    ingest.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        help="seconds one connection attempt may take (default 15)",
+    )
+    ingest.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    ingest.add_argument(
+        "--spool",
+        type=Path,
+        default=None,
+        help="file that keeps messages while the broker is away, also across "
+        "restarts (default: memory only)",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     ble = subparsers.add_parser("ble", help="BLE debugging tools")
     ble_sub = ble.add_subparsers(dest="ble_command", required=True)
     decode = ble_sub.add_parser(
-        "decode", help="decode a characteristic value and print JSON",
+        "decode",
+        help="decode a characteristic value and print JSON",
         description="Decode one GATT value, e.g. `rekindle ble decode --char 2a37 16 34 e4 04`.",
     )
     group = decode.add_mutually_exclusive_group(required=True)
-    group.add_argument("--char", choices=["2a37", "2a38", "2a19"],
-                       help="standard characteristic")
+    group.add_argument("--char", choices=["2a37", "2a38", "2a19"], help="standard characteristic")
     group.add_argument("--profile", help="device profile name or .toml path")
     decode.add_argument("hex", nargs="+", help="value bytes: '16 34 e4 04' or 1634e404")
     decode.set_defaults(func=cmd_decode)
-
-
-def _setup_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     try:
         data = hrs.parse_hex(" ".join(args.hex))
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    decoders: dict[str, Callable[[bytes], hrs.HeartRateMeasurement | hrs.BodySensorLocation
-                                 | hrs.BatteryLevel]] = {
+        raise UsageError(f"value bytes: {exc}") from exc
+    decoders: dict[
+        str, Callable[[bytes], hrs.HeartRateMeasurement | hrs.BodySensorLocation | hrs.BatteryLevel]
+    ] = {
         "2a37": hrs.decode_heart_rate_measurement,
         "2a38": hrs.decode_body_sensor_location,
         "2a19": hrs.decode_battery_level,
     }
-    try:
-        if args.profile:
-            profile = load_profile(args.profile)
-            packet = profile.decode(data)
-            out: dict[str, object] = {
-                "profile": profile.name, "stream": profile.stream, "counter": packet.counter,
-                "values": [round(v, 6) for v in packet.values],
-            }
-        else:
-            out = decoders[args.char](data).to_json()
-    except (DecodeError, ProfileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.profile:  # a DecodeError or ProfileError is a runtime error (exit 1)
+        profile = load_profile(args.profile)
+        packet = profile.decode(data)
+        out: dict[str, object] = {
+            "profile": profile.name,
+            "stream": profile.stream,
+            "counter": packet.counter,
+            "values": [round(v, 6) for v in packet.values],
+        }
+    else:
+        out = decoders[args.char](data).to_json()
     print(json.dumps(out))
     return 0
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    _setup_logging()
     try:
         found = asyncio.run(discover(args.timeout, args.adapter))
     except (BleakError, OSError) as exc:
-        print(f"error: BLE scan failed: {exc}", file=sys.stderr)
-        return 1
+        raise AdapterError.explain(exc, args.adapter) from exc
     profiles = []
     for name in shipped_profiles():
         with contextlib.suppress(ProfileError):
@@ -150,10 +154,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
     print(f"{'ADDRESS':<18} {'RSSI':>5}  {'NAME':<24} OFFERS")
     for device, adv in found:
         offers = [KNOWN_SERVICES[u] for u in adv.service_uuids if u in KNOWN_SERVICES]
-        offers += [f"{p.stream} (profile {p.name})" for p in profiles
-                   if p.service in adv.service_uuids]
-        unknown = [u for u in adv.service_uuids
-                   if u not in KNOWN_SERVICES and all(p.service != u for p in profiles)]
+        offers += [
+            f"{p.stream} (profile {p.name})" for p in profiles if p.service in adv.service_uuids
+        ]
+        unknown = [
+            u
+            for u in adv.service_uuids
+            if u not in KNOWN_SERVICES and all(p.service != u for p in profiles)
+        ]
         offers += unknown
         name = adv.local_name or device.name or "?"
         rssi = "" if adv.rssi is None else str(adv.rssi)
@@ -162,21 +170,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ingest(args: argparse.Namespace, specs: list[DeviceSpec],
-                  settings: MqttSettings) -> None:
+async def _ingest(
+    args: argparse.Namespace, specs: list[DeviceSpec], settings: MqttSettings
+) -> None:
     publisher = Publisher(settings, args.site, args.session, spool=args.spool)
     await asyncio.to_thread(publisher.start)
     manager = DeviceManager(
-        publisher, specs,
-        ManagerSettings(adapter=args.adapter, scan_timeout=args.scan_timeout,
-                        connect_timeout=args.connect_timeout),
+        publisher,
+        specs,
+        ManagerSettings(
+            adapter=args.adapter,
+            scan_timeout=args.scan_timeout,
+            connect_timeout=args.connect_timeout,
+        ),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = async_stop_on_signals()
     if args.duration is not None:
-        loop.call_later(args.duration, stop.set)
+        asyncio.get_running_loop().call_later(args.duration, stop.set)
     try:
         await manager.run(stop)
     finally:
@@ -224,16 +234,10 @@ def parse_devices(texts: list[str], key_path: Path | None) -> list[DeviceSpec]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    _setup_logging()
     try:
         specs = parse_devices(args.device, args.device_id_key_file)
-        settings = mqtt_settings(args)
-    except (BleError, CliError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_ingest(args, specs, settings))
-    except IngestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except BleError as exc:
+        raise UsageError(str(exc)) from exc
+    settings = mqtt_settings(args)  # a bad URL or password file is a usage error (exit 2)
+    asyncio.run(_ingest(args, specs, settings))  # runtime errors: exit 1
     return 0

@@ -66,3 +66,42 @@ class DeviceConnectionError(BleError):
         super().__init__(f"BLE device {address}: {reason}")
         self.address = address
         self.reason = reason
+
+
+class AdapterError(BleError):
+    """BlueZ (the Bluetooth service), its D-Bus or the adapter cannot be used; says what to do."""
+
+    def __init__(self, reason: str, adapter: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.adapter = adapter
+
+    @classmethod
+    def explain(cls, exc: BaseException, adapter: str | None = None) -> AdapterError:
+        """Translate what bleak or the D-Bus socket raised into what the user should do."""
+        text = str(exc)
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError) or (
+            "ServiceUnknown" in text or "org.bluez was not provided" in text
+        ):
+            where = "no D-Bus system bus" if isinstance(exc, OSError) else "org.bluez not on D-Bus"
+            return cls(
+                f"BlueZ is not running ({where}): start bluetoothd (systemctl start bluetooth) "
+                "or check D-Bus (systemctl status dbus; in a container mount "
+                "/run/dbus/system_bus_socket)",
+                adapter,
+            )
+        if isinstance(exc, PermissionError) or "AccessDenied" in text:
+            return cls(
+                f"BlueZ refused access ({exc}): run as a user in the 'bluetooth' group or as root",
+                adapter,
+            )
+        if "adapter" in text.lower() or "No Bluetooth adapters found" in text:
+            name = adapter or "the default adapter"
+            return cls(
+                f"Bluetooth adapter problem with {name} ({exc}): check `bluetoothctl list` and "
+                "`bluetoothctl power on`, or pass --adapter hciN",
+                adapter,
+            )
+        return cls(
+            f"BLE scan failed ({type(exc).__name__}: {exc}): check `bluetoothctl show`", adapter
+        )

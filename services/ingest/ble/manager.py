@@ -62,6 +62,7 @@ from services.ingest.ble.assembler import (
     StreamAssembler,
 )
 from services.ingest.ble.errors import (
+    AdapterError,
     DecodeError,
     DeviceConnectionError,
     DeviceIdKeyError,
@@ -311,7 +312,7 @@ class SharedScanner:
                         self._idle.clear()
                         await self._idle.wait()
             except (BleakError, OSError) as exc:
-                log.warning("BLE scan failed: %s", exc)
+                log.warning("%s (retrying)", AdapterError.explain(exc, self.adapter))
                 await asyncio.sleep(1.0)
             log.debug("scanning stopped")
 
