@@ -39,6 +39,19 @@ from grafana_foundation_sdk.models import dashboard as dm
 from dashboards.influxql import DATASOURCE_UID, InfluxQL
 from dashboards.panels import AROUSAL_ALERT
 
+#: The provisioned contact point: a webhook to ``rekindle alerts relay`` (the compose service
+#: ``alerts``, services/analysis/alert_relay.py), which publishes each alert on MQTT at
+#: ``rekindle/v1/<site>/<session>/out/alert``.
+CONTACT_POINT: Final = "Rekindle MQTT relay"
+CONTACT_POINT_UID: Final = "rekindle-relay"
+RELAY_URL: Final = "http://alerts:9095/grafana"
+#: Notification policy: one notification per alert and session, sent 10 s after the first
+#: firing, changes at most every minute, repeated every 15 min while it fires.
+GROUP_BY: Final = ("grafana_folder", "alertname", "site", "session")
+GROUP_WAIT: Final = "10s"
+GROUP_INTERVAL: Final = "1m"
+REPEAT_INTERVAL: Final = "15m"
+
 #: Alert-rule folder; not the dashboards' "Rekindle" folder, which the dashboard provider owns.
 FOLDER: Final = "Rekindle alerts"
 GROUP: Final = "rekindle-sessions"
@@ -187,8 +200,41 @@ def _json(obj: Any) -> Any:
 _GROUP_LEVEL_KEYS = ("folderUID", "orgID", "ruleGroup")
 
 
+def contact_points() -> list[dict[str, Any]]:
+    """The webhook contact point (file-provisioning format)."""
+    return [
+        {
+            "orgId": 1,
+            "name": CONTACT_POINT,
+            "receivers": [
+                {
+                    "uid": CONTACT_POINT_UID,
+                    "type": "webhook",
+                    "disableResolveMessage": False,
+                    "settings": {"url": RELAY_URL, "httpMethod": "POST"},
+                }
+            ],
+        }
+    ]
+
+
+def policies() -> list[dict[str, Any]]:
+    """The notification policy tree: everything to :data:`CONTACT_POINT`."""
+    return [
+        {
+            "orgId": 1,
+            "receiver": CONTACT_POINT,
+            "group_by": list(GROUP_BY),
+            "group_wait": GROUP_WAIT,
+            "group_interval": GROUP_INTERVAL,
+            "repeat_interval": REPEAT_INTERVAL,
+        }
+    ]
+
+
 def provisioning() -> dict[str, Any]:
-    """The alert rules as a Grafana file-provisioning document (``provisioning/alerting``)."""
+    """Alert rules, contact point and notification policy as one Grafana file-provisioning
+    document (``provisioning/alerting``)."""
     rule_docs = []
     for rule in rules():
         doc = _json(rule)
@@ -206,4 +252,6 @@ def provisioning() -> dict[str, Any]:
                 "rules": rule_docs,
             }
         ],
+        "contactPoints": contact_points(),
+        "policies": policies(),
     }

@@ -46,6 +46,7 @@ PLUGIN_MODULES = (
     "services.ingest.ble.cli",
     "services.analysis.evaluate",
     "services.analysis.health",
+    "services.analysis.alert_relay",
     "dashboards.cli",
 )
 

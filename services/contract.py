@@ -58,7 +58,7 @@ EventStream: TypeAlias = Literal["marker", "status", "gap"]
 Stream: TypeAlias = Literal[
     "hr", "rr", "eda", "acc", "ppg", "ecg", "temp", "marker", "status", "gap"
 ]
-OutputKind: TypeAlias = Literal["features", "episode", "quality"]
+OutputKind: TypeAlias = Literal["features", "episode", "quality", "alert"]
 DeviceState: TypeAlias = Literal["online", "offline", "lost", "end"]
 
 SAMPLE_STREAMS: Final[tuple[SampleStream, ...]] = get_args(SampleStream)

@@ -191,7 +191,7 @@ def test_a_planted_bad_value_fails_the_binary(tmp_path: Path) -> None:
 
 def test_compose_has_the_stack() -> None:
     assert set(resolved()["services"]) == {
-        "setup", "mosquitto", "influxdb", "analysis", "grafana", "ingest", "replay",
+        "setup", "mosquitto", "influxdb", "analysis", "alerts", "grafana", "ingest", "replay",
     }  # fmt: skip
     assert service("grafana")["image"] == f"grafana/grafana:{GRAFANA_VERSION}.0"
     assert service("influxdb")["image"].startswith("influxdb:2.")
@@ -201,7 +201,9 @@ def test_compose_has_the_stack() -> None:
     assert service("replay")["profiles"] == ["demo"]
 
 
-@pytest.mark.parametrize("name", ["mosquitto", "influxdb", "analysis", "grafana", "ingest"])
+@pytest.mark.parametrize(
+    "name", ["mosquitto", "influxdb", "analysis", "alerts", "grafana", "ingest"]
+)
 def test_long_running_services_have_healthchecks(name: str) -> None:
     if "healthcheck" in service(name):
         assert service(name)["healthcheck"]["test"]
@@ -343,7 +345,7 @@ def _acl_users() -> set[str]:
     return set(re.findall(r"^user (\S+)$", acl, re.MULTILINE))
 
 
-@pytest.mark.parametrize("name", ["analysis", "ingest", "replay"])
+@pytest.mark.parametrize("name", ["analysis", "alerts", "ingest", "replay"])
 def test_rekindle_environment_names_are_read_by_the_cli(name: str) -> None:
     from services.cliconfig import SECRET_VARIABLES, SETTINGS  # noqa: PLC0415
 
@@ -434,6 +436,36 @@ def test_datasource_provisioning_matches_dashboards_and_environment() -> None:
         == service("influxdb")["environment"]["DOCKER_INFLUXDB_INIT_BUCKET"]
     )
     assert _mounted("grafana", env["GF_REKINDLE_INFLUX_TOKEN__FILE"])
+
+
+def test_alerts_reach_the_relay_of_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provisioned contact point posts to the ``alerts`` service's listen port and path,
+    the notification policy routes every alert there, and the relay may publish alerts."""
+    from dashboards import alerts  # noqa: PLC0415
+    from services.analysis import alert_relay  # noqa: PLC0415
+
+    doc = yaml.safe_load((generate.PACKAGE_DIR / generate.ALERTING_FILE).read_text("utf-8"))
+    (point,) = doc["contactPoints"]
+    (receiver,) = point["receivers"]
+    assert receiver["type"] == "webhook"
+    url = urllib.parse.urlsplit(receiver["settings"]["url"])
+    args = _parse("alerts", monkeypatch)
+    assert (args.command, args.alerts_command) == ("alerts", "relay")
+    assert url.hostname == "alerts"
+    assert url.hostname in resolved()["services"]
+    assert url.port == args.listen[1]
+    assert url.path == alert_relay.PATH
+    assert "ports" not in service("alerts"), "only Grafana, on the compose network, posts to it"
+    (policy,) = doc["policies"]
+    assert policy["receiver"] == point["name"] == alerts.CONTACT_POINT
+    assert {"site", "session", "alertname"} <= set(policy["group_by"])
+    settings = MqttSettings.from_url(args.mqtt)
+    assert (settings.host, settings.port, settings.username) == ("mosquitto", 1883, "analysis")
+    acl = (REPO / "deploy/mosquitto/acl").read_text("utf-8")
+    grants = acl.split("user analysis", 1)[1].split("\nuser ", 1)[0]
+    assert "topic write rekindle/v1/+/+/out/+" in grants
+    health = service("alerts")["healthcheck"]["test"]
+    assert f"127.0.0.1:{args.listen[1]}{alert_relay.HEALTH_PATH}" in " ".join(health)
 
 
 def test_alert_rules_use_the_provisioned_datasource() -> None:
