@@ -10,6 +10,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services import contract
 from services.analysis import points
@@ -193,3 +195,48 @@ def test_a_message_spanning_a_long_silence_is_split() -> None:
     assert time.perf_counter() - began < 1.0
     assert pipeline.segments_split == 1
     assert sum(isinstance(e, FeatureRow) for e in out.events) < 100
+
+
+_ENTRY = st.one_of(
+    st.floats(allow_nan=False),
+    st.integers(-(10**400), 10**400),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.lists(st.floats(-40, 40), max_size=4),
+)
+
+
+@given(raw=st.lists(_ENTRY, max_size=30), stream=st.sampled_from(["eda", "hr", "acc"]))
+def test_fast_number_path_accepts_exactly_what_the_per_entry_path_accepts(
+    raw: list[object], stream: contract.SampleStream
+) -> None:
+    """The C-speed path is only a shortcut: same values, same errors as entry by entry."""
+    body = {"v": 1, "device": "e4", "seq": 1, "t0": NOW - 100, "fs": 4.0, "values": raw}
+    payload = json.dumps(body).encode()
+    topic = f"rekindle/v1/a/b/{stream}"
+    low, high = contract.PHYSICAL_RANGE[stream]
+
+    def slow() -> object:
+        if stream == "acc":
+            out = []
+            for i, item in enumerate(raw):
+                if not isinstance(item, list) or len(item) != 3:
+                    raise ContractError(f"values[{i}]", "acc samples are [x, y, z] triples")
+                out.append(
+                    tuple(contract._in_range(contract._number(c, "v"), stream, "v") for c in item)
+                )
+            return tuple(out)
+        return tuple(contract._in_range(contract._number(x, "v"), stream, "v") for x in raw)
+
+    fast = (contract._fast_triples if stream == "acc" else contract._fast_floats)(raw, low, high)
+    try:
+        expected = slow()
+    except ContractError:
+        assert fast is None
+        with pytest.raises(ContractError):
+            decode(topic, payload, now=NOW)
+    else:
+        assert decode(topic, payload, now=NOW).values == expected  # type: ignore[union-attr]
+        if fast is not None:
+            assert fast == expected
