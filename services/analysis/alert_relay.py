@@ -314,7 +314,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    from services.cli import mqtt_settings, stop_event_on_signals  # noqa: PLC0415
+    from services.cli import mqtt_settings  # noqa: PLC0415
+    from services.cliconfig import stop_event_on_signals  # noqa: PLC0415
 
     host, port = args.listen
     stop = stop_event_on_signals()
