@@ -346,7 +346,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(options, stop_event_on_signals())
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Options of the root parser that take a value (skipped when finding the command word).
+_ROOT_VALUE_OPTIONS = ("--log-level", "--config")
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word in _ROOT_VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line. Given the ``argv`` to parse, a built-in command (``analyze``,
+    ``replay``, ...) skips importing the plugin modules (BLE, dashboards): a batch analysis then
+    does not pay for them at every start."""
     parser = RekindleParser(
         prog="rekindle",
         description="Streaming emotional-arousal tracking from consumer wearables.",
@@ -495,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_record)
 
-    for name in PLUGIN_MODULES:
+    built_in = argv is not None and _command_of(argv) in sub.choices
+    for name in () if built_in else PLUGIN_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -522,8 +541,9 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     level = str(args.log_level).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         parser.exit(

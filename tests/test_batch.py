@@ -4,13 +4,16 @@ and a bad file fails alone."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from services.cli import main
-from tests.conftest import S02, fixture_path
+from tests.conftest import REPO, S02, fixture_path
 
 OUTPUTS = ("episodes.csv", "features.csv", "summary.json", "report.md")
 
@@ -54,3 +57,23 @@ def test_jobs_2_equals_jobs_1_and_reports_each_file(
 def test_jobs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", "a", "b", "--out", str(tmp_path), "--jobs", "0"]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_analyze_does_not_import_the_plugins(tmp_path: Path) -> None:
+    """Each analyze start skips BLE and dashboards (they cost more than reading a recording)."""
+    code = (
+        "import sys; from services.cli import main; "
+        f"rc = main(['analyze', {str(fixture_path('empatica_e4_flirt_sample'))!r}, "
+        f"'--out', {str(tmp_path)!r}, '--no-plots']); "
+        "loaded = [m for m in ('dashboards.generate', 'services.ingest.ble.manager', "
+        "'services.ingest.publisher') if m in sys.modules]; "
+        "print(rc, loaded)"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr
