@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from services.analysis.influx import InfluxSettings
-    from services.ingest.sources.base import Chunk
+    from services.ingest.sources.base import Chunk, ReadOptions
     from services.mqtturl import MqttSettings
 
 log = logging.getLogger("rekindle")
@@ -186,13 +186,45 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
     return dataclasses.replace(settings, password=password)
 
 
-def open_chunks(source: str, *, speed: float | None = None) -> tuple[str, Iterator[Chunk]]:
+def add_read_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME=STREAM:UNIT",
+        help="CSV/XDF: what a column holds (eda:uS, hr:bpm, rr:ms, acc_x:g, time, time:ms, "
+        "marker, ignore); repeat for each column",
+    )
+    parser.add_argument(
+        "--start",
+        type=float,
+        default=None,
+        metavar="UNIX",
+        help="unix time of time 0 for files with relative times (CSV seconds, XDF LSL clock)",
+    )
+
+
+def read_options(args: argparse.Namespace) -> ReadOptions:
+    from services.ingest.sources.base import ReadOptions  # noqa: PLC0415
+
+    columns = {}
+    for item in getattr(args, "column", []):
+        name, sep, what = item.partition("=")
+        if not sep or not name or not what:
+            raise CliError(f"--column {item!r}: write NAME=STREAM:UNIT, e.g. 'EDA=eda:uS'")
+        columns[name] = what
+    return ReadOptions(columns, getattr(args, "start", None))
+
+
+def open_chunks(
+    source: str, *, speed: float | None = None, options: ReadOptions | None = None
+) -> tuple[str, Iterator[Chunk]]:
     """:func:`services.ingest.sources.open_spec`, with its errors as command-line errors."""
     from services.ingest.errors import SourceError  # noqa: PLC0415
     from services.ingest.sources import open_spec  # noqa: PLC0415
 
     try:
-        return open_spec(source, speed=speed)
+        return open_spec(source, speed=speed, options=options)
     except SourceError as exc:
         raise CliError(str(exc)) from exc
 
@@ -212,7 +244,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stop = stop_event_on_signals()
     # Connect first: a broker that is down is reported at once, not after reading the recording.
     with Publisher(settings, args.site, args.session, device="replay", spool=args.spool) as pub:
-        _, chunks = open_chunks(args.source, speed=speed)
+        _, chunks = open_chunks(args.source, speed=speed, options=read_options(args))
         stats = replay(chunks, pub, speed=speed, stop=stop)
     print(
         f"replayed {stats.samples} samples in {stats.chunks} messages "
@@ -269,9 +301,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     formats = ("csv", *(args.format or ()))
     if args.jobs < 1:
         raise CliError(f"--jobs must be at least 1, not {args.jobs}")
+    options = read_options(args)
     if len(args.sources) == 1:
         result = analyze_file(
-            args.sources[0], out_dir, config, plots=not args.no_plots, formats=formats
+            args.sources[0],
+            out_dir,
+            config,
+            plots=not args.no_plots,
+            formats=formats,
+            options=options,
         )
         if result.error is not None:
             raise CliError(result.error)
@@ -286,6 +324,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         formats=formats,
         jobs=args.jobs,
         report=lambda line: print(line, flush=True),
+        options=options,
     )
     failed = [r for r in results if r.error is not None]
     write_index([r.target for r in results if r.target is not None], out_dir / "index.html")
@@ -293,6 +332,32 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if failed:
         print(f"failed: {', '.join(r.source for r in failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from services.ingest.errors import SourceError  # noqa: PLC0415
+    from services.ingest.sources.formats import detect, list_formats  # noqa: PLC0415
+
+    if args.list_formats:
+        print(list_formats())
+        return 0
+    if args.source is None:
+        raise CliError("give a recording to read, or --list-formats")
+    try:
+        fmt = detect(Path(args.source))
+    except SourceError as exc:
+        raise CliError(str(exc)) from exc
+    _, chunks = open_chunks(args.source, options=read_options(args))
+    counts: dict[tuple[str, str], list[float]] = {}
+    for chunk in chunks:
+        entry = counts.setdefault((chunk.stream, chunk.device), [0, chunk.start, chunk.end])
+        entry[0] += len(chunk.values)
+        entry[1] = min(entry[1], chunk.start)
+        entry[2] = max(entry[2], chunk.end)
+    print(f"{args.source}: {fmt.name}")
+    for (stream, device), (n, first, last) in sorted(counts.items()):
+        print(f"  {stream:<7} {device:<10} {int(n):>9} samples  {first:.3f} .. {last:.3f}")
     return 0
 
 
@@ -397,8 +462,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("replay", help="publish a recording (or 'sim') over MQTT")
-    p.add_argument("source", help="E4 folder, Rekindle recording, 'sim' or 'sim:SEED'")
+    p.add_argument(
+        "source", help="a recording (see 'rekindle read --list-formats'), 'sim' or 'sim:SEED'"
+    )
     p.add_argument("--session", required=True, help="pseudonymous session id")
+    add_read_options(p)
     add_site(p)
     p.add_argument("--speed", default="1", help="times real time, or 'max' (default 1)")
     add_mqtt(p)
@@ -495,8 +563,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         metavar="N",
         help="analyse a batch on N processes (e.g. 2 for two cores); one line per finished file",
     )
+    add_read_options(p)
     params.add_arguments(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("read", help="what a recording holds, or the formats Rekindle reads")
+    p.add_argument("source", nargs="?", metavar="SOURCE")
+    p.add_argument("--list-formats", action="store_true", help="list the supported formats")
+    add_read_options(p)
+    p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("record", help="record a session's MQTT streams to a file")
     p.add_argument("--session", required=True, help="pseudonymous session id")

@@ -17,6 +17,7 @@ from pathlib import Path
 from services.analysis.core import AnalysisConfig
 from services.analysis.errors import AnalysisError
 from services.ingest.errors import IngestError
+from services.ingest.sources.base import ReadOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ def analyze_file(
     *,
     plots: bool,
     formats: Sequence[str] = ("csv",),
+    options: ReadOptions | None = None,
 ) -> FileResult:
     """Read, analyse and write the outputs of one recording (the whole job of ``analyze``):
     the tables in ``formats``, ``summary.json``, ``report.md``, ``report.html`` and, with
@@ -50,7 +52,7 @@ def analyze_file(
     started = time.perf_counter()
     name = source
     try:
-        name, chunks = open_spec(source)
+        name, chunks = open_spec(source, options=options)
         result = run_pipeline(chunks, name, config=config)
         target = write_outputs(result, out_dir, formats)
         plot = write_plot(result, target / "session.png") if plots else None
@@ -72,6 +74,7 @@ def run_batch(
     plots: bool,
     jobs: int,
     formats: Sequence[str] = ("csv",),
+    options: ReadOptions | None = None,
 ) -> Iterator[tuple[int, FileResult]]:
     """``(index in sources, result)`` of each source as it finishes; ``jobs`` worker processes.
 
@@ -80,12 +83,19 @@ def run_batch(
     """
     if jobs <= 1 or len(sources) <= 1:
         for i, source in enumerate(sources):
-            yield i, analyze_file(source, out_dir, config, plots=plots, formats=formats)
+            yield (
+                i,
+                analyze_file(
+                    source, out_dir, config, plots=plots, formats=formats, options=options
+                ),
+            )
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=context) as pool:
         index: dict[Future[FileResult], int] = {
-            pool.submit(analyze_file, source, out_dir, config, plots=plots, formats=formats): i
+            pool.submit(
+                analyze_file, source, out_dir, config, plots=plots, formats=formats, options=options
+            ): i
             for i, source in enumerate(sources)
         }
         pending = set(index)
@@ -119,12 +129,16 @@ def analyze_batch(
     jobs: int,
     report: Callable[[str], None],
     formats: Sequence[str] = ("csv",),
+    options: ReadOptions | None = None,
 ) -> list[FileResult]:
     """Run a batch, calling ``report`` with a progress line as each file finishes; returns the
     results in the order of ``sources``."""
     results: list[FileResult | None] = [None] * len(sources)
     for done, (i, result) in enumerate(
-        run_batch(sources, out_dir, config, plots=plots, jobs=jobs, formats=formats), start=1
+        run_batch(
+            sources, out_dir, config, plots=plots, jobs=jobs, formats=formats, options=options
+        ),
+        start=1,
     ):
         results[i] = result
         report(progress_line(done, len(sources), result))

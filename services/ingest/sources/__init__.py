@@ -7,14 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk, open_source
+from services.ingest.sources.base import Chunk, ReadOptions, open_source
 from services.ingest.sources.simulator import SimulationScript, simulate
 
-__all__ = ["Chunk", "open_source", "open_spec"]
+__all__ = ["Chunk", "ReadOptions", "open_source", "open_spec"]
 
 
 def open_spec(
-    spec: str, *, speed: float | None = None, now: float | None = None
+    spec: str,
+    *,
+    speed: float | None = None,
+    now: float | None = None,
+    options: ReadOptions | None = None,
 ) -> tuple[str, Iterator[Chunk]]:
     """A source named on the command line: ``sim`` / ``sim:SEED`` (the simulated wearable) or
     the path of a recording. Returns a display name and the chunks.
@@ -39,12 +43,12 @@ def open_spec(
             start = wall - script.duration * (1.0 - 1.0 / speed)
         return f"sim-{seed}", simulate(script, seed=seed, start_time=start)
     path = Path(spec)
-    return display_name(path), open_source(path)
+    return display_name(path), open_source(path, options)
 
 
 def display_name(path: Path) -> str:
     """A recording's name for outputs: the file or folder name without its format suffixes."""
     name = path.name
-    for suffix in (".gz", ".jsonl", ".zip"):
+    for suffix in (".gz", ".jsonl", ".zip", ".csv", ".xdf"):
         name = name.removesuffix(suffix)
     return name

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -14,9 +15,21 @@ import numpy.typing as npt
 
 from services import contract
 from services.contract import SampleStream
-from services.ingest.errors import SourceError
 
 ChunkStream: TypeAlias = SampleStream | Literal["marker"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """What a file cannot say about itself (``rekindle analyze --column ... --start ...``).
+
+    ``columns`` maps a CSV column to ``STREAM:UNIT`` (``eda:uS``, ``acc_x:g``), ``time`` or
+    ``time:ms``, ``marker`` or ``ignore``; ``start`` is the unix time of time 0 for files
+    whose times are relative (seconds since the start).
+    """
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    start: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,14 +155,73 @@ def merge_in_time(streams: Iterable[Iterator[Chunk]]) -> Iterator[Chunk]:
     return heapq.merge(*streams, key=lambda c: c.start)
 
 
-def open_source(path: Path) -> Iterator[Chunk]:
-    """Chunks of a recording: an Empatica E4 export folder or zip, or a Rekindle recording."""
-    from services.ingest.sources import e4, recording  # noqa: PLC0415 (avoids an import cycle)
+def open_source(path: Path, options: ReadOptions | None = None) -> Iterator[Chunk]:
+    """Chunks of a recording in any supported format: E4 folder or zip, CSV, EmotiBit, XDF,
+    Rekindle recording (see :mod:`services.ingest.sources.formats`)."""
+    from services.ingest.sources import formats  # noqa: PLC0415 (avoids an import cycle)
 
-    if path.is_dir():
-        return e4.read_e4_folder(path)
-    if path.is_file() and path.suffix.lower() == ".zip":
-        return e4.read_e4_zip(path)
-    if path.is_file():
-        return recording.read_recording(path)
-    raise SourceError(path, "no such file or folder")
+    return formats.open_recording(path, options)
+
+
+def binned_chunks(
+    stream: SampleStream,
+    device: str,
+    times: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    *,
+    seconds: float = 1.0,
+) -> Iterator[Chunk]:
+    """Irregular samples (sorted by time) in chunks of one ``seconds`` bin each, vectorised;
+    samples outside the contract's physical range (or NaN) are dropped."""
+    low, high = contract.PHYSICAL_RANGE[stream]
+    inside = (values >= low) & (values <= high)
+    ok = np.asarray(inside.all(axis=1)) if values.ndim == 2 else inside
+    times, values = times[ok], values[ok]
+    if not len(times):
+        return
+    bins = np.floor((times - times[0]) / seconds)
+    cuts = np.flatnonzero(np.diff(bins)) + 1
+    bounds = [0, *cuts.tolist(), len(times)]
+    tl: list[float] = times.tolist()
+    vl: list[Any] = values.tolist()
+    if values.ndim == 2:
+        vl = [tuple(v) for v in vl]
+    for a, b in itertools.pairwise(bounds):
+        yield Chunk(stream, device, tuple(vl[a:b]), t=tuple(tl[a:b]))
+
+
+def regular_rate(times: npt.NDArray[np.float64]) -> float | None:
+    """The sample rate when ``times`` are regular to within a quarter sample (timestamps
+    rounded to the millisecond still qualify), else None. A rate within 0.01 % of a whole
+    number of Hz is taken as that number."""
+    n = len(times)
+    if n < 3 or not times[-1] > times[0]:
+        return None
+    fs = (n - 1) / float(times[-1] - times[0])
+    if abs(fs - round(fs)) < 1e-4 * fs:
+        fs = float(round(fs))
+    expected = times[0] + np.arange(n) / fs
+    if float(np.max(np.abs(times - expected))) > 0.25 / fs:
+        return None
+    return fs
+
+
+def series_chunks(
+    stream: SampleStream,
+    device: str,
+    times: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+) -> Iterator[Chunk]:
+    """Samples with their own times as chunks: the regular form when the times are regular
+    (``t0`` = first time), else irregular 1-s chunks. RR is always irregular."""
+    fs = None if stream in contract.IRREGULAR_ONLY else regular_rate(times)
+    if fs is not None and contract.FS_RANGE[0] <= fs <= contract.FS_RANGE[1]:
+        return regular_chunks(stream, device, float(times[0]), fs, values)
+    return binned_chunks(stream, device, times, values)
+
+
+def marker_chunks(device: str, times: Sequence[float], texts: Sequence[str]) -> Iterator[Chunk]:
+    """One chunk per marker, in time order."""
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    for i in order:
+        yield Chunk("marker", device, (texts[i],), t=(float(times[i]),))
