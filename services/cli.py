@@ -568,7 +568,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("read", help="what a recording holds, or the formats Rekindle reads")
-    p.add_argument("source", nargs="?", metavar="SOURCE")
+    p.add_argument(
+        "source", nargs="?", metavar="SOURCE", help="a recording: prints its format and streams"
+    )
     p.add_argument("--list-formats", action="store_true", help="list the supported formats")
     add_read_options(p)
     p.set_defaults(func=cmd_read)
