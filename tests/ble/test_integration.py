@@ -27,6 +27,7 @@ from services.mqtturl import MqttSettings
 from tests.ble.collect import SITE, Collector
 from tests.ble.emulation import CENTRAL, BleEmulation, WearableProcess
 from tests.servers import Mosquitto
+from tests.waiting import wait_until
 
 STREAM_S = 32.0  # seconds of streaming on each device, at least
 AWAY_S = 6.0
@@ -63,6 +64,18 @@ def _samples(msgs: list[contract.SampleMessage]) -> list[tuple[float, float]]:
 def _check_seq(msgs: list[contract.SampleMessage] | list[contract.GapMessage]) -> None:
     seqs = [m.seq for m in msgs]
     assert seqs == list(range(len(seqs))), f"seq not 0..n-1 in arrival order: {seqs[:20]}..."
+
+
+async def _wait_ended(collector: Collector, session: str, *devices: str) -> None:
+    """Until the ``end`` status of every device has reached the collector (the publisher has
+    closed; its last messages may still be on their way)."""
+
+    def ended() -> bool:
+        states = {(m.device, m.state) for m in collector.session(session)
+                  if isinstance(m, contract.StatusMessage)}
+        return all((device, "end") in states for device in devices)
+
+    await asyncio.to_thread(wait_until, ended, f"the end status of {', '.join(devices)}")
 
 
 async def _wait(event: asyncio.Event, timeout: float, what: str) -> None:
@@ -122,24 +135,24 @@ async def test_two_devices_stream_drop_and_reconnect(
     stop = asyncio.Event()
     runner = asyncio.create_task(manager.run(stop), name="manager")
     try:
-        await _wait(a.connected, 20, "strap connect")
-        await _wait(b.connected, 20, "wristband connect")
+        await _wait(a.connected, 90, "strap connect")
+        await _wait(b.connected, 90, "wristband connect")
         t_start = time.time()
         await asyncio.sleep(12)
         n_events = len(strap.events)
         strap.command(f"away {AWAY_S}")
         await asyncio.to_thread(strap.wait_event, "gone", 10, n_events)
         back = await asyncio.to_thread(strap.wait_event, "back", AWAY_S + 10, n_events)
-        await _wait(a.connected, 30, "strap reconnect")
+        await _wait(a.connected, 90, "strap reconnect")
         while not a.reconnects or a.reconnects[-1].first_data_at is None:
             await asyncio.sleep(0.05)
         remaining = STREAM_S + 3 - (time.time() - t_start)
         await asyncio.sleep(max(remaining, 8.0))
     finally:
         stop.set()
-        await asyncio.wait_for(runner, 20)
+        await asyncio.wait_for(runner, 90)
         await asyncio.to_thread(publisher.close)
-    await asyncio.sleep(1.0)
+    await _wait_ended(collector, session, "strapA", "wristB")
 
     with collector.lock:
         msgs = [m for m in collector.messages if m.session == session]
@@ -261,13 +274,13 @@ async def test_device_that_starts_advertising_late_is_found_by_service(
         assert not manager.link("late").connected.is_set()
         wrist = ble_emulation.add_wearable("RK-WRIST-L", "hci2", "--no-hrs", "--eda-first",
                                            "--delay", "1", wait=False)
-        await _wait(manager.link("late").connected, 20, "connect to the late advertiser")
+        await _wait(manager.link("late").connected, 90, "connect to the late advertiser")
         await asyncio.sleep(3.0)
     finally:
         stop.set()
-        await asyncio.wait_for(runner, 20)
+        await asyncio.wait_for(runner, 90)
         await asyncio.to_thread(publisher.close)
-    await asyncio.sleep(0.5)
+    await _wait_ended(collector, session, "late")
     late = _device(collector.session(session), "late")
     assert [m.state for m in late.status] == ["online", "end"]
     assert len(_samples(late.samples["eda"])) >= 8
@@ -288,13 +301,13 @@ async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
     stop = asyncio.Event()
     runner = asyncio.create_task(manager.run(stop), name="manager")
     try:
-        await _wait(manager.link("h10").connected, 20, "connect")
+        await _wait(manager.link("h10").connected, 90, "connect")
         await asyncio.sleep(6.0)
     finally:
         stop.set()
-        await asyncio.wait_for(runner, 20)
+        await asyncio.wait_for(runner, 90)
         await asyncio.to_thread(publisher.close)
-    await asyncio.sleep(0.5)
+    await _wait_ended(collector, session, "h10")
     dev = _device(collector.session(session), "h10")
     assert sorted(dev.samples) == ["acc", "ecg", "hr", "rr"]
     assert [m.state for m in dev.status] == ["online", "end"]
@@ -340,7 +353,7 @@ async def test_wrong_device_is_retried_with_capped_backoff_and_never_online(
         await asyncio.sleep(6.0)
     finally:
         stop.set()
-        await asyncio.wait_for(runner, 20)
+        await asyncio.wait_for(runner, 90)
         await asyncio.to_thread(publisher.close)
     attempts = [r for r in caplog.records if "reconnect attempt" in r.getMessage()]
     assert len(attempts) >= 4
@@ -349,7 +362,7 @@ async def test_wrong_device_is_retried_with_capped_backoff_and_never_online(
         base = min(0.8, 0.2 * 2**n)
         assert base * 0.5 <= delay <= base, f"attempt {n + 1}: {delay} s"
     assert any("has no characteristic" in r.getMessage() for r in caplog.records)
-    await asyncio.sleep(0.3)
+    await _wait_ended(collector, session, "strap")  # after any earlier status on that topic
     states = [m.state for m in collector.session(session)
               if isinstance(m, contract.StatusMessage)]
     assert "online" not in states
