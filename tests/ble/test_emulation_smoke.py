@@ -9,6 +9,7 @@ from bleak.backends.device import BLEDevice
 
 from services.ingest.ble import hrs
 from tests.ble.emulation import CENTRAL, BleEmulation
+from tests.waiting import wait_until
 
 
 async def test_bleak_scans_connects_and_gets_notifications(ble_emulation: BleEmulation) -> None:
@@ -20,15 +21,14 @@ async def test_bleak_scans_connects_and_gets_notifications(ble_emulation: BleEmu
         lambda d, ad: found.put_nowait(d) if ad.local_name == "RK-STRAP-A" else None,
         bluez={"adapter": CENTRAL},
     ):
-        device = await asyncio.wait_for(found.get(), 10)
+        device = await asyncio.wait_for(found.get(), 60)
     assert device.address == strap.address
     got: list[bytes] = []
-    async with BleakClient(device, timeout=10, bluez={"adapter": CENTRAL}) as client:
+    async with BleakClient(device, timeout=60, bluez={"adapter": CENTRAL}) as client:
         uuids = {s.uuid for s in client.services}
         assert hrs.HEART_RATE_SERVICE in uuids
         assert await client.read_gatt_char(hrs.BATTERY_LEVEL) == bytearray([87])
         await client.start_notify(hrs.HEART_RATE_MEASUREMENT, lambda _c, d: got.append(bytes(d)))
-        await asyncio.sleep(3.5)
-    assert len(got) >= 2
+        await asyncio.to_thread(wait_until, lambda: len(got) >= 2, "two notifications")
     for raw in got:
         assert hrs.decode_heart_rate_measurement(raw).contact is True
