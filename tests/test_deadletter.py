@@ -15,6 +15,7 @@ from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from services.analysis.service import AnalysisService
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
+from tests.waiting import GENEROUS_S, wait_until
 
 SITE = "dl"
 SESSION = "bad1"
@@ -77,13 +78,13 @@ def test_each_bad_input_is_deadlettered_and_service_keeps_going(
     watcher.loop_start()
     service.start()
     try:
-        assert subscribed.wait(5)
+        assert subscribed.wait(GENEROUS_S)
         for _name, topic, payload, _reason in BAD_INPUTS:
-            watcher.publish(topic, payload, qos=1).wait_for_publish(5)
+            watcher.publish(topic, payload, qos=1).wait_for_publish(GENEROUS_S)
         good = contract.samples(SITE, SESSION, "eda", "e4", 2, [0.7, 0.8], t0=NOW - 30, fs=4.0)
         topic, payload = contract.encode(good)
-        watcher.publish(topic, payload, qos=1).wait_for_publish(5)
-        assert all_in.wait(20), f"only {len(letters)} dead letters arrived"
+        watcher.publish(topic, payload, qos=1).wait_for_publish(GENEROUS_S)
+        assert all_in.wait(GENEROUS_S), f"only {len(letters)} dead letters arrived"
         assert service.wait_idle(quiet_s=0.5)
     finally:
         service.stop()
@@ -118,8 +119,8 @@ def test_duplicates_dropped_and_gaps_counted(
                 SITE, "dup", "hr", "strap", seq, [60.0 + seq], t0=NOW - 100 + seq, fs=1.0
             )
             topic, payload = contract.encode(msg)
-            client.publish(topic, payload, qos=1).wait_for_publish(5)
-        time.sleep(0.5)
+            client.publish(topic, payload, qos=1).wait_for_publish(GENEROUS_S)
+        wait_until(lambda: service.stats.received >= 5, "the five messages at the service")
         assert service.wait_idle(quiet_s=0.5)
     finally:
         service.stop()

@@ -187,6 +187,9 @@ class AnalysisService:
         self._idle = threading.Event()
         self._finished = threading.Condition()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # the broker acknowledged every subscription
+        self._pending_subs: set[int] = set()
+        self._subs_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         #: (monotonic start, topic, payload) of the message the worker is handling, if any.
         self._busy: tuple[float, str, bytes] | None = None
@@ -203,6 +206,7 @@ class AnalysisService:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
 
     # ---------------------------------------------------------------- paho callbacks (enqueue only)
     def _on_connect(
@@ -214,11 +218,25 @@ class AnalysisService:
         with self._ack_lock:
             self._connection += 1
             self._connected.set()
-        for topic in contract.subscriptions(self.site):
-            client.subscribe(topic, qos=1)
+        self._subscribed.clear()
+        with self._subs_lock:
+            for topic in contract.subscriptions(self.site):
+                _rc, mid = client.subscribe(topic, qos=1)
+                if mid is not None:
+                    self._pending_subs.add(mid)
         log.info(
-            "analysis connected to %s, subscribed to site %s", self.mqtt_settings.url, self.site
+            "analysis connected to %s, subscribing to site %s", self.mqtt_settings.url, self.site
         )
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, mid: int, _codes: object, _p: object
+    ) -> None:
+        with self._subs_lock:
+            self._pending_subs.discard(mid)
+            done = not self._pending_subs
+        if done:
+            self._subscribed.set()
+            log.info("analysis subscribed to site %s", self.site)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
@@ -265,6 +283,10 @@ class AnalysisService:
         if not self._connected.wait(timeout):
             self._client.loop_stop()
             raise BrokerError(self.mqtt_settings.url, "no connection acknowledgement in time")
+        # until the broker acknowledged the subscriptions, what is published is not ours yet
+        if not self._subscribed.wait(timeout):
+            self._client.loop_stop()
+            raise BrokerError(self.mqtt_settings.url, "no subscription acknowledgement in time")
         self._worker = threading.Thread(target=self._work, name="rekindle-analysis", daemon=True)
         self._worker.start()
         return self
