@@ -33,9 +33,11 @@ from services.cliconfig import (
 )
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Iterator
 
     from services.analysis.influx import InfluxSettings
+    from services.analysis.service import AnalysisService
     from services.ingest.sources.base import Chunk, ReadOptions
     from services.mqtturl import MqttSettings
 
@@ -53,7 +55,7 @@ PLUGIN_MODULES = (
 #: A usage error (kept under its old name for plugins): see :class:`services.cliconfig.UsageError`.
 CliError = UsageError
 
-__all__ = ["CliError", "build_parser", "main", "version"]
+__all__ = ["EXIT_STUCK", "CliError", "build_parser", "main", "run_analysis", "version"]
 
 
 def version() -> str:
@@ -281,13 +283,26 @@ def cmd_analysis(args: argparse.Namespace) -> int:
         heartbeat_path=args.heartbeat,
     ).start()
     log.info("analysis running; send SIGTERM or SIGINT to stop")
-    while not stop.wait(1.0):
-        if args.stall_limit > 0 and service.check_stall(args.stall_limit):
+    return run_analysis(service, stop, args.stall_limit)
+
+
+#: Exit status of ``rekindle analysis`` when its worker is stuck (EX_SOFTWARE).
+EXIT_STUCK = 70
+
+
+def run_analysis(service: AnalysisService, stop: threading.Event, stall_limit_s: float) -> int:
+    """Wait for ``stop``, then stop ``service`` cleanly (0); or return ``EXIT_STUCK`` at once
+    when the worker spends more than ``stall_limit_s`` on one message (0: never)."""
+    poll_s = min(1.0, stall_limit_s / 2) if stall_limit_s > 0 else 1.0
+    while not stop.wait(poll_s):
+        if stall_limit_s > 0 and service.check_stall(stall_limit_s):
             # The stuck worker cannot be interrupted: exit so that the supervisor (compose
             # ``restart: unless-stopped``) starts a fresh process; the stalling message is
             # remembered and dead-lettered if the broker delivers it again.
-            log.critical("analysis worker stuck: exiting with status %d to be restarted", 70)
-            return 70
+            log.critical(
+                "analysis worker stuck: exiting with status %d to be restarted", EXIT_STUCK
+            )
+            return EXIT_STUCK
     service.stop()
     return 0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services import contract
+from services import cli, contract
 from services.analysis import health
 from services.analysis.core import Event
 from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
@@ -255,7 +255,8 @@ def test_a_stuck_worker_goes_stale_and_its_message_is_dead_lettered_after_restar
     client.publish(topic, payload, retain=True)
     service = _service(mqtt_broker, influxd, state, on_events=hang, heartbeat_path=beat).start()
     try:
-        _wait_for(lambda: service.check_stall(0.5), "the stall is seen")
+        # what 'rekindle analysis' runs: it returns (the process exits 70) on the stall
+        assert cli.run_analysis(service, threading.Event(), 0.5) == cli.EXIT_STUCK
         _wait_for(
             lambda: (
                 beat.exists()
@@ -264,6 +265,7 @@ def test_a_stuck_worker_goes_stale_and_its_message_is_dead_lettered_after_restar
             "the heartbeat goes stale",
             timeout=30,
         )
+        assert cli.main(["health", "--heartbeat", str(beat), "--max-age", "2"]) == 1
     finally:
         release.set()
         service.stop()
