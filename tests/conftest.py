@@ -23,6 +23,27 @@ SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "external"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+#: Fixtures that replay a whole recording through the real servers, or build the compiled
+#: core: a test using one is end-to-end and gets the ``slow`` mark, so ``pytest -m "not slow"``
+#: is the fast loop. (Tests that are slow for another reason carry ``@pytest.mark.slow``.)
+SLOW_FIXTURES = frozenset(
+    {
+        "s02_in_influx",
+        "s02_eda_off_skin_in_influx",
+        "dashboard_data",
+        "off_skin_data",
+        "lost_wearable_data",
+        "compiled",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     server = Mosquitto.start(tmp_path_factory.mktemp("mosquitto"))

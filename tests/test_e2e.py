@@ -8,10 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from services.analysis.offline import run_pipeline
 from services.ingest.sources.e4 import read_e4_folder
 from tests.conftest import S02, ReplayedSession, fixture_path, replay_into_influx
 from tests.servers import InfluxD, Mosquitto
+
+#: every test here replays a whole recording through mosquitto, the service and influxd
+pytestmark = pytest.mark.slow
 
 
 def file_rows(name: str) -> list[str]:

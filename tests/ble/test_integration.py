@@ -114,6 +114,7 @@ def _check_eda_against_truth(
     return missing
 
 
+@pytest.mark.slow  # streams for STREAM_S (32 s) with a drop-out
 async def test_two_devices_stream_drop_and_reconnect(
     ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector, tmp_path: Path,
 ) -> None:
