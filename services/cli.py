@@ -314,6 +314,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     config = params.from_args(args)
     out_dir = Path(args.out)
     formats = ("csv", *(args.format or ()))
+    phases: list[tuple[str, str, float, float]] = []
+    if args.phases is not None:
+        from services.analysis.evaluate import read_phases  # noqa: PLC0415
+
+        phases = [(p.subject, p.phase, p.start, p.end) for p in read_phases(args.phases)]
+    metrics = args.metrics or bool(phases)
     if args.jobs < 1:
         raise CliError(f"--jobs must be at least 1, not {args.jobs}")
     options = read_options(args)
@@ -325,6 +331,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             plots=not args.no_plots,
             formats=formats,
             options=options,
+            metrics=metrics,
+            phases=phases,
         )
         if result.error is not None:
             raise CliError(result.error)
@@ -337,6 +345,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         config,
         plots=not args.no_plots,
         formats=formats,
+        metrics=metrics,
+        phases=phases,
         jobs=args.jobs,
         report=lambda line: print(line, flush=True),
         options=options,
@@ -570,6 +580,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         choices=("csv", "parquet"),
         default=None,
         help="output tables as CSV (always) and also Parquet (--format parquet, needs pyarrow)",
+    )
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="NeuroKit2 interval metrics (EDA, HRV time/frequency) per episode and per segment "
+        "between markers: episodes.csv nk_* columns, segments.csv (slower, see docs/method.md)",
+    )
+    p.add_argument(
+        "--phases",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="CSV subject,phase,start_unix,end_unix: also metrics per labelled phase of each "
+        "recording whose name is the subject (implies --metrics)",
     )
     p.add_argument(
         "--jobs",

@@ -244,6 +244,8 @@ def test_html_reports_load_in_chromium_without_errors(tmp_path: Path) -> None:
             "parquet",
             "--param",
             "enter_index=55",
+            "--phases",
+            str(fixture_path("stress_predict_e4/time_log_phases.csv")),
         ],
         capture_output=True,
         text=True,
@@ -253,6 +255,7 @@ def test_html_reports_load_in_chromium_without_errors(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     target = out / "S02"
     assert (target / "features.parquet").exists()
+    assert len(pd.read_parquet(target / "segments.parquet")) == 20  # 10 between tags, 10 phases
     with (target / "episodes.csv").open() as fh:
         episodes = list(csv.DictReader(fh))
     assert episodes
@@ -269,6 +272,7 @@ def test_html_reports_load_in_chromium_without_errors(tmp_path: Path) -> None:
                 "document.querySelectorAll('#markers tbody tr').length",
                 "document.querySelectorAll('#quality-timeline rect').length",
                 "document.getElementById('disclaimer').innerText",
+                "document.querySelectorAll('#segments tbody tr').length",
             ),
         )
         index = browser.load(
@@ -289,6 +293,7 @@ def test_html_reports_load_in_chromium_without_errors(tmp_path: Path) -> None:
     assert values[2] == 9  # S02's e4 tags
     assert values[3] > 100  # many quality runs (rr comes and goes)
     assert "not a diagnosis" in values[4]
+    assert values[5] == 20
     assert index.values["document.querySelector('#recordings a').getAttribute('href')"] == (
         "S02/report.html"
     )

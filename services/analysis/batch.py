@@ -41,11 +41,16 @@ def analyze_file(
     plots: bool,
     formats: Sequence[str] = ("csv",),
     options: ReadOptions | None = None,
+    metrics: bool = False,
+    phases: Sequence[tuple[str, str, float, float]] = (),
 ) -> FileResult:
     """Read, analyse and write the outputs of one recording (the whole job of ``analyze``):
     the tables in ``formats``, ``summary.json``, ``report.md``, ``report.html`` and, with
-    ``plots``, ``session.png`` (also embedded in the HTML report)."""
-    from services.analysis.offline import run_pipeline, write_outputs  # noqa: PLC0415
+    ``plots``, ``session.png`` (also embedded in the HTML report). With ``metrics``, NeuroKit2's
+    interval metrics per episode, per segment between markers and per phase of ``phases``
+    (``(subject, phase, start, end)``, the rows whose subject is this recording's name) go into
+    ``episodes.csv``, ``segments.csv`` and the reports."""
+    from services.analysis.offline import add_metrics, run_pipeline, write_outputs  # noqa: PLC0415
     from services.analysis.report import write_html, write_plot, write_report  # noqa: PLC0415
     from services.ingest.sources import open_spec  # noqa: PLC0415
 
@@ -53,7 +58,10 @@ def analyze_file(
     name = source
     try:
         name, chunks = open_spec(source, options=options)
-        result = run_pipeline(chunks, name, config=config)
+        result = run_pipeline(chunks, name, config=config, keep=("eda", "rr") if metrics else ())
+        if metrics:
+            mine = [(p, a, b) for subject, p, a, b in phases if subject == name]
+            add_metrics(result, config, mine)
         target = write_outputs(result, out_dir, formats)
         plot = write_plot(result, target / "session.png") if plots else None
         write_report(result, target / "report.md", None if plot is None else plot.name)
@@ -75,6 +83,8 @@ def run_batch(
     jobs: int,
     formats: Sequence[str] = ("csv",),
     options: ReadOptions | None = None,
+    metrics: bool = False,
+    phases: Sequence[tuple[str, str, float, float]] = (),
 ) -> Iterator[tuple[int, FileResult]]:
     """``(index in sources, result)`` of each source as it finishes; ``jobs`` worker processes.
 
@@ -86,7 +96,14 @@ def run_batch(
             yield (
                 i,
                 analyze_file(
-                    source, out_dir, config, plots=plots, formats=formats, options=options
+                    source,
+                    out_dir,
+                    config,
+                    plots=plots,
+                    formats=formats,
+                    metrics=metrics,
+                    phases=phases,
+                    options=options,
                 ),
             )
         return
@@ -94,7 +111,15 @@ def run_batch(
     with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=context) as pool:
         index: dict[Future[FileResult], int] = {
             pool.submit(
-                analyze_file, source, out_dir, config, plots=plots, formats=formats, options=options
+                analyze_file,
+                source,
+                out_dir,
+                config,
+                plots=plots,
+                formats=formats,
+                metrics=metrics,
+                phases=phases,
+                options=options,
             ): i
             for i, source in enumerate(sources)
         }
@@ -130,13 +155,23 @@ def analyze_batch(
     report: Callable[[str], None],
     formats: Sequence[str] = ("csv",),
     options: ReadOptions | None = None,
+    metrics: bool = False,
+    phases: Sequence[tuple[str, str, float, float]] = (),
 ) -> list[FileResult]:
     """Run a batch, calling ``report`` with a progress line as each file finishes; returns the
     results in the order of ``sources``."""
     results: list[FileResult | None] = [None] * len(sources)
     for done, (i, result) in enumerate(
         run_batch(
-            sources, out_dir, config, plots=plots, jobs=jobs, formats=formats, options=options
+            sources,
+            out_dir,
+            config,
+            plots=plots,
+            jobs=jobs,
+            formats=formats,
+            metrics=metrics,
+            phases=phases,
+            options=options,
         ),
         start=1,
     ):

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeAlias
 
+import numpy as np
+import numpy.typing as npt
+
 from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow
 from services.analysis.errors import OutputError
+from services.analysis.intervals import Segment, Series, metric_columns
 from services.analysis.params import changed
 from services.analysis.pipeline import SessionPipeline
 from services.ingest.sources.base import Chunk
@@ -48,6 +52,12 @@ class AnalysisResult:
     end: float | None = None
     #: Analysis parameters that differ from the defaults (reproducibility).
     params: dict[str, float | int] = field(default_factory=dict)
+    #: Raw samples kept for the batch metrics (``run_pipeline(keep=...)``), per stream.
+    signals: dict[str, Series] = field(default_factory=dict)
+    #: NeuroKit2 metrics per episode (same order as ``episodes``; empty when not computed).
+    episode_metrics: list[dict[str, float | str]] = field(default_factory=list)
+    #: Segments between markers and labelled phases, with their NeuroKit2 metrics.
+    segments: list[Segment] = field(default_factory=list)
 
 
 def run_pipeline(
@@ -57,12 +67,20 @@ def run_pipeline(
     site: str = "offline",
     session: str = "offline",
     config: AnalysisConfig | None = None,
+    keep: Iterable[str] = (),
 ) -> AnalysisResult:
+    """The session's events, markers and extent; with ``keep`` (stream names, e.g. ``("eda",
+    "rr")``) also those streams' raw samples (of the device with most samples) for the batch
+    metrics of :mod:`services.analysis.intervals`."""
     pipeline = SessionPipeline(site, session, config, store_lines=False)
     result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []
+    kept = frozenset(keep)
+    raw: dict[tuple[str, str], list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]] = {}
     for seq, chunk in enumerate(chunks):
         msg = chunk.to_message(site, session, seq, None)
+        if chunk.stream in kept:
+            raw.setdefault((chunk.stream, chunk.device), []).append(_samples(chunk))
         if chunk.stream == "marker":
             result.markers.extend(zip(chunk.t or (), (str(v) for v in chunk.values), strict=True))
         else:
@@ -73,6 +91,45 @@ def run_pipeline(
     result.samples = pipeline.samples
     result.episodes = [e for e in events if isinstance(e, Episode)]
     result.features = [e for e in events if isinstance(e, FeatureRow)]
+    for stream in sorted(kept):
+        parts = max(
+            (v for (s, _d), v in raw.items() if s == stream),
+            key=lambda ps: sum(len(p[0]) for p in ps),
+            default=None,
+        )
+        if parts:
+            times = np.concatenate([p[0] for p in parts])
+            values = np.concatenate([p[1] for p in parts])
+            order = np.argsort(times, kind="stable")
+            result.signals[stream] = Series(times[order], values[order])
+    return result
+
+
+def _samples(chunk: Chunk) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    values = np.asarray(chunk.values, dtype=np.float64)
+    if chunk.t is not None:
+        return np.asarray(chunk.t, dtype=np.float64), values
+    assert chunk.t0 is not None
+    assert chunk.fs is not None
+    return chunk.t0 + np.arange(len(values), dtype=np.float64) / chunk.fs, values
+
+
+def add_metrics(
+    result: AnalysisResult,
+    config: AnalysisConfig | None = None,
+    phases: Iterable[tuple[str, float, float]] = (),
+) -> AnalysisResult:
+    """NeuroKit2's interval-related metrics (:mod:`services.analysis.intervals`) for each
+    episode, each segment between markers and each labelled phase ``(label, start, end)``, from
+    the raw EDA and RR that ``run_pipeline(keep=("eda", "rr"))`` kept."""
+    from services.analysis import intervals  # noqa: PLC0415 (NeuroKit2 is heavy; batch only)
+
+    cfg = config or AnalysisConfig()
+    eda, rr = result.signals.get("eda"), result.signals.get("rr")
+    result.episode_metrics = intervals.episode_metrics(result.episodes, eda, rr, cfg)
+    segments = intervals.marker_segments(result.markers, result.start, result.end)
+    segments += intervals.phase_segments(phases)
+    result.segments = intervals.segment_metrics(segments, eda, rr, cfg)
     return result
 
 
@@ -152,10 +209,12 @@ def feature_table(rows: list[FeatureRow]) -> Table:
     return Table(columns, out)
 
 
-def episode_table(episodes: list[Episode]) -> Table:
+def episode_table(
+    episodes: list[Episode], metrics: list[dict[str, float | str]] | None = None
+) -> Table:
     """``episodes.csv``: every field of :class:`Episode` in field order (``signals`` joined by
     commas, ``recovery_latency`` as ``recovery_latency_s``) with ``duration_s`` after
-    ``peak_index``."""
+    ``peak_index``, then the episode's NeuroKit2 metrics (``nk_*``) when computed."""
     names = [f.name for f in fields(Episode)]
     columns: list[str] = []
     for n in names:
@@ -166,11 +225,36 @@ def episode_table(episodes: list[Episode]) -> Table:
         columns.append("duration_s")
     at = columns.index("duration_s")
     out: list[list[Cell]] = []
-    for ep in episodes:
+    extra = metric_columns(metrics or [])
+    columns += extra
+    for i, ep in enumerate(episodes):
         cells = [_cell(getattr(ep, n)) for n in names]
         cells.insert(at, float(ep.offset - ep.onset))
+        m = metrics[i] if metrics else {}
+        cells += [_cell(m.get(c)) for c in extra]
         out.append(cells)
     return Table(columns, out)
+
+
+SEGMENT_COLUMNS = ("kind", "label", "start", "end", "duration_s")
+
+
+def segment_table(segments: list[Segment]) -> Table:
+    """``segments.csv``: each segment between markers (``kind`` = ``segment``, labelled by the
+    marker that opens it) and each labelled phase (``phase``), with its NeuroKit2 metrics."""
+    extra = metric_columns(s.metrics for s in segments)
+    rows: list[list[Cell]] = [
+        [
+            seg.kind,
+            seg.label,
+            seg.start,
+            seg.end,
+            seg.end - seg.start,
+            *(_cell(seg.metrics.get(c)) for c in extra),
+        ]
+        for seg in segments
+    ]
+    return Table([*SEGMENT_COLUMNS, *extra], rows)
 
 
 def _csv_cell(value: Cell) -> str:
@@ -224,9 +308,11 @@ def write_outputs(result: AnalysisResult, out_dir: Path, formats: Iterable[str] 
     target = out_dir / result.name
     target.mkdir(parents=True, exist_ok=True)
     tables = {
-        "episodes": episode_table(result.episodes),
+        "episodes": episode_table(result.episodes, result.episode_metrics),
         "features": feature_table(result.features),
     }
+    if result.segments:
+        tables["segments"] = segment_table(result.segments)
     for name, table in tables.items():
         write_csv(table, target / f"{name}.csv")
         if "parquet" in wanted:

@@ -24,8 +24,10 @@ from services.analysis.offline import (
     STREAM_ORDER,
     AnalysisResult,
     Cell,
+    Table,
     episode_table,
     seconds_by_quality,
+    segment_table,
     summary,
 )
 
@@ -44,7 +46,21 @@ DISCLAIMER = (
 QUALITY_COLOURS = {"good": "#4caf50", "degraded": "#ffb300", "lost": "#e53935"}
 EPISODE_COLOURS = {"arousal": "tab:orange", "release": "tab:green"}
 #: Episode columns that hold unix times (shown as minutes since the start and clock time).
-TIME_COLUMNS = frozenset({"onset", "peak", "offset", "confirmed"})
+TIME_COLUMNS = frozenset({"onset", "peak", "offset", "confirmed", "start", "end"})
+#: NeuroKit2 metrics the HTML report shows (column -> heading); the CSVs have all of them.
+HTML_METRICS = {
+    "nk_SCR_Peaks_N": "NK SCRs",
+    "nk_SCR_Peaks_Amplitude_Mean": "NK SCR amp. (µS)",
+    "nk_EDA_Tonic_SD": "NK tonic SD (µS)",
+    "nk_clean_beats": "NK clean beats",
+    "nk_HRV_MeanNN": "NK mean NN (ms)",
+    "nk_HRV_RMSSD": "NK RMSSD (ms)",
+    "nk_HRV_SDNN": "NK SDNN (ms)",
+    "nk_HRV_LF": "NK LF",
+    "nk_HRV_HF": "NK HF",
+    "nk_HRV_LFHF": "NK LF/HF",
+    "nk_notes": "NK notes",
+}
 #: Longest marker label drawn on the plot (the full text is in the reports).
 MARKER_LABEL_CHARS = 24
 
@@ -391,6 +407,24 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], css_id: str) -
     return f'<table id="{css_id}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>'
 
 
+def _shown(table: Table) -> Table:
+    """``table`` without the NeuroKit2 columns that the HTML report does not show (all of them
+    are in the CSV)."""
+    keep = [i for i, c in enumerate(table.columns) if not c.startswith("nk_") or c in HTML_METRICS]
+    return Table([table.columns[i] for i in keep], [[r[i] for i in keep] for r in table.rows])
+
+
+def _html_table(table: Table, start: float, css_id: str) -> str:
+    return _table(
+        [HTML_METRICS.get(c, c) for c in table.columns],
+        (
+            [_fmt(c, col, start) for c, col in zip(r, table.columns, strict=True)]
+            for r in table.rows
+        ),
+        css_id,
+    )
+
+
 def quality_svg(result: AnalysisResult, width: int = 1200) -> str:
     """The per-stream quality timeline as inline SVG (one row per stream)."""
     rows = result.features
@@ -478,20 +512,19 @@ def html_report(result: AnalysisResult, plot: Path | None = None) -> str:
         "<p>Times are minutes since the start (clock time UTC). A release's onset and peak are "
         "those of its surge; its offset is when recovery was confirmed.</p>",
     ]
-    table = episode_table(result.episodes)
+    table = _shown(episode_table(result.episodes, result.episode_metrics))
     if table.rows:
-        out.append(
-            _table(
-                table.columns,
-                (
-                    [_fmt(c, col, start) for c, col in zip(r, table.columns, strict=True)]
-                    for r in table.rows
-                ),
-                "episodes",
-            )
-        )
+        out.append(_html_table(table, start, "episodes"))
     else:
         out.append('<p id="episodes">No episodes.</p>')
+    if result.segments:
+        out += [
+            "<h2>Segments and phases (NeuroKit2)</h2>",
+            "<p>Each stretch between two markers (labelled by the marker that opens it) and each "
+            "labelled phase, described by NeuroKit2's interval-related analyses; every metric is "
+            "in <code>segments.csv</code>.</p>",
+            _html_table(_shown(segment_table(result.segments)), start, "segments"),
+        ]
     out.append("<h2>Markers</h2>")
     if result.markers:
         out.append(
