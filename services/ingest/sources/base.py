@@ -221,7 +221,8 @@ def series_chunks(
 
 
 def marker_chunks(device: str, times: Sequence[float], texts: Sequence[str]) -> Iterator[Chunk]:
-    """One chunk per marker, in time order."""
+    """Markers in time order, one chunk per distinct time (as the E4 reader groups tags)."""
     order = sorted(range(len(times)), key=lambda i: times[i])
-    for i in order:
-        yield Chunk("marker", device, (texts[i],), t=(float(times[i]),))
+    return irregular_chunks(
+        "marker", device, [float(times[i]) for i in order], [texts[i] for i in order], seconds=1e-9
+    )
