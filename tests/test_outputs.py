@@ -18,6 +18,7 @@ from services.ingest.replay import replay
 from services.ingest.sources.simulator import SimulationScript, simulate
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
+from tests.waiting import GENEROUS_S
 
 
 def test_episodes_are_published_as_they_are_detected(
@@ -41,7 +42,7 @@ def test_episodes_are_published_as_they_are_detected(
     service = AnalysisService(settings, writer, site="out-test").start()
     script = SimulationScript()
     try:
-        assert subscribed.wait(5)
+        assert subscribed.wait(GENEROUS_S)
         with Publisher(settings, "out-test", "sim1", device="sim") as pub:
             replay(simulate(script, seed=2), pub, speed=None)
         assert service.wait_sessions_finished(1, timeout=60)
@@ -89,7 +90,7 @@ def test_a_session_whose_publisher_vanished_is_closed_after_the_idle_time(
             pub.send_status("strap", "online", now - 20)
             pub.send_samples("hr", "strap", [70.0] * 10, t0=now - 20, fs=1.0)
         # no "end" ever comes
-        service.wait_sessions_finished(1, timeout=20)
+        assert service.wait_sessions_finished(1, timeout=GENEROUS_S)
     finally:
         service.stop()
     assert service.stats.sessions_finished == 1

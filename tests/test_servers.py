@@ -24,8 +24,8 @@ def test_mosquitto_round_trip(mqtt_broker: Mosquitto) -> None:
     client.subscribe("t/servers", qos=1)
     client.loop_start()
     try:
-        client.publish("t/servers", b"hello", qos=1).wait_for_publish(5)
-        assert got.wait(5)
+        client.publish("t/servers", b"hello", qos=1).wait_for_publish(60)
+        assert got.wait(60)
     finally:
         client.loop_stop()
         client.disconnect()

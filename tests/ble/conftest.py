@@ -66,7 +66,7 @@ def collector(mqtt_broker: Mosquitto) -> Iterator[Collector]:
     client.on_message = on_message
     client.connect(mqtt_broker.host, mqtt_broker.port)
     client.loop_start()
-    assert ready.wait(10)
+    assert ready.wait(60)
     yield got
     client.disconnect()
     client.loop_stop()
