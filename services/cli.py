@@ -423,17 +423,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--speed: {exc}") from exc
     influx = influx_settings(args) if args.influx else None
+    mqtt = mqtt_settings(args) if args.mqtt else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "demo.log"
+    log_to_file(log_path)  # the live view owns the terminal
     options = DemoOptions(
-        mqtt_url=args.mqtt,
+        mqtt=mqtt,
         influx=influx,
         source=args.source,
         speed=speed,
-        out=Path(args.out),
+        out=out,
         seed=args.seed,
         session=args.session,
         site=args.site,
+        log_path=log_path,
+        report=not args.no_report,
     )
     return run_demo(options, stop_event_on_signals())
+
+
+def log_to_file(path: Path) -> None:
+    """Send the log to ``path`` instead of stderr (same format, passwords still masked)."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    for old in list(root.handlers):
+        handler.setFormatter(old.formatter)
+        for flt in old.filters:
+            handler.addFilter(flt)
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
 
 
 #: Options of the root parser that take a value (skipped when finding the command word).
@@ -483,6 +503,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", default="rekindle-demo", help="output folder (default ./rekindle-demo)")
     p.add_argument("--seed", type=int, default=1, help="simulator seed")
     p.add_argument("--session", default="demo", help="session id (default demo)")
+    p.add_argument(
+        "--no-report", action="store_true", help="skip session.png and report.html (faster)"
+    )
     add_site(p)
     p.set_defaults(func=cmd_demo)
 
