@@ -116,7 +116,7 @@ class V1Transport:
             with urllib.request.urlopen(req, timeout=self._timeout) as resp:
                 resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode("utf-8", "replace")
+            detail = exc.read()[:500].decode("utf-8", "replace").strip()
             raise StorageError(self._base, f"HTTP {exc.code}: {detail}", status=exc.code) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise StorageError(self._base, f"cannot reach server: {exc!r}") from exc
@@ -357,8 +357,7 @@ class BufferedWriter:
         else:
             self._drop(1)
         log.error(
-            "InfluxDB refused a line (HTTP %s: %s), dead-lettered to %s: %.300s",
-            exc.status,
+            "InfluxDB refused a line (%s), dead-lettered to %s: %.300s",
             reason,
             where,
             line,
