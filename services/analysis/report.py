@@ -377,6 +377,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.4em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #f0f0f0; } td.text, th.text { text-align: left; }
+td.text { max-width: 28em; }
 .note { background: #fff8e1; border-left: 4px solid #ffb300; padding: 0.6em 1em; }
 img.figure { max-width: 100%; }
 svg text { font-size: 11px; font-family: system-ui, sans-serif; }
@@ -415,14 +416,20 @@ def _shown(table: Table) -> Table:
 
 
 def _html_table(table: Table, start: float, css_id: str) -> str:
-    return _table(
-        [HTML_METRICS.get(c, c) for c in table.columns],
-        (
-            [_fmt(c, col, start) for c, col in zip(r, table.columns, strict=True)]
-            for r in table.rows
-        ),
-        css_id,
+    """``table`` as HTML: times as minutes (clock), numbers right-aligned, text left-aligned."""
+    head = "".join(f"<th>{_e(HTML_METRICS.get(c, c))}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="text">{_fmt(c, col, start)}</td>'
+            if isinstance(c, str)
+            else f"<td>{_fmt(c, col, start)}</td>"
+            for c, col in zip(r, table.columns, strict=True)
+        )
+        + "</tr>\n"
+        for r in table.rows
     )
+    return f'<table id="{css_id}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>'
 
 
 def quality_svg(result: AnalysisResult, width: int = 1200) -> str:
