@@ -689,6 +689,13 @@ class SeqTracker:
         missing = 0 if last is None else seq - last - 1
         return True, missing
 
+    def __setstate__(self, state: object) -> None:
+        """Unpickle, also a tracker pickled before a field existed (it gets the default)."""
+        self._last, self._jumped, self.jumps = {}, {}, 0
+        slots = state[1] if isinstance(state, tuple) else state
+        for name, value in cast(dict[str, object], slots or {}).items():
+            setattr(self, name, value)
+
     def forget_session(self, site: str, session: str) -> None:
         for table in (self._last, self._jumped):
             for key in [k for k in table if k[0] == site and k[1] == session]:

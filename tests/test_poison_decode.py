@@ -7,6 +7,7 @@ a representative share of the same cases through a real broker into the service.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 
 import pytest
@@ -240,3 +241,20 @@ def test_fast_number_path_accepts_exactly_what_the_per_entry_path_accepts(
         assert decode(topic, payload, now=NOW).values == expected  # type: ignore[union-attr]
         if fast is not None:
             assert fast == expected
+
+
+def test_state_pickled_before_the_jump_rules_still_works() -> None:
+    """A checkpoint from before these fields existed restores to working objects (otherwise
+    every message of a restored session would fail)."""
+    old_tracker = contract.SeqTracker.__new__(contract.SeqTracker)
+    old_tracker.__setstate__((None, {"_last": {("c", "s", "h", "hr", None): 3}}))
+    msg = contract.samples("c", "s", "hr", "h", 4, [60.0], t0=NOW, fs=1.0)
+    assert old_tracker.check(msg) == (True, 0)
+    assert pickle.loads(pickle.dumps(old_tracker)).check(msg) == (False, 0)
+
+    pipeline = SessionPipeline("c", "s")
+    for name in ("max_silence_s", "latest", "segments_split"):
+        delattr(pipeline, name)  # as unpickled from an older checkpoint
+    restored = pickle.loads(pickle.dumps(pipeline))
+    restored.handle(contract.samples("c", "s", "eda", "e4", 0, [1.0] * 4, t0=NOW, fs=4.0))
+    assert restored.latest == pytest.approx(NOW + 0.75)

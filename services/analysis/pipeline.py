@@ -16,6 +16,7 @@ analyzer counts it as late), as before.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +104,12 @@ def _split_at_silences(batch: SampleBatch, max_silence_s: float) -> list[SampleB
 class SessionPipeline:
     """One session's analyzer plus the conversion of everything it sees to storage lines."""
 
+    # Class-level defaults: a pipeline restored from a checkpoint written before these
+    # attributes existed gets them (instances set their own in __init__).
+    max_silence_s = MAX_SILENCE_S
+    latest = -math.inf
+    segments_split = 0
+
     def __init__(
         self,
         site: str,
@@ -118,7 +125,7 @@ class SessionPipeline:
         self.analyzer = SessionAnalyzer(config)
         self.max_silence_s = max_silence_s
         #: Newest analysed sample time (s) of the current segment.
-        self.latest = -np.inf
+        self.latest = -math.inf
         #: Analysis segments started after a silence longer than ``max_silence_s``.
         self.segments_split = 0
         self.devices_online: set[str] = set()
@@ -146,10 +153,10 @@ class SessionPipeline:
             if item.stream not in ANALYSED or not len(item.times):
                 return out
             for part in _split_at_silences(item, self.max_silence_s):
-                if self.latest > -np.inf and part.times[0] - self.latest > self.max_silence_s:
+                if self.latest > -math.inf and part.times[0] - self.latest > self.max_silence_s:
                     out.extend(self._events(self.analyzer.finish()))
                     self.analyzer = SessionAnalyzer(self.analyzer.cfg)
-                    self.latest = -np.inf
+                    self.latest = -math.inf
                     self.segments_split += 1
                 self.latest = max(self.latest, float(part.times[-1]))
                 out.extend(self._events(self.analyzer.update(part)))
