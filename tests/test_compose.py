@@ -574,6 +574,34 @@ def test_tls_listener_with_make_certs_ca(secured: SecuredBroker) -> None:
         analysis.close()
 
 
+def test_mosquitto_healthcheck_keeps_the_password_out_of_process_arguments(
+    secured_broker: int, tmp_path: Path
+) -> None:
+    """The broker's health check, run as compose resolves it against the shipped config: it
+    logs in as monitor with the password from the environment, through mosquitto_sub's options
+    file, so no process argument carries it."""
+    if shutil.which("mosquitto_sub") is None:
+        pytest.fail(
+            "mosquitto_sub not found: apt-get install mosquitto-clients (scripts/install-servers)"
+        )
+    kind, script = service("mosquitto")["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    password = ENV_EXAMPLE["MQTT_MONITOR_PASSWORD"]
+    assert password not in script
+    assert "-p 1883" in script
+    script = script.replace("$$", "$")  # compose's escape for a literal $ in the container
+    script = script.replace("-p 1883", f"-p {secured_broker}")
+    script = script.replace("/tmp/healthcheck", str(tmp_path / "healthcheck"))
+    env = {"PATH": os.environ["PATH"], "MQTT_MONITOR_PASSWORD": password}
+    ok = subprocess.run(["sh", "-c", script], env=env, capture_output=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    wrong = {**env, "MQTT_MONITOR_PASSWORD": "not-the-password"}
+    bad = subprocess.run(
+        ["sh", "-c", script], env=wrong, capture_output=True, timeout=60, check=False
+    )
+    assert bad.returncode != 0
+
+
 class Client:
     """A paho client that records what it receives."""
 
