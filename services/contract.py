@@ -611,6 +611,135 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
     return SampleMessage(site, session, sample_stream, device_id, seq, values, None, None, t, run)
 
 
+# ---------------------------------------------------------------------------------- JSON Schema
+
+#: What the JSON Schema cannot express and only ``decode`` checks (see ``json_schema``).
+SCHEMA_LIMITS: Final = (
+    f"payload at most {MAX_PAYLOAD_BYTES} bytes and nested at most {MAX_DEPTH} levels",
+    f"times at most {MAX_FUTURE_S:g} s ahead of the receiver's clock",
+    "t non-decreasing, with as many entries as values",
+    f"one sample message spans at most {MAX_SPAN_S:g} s",
+    "status: device equals the topic's device level",
+    "gap: end not before start",
+    "integers written without a fraction or exponent (1, not 1.0)",
+    "no lone surrogates in strings",
+)
+
+
+def json_schema() -> dict[str, object]:
+    """JSON Schema (2020-12) of the payloads, one definition per topic stream.
+
+    A payload published on ``rekindle/v1/<site>/<session>/<stream>`` (or ``status/<device>``)
+    must validate against ``#/$defs/<stream>``. Every payload ``decode`` accepts validates;
+    ``SCHEMA_LIMITS`` lists the checks only ``decode`` makes. Published as
+    ``docs/wire-contract.schema.json`` (a test keeps the file equal to this function).
+    """
+    text = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u001f\\u007f]*$"}
+    ident = {"type": "string", "pattern": f"^[A-Za-z0-9_.-]{{1,{MAX_ID_CHARS}}}$"}
+    time_s = {"type": "number", "minimum": MIN_TIME_S}
+    seq = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
+    # (``run`` is opaque: any 1-64 characters without control characters)
+    run = {**text, "maxLength": MAX_ID_CHARS}
+    common = {"v": {"const": PROTOCOL_VERSION}, "device": ident, "run": run}
+
+    def samples(stream: SampleStream) -> dict[str, object]:
+        low, high = PHYSICAL_RANGE[stream]
+        number = {"type": "number", "minimum": low, "maximum": high}
+        value = (
+            {"type": "array", "items": number, "minItems": 3, "maxItems": 3}
+            if stream == "acc"
+            else number
+        )
+        values = {"type": "array", "items": value, "maxItems": MAX_VALUES}
+        irregular = {
+            "type": "object",
+            "properties": {
+                **common,
+                "seq": seq,
+                "t": {"type": "array", "items": time_s, "maxItems": MAX_VALUES},
+                "values": values,
+            },
+            "required": ["v", "device", "seq", "t", "values"],
+            "additionalProperties": False,
+        }
+        if stream in IRREGULAR_ONLY:
+            return {"description": f"{stream} in {UNITS[stream]}", **irregular}
+        regular = {
+            "type": "object",
+            "properties": {
+                **common,
+                "seq": seq,
+                "t0": time_s,
+                "fs": {"type": "number", "minimum": FS_RANGE[0], "maximum": FS_RANGE[1]},
+                "values": values,
+            },
+            "required": ["v", "device", "seq", "t0", "fs", "values"],
+            "additionalProperties": False,
+        }
+        return {"description": f"{stream} in {UNITS[stream]}", "oneOf": [regular, irregular]}
+
+    defs: dict[str, object] = {stream: samples(stream) for stream in SAMPLE_STREAMS}
+    defs["marker"] = {
+        "description": "clinician or device markers",
+        "type": "object",
+        "properties": {
+            **common,
+            "seq": seq,
+            "t": {"type": "array", "items": time_s, "maxItems": MAX_VALUES},
+            "values": {
+                "type": "array",
+                "items": {**text, "maxLength": MAX_MARKER_CHARS},
+                "maxItems": MAX_VALUES,
+            },
+        },
+        "required": ["v", "device", "seq", "t", "values"],
+        "additionalProperties": False,
+    }
+    defs["status"] = {
+        "description": "device state, retained on .../status/<device>",
+        "type": "object",
+        "properties": {
+            **common,
+            "state": {"enum": list(DEVICE_STATES)},
+            "t": time_s,
+            "battery": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+            "rssi": {
+                "type": ["integer", "null"],
+                "minimum": RSSI_RANGE[0],
+                "maximum": RSSI_RANGE[1],
+            },
+            "detail": {"anyOf": [{**text, "maxLength": 500}, {"type": "null"}]},
+        },
+        "required": ["v", "device", "state", "t"],
+        "additionalProperties": False,
+    }
+    defs["gap"] = {
+        "description": "data of one sample stream known to be missing",
+        "type": "object",
+        "properties": {
+            **common,
+            "seq": seq,
+            "stream": {"enum": list(SAMPLE_STREAMS)},
+            "start": time_s,
+            "end": time_s,
+        },
+        "required": ["v", "device", "seq", "stream", "start", "end"],
+        "additionalProperties": False,
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://rekindle.example/schemas/wire-contract-v1.json",
+        "title": f"Rekindle wire contract v{PROTOCOL_VERSION} payloads",
+        "description": (
+            "Validate a payload against #/$defs/<stream>, the stream being the topic's level "
+            "after the session (status for .../status/<device>). Checked only by the receiver: "
+            + "; ".join(SCHEMA_LIMITS)
+            + "."
+        ),
+        "$defs": defs,
+    }
+
+
 # ------------------------------------------------------------------------------------- encoding
 
 
