@@ -15,11 +15,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.analysis.errors import StorageError
 from services.analysis.influx import InfluxSettings
+from services.cli import CliError, build_parser, influx_settings, mqtt_settings
 from services.credentials import RedactingFilter, read_secret, redact, split_userinfo
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
@@ -213,3 +215,91 @@ def test_no_password_in_logs_when_urls_carry_them(
     _assert_clean(analysis.stderr + analysis.stdout + marked)
     assert "carries a password" in analysis.stderr
     assert f"http://writer:***@127.0.0.1:{port}" in analysis.stderr
+
+
+def _args(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *argv: str) -> Any:
+    for key in list(os.environ):
+        if key.startswith("REKINDLE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return build_parser().parse_args(list(argv))
+
+
+def test_cli_takes_secrets_from_files_and_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("tok-from-file\n")
+    v2 = ["--influx", "http://db:8086", "--influx-org", "o", "--influx-bucket", "b"]
+    args = _args(
+        monkeypatch, {}, "analysis", "--mqtt", "mqtt://h", *v2, "--influx-token-file", str(token)
+    )
+    assert influx_settings(args).token == "tok-from-file"
+    args = _args(
+        monkeypatch, {"REKINDLE_INFLUX_TOKEN": "tok-env"}, "analysis", "--mqtt", "mqtt://h", *v2
+    )
+    assert influx_settings(args).token == "tok-env"
+    v1 = ["--influx", "http://db:8086", "--influx-db", "r"]
+    env = {"REKINDLE_INFLUX_USER": "w", "REKINDLE_INFLUX_PASSWORD": INFLUX_PW}
+    settings = influx_settings(_args(monkeypatch, env, "analysis", "--mqtt", "mqtt://h", *v1))
+    assert (settings.username, settings.password) == ("w", INFLUX_PW)
+    env = {"REKINDLE_MQTT_PASSWORD": MQTT_PW}
+    mqtt = mqtt_settings(
+        _args(monkeypatch, env, "mark", "x", "--session", "s", "--mqtt", "mqtt://u@h")
+    )
+    assert (mqtt.username, mqtt.password) == ("u", MQTT_PW)
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "error"),
+    [
+        ({"REKINDLE_MQTT_PASSWORD": "p"}, ["--mqtt", "mqtt://u:q@h"], "given twice"),
+        ({"REKINDLE_MQTT_PASSWORD": "p"}, ["--mqtt", "mqtt://h"], "no user"),
+        (
+            {"REKINDLE_MQTT_PASSWORD_FILE": "/nonexistent/pw"},
+            ["--mqtt", "mqtt://u@h"],
+            "cannot read",
+        ),
+    ],
+)
+def test_cli_refuses_ambiguous_or_missing_mqtt_secrets(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], argv: list[str], error: str
+) -> None:
+    args = _args(monkeypatch, env, "mark", "x", "--session", "s", *argv)
+    with pytest.raises(CliError, match=error) as info:
+        mqtt_settings(args)
+    assert ":q@" not in str(info.value)
+
+
+def test_cli_refuses_an_influx_password_twice_or_without_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {"REKINDLE_INFLUX_PASSWORD": "p"}
+    both = _args(
+        monkeypatch,
+        env,
+        "analysis",
+        "--mqtt",
+        "mqtt://h",
+        "--influx",
+        "http://u:q@db",
+        "--influx-db",
+        "r",
+    )
+    with pytest.raises(CliError, match="given twice") as info:
+        influx_settings(both)
+    assert ":q@" not in str(info.value)
+    nouser = _args(
+        monkeypatch,
+        env,
+        "analysis",
+        "--mqtt",
+        "mqtt://h",
+        "--influx",
+        "http://db",
+        "--influx-db",
+        "r",
+    )
+    with pytest.raises(CliError, match="no user"):
+        influx_settings(nouser)
