@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,3 +291,28 @@ def test_v2_unreachable_is_a_retryable_storage_error() -> None:
     finally:
         transport.close()
     assert classify(info.value) is Action.RETRY
+
+
+def test_a_server_that_stops_answering_times_out_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real influxd frozen with SIGSTOP: the kernel still accepts connections, nothing answers,
+    so each write times out; the lines stay queued and land once it runs again."""
+    server = InfluxD.start(tmp_path / "frozen-influxd")
+    try:
+        server.create_database("frozen")
+        settings = InfluxSettings(server.url, database="frozen", timeout_s=1.0)
+        writer = BufferedWriter(V1Transport(settings), max_backoff_s=0.2)
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            writer.add(lines(0, 40))
+            assert not writer.flush(block=False)
+            assert writer.queued == 40
+            assert any("timed out" in r.getMessage() for r in caplog.records)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert writer.flush(block=True, timeout_s=120)
+        assert server.count('SELECT count("value") FROM m', "frozen") == 40
+        assert (writer.dropped, writer.dead_lettered) == (0, 0)
+    finally:
+        server.stop()
