@@ -127,9 +127,9 @@ class Watcher:
         self._client.connect(broker.host, broker.port)
         self._client.subscribe("rekindle/v1/+/+/out/alert", qos=1)
         self._client.loop_start()
-        assert self._subscribed.wait(10)
+        assert self._subscribed.wait(60)
 
-    def wait_for(self, n: int, timeout: float = 20) -> list[tuple[str, dict[str, Any]]]:
+    def wait_for(self, n: int, timeout: float = 120) -> list[tuple[str, dict[str, Any]]]:
         deadline = time.monotonic() + timeout
         while len(self.received) < n and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -143,7 +143,7 @@ class Watcher:
 @pytest.fixture
 def relay(mqtt_broker: Mosquitto) -> Iterator[AlertRelay]:
     server = AlertRelay(MqttSettings.from_url(mqtt_broker.url), "127.0.0.1", 0).start()
-    assert server.connected.wait(20), "the relay never connected"
+    assert server.connected.wait(60), "the relay never connected"
     yield server
     server.stop()
 
