@@ -77,6 +77,10 @@ COLUMNS = (
 )
 
 
+#: The column labels are printed again after this many rows.
+HEADER_EVERY = 20
+
+
 class LiveView:
     """The demo's terminal view; every ``on_*`` method may be called from any thread.
 
@@ -107,6 +111,7 @@ class LiveView:
         self.now: float | None = None  # newest feature second
         self.result = AnalysisResult("demo")
         self._warm = False
+        self._rows = 0
         self._open_since: float | None = None  # onset of the arousal episode under way
         self._pending: list[tuple[float, str]] = []  # markers the analysis has not reached yet
 
@@ -230,6 +235,9 @@ class LiveView:
             now = self._clock()
             if latest is not None and now - self._last_row >= self.interval_s:
                 self._last_row = now
+                self._rows += 1
+                if self._rows % HEADER_EVERY == 0:  # the labels stay in sight as rows scroll
+                    self.out.write(self._paint(self.header_line(), "1") + "\n")
                 self.out.write(self.row(latest) + "\n")
             self.out.flush()
 
