@@ -15,6 +15,7 @@ analyzer counts it as late), as before.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -51,16 +52,21 @@ class PipelineOutput:
 def sample_times_ns(msg: contract.SampleMessage) -> npt.NDArray[np.int64]:
     """:meth:`contract.SampleMessage.times_ns` as an array, computed in numpy with the same
     operations (``round`` and ``rint`` both round half to even), so equal to the last bit.
-    Short messages (HR, EDA seconds) take the list path: numpy's call overhead is larger there."""
-    if len(msg.values) < 16:
-        return np.asarray(msg.times_ns(), dtype=np.int64)
+    A regular message's offsets depend only on its length and rate, so they are cached."""
     if msg.t is not None:
+        if len(msg.t) < 16:  # (numpy's call overhead is larger than the list's here)
+            return np.asarray(msg.times_ns(), dtype=np.int64)
         return np.rint(np.asarray(msg.t, dtype=np.float64) * 1e9).astype(np.int64)
     assert msg.t0 is not None
     assert msg.fs is not None
-    base = round(msg.t0 * 1e9)
-    steps = np.rint(np.arange(len(msg.values), dtype=np.float64) * (1e9 / msg.fs))
-    return base + steps.astype(np.int64)
+    return round(msg.t0 * 1e9) + _offsets_ns(len(msg.values), msg.fs)
+
+
+@functools.lru_cache(maxsize=256)
+def _offsets_ns(n: int, fs: float) -> npt.NDArray[np.int64]:
+    offsets = np.rint(np.arange(n, dtype=np.float64) * (1e9 / fs)).astype(np.int64)
+    offsets.setflags(write=False)
+    return offsets
 
 
 def sample_times(msg: contract.SampleMessage) -> npt.NDArray[np.float64]:

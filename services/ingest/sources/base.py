@@ -115,9 +115,8 @@ def regular_chunks(
     good_per_block = np.add.reduceat(ok.astype(np.int64), starts)
     sizes = np.diff(np.append(starts, n))
     # Python floats (and (x, y, z) tuples) once for the whole series, then sliced per chunk.
-    items: list[Any] = arr.tolist()
-    if stream == "acc":
-        items = [tuple(v) for v in items]
+    # (acc: zip of the three columns makes the triples directly, 2x cheaper than rows.)
+    items: list[Any] = list(zip(*arr.T.tolist(), strict=True)) if stream == "acc" else arr.tolist()
     for start, good, size in zip(
         starts.tolist(), good_per_block.tolist(), sizes.tolist(), strict=True
     ):
