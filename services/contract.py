@@ -59,7 +59,7 @@ EventStream: TypeAlias = Literal["marker", "status", "gap"]
 Stream: TypeAlias = Literal[
     "hr", "rr", "eda", "acc", "ppg", "ecg", "temp", "marker", "status", "gap"
 ]
-OutputKind: TypeAlias = Literal["features", "episode", "quality", "alert"]
+OutputKind: TypeAlias = Literal["features", "episode", "quality", "alert", "ack"]
 DeviceState: TypeAlias = Literal["online", "offline", "lost", "end"]
 
 SAMPLE_STREAMS: Final[tuple[SampleStream, ...]] = get_args(SampleStream)
@@ -825,6 +825,18 @@ class SeqTracker:
         for name, value in cast(dict[str, object], slots or {}).items():
             setattr(self, name, value)
 
+    def last(self, msg: SampleMessage | MarkerMessage | GapMessage) -> int | None:
+        """The stream's position: the last in-order ``seq`` accepted (None: none yet)."""
+        return self._last.get((msg.site, msg.session, msg.device, msg.stream, msg.run))
+
+    def position(self, key: tuple[str, str, str, str, str | None]) -> int | None:
+        """:meth:`last` by (site, session, device, stream, run)."""
+        return self._last.get(key)
+
+    def jumped(self, key: tuple[str, str, str, str, str | None]) -> bool:
+        """True while the stream's last message was a jump (see the jump rule)."""
+        return key in self._jumped
+
     def forget_session(self, site: str, session: str) -> None:
         for table in (self._last, self._jumped):
             for key in [k for k in table if k[0] == site and k[1] == session]:
@@ -854,4 +866,93 @@ def samples(
         vals = tuple(map(float, cast(Sequence[float], values)))
     return SampleMessage(
         site, session, stream, device, seq, vals, t0, fs, None if t is None else tuple(t), run
+    )
+
+
+# ------------------------------------------------------------------ end-to-end acknowledgement
+
+#: Revision of the v1 contract. 2 added the retained ``out/ack`` (end-to-end acknowledgement),
+#: the ``gap`` points of unrepaired ``seq`` gaps and the rule that ``seq`` starts at 0 per run.
+CONTRACT_REVISION: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AckPosition:
+    """``seq`` of ``stream`` from ``device`` (publisher run ``run``) is durably handled up to
+    and including ``seq``: stored in InfluxDB or in the analysis write-ahead log, or given up
+    as an unrepaired gap (then also stored as a ``gap`` point)."""
+
+    device: str
+    stream: str
+    run: str | None
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckMessage:
+    """The analysis service's retained ``out/ack`` of one session."""
+
+    site: str
+    session: str
+    t: float
+    positions: tuple[AckPosition, ...]
+    #: last status state of each device that the analysis has durably handled
+    devices: Mapping[str, str]
+    #: seq gaps given up so far in this session (messages that never arrived)
+    gaps: int = 0
+
+
+def encode_ack(ack: AckMessage) -> tuple[str, bytes]:
+    body = {
+        "v": PROTOCOL_VERSION,
+        "t": ack.t,
+        "streams": [
+            {"device": p.device, "stream": p.stream, "run": p.run, "seq": p.seq}
+            for p in ack.positions
+        ],
+        "devices": dict(ack.devices),
+        "gaps": ack.gaps,
+    }
+    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return output_topic(ack.site, ack.session, "ack"), payload
+
+
+def decode_ack(topic: str, payload: bytes) -> AckMessage:
+    """Parse an ``out/ack`` message.
+
+    Raises:
+        ContractError: naming the field and what was wrong with it.
+    """
+    parts = topic.split("/")
+    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT or parts[4:] != ["out", "ack"]:
+        raise ContractError("topic", f"{topic!r} is not rekindle/v1/<site>/<session>/out/ack")
+    if len(payload) > MAX_PAYLOAD_BYTES * 4:
+        raise ContractError("payload", f"{len(payload)} bytes is too large for an ack")
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ContractError("payload", f"not a JSON ack: {exc}") from exc
+    if not isinstance(obj, dict) or obj.get("v") != PROTOCOL_VERSION:
+        raise ContractError("v", "an ack is a JSON object with v = 1")
+    streams = obj.get("streams")
+    devices = obj.get("devices", {})
+    if not isinstance(streams, list) or not isinstance(devices, dict):
+        raise ContractError("streams", "expected a list of positions and a devices object")
+    positions = []
+    for i, item in enumerate(streams):
+        if not isinstance(item, dict):
+            raise ContractError(f"streams[{i}]", "expected an object")
+        run = item.get("run")
+        seq = item.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(run, str | None):
+            raise ContractError(f"streams[{i}]", "needs an integer seq and a string or null run")
+        positions.append(AckPosition(str(item.get("device")), str(item.get("stream")), run, seq))
+    gaps = obj.get("gaps", 0)
+    return AckMessage(
+        parts[2],
+        parts[3],
+        float(obj.get("t", 0.0)),
+        tuple(positions),
+        {str(k): str(v) for k, v in devices.items()},
+        gaps if isinstance(gaps, int) and not isinstance(gaps, bool) else 0,
     )

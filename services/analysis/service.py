@@ -55,6 +55,7 @@ from services.analysis.core import (
 from services.analysis.errors import BrokerError
 from services.analysis.influx import BufferedWriter
 from services.analysis.pipeline import PipelineOutput, SessionPipeline
+from services.analysis.reorder import Held, ReorderBuffer, SeqMessage, StreamKey, stream_key
 from services.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ class ServiceStats:
     duplicates: int = 0
     missing_seq: int = 0
     seq_jumps: int = 0
+    #: Messages that arrived after a seq gap and waited for it to be filled (see reorder.py).
+    held: int = 0
+    #: seq gaps given up (their messages never arrived); each is stored as a ``gap`` point.
+    gaps: int = 0
     #: Messages whose handling raised an unexpected exception (dead-lettered, worker went on).
     internal_errors: int = 0
     #: Redeliveries of a retained message already dead-lettered (skipped, not dead-lettered).
@@ -100,6 +105,24 @@ class _Inbound:
     mid: int = 0
     qos: int = 0
     connection: int = 0  # which broker connection delivered it (a mid is only valid there)
+
+
+def _msg_start(msg: SeqMessage) -> float:
+    if isinstance(msg, contract.GapMessage):
+        return msg.start
+    if msg.t is not None:
+        return msg.t[0] if msg.t else 0.0
+    assert isinstance(msg, contract.SampleMessage)
+    assert msg.t0 is not None
+    return msg.t0
+
+
+def _msg_end(msg: SeqMessage) -> float:
+    if isinstance(msg, contract.GapMessage):
+        return msg.end
+    if isinstance(msg, contract.MarkerMessage):
+        return msg.t[-1] if msg.t else 0.0
+    return msg.end
 
 
 def _digest(topic: str, payload: bytes) -> str:
@@ -158,6 +181,7 @@ class AnalysisService:
         heartbeat_path: Path | None = None,
         commit_interval_s: float = 0.25,
         ack_batch: int = 16,
+        gap_wait_s: float = 10.0,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         self.writer = writer
@@ -176,6 +200,17 @@ class AnalysisService:
         self._connection = 0
         self._ack_lock = threading.Lock()
         self.commits = 0
+        # seq gaps: later messages wait for a resend (only with a checkpoint, which makes the
+        # waiting messages durable); statuses of a session wait behind its waiting messages
+        self._reorder = ReorderBuffer(wait_s=gap_wait_s)
+        self._deferred: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
+        self._last_end: dict[StreamKey, float] = {}
+        # end-to-end acknowledgement (out/ack): what is durably handled, per session
+        self._positions: dict[tuple[str, str], dict[tuple[str, str, str | None], int]] = {}
+        self._device_states: dict[tuple[str, str], dict[str, str]] = {}
+        self._session_gaps: dict[tuple[str, str], int] = {}
+        self._ack_dirty: set[tuple[str, str]] = set()
+        self._republish_acks = False
         self._last_beat = -math.inf
         self._last_seen: dict[tuple[str, str], float] = {}
         self.persistent_session = persistent_session
@@ -218,6 +253,7 @@ class AnalysisService:
         with self._ack_lock:
             self._connection += 1
             self._connected.set()
+        self._republish_acks = True  # a restarted broker may have lost the retained acks
         self._subscribed.clear()
         with self._subs_lock:
             for topic in contract.subscriptions(self.site):
@@ -359,6 +395,10 @@ class AnalysisService:
         once its in-flight window is full.
         """
         if not self._pending:
+            if self._republish_acks:
+                self._republish_acks = False
+                self._ack_dirty.update(self._positions)
+                self._publish_acks()
             return True
         durable = (
             self.writer.flush(block=True, timeout_s=timeout_s) or self.writer.persist()
@@ -377,7 +417,38 @@ class AnalysisService:
         # messages of an older connection are resent by the broker: their seq drops them
         self._pending.clear()
         self.commits += 1
+        if self._republish_acks:
+            self._republish_acks = False
+            self._ack_dirty.update(self._positions)
+        self._publish_acks()
         return True
+
+    def _publish_acks(self) -> None:
+        """Publish (retained) how far each changed session is durably handled."""
+        for key in self._ack_dirty:
+            positions = self._positions.get(key, {})
+            ack = contract.AckMessage(
+                key[0],
+                key[1],
+                time.time(),
+                tuple(
+                    contract.AckPosition(device, stream, run, seq)
+                    for (device, stream, run), seq in sorted(
+                        positions.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
+                    )
+                ),
+                dict(self._device_states.get(key, {})),
+                self._session_gaps.get(key, 0),
+            )
+            topic, payload = contract.encode_ack(ack)
+            self._client.publish(topic, payload, qos=1, retain=True)
+        self._ack_dirty.clear()
+        if len(self._positions) > 2 * MAX_ENDED_SESSIONS:
+            for key in [k for k in self._positions if k not in self.pipelines]:
+                if key not in self._ended:
+                    self._positions.pop(key, None)
+                    self._device_states.pop(key, None)
+                    self._session_gaps.pop(key, None)
 
     # ------------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
@@ -391,6 +462,12 @@ class AnalysisService:
             "pipelines": self.pipelines,
             "seq": self._seq,
             "ended": list(self._ended),
+            "reorder": self._reorder,
+            "deferred": self._deferred,
+            "last_end": self._last_end,
+            "positions": self._positions,
+            "device_states": self._device_states,
+            "session_gaps": self._session_gaps,
         }
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("wb") as fh:
@@ -427,6 +504,12 @@ class AnalysisService:
         self.pipelines = state["pipelines"]
         self._seq = state["seq"]
         self._ended = OrderedDict.fromkeys(tuple(k) for k in state.get("ended", ()))
+        self._reorder = state.get("reorder", self._reorder)
+        self._deferred = state.get("deferred", {})
+        self._last_end = state.get("last_end", {})
+        self._positions = state.get("positions", {})
+        self._device_states = state.get("device_states", {})
+        self._session_gaps = state.get("session_gaps", {})
         self._last_seen = dict.fromkeys(self.pipelines, time.monotonic())
         log.info("restored %d open session(s) from %s", len(self.pipelines), path)
 
@@ -528,6 +611,7 @@ class AnalysisService:
                     item = self._inbox.get(timeout=0.2)
                 except queue.Empty:
                     self._expire_idle_sessions()
+                    self._give_up_gaps()
                     if self._commit():
                         self.writer.flush(block=False)  # the write-ahead log, once InfluxDB is back
                         if not self._pending:
@@ -627,6 +711,116 @@ class AnalysisService:
             self._reject(topic, payload, err, retained)
             return
         if not isinstance(msg, contract.StatusMessage):
+            if self._hold_if_early(msg, topic, payload, received):
+                return
+        elif not retained and self._reorder.waiting(msg.site, msg.session):
+            # the session's end (or any status) applies after the data published before it
+            self._deferred.setdefault((msg.site, msg.session), []).append(
+                (topic, payload, received)
+            )
+            return
+        self._apply(msg, topic, retained)
+        if not isinstance(msg, contract.StatusMessage):
+            self._release_successors(stream_key(msg))
+
+    # ------------------------------------------------------------------------------ seq gaps
+    def _hold_if_early(self, msg: SeqMessage, topic: str, payload: bytes, received: float) -> bool:
+        """Keep a message that comes after a seq gap until the gap is filled (True if kept).
+
+        Only with a checkpoint (``state_path``), which makes the waiting messages durable, and
+        not for an ended session (a marker after the end is stored on it at once). A publisher
+        run's seq starts at 0, so a stream first seen at seq 5 waits for 0-4 as well.
+        """
+        if self.state_path is None or (msg.site, msg.session) in self._ended:
+            return False
+        last = self._seq.last(msg)
+        expected = 0 if last is None else last + 1
+        ahead = msg.seq - expected
+        if ahead <= 0 or ahead > contract.MAX_SEQ_JUMP or self._seq.jumped(stream_key(msg)):
+            # in order, a duplicate, a jump, or just after one (whose message probably is the
+            # missing one with a corrupt seq): the seq tracker's rules
+            return False
+        if self._reorder.hold(Held(msg, topic, payload, received, time.monotonic())):
+            self.stats.held += 1
+            log.debug("seq %d on %s waits for seq %d", msg.seq, topic, expected)
+        else:
+            self.stats.duplicates += 1
+        return True
+
+    def _release_successors(self, key: StreamKey) -> None:
+        """Handle the waiting messages that now follow in order; then deferred statuses."""
+        while True:
+            last = self._seq.position(key)
+            item = None if last is None else self._reorder.take(key, last + 1)
+            if item is None:
+                break
+            self._apply(item.msg, item.topic, False)
+        session = (key[0], key[1])
+        if session in self._deferred and not self._reorder.waiting(*session):
+            for topic, payload, received in self._deferred.pop(session):
+                self._process(topic, payload, received, False)
+
+    def _give_up_gaps(self, *, everything: bool = False) -> None:
+        """Give up gaps that waited too long (all of them with ``everything``): store a ``gap``
+        point, then handle the waiting messages in order."""
+        now = math.inf if everything else time.monotonic()
+        while keys := self._reorder.overdue(now):
+            for key in keys:
+                if key not in self._reorder.streams():
+                    continue
+                item = self._reorder.take_first(key)
+                self._record_gap(item.msg)
+                self._apply(item.msg, item.topic, False)
+                self._release_successors(key)
+
+    def _record_gap(self, msg: SeqMessage) -> None:
+        last = self._seq.last(msg)
+        first_missing = 0 if last is None else last + 1
+        missing = msg.seq - first_missing
+        key = stream_key(msg)
+        start = _msg_start(msg)
+        gap_start = self._last_end.get(key, start)
+        session = (msg.site, msg.session)
+        self.stats.gaps += 1
+        if last is None:
+            self.stats.missing_seq += missing  # (else the seq tracker's check counts them)
+        self._session_gaps[session] = self._session_gaps.get(session, 0) + 1
+        self._ack_dirty.add(session)
+        line = points.line(
+            "gap",
+            {
+                "site": msg.site,
+                "session": msg.session,
+                "device": msg.device,
+                "stream": msg.stream,
+                "source": "seq",
+            },
+            {
+                "start": gap_start,
+                "end": start,
+                "duration_s": max(start - gap_start, 0.0),
+                "messages": missing,
+                "first_seq": first_missing,
+                "last_seq": msg.seq - 1,
+            },
+            points.to_ns(gap_start),
+        )
+        if line is not None:
+            self.writer.add([line])
+        log.warning(
+            "gave up waiting for seq %d-%d of %s/%s %s/%s: %d message(s) never arrived",
+            first_missing,
+            msg.seq - 1,
+            msg.site,
+            msg.session,
+            msg.device,
+            msg.stream,
+            missing,
+        )
+
+    def _apply(self, msg: contract.Message, topic: str, retained: bool) -> None:
+        """Handle one decoded message whose turn it is."""
+        if not isinstance(msg, contract.StatusMessage):
             jumps = self._seq.jumps
             accept, missing = self._seq.check(msg)
             if self._seq.jumps != jumps:
@@ -644,6 +838,18 @@ class AnalysisService:
             if missing:
                 self.stats.missing_seq += missing
                 log.warning("%d message(s) missing before seq %d on %s", missing, msg.seq, topic)
+            session = (msg.site, msg.session)
+            position = self._seq.last(msg)
+            if position is not None:
+                self._positions.setdefault(session, {})[(msg.device, msg.stream, msg.run)] = (
+                    position
+                )
+                self._ack_dirty.add(session)
+            self._last_end[stream_key(msg)] = _msg_end(msg)
+        elif not retained:
+            session = (msg.site, msg.session)
+            self._device_states.setdefault(session, {})[msg.device] = msg.state
+            self._ack_dirty.add(session)
         self.stats.accepted += 1
         if retained and isinstance(msg, contract.StatusMessage):
             self.writer.add(points.message_lines(msg))
@@ -676,6 +882,10 @@ class AnalysisService:
         pipeline = self.pipelines.pop(key)
         self._last_seen.pop(key, None)
         self._seq.forget_session(*key)
+        for stream in [k for k in self._last_end if k[0] == key[0] and k[1] == key[1]]:
+            del self._last_end[stream]
+        if gaps := self._session_gaps.get(key, 0):
+            why += f", with {gaps} unrepaired seq gap(s) (stored as gap points)"
         self._ended[key] = None
         while len(self._ended) > MAX_ENDED_SESSIONS:
             self._ended.popitem(last=False)
