@@ -244,8 +244,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CliError(f"--speed: {exc}") from exc
     settings = mqtt_settings(args)
     stop = stop_event_on_signals()
+    if args.window < 0:
+        raise CliError(f"--window must be 0 (off) or a positive number, not {args.window}")
     # Connect first: a broker that is down is reported at once, not after reading the recording.
-    with Publisher(settings, args.site, args.session, device="replay", spool=args.spool) as pub:
+    with Publisher(
+        settings,
+        args.site,
+        args.session,
+        device="replay",
+        spool=args.spool,
+        ack_window=args.window or None,
+    ) as pub:
         _, chunks = open_chunks(args.source, speed=speed, options=read_options(args))
         stats = replay(chunks, pub, speed=speed, stop=stop)
     print(
@@ -523,6 +532,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="file that keeps messages while the broker is away (default: memory)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=500,
+        metavar="N",
+        help="at most N messages not yet acknowledged end to end by the analysis service "
+        "(out/ack); they are resent after a broker restart. 0: broker acknowledgements only "
+        "(default 500, below mosquitto's default max_queued_messages of 1000)",
     )
     p.set_defaults(func=cmd_replay)
 

@@ -151,6 +151,8 @@ class SampleMessage:
     fs: float | None = None
     t: tuple[float, ...] | None = None
     run: str | None = None
+    #: the message's position among everything its publisher run sent (all streams), optional
+    n: int | None = None
 
     def __post_init__(self) -> None:
         regular = self.t0 is not None and self.fs is not None and self.t is None
@@ -198,6 +200,7 @@ class MarkerMessage:
     values: tuple[str, ...]
     run: str | None = None
     stream: Literal["marker"] = "marker"
+    n: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +232,7 @@ class GapMessage:
     end: float
     run: str | None = None
     stream: Literal["gap"] = "gap"
+    n: int | None = None
 
 
 Message: TypeAlias = SampleMessage | MarkerMessage | StatusMessage | GapMessage
@@ -323,8 +327,8 @@ def _integer(obj: object, where: str, low: int, high: int) -> int:
     return obj
 
 
-def _seq(obj: object) -> int:
-    return _integer(obj, "seq", 0, MAX_SEQ)
+def _seq(obj: object, where: str = "seq") -> int:
+    return _integer(obj, where, 0, MAX_SEQ)
 
 
 _JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.?)*+(?:"|\Z)', re.DOTALL)
@@ -527,7 +531,7 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
         )
 
     if stream == "gap":
-        _keys(obj, {"v", "device", "seq", "stream", "start", "end"}, {"run"})
+        _keys(obj, {"v", "device", "seq", "stream", "start", "end"}, {"run", "n"})
         gap_stream = obj["stream"]
         if gap_stream not in SAMPLE_STREAMS:
             raise ContractError("stream", f"{_show(gap_stream)} is not a sample stream")
@@ -545,15 +549,17 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
             start,
             end,
             run,
+            n=_seq(obj["n"], "n") if "n" in obj else None,
         )
 
     regular = "t0" in obj or "fs" in obj
     if regular and stream in IRREGULAR_ONLY:
         raise ContractError("t0", f"stream {stream!r} takes per-sample times 't', not t0/fs")
     required = {"v", "device", "seq", "values"} | ({"t0", "fs"} if regular else {"t"})
-    _keys(obj, required, {"run"})
+    _keys(obj, required, {"run", "n"})
     device_id = _check_id(_string(device, "device", MAX_ID_CHARS), "device")
     seq = _seq(obj["seq"])
+    n = _seq(obj["n"], "n") if "n" in obj else None
     raw_values = _list(obj["values"], "values")
 
     if stream == "marker":
@@ -563,7 +569,7 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
         )
         if len(marker_t) != len(texts):
             raise ContractError("t", f"has {len(marker_t)} entries but values has {len(texts)}")
-        return MarkerMessage(site, session, device_id, seq, marker_t, texts, run)
+        return MarkerMessage(site, session, device_id, seq, marker_t, texts, run, n=n)
 
     sample_stream: SampleStream = stream
     values: tuple[float, ...] | tuple[tuple[float, float, float], ...]
@@ -601,14 +607,16 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
         _time(last, "t0", now)
         _span(last - t0, "fs")
         return SampleMessage(
-            site, session, sample_stream, device_id, seq, values, t0, fs, None, run
+            site, session, sample_stream, device_id, seq, values, t0, fs, None, run, n
         )
     t = _times(obj["t"], "t", now)
     if len(t) != len(values):
         raise ContractError("t", f"has {len(t)} entries but values has {len(values)}")
     if t:
         _span(t[-1] - t[0], "t")
-    return SampleMessage(site, session, sample_stream, device_id, seq, values, None, None, t, run)
+    return SampleMessage(
+        site, session, sample_stream, device_id, seq, values, None, None, t, run, n
+    )
 
 
 # ---------------------------------------------------------------------------------- JSON Schema
@@ -656,6 +664,7 @@ def json_schema() -> dict[str, object]:
             "properties": {
                 **common,
                 "seq": seq,
+                "n": seq,
                 "t": {"type": "array", "items": time_s, "maxItems": MAX_VALUES},
                 "values": values,
             },
@@ -669,6 +678,7 @@ def json_schema() -> dict[str, object]:
             "properties": {
                 **common,
                 "seq": seq,
+                "n": seq,
                 "t0": time_s,
                 "fs": {"type": "number", "minimum": FS_RANGE[0], "maximum": FS_RANGE[1]},
                 "values": values,
@@ -685,6 +695,7 @@ def json_schema() -> dict[str, object]:
         "properties": {
             **common,
             "seq": seq,
+            "n": seq,
             "t": {"type": "array", "items": time_s, "maxItems": MAX_VALUES},
             "values": {
                 "type": "array",
@@ -719,6 +730,7 @@ def json_schema() -> dict[str, object]:
         "properties": {
             **common,
             "seq": seq,
+            "n": seq,
             "stream": {"enum": list(SAMPLE_STREAMS)},
             "start": time_s,
             "end": time_s,
@@ -764,6 +776,8 @@ def _payload_dict(msg: Message) -> dict[str, object]:
         out["values"] = [list(v) if isinstance(v, tuple) else v for v in msg.values]
     if msg.run is not None:
         out["run"] = msg.run
+    if not isinstance(msg, StatusMessage) and msg.n is not None:
+        out["n"] = msg.n
     return out
 
 
@@ -896,8 +910,8 @@ class AckMessage:
     session: str
     t: float
     positions: tuple[AckPosition, ...]
-    #: last status state of each device that the analysis has durably handled
-    devices: Mapping[str, str]
+    #: (state, run) of the last status of each device that the analysis has durably handled
+    devices: Mapping[str, tuple[str, str | None]]
     #: seq gaps given up so far in this session (messages that never arrived)
     gaps: int = 0
 
@@ -910,7 +924,7 @@ def encode_ack(ack: AckMessage) -> tuple[str, bytes]:
             {"device": p.device, "stream": p.stream, "run": p.run, "seq": p.seq}
             for p in ack.positions
         ],
-        "devices": dict(ack.devices),
+        "devices": {d: {"state": st, "run": run} for d, (st, run) in ack.devices.items()},
         "gaps": ack.gaps,
     }
     payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
@@ -947,12 +961,17 @@ def decode_ack(topic: str, payload: bytes) -> AckMessage:
         if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(run, str | None):
             raise ContractError(f"streams[{i}]", "needs an integer seq and a string or null run")
         positions.append(AckPosition(str(item.get("device")), str(item.get("stream")), run, seq))
+    states: dict[str, tuple[str, str | None]] = {}
+    for name, item in devices.items():
+        if not isinstance(item, dict) or not isinstance(item.get("run"), str | None):
+            raise ContractError(f"devices.{name}", "expected {state, run}")
+        states[str(name)] = (str(item.get("state")), item.get("run"))
     gaps = obj.get("gaps", 0)
     return AckMessage(
         parts[2],
         parts[3],
         float(obj.get("t", 0.0)),
         tuple(positions),
-        {str(k): str(v) for k, v in devices.items()},
+        states,
         gaps if isinstance(gaps, int) and not isinstance(gaps, bool) else 0,
     )

@@ -87,8 +87,12 @@ class Mosquitto(_Server):
         password_file: Path | None = None,
         port: int | None = None,
         tls: tuple[Path, Path] | None = None,
+        default_queues: bool = False,
     ) -> Mosquitto:
-        """Start on ``port`` (default: a free one); ``tls`` = (certificate, key) PEM files."""
+        """Start on ``port`` (default: a free one); ``tls`` = (certificate, key) PEM files.
+
+        ``default_queues`` keeps mosquitto's own queue limits (max_queued_messages 1000,
+        max_inflight_messages 20) instead of the suite's generous ones."""
         binary = _find("mosquitto", "/usr/sbin/mosquitto")
         port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -100,8 +104,8 @@ class Mosquitto(_Server):
             # temp dirs (certificates, log file); the broker is loopback-only and short-lived
             *(["user root"] if os.geteuid() == 0 else []),
             "persistence false",
-            "max_queued_messages 100000",
-            "max_inflight_messages 100",
+            *([] if default_queues else ["max_queued_messages 100000"]),
+            *([] if default_queues else ["max_inflight_messages 100"]),
             "message_size_limit 2000000",
             f"log_dest file {workdir / 'mosquitto.log'}",
             "log_type error",

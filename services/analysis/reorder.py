@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from services.contract import GapMessage, MarkerMessage, SampleMessage
 
 SeqMessage = SampleMessage | MarkerMessage | GapMessage
-StreamKey = tuple[str, str, str, str, str | None]  # site, session, device, stream, run
+#: (site, session, device, stream, run) for seq order; (site, session, "", RUN_ORDER, run)
+#: for the order of a publisher run across its streams (``n``)
+StreamKey = tuple[str, str, str, str, str | None]
+RUN_ORDER = "#n"
+
+
+def run_key(msg: SeqMessage) -> StreamKey:
+    return (msg.site, msg.session, "", RUN_ORDER, msg.run)
 
 
 def stream_key(msg: SeqMessage) -> StreamKey:
@@ -38,12 +45,13 @@ class ReorderBuffer:
     max_held: int = 2000
     _held: dict[StreamKey, dict[int, Held]] = field(default_factory=dict)
 
-    def hold(self, item: Held) -> bool:
-        """Keep ``item`` until its predecessors arrive; False if that seq already waits."""
-        table = self._held.setdefault(stream_key(item.msg), {})
-        if item.msg.seq in table:
+    def hold(self, key: StreamKey, order: int, item: Held) -> bool:
+        """Keep ``item`` (position ``order`` of ``key``) until its predecessors arrive; False
+        if that position already waits."""
+        table = self._held.setdefault(key, {})
+        if order in table:
             return False
-        table[item.msg.seq] = item
+        table[order] = item
         return True
 
     def take(self, key: StreamKey, seq: int) -> Held | None:
@@ -56,9 +64,13 @@ class ReorderBuffer:
             del self._held[key]
         return item
 
-    def take_first(self, key: StreamKey) -> Held:
-        """The waiting message with the lowest seq, removed (the gap before it is given up)."""
-        return self.take(key, min(self._held[key]))  # type: ignore[return-value]
+    def take_first(self, key: StreamKey) -> tuple[int, Held]:
+        """The waiting message with the lowest position, removed (the gap before it is given
+        up), with its position."""
+        order = min(self._held[key])
+        item = self.take(key, order)
+        assert item is not None
+        return order, item
 
     def overdue(self, now: float) -> list[StreamKey]:
         """Streams whose gap is to be given up now."""

@@ -55,7 +55,15 @@ from services.analysis.core import (
 from services.analysis.errors import BrokerError
 from services.analysis.influx import BufferedWriter
 from services.analysis.pipeline import PipelineOutput, SessionPipeline
-from services.analysis.reorder import Held, ReorderBuffer, SeqMessage, StreamKey, stream_key
+from services.analysis.reorder import (
+    RUN_ORDER,
+    Held,
+    ReorderBuffer,
+    SeqMessage,
+    StreamKey,
+    run_key,
+    stream_key,
+)
 from services.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
@@ -205,9 +213,10 @@ class AnalysisService:
         self._reorder = ReorderBuffer(wait_s=gap_wait_s)
         self._deferred: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
         self._last_end: dict[StreamKey, float] = {}
+        self._run_n: dict[StreamKey, int] = {}
         # end-to-end acknowledgement (out/ack): what is durably handled, per session
         self._positions: dict[tuple[str, str], dict[tuple[str, str, str | None], int]] = {}
-        self._device_states: dict[tuple[str, str], dict[str, str]] = {}
+        self._device_states: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {}
         self._session_gaps: dict[tuple[str, str], int] = {}
         self._ack_dirty: set[tuple[str, str]] = set()
         self._republish_acks = False
@@ -465,6 +474,7 @@ class AnalysisService:
             "reorder": self._reorder,
             "deferred": self._deferred,
             "last_end": self._last_end,
+            "run_n": self._run_n,
             "positions": self._positions,
             "device_states": self._device_states,
             "session_gaps": self._session_gaps,
@@ -507,6 +517,7 @@ class AnalysisService:
         self._reorder = state.get("reorder", self._reorder)
         self._deferred = state.get("deferred", {})
         self._last_end = state.get("last_end", {})
+        self._run_n = state.get("run_n", {})
         self._positions = state.get("positions", {})
         self._device_states = state.get("device_states", {})
         self._session_gaps = state.get("session_gaps", {})
@@ -719,71 +730,96 @@ class AnalysisService:
                 (topic, payload, received)
             )
             return
-        self._apply(msg, topic, retained)
-        if not isinstance(msg, contract.StatusMessage):
-            self._release_successors(stream_key(msg))
+        if isinstance(msg, contract.StatusMessage):
+            self._apply(msg, topic, retained)
+        else:
+            self._apply_in_order(msg, topic)
+            self._release(self._order(msg)[0])
 
     # ------------------------------------------------------------------------------ seq gaps
+    def _order(self, msg: SeqMessage) -> tuple[StreamKey, int, int | None]:
+        """(key, position, last handled position) that orders ``msg``: its ``n`` among all
+        messages of its publisher run when it has one, else its stream's ``seq``."""
+        if msg.n is not None:
+            key = run_key(msg)
+            return key, msg.n, self._run_n.get(key)
+        key = stream_key(msg)
+        return key, msg.seq, self._seq.position(key)
+
     def _hold_if_early(self, msg: SeqMessage, topic: str, payload: bytes, received: float) -> bool:
-        """Keep a message that comes after a seq gap until the gap is filled (True if kept).
+        """Keep a message that comes after a gap until the gap is filled (True if kept).
 
         Only with a checkpoint (``state_path``), which makes the waiting messages durable, and
-        not for an ended session (a marker after the end is stored on it at once). A publisher
-        run's seq starts at 0, so a stream first seen at seq 5 waits for 0-4 as well.
+        not for an ended session (a marker after the end is stored on it at once). Positions
+        start at 0 per publisher run, so a stream first seen at seq 5 waits for 0-4 as well.
         """
         if self.state_path is None or (msg.site, msg.session) in self._ended:
             return False
-        last = self._seq.last(msg)
-        expected = 0 if last is None else last + 1
-        ahead = msg.seq - expected
+        key, order, last = self._order(msg)
+        ahead = order - (0 if last is None else last + 1)
         if ahead <= 0 or ahead > contract.MAX_SEQ_JUMP or self._seq.jumped(stream_key(msg)):
             # in order, a duplicate, a jump, or just after one (whose message probably is the
             # missing one with a corrupt seq): the seq tracker's rules
             return False
-        if self._reorder.hold(Held(msg, topic, payload, received, time.monotonic())):
+        if self._reorder.hold(key, order, Held(msg, topic, payload, received, time.monotonic())):
             self.stats.held += 1
-            log.debug("seq %d on %s waits for seq %d", msg.seq, topic, expected)
+            log.debug("%s %d on %s waits for its predecessors", key[3], order, topic)
         else:
             self.stats.duplicates += 1
         return True
 
-    def _release_successors(self, key: StreamKey) -> None:
+    def _apply_in_order(self, msg: SeqMessage, topic: str) -> None:
+        self._apply(msg, topic, False)
+        if msg.n is not None:
+            key, order, last = self._order(msg)
+            if last is None or 0 < order - last <= contract.MAX_SEQ_JUMP:
+                self._run_n[key] = order
+
+    def _release(self, key: StreamKey) -> None:
         """Handle the waiting messages that now follow in order; then deferred statuses."""
         while True:
-            last = self._seq.position(key)
+            last = self._run_n.get(key) if key[3] == RUN_ORDER else self._seq.position(key)
             item = None if last is None else self._reorder.take(key, last + 1)
             if item is None:
                 break
-            self._apply(item.msg, item.topic, False)
+            self._apply_in_order(item.msg, item.topic)
         session = (key[0], key[1])
         if session in self._deferred and not self._reorder.waiting(*session):
             for topic, payload, received in self._deferred.pop(session):
                 self._process(topic, payload, received, False)
 
     def _give_up_gaps(self, *, everything: bool = False) -> None:
-        """Give up gaps that waited too long (all of them with ``everything``): store a ``gap``
-        point, then handle the waiting messages in order."""
+        """Give up gaps that waited too long (all of them with ``everything``), storing a
+        ``gap`` point per stream, then handle the waiting messages in order."""
         now = math.inf if everything else time.monotonic()
         while keys := self._reorder.overdue(now):
             for key in keys:
                 if key not in self._reorder.streams():
                     continue
-                item = self._reorder.take_first(key)
-                self._record_gap(item.msg)
-                self._apply(item.msg, item.topic, False)
-                self._release_successors(key)
+                order, item = self._reorder.take_first(key)
+                if key[3] == RUN_ORDER:
+                    self._run_n[key] = order - 1
+                    log.warning(
+                        "gave up waiting for messages %s-%d of run %s in %s/%s",
+                        self._run_n.get(key, -1) + 1 if key in self._run_n else 0,
+                        order - 1,
+                        key[4],
+                        key[0],
+                        key[1],
+                    )
+                if self._seq.position(stream_key(item.msg)) is None and item.msg.seq > 0:
+                    self.stats.missing_seq += item.msg.seq
+                    self._record_gap(item.msg, 0, item.msg.seq)
+                self._apply_in_order(item.msg, item.topic)
+                self._release(key)
 
-    def _record_gap(self, msg: SeqMessage) -> None:
-        last = self._seq.last(msg)
-        first_missing = 0 if last is None else last + 1
-        missing = msg.seq - first_missing
+    def _record_gap(self, msg: SeqMessage, first_missing: int, missing: int) -> None:
+        """Store a ``gap`` point: ``missing`` messages of the stream before ``msg`` never came."""
         key = stream_key(msg)
         start = _msg_start(msg)
-        gap_start = self._last_end.get(key, start)
+        gap_start = min(self._last_end.get(key, start), start)
         session = (msg.site, msg.session)
         self.stats.gaps += 1
-        if last is None:
-            self.stats.missing_seq += missing  # (else the seq tracker's check counts them)
         self._session_gaps[session] = self._session_gaps.get(session, 0) + 1
         self._ack_dirty.add(session)
         line = points.line(
@@ -798,7 +834,7 @@ class AnalysisService:
             {
                 "start": gap_start,
                 "end": start,
-                "duration_s": max(start - gap_start, 0.0),
+                "duration_s": start - gap_start,
                 "messages": missing,
                 "first_seq": first_missing,
                 "last_seq": msg.seq - 1,
@@ -807,16 +843,6 @@ class AnalysisService:
         )
         if line is not None:
             self.writer.add([line])
-        log.warning(
-            "gave up waiting for seq %d-%d of %s/%s %s/%s: %d message(s) never arrived",
-            first_missing,
-            msg.seq - 1,
-            msg.site,
-            msg.session,
-            msg.device,
-            msg.stream,
-            missing,
-        )
 
     def _apply(self, msg: contract.Message, topic: str, retained: bool) -> None:
         """Handle one decoded message whose turn it is."""
@@ -838,6 +864,7 @@ class AnalysisService:
             if missing:
                 self.stats.missing_seq += missing
                 log.warning("%d message(s) missing before seq %d on %s", missing, msg.seq, topic)
+                self._record_gap(msg, msg.seq - missing, missing)
             session = (msg.site, msg.session)
             position = self._seq.last(msg)
             if position is not None:
@@ -848,7 +875,7 @@ class AnalysisService:
             self._last_end[stream_key(msg)] = _msg_end(msg)
         elif not retained:
             session = (msg.site, msg.session)
-            self._device_states.setdefault(session, {})[msg.device] = msg.state
+            self._device_states.setdefault(session, {})[msg.device] = (msg.state, msg.run)
             self._ack_dirty.add(session)
         self.stats.accepted += 1
         if retained and isinstance(msg, contract.StatusMessage):
