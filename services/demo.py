@@ -134,7 +134,8 @@ class LiveView:
             f"legend: index = arousal 0-100 above this person's own baseline (HR, RMSSD, EDA); "
             f"AROUSAL episode = index >= {cfg.enter_index:g} for {cfg.min_episode_s:g} s, "
             f"ends below {cfg.exit_index:g}; RELEASE = recovery after a surge "
-            f"(HR down, RMSSD up, EDA down); times are session time mm:ss"
+            f"(HR down, RMSSD up, EDA down); MARKER = a note on the timeline (a clinician's "
+            f"mark, an E4 button tag); times are session time mm:ss"
         )
 
     def header_line(self) -> str:
@@ -197,7 +198,7 @@ class LiveView:
     def _show_markers(self, until: float | None) -> None:
         while self._pending and (until is None or self._pending[0][0] <= until):
             t, text = self._pending.pop(0)
-            line = self._paint(f"MARKER  {text} (clinician note)", "36")
+            line = self._paint(f"MARKER  {text}", "36")
             self.out.write(f"{self.session_clock(t):>8}  {line}\n")
 
     def finish(self) -> None:

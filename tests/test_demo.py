@@ -166,13 +166,13 @@ def test_view_reports_a_release_before_its_arousal_closes_and_collects_markers()
     events = [line for line in lines if re.match(r" +\d\d:\d\d  [A-Z]", line)]
     assert events == [
         "   10:00  AROUSAL episode under way since 08:20 (index 80 so far)",
-        "   10:50  MARKER  tears (clinician note)",
+        "   10:50  MARKER  tears",
         "   11:40  RELEASE confirmed: recovery 120 s after the peak of the surge that began at "
         "08:20 (hr, 90% recovered); the arousal episode is still open",
         "   15:00  AROUSAL episode ended: 08:20-15:00 (400 s), peak index 90 at 08:50 (eda, hr)",
     ]
     assert "after the end" not in screen.getvalue()  # the analysis has not reached it
     view.finish()
-    assert screen.getvalue().endswith("   33:20  MARKER  after the end (clinician note)\n")
+    assert screen.getvalue().endswith("   33:20  MARKER  after the end\n")
     assert view.result.markers == [(650.0, "tears"), (2000.0, "after the end")]
     assert view.result.episodes == [release, arousal]
