@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.credentials import redact
+
 log = logging.getLogger("rekindle")
 
 ENV_PREFIX = "REKINDLE_"
@@ -378,7 +380,8 @@ def run_command(
         code = _error_kind(exc)
         if code is None:
             raise
-        sys.stderr.write(f"rekindle {command}: error: {exc}{_hint(exc)}\n")
+        # errors name URLs and settings: never with a password in them (as every log line)
+        sys.stderr.write(redact(f"rekindle {command}: error: {exc}{_hint(exc)}\n"))
         return code
 
 

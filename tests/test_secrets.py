@@ -24,7 +24,7 @@ from services.analysis.influx import InfluxSettings
 from services.cli import CliError, build_parser, influx_settings, mqtt_settings
 from services.credentials import RedactingFilter, read_secret, redact, split_userinfo
 from services.mqtturl import MqttSettings
-from tests.servers import InfluxD, Mosquitto
+from tests.servers import InfluxD, Mosquitto, free_port
 from tests.waiting import WatchedProcess, wait_until
 
 MQTT_PW = "mq-S3cret-Pw"
@@ -303,3 +303,28 @@ def test_cli_refuses_an_influx_password_twice_or_without_user(
     )
     with pytest.raises(CliError, match="no user"):
         influx_settings(nouser)
+
+
+def test_error_messages_of_the_cli_mask_passwords() -> None:
+    """A command that fails (nothing listens on the broker port) says why, without the
+    password of the URL it names."""
+    dead = free_port()
+    done = subprocess.run(
+        _cli(
+            "analysis",
+            "--mqtt",
+            f"mqtt://u:{MQTT_PW}@127.0.0.1:{dead}",
+            "--influx",
+            f"http://w:{INFLUX_PW}@127.0.0.1:{dead}",
+            "--influx-db",
+            "x",
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "cannot connect" in done.stderr
+    _assert_clean(done.stdout + done.stderr)
