@@ -395,6 +395,9 @@ def cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+RECORD_RESEND_GRACE_S = 10.0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from services.ingest.record import Recorder  # noqa: PLC0415
 
@@ -407,8 +410,19 @@ def cmd_record(args: argparse.Namespace) -> int:
         if deadline is not None and time.monotonic() >= deadline:
             break
         stop.wait(0.2)
+    if recorder.done.is_set():  # resends of what is missing may still be on their way
+        grace = time.monotonic() + RECORD_RESEND_GRACE_S
+        while recorder.missing() and time.monotonic() < grace and not stop.is_set():
+            stop.wait(0.2)
+    missing = recorder.missing()
     count = recorder.stop()
-    print(f"recorded {count} messages to {args.out}")
+    state = "complete" if recorder.done.is_set() else "not ended (no 'end' from every device)"
+    print(f"recorded {count} messages to {args.out}: session {state}")
+    if recorder.duplicates:
+        print(f"{recorder.duplicates} resent duplicate(s) recorded once")
+    if missing:
+        print(f"missed {missing.total} message(s): {missing.describe()}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -217,6 +217,9 @@ class StatusMessage:
     detail: str | None = None
     run: str | None = None
     stream: Literal["status"] = "status"
+    #: how many sample/marker/gap messages (``n`` 0 .. sent-1) the run had published before
+    #: this status: lets a receiver of ``end`` know what it missed at the tail
+    sent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +507,7 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
     site, session, stream = parsed.site, parsed.session, parsed.stream
 
     if stream == "status":
-        _keys(obj, {"v", "device", "state", "t"}, {"run", "battery", "rssi", "detail"})
+        _keys(obj, {"v", "device", "state", "t"}, {"run", "battery", "rssi", "detail", "sent"})
         state = obj["state"]
         if state not in DEVICE_STATES:
             raise ContractError("state", f"{_show(state)} is not one of {', '.join(DEVICE_STATES)}")
@@ -528,6 +531,7 @@ def decode(topic: str, payload: bytes, *, now: float | None = None) -> Message:
             rssi,
             detail,
             run,
+            sent=_seq(obj["sent"], "sent") if obj.get("sent") is not None else None,
         )
 
     if stream == "gap":
@@ -720,6 +724,7 @@ def json_schema() -> dict[str, object]:
                 "maximum": RSSI_RANGE[1],
             },
             "detail": {"anyOf": [{**text, "maxLength": 500}, {"type": "null"}]},
+            "sent": {"anyOf": [seq, {"type": "null"}]},
         },
         "required": ["v", "device", "state", "t"],
         "additionalProperties": False,
@@ -759,7 +764,7 @@ def _payload_dict(msg: Message) -> dict[str, object]:
     out: dict[str, object] = {"v": PROTOCOL_VERSION, "device": msg.device}
     if isinstance(msg, StatusMessage):
         out.update(state=msg.state, t=msg.t)
-        for key in ("battery", "rssi", "detail"):
+        for key in ("battery", "rssi", "detail", "sent"):
             value = getattr(msg, key)
             if value is not None:
                 out[key] = value

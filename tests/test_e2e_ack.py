@@ -15,6 +15,7 @@ import pytest
 from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from services.analysis.service import AnalysisService
 from services.ingest.publisher import Publisher
+from services.ingest.record import Recorder
 from services.ingest.replay import ReplayStats, replay
 from services.ingest.sources.base import Chunk
 from services.mqtturl import MqttSettings
@@ -80,14 +81,21 @@ def test_replay_at_max_through_default_mosquitto_stores_everything_once(
     chunks = session_chunks(seed=4, minutes=30)
     samples, features, episodes = expected(chunks)
     service = analysis(default_broker, influxd, db, tmp_path).start()
+    recording = tmp_path / "d1.jsonl.gz"
+    recorder = Recorder(MqttSettings.from_url(default_broker.url), SITE, session, recording)
+    recorder.start()
     result: list[ReplayStats] = []
     try:
         thread, publishers = replay_in_thread(default_broker, session, chunks, result)
         thread.join(DEADLINE_S)
         assert result, "the replay did not finish"
         assert service.wait_sessions_finished(1, timeout=DEADLINE_S)
+        assert recorder.done.wait(DEADLINE_S), "the recorder never saw the end"
     finally:
         service.stop()
+        recorder.stop()
+    assert not recorder.missing(), recorder.missing().describe()
+    assert recorder.writer.count == len(chunks)  # the recording of the session is complete
     assert counts(influxd, db, session) == (samples, features, 1)
     assert stored_episodes(influxd, db, session) == episodes
     assert (service.stats.gaps, service.stats.missing_seq) == (0, 0)

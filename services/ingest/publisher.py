@@ -449,8 +449,10 @@ class Publisher:
         rssi: int | None = None,
         detail: str | None = None,
     ) -> contract.StatusMessage:
+        with self._lock:
+            sent = self._n
         msg = contract.StatusMessage(
-            self.site, self.session, device, state, t, battery, rssi, detail, self.run
+            self.site, self.session, device, state, t, battery, rssi, detail, self.run, sent=sent
         )
         self.publish(msg)
         return msg

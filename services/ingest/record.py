@@ -1,9 +1,15 @@
-"""``rekindle record``: capture a session's wire messages into a replayable recording file."""
+"""``rekindle record``: capture a session's wire messages into a replayable recording file.
+
+The recorder knows what it missed: ``seq`` starts at 0 per (device, stream, run) and goes up by
+one, and a publisher's ``end`` status says how many messages (``sent``) its run published, so
+after ``end`` every seq and ``n`` below are accounted for. Resent duplicates are recorded once.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -14,6 +20,37 @@ from services.ingest.sources.recording import RecordingWriter
 from services.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
+
+SeqKey = tuple[str, str, str | None]  # device, stream, run
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Messages the recorder knows it did not get."""
+
+    #: (device, stream, run) -> how many seqs below the highest one received never came
+    seq_gaps: dict[SeqKey, int]
+    #: run -> how many of the messages its ``end`` announced never came
+    tail: dict[str | None, int]
+
+    @property
+    def total(self) -> int:
+        return max(sum(self.seq_gaps.values()), sum(self.tail.values()))
+
+    def __bool__(self) -> bool:
+        return bool(self.seq_gaps or self.tail)
+
+    def describe(self) -> str:
+        parts = [
+            f"{device}/{stream}: {count} message(s) missing"
+            for (device, stream, _run), count in sorted(
+                self.seq_gaps.items(), key=lambda kv: (kv[0][0], kv[0][1])
+            )
+        ]
+        parts += [
+            f"run {run}: {count} of its messages never arrived" for run, count in self.tail.items()
+        ]
+        return "; ".join(parts)
 
 
 class Recorder:
@@ -29,6 +66,10 @@ class Recorder:
         self.writer = RecordingWriter(path, site, session)
         self.done = threading.Event()
         self.rejected = 0
+        self.duplicates = 0
+        self._seqs: dict[SeqKey, set[int]] = {}
+        self._ns: dict[str | None, set[int]] = {}
+        self._announced: dict[str | None, int] = {}
         self._online: set[str] = set()
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -56,6 +97,8 @@ class Recorder:
             return
         with self._lock:
             if isinstance(decoded, contract.StatusMessage):
+                if decoded.sent is not None and not msg.retain:
+                    self._announced[decoded.run] = decoded.sent
                 if decoded.state == "online":
                     self._online.add(decoded.device)
                 elif decoded.state == "end" and decoded.device in self._online:
@@ -63,7 +106,25 @@ class Recorder:
                     if not self._online:
                         self.done.set()
                 return
+            seqs = self._seqs.setdefault((decoded.device, decoded.stream, decoded.run), set())
+            if decoded.seq in seqs:
+                self.duplicates += 1  # a resend: recorded once
+                return
+            seqs.add(decoded.seq)
+            if decoded.n is not None:
+                self._ns.setdefault(decoded.run, set()).add(decoded.n)
             self.writer.write(decoded.stream, payload)
+
+    def missing(self) -> Missing:
+        """What the recorder knows it missed so far (complete once ``done`` is set)."""
+        with self._lock:
+            gaps = {k: max(s) + 1 - len(s) for k, s in self._seqs.items() if max(s) + 1 > len(s)}
+            tail = {}
+            for run, sent in self._announced.items():
+                got = sum(1 for n in self._ns.get(run, ()) if n < sent)
+                if got < sent:
+                    tail[run] = sent - got
+        return Missing(gaps, tail)
 
     def start(self, timeout: float = 10.0) -> Recorder:
         try:
