@@ -11,6 +11,8 @@ time-jump rule against materialising every second of a silence.
 * **time jump**: one session with 2 min of EDA, a 200,000-s silence, and 2 min more, through
   :class:`SessionPipeline` with the silence rule (``MAX_SILENCE_S``) and the naive way (no
   rule: every second in between is closed), with the feature rows each produces and the ratio.
+* **gap flood**: an hour of EDA with 20 ``gap`` messages per second (72,000 gaps, valid but
+  hostile), with the analyzer's gap index and with the naive check of every gap per second.
 
 Run: ``.venv/bin/python benchmarks/poison.py``
 """
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 
 from services import contract
-from services.analysis.core import FeatureRow
+from services.analysis.core import FeatureRow, SessionAnalyzer
 from services.analysis.pipeline import MAX_SILENCE_S, SessionPipeline
 from tests.fuzz_payloads import STALLING
 
@@ -88,6 +90,36 @@ def _jump(max_silence_s: float) -> tuple[float, int]:
     return time.perf_counter() - started, rows
 
 
+class _LinearGaps(SessionAnalyzer):
+    """The naive gap check: every gap, every feature second."""
+
+    def _in_gap(self, stream: str, device: str, k: int) -> bool:
+        return any(
+            g.stream == stream and g.device == device and g.start < k and g.end > k - 1
+            for g in self._gaps
+        )
+
+
+def _gap_flood(naive: bool, seconds: int = 3600, per_s: int = 20) -> tuple[float, float]:
+    pipeline = SessionPipeline("c", "s")
+    if naive:
+        pipeline.analyzer = _LinearGaps()
+    t0 = NOW - 20_000
+    worst = total = 0.0
+    for k in range(seconds):
+        for j in range(per_s):
+            start = t0 + k - 0.5 + j * 0.01
+            pipeline.handle(
+                contract.GapMessage("c", "s", "e4", k * per_s + j, "hr", start, start + 0.005)
+            )
+        msg = contract.samples("c", "s", "eda", "e4", k, [1.0] * 4, t0=t0 + k, fs=4.0)
+        started = time.perf_counter()
+        pipeline.handle(msg)
+        took = time.perf_counter() - started
+        worst, total = max(worst, took), total + took
+    return worst, total
+
+
 def main() -> None:
     print("decode of ordinary messages (best of 5):")
     fast_floats, fast_triples = contract._fast_floats, contract._fast_triples
@@ -121,6 +153,12 @@ def main() -> None:
     print(f"  silence rule: {rule_s:7.3f} s, {rule_rows:>7} feature rows")
     print(f"  naive:        {naive_s:7.3f} s, {naive_rows:>7} feature rows")
     print(f"time_jump_speedup_vs_naive: {naive_s / rule_s:.0f}x")
+    print("gap flood: 1 h of EDA with 20 gap messages per second, per EDA message:")
+    index_worst, index_total = _gap_flood(naive=False)
+    naive_worst, naive_total = _gap_flood(naive=True)
+    print(f"  gap index:  worst {index_worst * 1e3:8.2f} ms, total {index_total:7.2f} s")
+    print(f"  every gap:  worst {naive_worst * 1e3:8.2f} ms, total {naive_total:7.2f} s")
+    print(f"gap_flood_speedup_vs_naive: {naive_total / index_total:.0f}x")
 
 
 if __name__ == "__main__":

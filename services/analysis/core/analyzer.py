@@ -123,6 +123,14 @@ class SessionAnalyzer:
         self._entries: list[_Pending] = []  # sorted by key
         self._markers: list[MarkerInput] = []
         self._gaps: list[GapInput] = []
+        # ``_gaps`` merged per (stream, device) into sorted disjoint closed intervals (starts,
+        # ends), so that ``_in_gap`` costs O(log n) however many gaps a publisher sends; rebuilt
+        # from ``_gaps`` whenever ``_gaps_built`` lags ``_gaps_version``. Gaps whose end lies
+        # before their start are kept apart and matched as given.
+        self._gap_index: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+        self._reversed_gaps: list[GapInput] = []
+        self._gaps_version = 0
+        self._gaps_built = -1
         self._eda: dict[str, EdaProcessor] = {}
         self._hr: dict[str, HrProcessor] = {}
         self._rr: dict[str, RrProcessor] = {}
@@ -152,6 +160,10 @@ class SessionAnalyzer:
             bisect.insort(self._markers, item, key=lambda m: m.time)
         else:
             self._gaps.append(item)
+            self._gaps_version += 1
+            if self._gaps_built == self._gaps_version - 1:
+                self._index_gap(item)
+                self._gaps_built = self._gaps_version
         return []
 
     def finish(self) -> list[Event]:
@@ -268,13 +280,45 @@ class SessionAnalyzer:
                 p.compact()
         return out
 
+    def _index_gap(self, g: GapInput) -> None:
+        """Merge ``g`` into the gap index: a gap covers second ``k`` when ``start < k`` and
+        ``end > k - 1``, i.e. when ``[start, end]`` meets ``(k - 1, k)``, so merging closed
+        intervals that overlap or touch answers every query as the gaps one by one would."""
+        s, e = g.start, g.end
+        if not e >= s:  # (also NaN)
+            self._reversed_gaps.append(g)
+            return
+        key = (g.stream, g.device)
+        entry = self._gap_index.get(key)
+        if entry is None:
+            entry = self._gap_index[key] = ([], [])
+        starts, ends = entry
+        lo = bisect.bisect_left(ends, s)  # first interval ending at or after s
+        hi = bisect.bisect_right(starts, e)  # intervals before hi start at or before e
+        if lo < hi:
+            s = min(s, starts[lo])
+            e = max(e, ends[hi - 1])
+        starts[lo:hi] = [s]
+        ends[lo:hi] = [e]
+
     def _in_gap(self, stream: str, device: str, k: int) -> bool:
         if not self._gaps:
             return False
-        return any(
-            g.stream == stream and g.device == device and g.start < k and g.end > k - 1
-            for g in self._gaps
-        )
+        if self._gaps_built != self._gaps_version:
+            self._gap_index = {}
+            self._reversed_gaps = []
+            for g in self._gaps:
+                self._index_gap(g)
+            self._gaps_built = self._gaps_version
+        for g in self._reversed_gaps:
+            if g.stream == stream and g.device == device and g.start < k and g.end > k - 1:
+                return True
+        entry = self._gap_index.get((stream, device))
+        if entry is None:
+            return False
+        starts, ends = entry
+        i = bisect.bisect_left(starts, k) - 1  # the last interval starting before k
+        return i >= 0 and ends[i] > k - 1
 
     @staticmethod
     def _pick(ticks: dict[str, _T]) -> _T:
@@ -309,7 +353,10 @@ class SessionAnalyzer:
             self._take_markers(k)
         gaps = self._gaps
         if gaps and k % 60 == 0:
-            gaps = self._gaps = [g for g in gaps if g.end > k - 3600]
+            kept = [g for g in gaps if g.end > k - 3600]
+            if len(kept) != len(gaps):
+                gaps = self._gaps = kept
+                self._gaps_version += 1
         quality: dict[str, str] = {}
         # (rare: the device also streams acceleration)
         moving = self._motion(k, gaps, quality) if self._acc else _NOBODY
