@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -176,3 +177,30 @@ def test_view_reports_a_release_before_its_arousal_closes_and_collects_markers()
     assert screen.getvalue().endswith("   33:20  MARKER  after the end\n")
     assert view.result.markers == [(650.0, "tears"), (2000.0, "after the end")]
     assert view.result.episodes == [release, arousal]
+
+
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    argv = [*_demo(out)]
+    argv[argv.index("max")] = "60"
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # the live view is running: a row with the warm-up notice
+            seen.append(line)
+            if "learning baseline" in line:
+                break
+        assert seen, "the demo printed nothing"
+        assert "learning baseline" in seen[-1], "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "\nsummary: " in rest
+    assert "received signal 2, stopping" in (out / "demo.log").read_text()
+    assert (out / "sim-1" / "summary.json").exists()
