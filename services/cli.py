@@ -16,9 +16,8 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.analysis import params
 from services.cliconfig import (
@@ -60,10 +59,31 @@ __all__ = ["EXIT_STUCK", "CliError", "build_parser", "main", "run_analysis", "ve
 
 def version() -> str:
     """The installed Rekindle's version (``unknown`` when run from a tree never installed)."""
+    from importlib import metadata  # noqa: PLC0415 (~60-190 ms: only for --version)
+
     try:
         return metadata.version("rekindle")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for (reading the package metadata costs more
+    than a whole ``analyze`` start otherwise)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:  # noqa: ARG002
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        _namespace: argparse.Namespace,
+        _values: object,
+        _option_string: str | None = None,
+    ) -> None:
+        print(f"rekindle {version()}")
+        parser.exit()
 
 
 def add_mqtt(parser: argparse.ArgumentParser) -> None:
@@ -505,7 +525,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         f"> default; the default site is {DEFAULT_SITE!r}. Exit codes: 0 ok, 1 runtime error, "
         "2 usage or configuration error. See docs/cli.md.",
     )
-    parser.add_argument("--version", action="version", version=f"rekindle {version()}")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     add_setting(parser, "log_level")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
