@@ -12,6 +12,11 @@ wall seconds and CPU seconds (user + sys of the child) are printed per session-h
 ratio before/after and whether the two arms wrote identical ``episodes.csv``/``features.csv``
 (they differ legitimately when a later commit changed the outputs).
 
+In-process, the same tree: the naive row-by-row E4 reader (the pre-numpy code, kept below as
+the naive arm: per-row ``float()`` parsing, list-based chunking) against the numpy reader, each
+followed by the same analysis and CSV outputs; this isolates what the readers changed from
+what other commits added to ``analyze`` since ``--before``.
+
 ``--batch DIR`` also analyses every recording folder under DIR with ``--jobs 1`` and ``--jobs
 N`` (after arm only) and prints wall and CPU per session-hour and the speed-up.
 
@@ -22,8 +27,11 @@ Run: ``.venv/bin/python -m benchmarks.offline_analyze [--repeat 5] [--batch
 from __future__ import annotations
 
 import argparse
+import gzip
+import heapq
 import io
 import json
+import math
 import os
 import resource
 import statistics
@@ -32,11 +40,101 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from services import contract
+from services.analysis.offline import run_pipeline, write_outputs
+from services.ingest.sources import e4
+from services.ingest.sources.base import Chunk, irregular_chunks, open_source
 
 REPO = Path(__file__).resolve().parent.parent
 S02 = REPO / "tests/fixtures/stress_predict_e4/Raw_data/S02"
 HOUR = 3600.0
+
+
+# --- the naive arm: the row-by-row E4 reader as it was before the numpy readers -------------
+
+
+def _naive_lines(path: Path) -> list[str]:
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return fh.read().splitlines()
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _naive_floats(text: str, width: int) -> list[float]:
+    return [float(p.strip()) for p in text.split(",")[:width]]
+
+
+def _naive_regular_chunks(stream: str, t0: float, fs: float, values: list[Any]) -> Iterator[Chunk]:
+    per = max(1, math.floor(fs * 1.0))
+    low, high = contract.PHYSICAL_RANGE[stream]  # type: ignore[index]
+    for start in range(0, len(values), per):
+        part = values[start : start + per]
+        if stream == "acc":
+            ok = [all(low <= c <= high for c in v) for v in part]
+        else:
+            ok = [low <= v <= high for v in part]
+        if all(ok):
+            yield Chunk(stream, "e4", tuple(part), t0 + start / fs, fs)  # type: ignore[arg-type]
+        elif any(ok):
+            times = tuple(t0 + (start + i) / fs for i, good in enumerate(ok) if good)
+            kept = tuple(v for v, good in zip(part, ok, strict=True) if good)
+            yield Chunk(stream, "e4", kept, t=times)  # type: ignore[arg-type]
+
+
+def naive_e4_chunks(folder: Path) -> Iterator[Chunk]:
+    """The old reader of an E4 folder: every row parsed in Python."""
+    streams: list[Iterator[Chunk]] = []
+    for stem, (stream, scale) in e4.REGULAR_FILES.items():
+        path = next(
+            (folder / n for n in (f"{stem}.csv", f"{stem}.csv.gz") if (folder / n).is_file()), None
+        )
+        if path is None:
+            continue
+        lines = _naive_lines(path)
+        width = 3 if stream == "acc" else 1
+        t0, fs = _naive_floats(lines[0], 1)[0], _naive_floats(lines[1], 1)[0]
+        rows = [_naive_floats(ln, width) for ln in lines[2:] if ln.strip()]
+        values: list[Any] = (
+            [(r[0] * scale, r[1] * scale, r[2] * scale) for r in rows]
+            if stream == "acc"
+            else [r[0] * scale for r in rows]
+        )
+        streams.append(_naive_regular_chunks(stream, t0, fs, values))
+    ibi = _naive_lines(folder / "IBI.csv")
+    t0 = _naive_floats(ibi[0], 1)[0]
+    pairs = [_naive_floats(ln, 2) for ln in ibi[1:] if ln.strip()]
+    streams.append(
+        irregular_chunks("rr", "e4", [t0 + a for a, _ in pairs], [b * 1000.0 for _, b in pairs])
+    )
+    tags = sorted(
+        float(ln) for p in folder.glob("tags*.csv") for ln in _naive_lines(p) if ln.strip()
+    )
+    if tags:
+        streams.append(irregular_chunks("marker", "e4", tags, ["e4_tag"] * len(tags), seconds=1e-9))
+    return heapq.merge(*streams, key=lambda c: c.start)
+
+
+def in_process(repeat: int, out: Path) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds of read + analyse + CSV outputs of S02, per arm."""
+    arms: dict[str, Callable[[], Iterator[Chunk]]] = {
+        "naive row reader": lambda: naive_e4_chunks(S02),
+        "numpy reader": lambda: open_source(S02),
+    }
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
+    for _ in range(repeat):
+        for name, chunks in arms.items():
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            result = run_pipeline(chunks(), "S02")
+            write_outputs(result, out / name.replace(" ", "-"))
+            runs[name].append((time.perf_counter() - wall0, time.process_time() - cpu0))
+    return {
+        name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r))
+        for name, r in runs.items()
+    }
 
 
 def child_cpu() -> float:
@@ -115,6 +213,18 @@ def main() -> int:
         print(f"  identical episodes.csv and features.csv: {'yes' if same else 'no'}")
         met = "met" if med["after"][0] <= 1.0 else "NOT met"
         print(f"  target <= 1 s wall per session-hour: {met}")
+        figures_in = in_process(args.repeat, tmp / "in-process")
+        print("in-process, this tree (read + analyse + CSV outputs, no interpreter start):")
+        for name, (wall, cpu) in figures_in.items():
+            print(
+                f"  {name:<22} wall {wall / hours:6.2f} s/session-hour   "
+                f"CPU {cpu / hours:6.2f} s/session-hour"
+            )
+        naive, fast = figures_in["naive row reader"], figures_in["numpy reader"]
+        print(
+            f"  ratio naive/numpy:     wall {naive[0] / fast[0]:.1f}x"
+            f"             CPU {naive[1] / fast[1]:.1f}x"
+        )
         if args.batch is not None:
             sources = sorted(p for p in args.batch.iterdir() if p.is_dir())
             runs = {}
