@@ -137,6 +137,24 @@ def in_process(repeat: int, out: Path) -> dict[str, tuple[float, float]]:
     }
 
 
+def _spin(seconds: float) -> int:
+    count, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        count += 1
+    return count
+
+
+def parallel_capacity(jobs: int, seconds: float = 2.0) -> float:
+    """Work ``jobs`` spinning processes do together, relative to one alone: what ``--jobs``
+    can gain on this machine now (2.0 on two free cores; less when they are shared)."""
+    import multiprocessing  # noqa: PLC0415
+
+    alone = _spin(seconds)
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        together = sum(pool.map(_spin, [seconds] * jobs))
+    return together / alone
+
+
 def child_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -240,6 +258,11 @@ def main() -> int:
                 )
             print(
                 f"  speed-up --jobs {args.jobs} vs 1: {runs[1][0] / runs[args.jobs][0]:.2f}x wall"
+            )
+            capacity = parallel_capacity(args.jobs)
+            print(
+                f"  (this machine now: {args.jobs} spinning processes do {capacity:.2f}x the work "
+                "of one, the most --jobs can gain here)"
             )
     return 0
 
