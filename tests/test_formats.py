@@ -276,3 +276,26 @@ def test_read_lists_formats_and_describes_a_recording(
     assert "eda     csv               40 samples" in out
     assert main(["read", str(tmp_path / "nothing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_analyze_csv_with_column_flags_and_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "lab.csv"
+    rows = ["Zeit,EDA,mood"] + [f"{i / 4},{0.3 + 0.001 * i},calm" for i in range(4 * 600)]
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["analyze", str(path), "--out", str(out), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'Zeit' is not a stream" in err
+    assert "Traceback" not in err
+    flags = ["--column", "Zeit=time", "--column", "EDA=eda:uS", "--column", "mood=ignore"]
+    assert main(["analyze", str(path), "--out", str(out), "--no-plots", *flags]) == 2
+    assert "--start" in capsys.readouterr().err  # relative times need the start
+    argv = ["analyze", str(path), "--out", str(out), "--no-plots", *flags, "--start", str(T0)]
+    assert main(argv) == 0
+    summary = json.loads((out / "lab" / "summary.json").read_text())
+    assert summary["start"] == T0
+    assert summary["samples"] == 4 * 600
+    assert main(["read", str(path), *flags, "--start", str(T0)]) == 0
+    assert "eda     csv             2400 samples" in capsys.readouterr().out
