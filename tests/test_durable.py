@@ -185,13 +185,17 @@ def test_analysis_sigkilled_mid_session_loses_and_duplicates_nothing(
     first.kill()
     killed_at = counts(influxd, db, session)[0]
     assert killed_at < samples, "the session was complete before the kill: nothing tested"
+    restarted = time.monotonic()
     second = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "second")
     try:
+        wait_for(lambda: counts(influxd, db, session)[0] > killed_at, "storing again", second)
+        recovered = time.monotonic() - restarted
         wait_for(published.is_set, "the publisher finished", second)
         publisher.join(30)
         wait_for(lambda: counts(influxd, db, session)[2] == 1, "the session's end stored", second)
     finally:
         assert second.terminate() == 0, second.text()[-3000:]
+    print(f"analysis SIGKILL: storing again {recovered:.1f} s after the restart")
     assert counts(influxd, db, session) == (samples, features, 1)
     assert stored_episodes(influxd, db, session) == episodes
     assert "restored 1 open session" in second.text()
@@ -219,6 +223,7 @@ def test_analysis_sigkilled_while_influxdb_is_away_loses_nothing(
     first.kill()
     restarted = InfluxD.start(influx_dir, port=port)
     try:
+        started = time.monotonic()
         second = AnalysisProcess(mqtt_broker, restarted.url, db, tmp_path, "second")
         try:
             wait_for(published.is_set, "the publisher finished", second)
@@ -227,6 +232,10 @@ def test_analysis_sigkilled_while_influxdb_is_away_loses_nothing(
                 lambda: counts(restarted, db, session)[2] == 1, "the session's end stored", second
             )
             wait_for(lambda: not wal.exists(), "the write-ahead log replayed", second)
+            print(
+                "analysis SIGKILL with InfluxDB away: session complete in InfluxDB "
+                f"{time.monotonic() - started:.1f} s after the restart"
+            )
         finally:
             assert second.terminate() == 0, second.text()[-3000:]
         assert counts(restarted, db, session) == (samples, features, 1)

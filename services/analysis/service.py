@@ -189,6 +189,7 @@ class AnalysisService:
         heartbeat_path: Path | None = None,
         commit_interval_s: float = 0.25,
         ack_batch: int = 16,
+        idle_commit_s: float = 0.005,
         gap_wait_s: float = 10.0,
     ) -> None:
         self.mqtt_settings = mqtt_settings
@@ -203,6 +204,8 @@ class AnalysisService:
         self.heartbeat_path = heartbeat_path
         self.commit_interval_s = commit_interval_s
         self.ack_batch = ack_batch
+        self.idle_commit_s = idle_commit_s
+        self._stalled = False  # the last commit could not make its messages durable
         self._pending: list[_Inbound] = []
         self._pending_since = 0.0
         self._connection = 0
@@ -618,12 +621,20 @@ class AnalysisService:
         while True:
             try:
                 self._beat()
+                # Holding unacknowledged messages, wait only briefly: the broker may be waiting
+                # for our acknowledgements (mosquitto sends at most max_inflight_messages
+                # unacknowledged ones, amqtt one at a time), so nothing arriving means commit.
+                wait = self.idle_commit_s if self._pending and not self._stalled else 0.2
                 try:
-                    item = self._inbox.get(timeout=0.2)
+                    item = self._inbox.get(timeout=wait)
                 except queue.Empty:
+                    if self._pending and not self._stalled:
+                        self._stalled = not self._commit()
+                        continue
                     self._expire_idle_sessions()
                     self._give_up_gaps()
-                    if self._commit():
+                    self._stalled = not self._commit()
+                    if not self._stalled:
                         self.writer.flush(block=False)  # the write-ahead log, once InfluxDB is back
                         if not self._pending:
                             self._idle.set()
@@ -634,14 +645,13 @@ class AnalysisService:
                     self._pending_since = time.monotonic()
                 self._pending.append(item)
                 self.process(item.topic, item.payload, item.received, retained=item.retained)
-                # Commit when the broker has nothing more for us right now and we hold a
-                # window's worth (mosquitto sends at most max_inflight_messages, default 20,
-                # unacknowledged messages), or when the oldest unacknowledged message waited
-                # commit_interval_s.
+                # Commit at once when the broker has nothing more for us right now and we hold
+                # a window's worth, or when the oldest unacknowledged message waited
+                # commit_interval_s (a continuous stream).
                 if (
                     self._inbox.empty() and len(self._pending) >= self.ack_batch
                 ) or time.monotonic() - self._pending_since >= self.commit_interval_s:
-                    self._commit()
+                    self._stalled = not self._commit()
             except Exception:
                 # (process() never raises; this is flushing, checkpoints, expiry)
                 log.exception("analysis worker: unexpected error between messages; going on")

@@ -66,7 +66,7 @@ class Publisher:
         spool: Path | None = None,
         ack_window: int | None = None,
         resend_after_s: float = 3.0,
-        first_ack_timeout_s: float = 20.0,
+        first_ack_timeout_s: float = 10.0,
     ) -> None:
         contract.topic_for(site, session, "status", device)  # validates the ids early
         self.settings = settings
