@@ -104,6 +104,7 @@ class Publisher:
         self._last_progress = time.monotonic()
         self._resend_wanted = False
         self._ever_connected = False
+        self._first_ack_due = time.monotonic() + first_ack_timeout_s  # reset by start()
         self._client = make_client(settings, client_id)
         self._client.max_queued_messages_set(0)
         self._client.max_inflight_messages_set(100)
@@ -186,6 +187,7 @@ class Publisher:
     def start(self) -> Publisher:
         """Connect. Without a spool an unreachable broker is an error; with one, publishing
         starts into the spool and the client keeps trying to connect in the background."""
+        self._first_ack_due = time.monotonic() + self.first_ack_timeout_s
         try:
             self._client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
         except OSError as exc:
@@ -265,13 +267,12 @@ class Publisher:
 
     def _await_window(self) -> None:
         """Block while ``ack_window`` messages are unconfirmed (resending when due)."""
-        since = time.monotonic()
         while True:
             self._maybe_resend()
             with self._ack_cond:
                 if not self._e2e or len(self._unconfirmed) < (self.ack_window or 0):
                     return
-                if self._acks_seen == 0 and time.monotonic() - since > self.first_ack_timeout_s:
+                if self._acks_seen == 0 and time.monotonic() > self._first_ack_due:
                     self._give_up_e2e()
                     return
                 self._ack_cond.wait(0.2)
@@ -380,13 +381,12 @@ class Publisher:
         if self._connected.is_set():
             self._send_spool()
         self._drain(0, timeout)
-        since = time.monotonic()
         while self._e2e:
             self._maybe_resend()
             with self._ack_cond:
                 if not self._unconfirmed and self._statuses_confirmed():
                     return
-                if self._acks_seen == 0 and time.monotonic() - since > self.first_ack_timeout_s:
+                if self._acks_seen == 0 and time.monotonic() > self._first_ack_due:
                     self._give_up_e2e()
                     return
                 if time.monotonic() > deadline:

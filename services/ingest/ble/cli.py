@@ -99,6 +99,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="file that keeps messages while the broker is away, also across "
         "restarts (default: memory only)",
     )
+    ingest.add_argument(
+        "--window",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="keep up to N messages the analysis service has not acknowledged end to end "
+        "(out/ack) and resend them after a broker restart; 0: broker acknowledgements only "
+        "(default 2000)",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     ble = subparsers.add_parser("ble", help="BLE debugging tools")
@@ -173,7 +182,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
 async def _ingest(
     args: argparse.Namespace, specs: list[DeviceSpec], settings: MqttSettings
 ) -> None:
-    publisher = Publisher(settings, args.site, args.session, spool=args.spool)
+    publisher = Publisher(
+        settings,
+        args.site,
+        args.session,
+        spool=args.spool,
+        ack_window=max(args.window, 0) or None,
+    )
     await asyncio.to_thread(publisher.start)
     manager = DeviceManager(
         publisher,
