@@ -665,22 +665,27 @@ def test_mosquitto_acl(secured_broker: int) -> None:
         assert ingest.ok()
         assert monitor.ok()
         analysis.subscribe("rekindle/v1/#")
+        ingest.subscribe("rekindle/v1/clinic/S1/out/ack")  # end-to-end acknowledgement
         ingest.publish("rekindle/v1/clinic/S1/hr")
         ingest.publish("rekindle/v1/clinic/S1/status/h10")
         ingest.publish("rekindle/v1/clinic/S1/out/episode")  # denied
         monitor.publish("rekindle/v1/clinic/S1/marker")  # denied
         analysis.publish("rekindle/v1/clinic/S1/out/features")
+        analysis.publish("rekindle/v1/clinic/S1/out/ack")
         ingest.publish("rekindle/v1/clinic/S1/eda")  # sent last: everything before has arrived
         wait_until(
             lambda: any(t.endswith("/eda") for t, _ in analysis.received), "the last message"
         )
+        wait_until(lambda: bool(ingest.received), "the acknowledgement at ingest")
         topics = [t for t, _ in analysis.received]
         assert topics == [
             "rekindle/v1/clinic/S1/hr",
             "rekindle/v1/clinic/S1/status/h10",
             "rekindle/v1/clinic/S1/out/features",
+            "rekindle/v1/clinic/S1/out/ack",
             "rekindle/v1/clinic/S1/eda",
         ]
+        assert [t for t, _ in ingest.received] == ["rekindle/v1/clinic/S1/out/ack"]
     finally:
         for client in (analysis, ingest, monitor):
             client.close()
