@@ -165,7 +165,11 @@ def run_compiled(repeat: int) -> float:
         env = {**os.environ, "PYTHONPATH": tmp}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--streaming-only", "--compiled"]
         proc = subprocess.run(
-            [*cmd, "--repeat", str(repeat)], cwd=tmp, env=env, capture_output=True, text=True,
+            [*cmd, "--repeat", str(repeat)],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
             check=False,
         )
         if proc.returncode != 0:
@@ -191,8 +195,7 @@ def measure(args: argparse.Namespace) -> tuple[float, float, int]:
     replay_cfg = AnalysisConfig(lateness_s=120.0)
     replay = min(run_streaming(data, 60.0, replay_cfg) for _ in range(args.repeat))
     print(
-        f"streaming live (1-s batches):    {live[0]:.3f} CPU-s per session-hour "
-        f"({live[2]} events)"
+        f"streaming live (1-s batches):    {live[0]:.3f} CPU-s per session-hour ({live[2]} events)"
     )
     print(f"streaming replay (60-s batches): {replay[0]:.3f} CPU-s per session-hour")
     return live[0], replay[0], live[1]
@@ -220,8 +223,10 @@ def main() -> None:
 
     naive = run_naive(data, args.naive_seconds)
     naive_hour = naive * HOUR / args.naive_seconds
-    how = "measured" if args.naive_seconds >= HOUR else (
-        f"measured on {args.naive_seconds} recomputations, extrapolated"
+    how = (
+        "measured"
+        if args.naive_seconds >= HOUR
+        else (f"measured on {args.naive_seconds} recomputations, extrapolated")
     )
     print(
         "naive NeuroKit2 (eda_process + hrv_time on trailing 60 s, every second): "

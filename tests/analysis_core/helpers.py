@@ -42,8 +42,15 @@ def comparable(events: Sequence[Event]) -> list[object]:
         elif isinstance(e, FeatureRow):
             out.append(
                 (
-                    e.time, e.hr, e.rmssd, e.eda_tonic, e.eda_phasic, e.scr_rate, e.arousal_index,
-                    tuple(sorted(e.contributions.items())), tuple(sorted(e.quality.items())),
+                    e.time,
+                    e.hr,
+                    e.rmssd,
+                    e.eda_tonic,
+                    e.eda_phasic,
+                    e.scr_rate,
+                    e.arousal_index,
+                    tuple(sorted(e.contributions.items())),
+                    tuple(sorted(e.quality.items())),
                 )
             )
         else:

@@ -122,9 +122,7 @@ def make_session(
         bt += rr / 1000.0
         beats.append(T0 + bt)
         rrs.append(rr)
-    return Session(
-        eda_t, eda, hr_t, hr, np.array(beats), np.array(rrs), tuple(episodes), duration
-    )
+    return Session(eda_t, eda, hr_t, hr, np.array(beats), np.array(rrs), tuple(episodes), duration)
 
 
 def one_second_batches(session: Session, device: str = "sim") -> Iterator[SampleBatch]:

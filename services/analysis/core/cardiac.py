@@ -275,4 +275,3 @@ class RrProcessor:
         frac = self._n_art / len(ev) if ev else 0.0
         state: QualityState = "degraded" if frac > RR_ARTEFACT_DEGRADED else "good"
         return RrTick(60000.0 / mean_rr, rmssd, state)
-
