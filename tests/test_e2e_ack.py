@@ -5,6 +5,8 @@ sample exactly once and gives the offline episodes."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +17,9 @@ import pytest
 from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from services.analysis.service import AnalysisService
 from services.ingest.publisher import Publisher
-from services.ingest.record import Recorder
 from services.ingest.replay import ReplayStats, replay
 from services.ingest.sources.base import Chunk
+from services.ingest.sources.recording import read_recording
 from services.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 from tests.test_durable import counts, expected, session_chunks, stored_episodes
@@ -82,20 +84,43 @@ def test_replay_at_max_through_default_mosquitto_stores_everything_once(
     samples, features, episodes = expected(chunks)
     service = analysis(default_broker, influxd, db, tmp_path).start()
     recording = tmp_path / "d1.jsonl.gz"
-    recorder = Recorder(MqttSettings.from_url(default_broker.url), SITE, session, recording)
-    recorder.start()
+    # `rekindle record` as its own process, as a clinic or lab runs it (in this process its
+    # network thread would compete with the publisher and the analysis for the interpreter)
+    record = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "record",
+            "--site",
+            SITE,
+            "--session",
+            session,
+            "--mqtt",
+            default_broker.url,
+            "--out",
+            str(recording),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     result: list[ReplayStats] = []
     try:
+        assert record.stdout is not None
+        assert record.stdout.readline().startswith(f"recording {SITE}/{session}")  # subscribed
         thread, publishers = replay_in_thread(default_broker, session, chunks, result)
         thread.join(DEADLINE_S)
         assert result, "the replay did not finish"
         assert service.wait_sessions_finished(1, timeout=DEADLINE_S)
-        assert recorder.done.wait(DEADLINE_S), "the recorder never saw the end"
+        out, err = record.communicate(timeout=DEADLINE_S)  # it ends at the session's end
     finally:
         service.stop()
-        recorder.stop()
-    assert not recorder.missing(), recorder.missing().describe()
-    assert recorder.writer.count == len(chunks)  # the recording of the session is complete
+        if record.poll() is None:
+            record.kill()
+    assert record.returncode == 0, err  # exit 1 would name what it knows it missed
+    assert "session complete" in out
+    assert sum(1 for _ in read_recording(recording)) == len(chunks)  # the recording is complete
     assert counts(influxd, db, session) == (samples, features, 1)
     assert stored_episodes(influxd, db, session) == episodes
     assert (service.stats.gaps, service.stats.missing_seq) == (0, 0)

@@ -8,6 +8,7 @@ after ``end`` every seq and ``n`` below are accounted for. Resent duplicates are
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,10 @@ class Recorder:
         self._online: set[str] = set()
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self._inbox: queue.SimpleQueue[tuple[str, bytes, bool] | None] = queue.SimpleQueue()
+        self._writer_thread = threading.Thread(
+            target=self._drain, name=f"record-{session}", daemon=True
+        )
         self._client = make_client(settings)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
@@ -88,16 +93,29 @@ class Recorder:
         self._subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        # The transport callback only enqueues (paho acknowledges the message when it returns):
+        # decoding and writing happen on the writer thread, so the broker never queues for a
+        # recorder that is busy writing, and a default broker (1,000 queued messages per client)
+        # drops nothing for it while the publisher's window paces the session for the analysis.
+        self._inbox.put((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def _drain(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            self._handle(*item)
+
+    def _handle(self, topic: str, payload: bytes, retain: bool) -> None:
         try:
-            payload = bytes(msg.payload)
-            decoded = contract.decode(msg.topic, payload)
+            decoded = contract.decode(topic, payload)
         except contract.ContractError as exc:
             self.rejected += 1
-            log.warning("not recorded, invalid message on %s: %s", msg.topic, exc)
+            log.warning("not recorded, invalid message on %s: %s", topic, exc)
             return
         with self._lock:
             if isinstance(decoded, contract.StatusMessage):
-                if decoded.sent is not None and not msg.retain:
+                if decoded.sent is not None and not retain:
                     self._announced[decoded.run] = decoded.sent
                 if decoded.state == "online":
                     self._online.add(decoded.device)
@@ -131,15 +149,19 @@ class Recorder:
             self._client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
         except OSError as exc:
             raise PublishError(self.settings.url, f"cannot connect: {exc}") from exc
+        self._writer_thread.start()
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             self._client.loop_stop()
+            self._inbox.put(None)
             raise PublishError(self.settings.url, "subscription not acknowledged in time")
         return self
 
     def stop(self) -> int:
         self._client.disconnect()
         self._client.loop_stop()
+        self._inbox.put(None)  # after everything received: written before the file is closed
+        self._writer_thread.join()
         with self._lock:
             self.writer.close()
         log.info("recorded %d messages to %s", self.writer.count, self.writer.path)
