@@ -56,7 +56,8 @@ REPEAT_INTERVAL: Final = "15m"
 FOLDER: Final = "Rekindle alerts"
 GROUP: Final = "rekindle-sessions"
 EVALUATION_INTERVAL: Final = "10s"
-AROUSAL_HOLD_S: Final = 60
+#: As long as an arousal episode needs to be confirmed (``min_episode_s``).
+AROUSAL_HOLD_S: Final = 30
 SIGNAL_LOST_S: Final = 30
 NO_DATA_S: Final = 60
 NO_DATA_BUCKET_S: Final = 10
@@ -74,7 +75,7 @@ SIGNAL_LOST_QUERY: Final = (
     'GROUP BY "site", "session", "stream"'
 )
 NO_DATA_QUERY: Final = (
-    f'SELECT moving_average(count("arousal_index"), {NO_DATA_S // NO_DATA_BUCKET_S}) '
+    f'SELECT moving_average(count("streams"), {NO_DATA_S // NO_DATA_BUCKET_S}) '
     '+ cumulative_sum(count("ended")) AS "rows" '
     f'FROM "features" WHERE $timeFilter GROUP BY time({NO_DATA_BUCKET_S}s), "site", "session" '
     "fill(0)"

@@ -10,9 +10,11 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.influxql import DATASOURCE, SESSION_FILTER, InfluxAnnotation, InfluxQL
 
-#: Arousal index levels: below WATCH is calm, at or above ALERT is high arousal (alert rule too).
-AROUSAL_WATCH = 50.0
-AROUSAL_ALERT = 70.0
+#: Arousal index levels (the index measures the EDA rise against the preceding minutes; 50 = the
+#: rise an episode needs): below WATCH (the episode exit threshold) is calm, at or above ALERT (the
+#: enter threshold) is an arousal surge (the alert rule too).
+AROUSAL_WATCH = 30.0
+AROUSAL_ALERT = 50.0
 
 #: Quality codes stored by the analysis service (``quality.code``).
 QUALITY_MAPPINGS: list[dm.ValueMapping] = [

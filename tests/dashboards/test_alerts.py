@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from dashboards import alerts
+from dashboards.panels import AROUSAL_ALERT
 from dashboards.influxql import DATASOURCE_UID
 from services.ingest.sources.base import open_source
 from tests.conftest import EDA_OFF_SKIN, S02, fixture_path, recording_start
@@ -86,7 +87,9 @@ def test_arousal_high_fires_exactly_when_the_index_stayed_above_threshold(
             f" AND time <= {round(now * 1000)}ms",
             dashboard_data.db,
         )
-        expected = bool(rows) and all(r[1] > 70 for r in rows[0]["values"] if r[1] is not None)
+        expected = bool(rows) and all(
+            r[1] > AROUSAL_ALERT for r in rows[0]["values"] if r[1] is not None
+        )
         state = evaluate(influxd, dashboard_data.db, rule, now)
         assert state.get(key, False) == expected, now
         seen.add(expected)
