@@ -626,8 +626,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("mark", help="put a clinician marker on a session's timeline")
     p.add_argument(
         "text",
-        help="what happened: 'dose given', 'tears', 'music changed', "
-        "'baseline_start', 'baseline_end', ...",
+        help="what happened: 'dose given', 'tears', 'music changed', ...",
     )
     p.add_argument("--session", required=True, help="pseudonymous session id")
     add_site(p)

@@ -190,7 +190,7 @@ class SampleMessage:
 
 @dataclass(frozen=True, slots=True)
 class MarkerMessage:
-    """Clinician or device event marks ("dose given", "tears", "baseline_start")."""
+    """Clinician or device event marks ("dose given", "tears", "music changed")."""
 
     site: str
     session: str

@@ -13,6 +13,7 @@ marker lines as they happen, in the order the analysis confirms them. Logs go to
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -130,12 +131,14 @@ class LiveView:
 
     def legend(self) -> str:
         cfg = self.config
+        rise_pct = 100 * (math.exp(cfg.eda_rise_ln) - 1)
         return (
-            f"legend: index = arousal 0-100 above this person's own baseline (HR, RMSSD, EDA); "
-            f"AROUSAL episode = index >= {cfg.enter_index:g} for {cfg.min_episode_s:g} s, "
-            f"ends below {cfg.exit_index:g}; RELEASE = recovery after a surge "
-            f"(HR down, RMSSD up, EDA down); MARKER = a note on the timeline (a clinician's "
-            f"mark, an E4 button tag); times are session time mm:ss"
+            "legend: index = arousal 0-100, the rise of skin conductance (EDA) against this "
+            f"person's own preceding minutes (50 = a +{rise_pct:.0f} % rise); AROUSAL episode = "
+            f"index >= {cfg.enter_index:g} for {cfg.min_episode_s:g} s, ends below "
+            f"{cfg.exit_index:g}; RELEASE = recovery after a surge (HR down by "
+            f"{cfg.release_hr_drop_bpm:g} bpm, EDA no longer rising); MARKER = a note on the "
+            "timeline (a clinician's mark, an E4 button tag); times are session time mm:ss"
         )
 
     def header_line(self) -> str:

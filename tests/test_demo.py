@@ -46,8 +46,9 @@ def _check_screen(text: str, out: Path) -> None:
     header = next(line for line in lines if "HR bpm" in line)
     for label in ("session", "done", "HR bpm", "RMSSD ms", "EDA µS", "index", "signal quality"):
         assert label in header, header
-    assert "legend: index = arousal 0-100 above this person's own baseline" in text
-    assert "AROUSAL episode = index >= 50 for 20 s" in text
+    assert "legend: index = arousal 0-100, the rise of skin conductance (EDA) against" in text
+    cfg = AnalysisConfig()
+    assert f"AROUSAL episode = index >= 50 for {cfg.min_episode_s:g} s" in text
     left = [int(n) for n in re.findall(r"learning baseline: (\d+) s left", text)]
     warm = warmup_s(AnalysisConfig())
     assert left, text[:3000]
@@ -138,7 +139,7 @@ def _row(t: float, index: float | None) -> FeatureRow:
 
 
 def test_view_reads_the_warmup_from_the_config() -> None:
-    cfg = AnalysisConfig(settle_s=10.0, baseline_s=90.0, baseline_min_s=30.0)
+    cfg = AnalysisConfig(settle_s=10.0, rise_window_s=90.0)
     assert warmup_s(cfg) != warmup_s(AnalysisConfig())
     screen = io.StringIO()
     view = LiveView(screen, cfg, total_s=1000.0, interval_s=0.0)

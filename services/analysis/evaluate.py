@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import math
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from services.analysis.core import (
     FeatureRow,
     SessionAnalyzer,
 )
+from services.analysis.core.arousal import warmup_s as detector_warmup_s
 from services.analysis.errors import AnalysisError
 from services.analysis.params import add_arguments as add_param_arguments
 from services.analysis.params import from_args
@@ -77,8 +77,8 @@ class EvaluationError(AnalysisError):
 
 def warmup_s(cfg: AnalysisConfig) -> float:
     """Seconds from the first sample before the detector can first declare an episode: the
-    scorable range of a recording starts there (the only place this is defined)."""
-    return cfg.settle_s + cfg.baseline_s
+    scorable range of a recording starts there (the detector defines it)."""
+    return detector_warmup_s(cfg)
 
 
 def read_labels(path: Path) -> list[Interval]:
@@ -400,18 +400,18 @@ def to_json(
 
 
 def _run(args: argparse.Namespace) -> int:
+    """The command; errors follow the CLI's one policy (``services.cliconfig.run_command``):
+    unusable labels, phases, recordings or options are usage errors (exit 2)."""
+    from services.cliconfig import UsageError  # noqa: PLC0415
+
     if args.draws < MIN_DRAWS:
-        print(
-            f"rekindle evaluate: --draws must be >= {MIN_DRAWS}, got {args.draws}", file=sys.stderr
-        )
-        return 2
+        raise UsageError(f"--draws must be >= {MIN_DRAWS}, got {args.draws}")
     try:
         params = ScoreParams(pre_s=args.pre, hr_fall_bpm=args.hr_fall)
         config = from_args(args)
         scores = evaluate(args.labels, args.recordings, args.phases, args.subject, config, params)
     except AnalysisError as exc:
-        print(f"rekindle evaluate: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     if args.json:
         out = to_json(scores, draws=args.draws, seed=args.seed, params=params)
         if args.episodes:

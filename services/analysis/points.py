@@ -127,6 +127,9 @@ def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
                 "eda_phasic": ev.eda_phasic,
                 "scr_rate": ev.scr_rate,
                 "arousal_index": ev.arousal_index,
+                # always written: the no-data alert counts rows (the index is absent while
+                # the EDA that leads it is lost or the detector warms up)
+                "streams": sum(1 for q in ev.quality.values() if q != "lost"),
             }
             fields.update({f"contrib_{k}": float(v) for k, v in sorted(ev.contributions.items())})
             out.append(line("features", base, fields, ns))
@@ -168,6 +171,7 @@ def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
                         "signals": ",".join(ev.signals),
                         "recovery_depth": ev.recovery_depth,
                         "recovery_latency_s": ev.recovery_latency,
+                        "confirmed": ev.confirmed,
                         "open": False,
                     },
                     to_ns(ev.onset),
@@ -179,7 +183,12 @@ def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
                 line(
                     "episode",
                     {**base, "kind": ev.kind},
-                    {"onset": ev.onset, "peak_index": ev.peak_index, "open": True},
+                    {
+                        "onset": ev.onset,
+                        "confirmed": ev.confirmed,
+                        "peak_index": ev.peak_index,
+                        "open": True,
+                    },
                     to_ns(ev.onset),
                 )
             )

@@ -37,11 +37,12 @@ if TYPE_CHECKING:
 #: docs/method.md, "What Rekindle's numbers are not" (a test keeps the two equal).
 DISCLAIMER = (
     "The arousal index and the episodes describe changes in autonomic signals (skin "
-    "conductance, heart rate, heart-rate variability) relative to the same person's own baseline "
-    "in the same session. They are not a diagnosis, not a measure of emotion (fear, joy and "
-    "physical effort can look alike), not comparable between people, and not validated as a "
-    "clinical decision tool. A missing episode does not mean nothing happened; an episode does "
-    "not mean something clinically relevant happened. Use them as a prompt to look at the person."
+    "conductance, heart rate, heart-rate variability) relative to the same person's own "
+    "preceding minutes in the same session. They are not a diagnosis, not a measure of emotion "
+    "(fear, joy and physical effort can look alike), not comparable between people, and not "
+    "validated as a clinical decision tool. A missing episode does not mean nothing happened; an "
+    "episode does not mean something clinically relevant happened. Use them as a prompt to look "
+    "at the person."
 )
 QUALITY_COLOURS = {"good": "#4caf50", "degraded": "#ffb300", "lost": "#e53935"}
 EPISODE_COLOURS = {"arousal": "tab:orange", "release": "tab:green"}
@@ -107,13 +108,14 @@ RECOVERY_FEATURE = {"hr": ("hr", 1.0), "rmssd": ("rmssd", -1.0), "eda": ("eda_to
 
 
 def recovery_start(ep: Episode, rows: Sequence[FeatureRow]) -> float:
-    """When a release's recovery began: the own peak of its recovered signal (the earliest, if
-    several), searched between the surge onset and the moment the recovery criterion was first
-    met. The surge peak (``ep.peak``) is when the *index* peaked; a heart-rate surge can keep
-    rising for minutes after it, and shading from there would cover the rise."""
+    """When a release's recovery began: the own peak of its leading signal (the first listed:
+    heart rate, which carries every release; RMSSD is listed when it recovered too), searched
+    between the surge onset and the moment the recovery criterion was first met. The surge peak
+    (``ep.peak``) is when the *index* peaked; a heart-rate surge can keep rising for minutes after
+    it, and shading from there would cover the rise."""
     met = ep.peak + (ep.recovery_latency or 0.0)
     starts = []
-    for signal in ep.signals:
+    for signal in ep.signals[:1]:
         name, sign = RECOVERY_FEATURE.get(signal, ("", 0.0))
         best: tuple[float, float] | None = None
         for r in rows:

@@ -152,6 +152,7 @@ def episode_payload(site: str, session: str, ep: Episode) -> dict[str, object]:
         "signals": list(ep.signals),
         "recovery_depth": ep.recovery_depth,
         "recovery_latency_s": ep.recovery_latency,
+        "confirmed": ep.confirmed,
     }
 
 

@@ -13,7 +13,7 @@ from tests.analysis_core.helpers import comparable, episodes, merge, rows, run, 
 from tests.analysis_core.synth import Session, make_session, one_second_batches
 
 # A short session (baseline shortened so that episodes happen) keeps each example fast.
-CONFIG = AnalysisConfig(baseline_s=120.0, settle_s=30.0, baseline_min_s=60.0)
+CONFIG = AnalysisConfig(settle_s=30.0)
 SHORT = dict(duration=900.0)
 
 
@@ -40,9 +40,7 @@ def test_whole_recording_in_one_batch_per_stream() -> None:
     # Each stream as a single batch: the lateness allowance must cover the whole recording,
     # otherwise the first stream's batch would make the others late.
     s = session()
-    cfg = AnalysisConfig(
-        baseline_s=120.0, settle_s=30.0, baseline_min_s=60.0, lateness_s=s.duration + 1
-    )
+    cfg = AnalysisConfig(settle_s=30.0, lateness_s=s.duration + 1)
     whole = [SampleBatch(name, "sim", t, v) for name, t, v in s.streams()]  # type: ignore[arg-type]
     one_s = run(one_second_batches(s), cfg)
     assert comparable(run(whole, cfg)) == comparable(one_s)
@@ -69,9 +67,7 @@ def test_single_samples() -> None:
 def test_random_batch_sizes(eda_sizes: list[int], hr_sizes: list[int], rr_sizes: list[int]) -> None:
     s = session()
     sizes = {"eda": eda_sizes, "hr": hr_sizes, "rr": rr_sizes}
-    batches = merge(
-        b for name, t, v in s.streams() for b in split(name, "sim", t, v, sizes[name])
-    )
+    batches = merge(b for name, t, v in s.streams() for b in split(name, "sim", t, v, sizes[name]))
     assert comparable(run(batches, CONFIG)) == list(reference())
 
 

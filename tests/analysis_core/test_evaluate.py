@@ -35,6 +35,7 @@ from services.analysis.evaluate import (
     warmup_s,
 )
 from services.analysis.scoring import SubjectScore, pool
+from services.cliconfig import run_command
 
 DATA = Path(__file__).resolve().parent.parent / "fixtures" / "stress_predict_e4"
 LABELS = DATA / "labels_stress_intervals.csv"
@@ -54,10 +55,9 @@ def shared_scores() -> tuple[SubjectScore, ...]:
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="rekindle")
-    register(parser.add_subparsers())
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["evaluate", *argv])
-    code: int = args.func(args)
-    return code
+    return run_command(args)  # the CLI's error and exit-code policy
 
 
 def test_readers() -> None:
@@ -136,7 +136,7 @@ def test_evaluate_gives_the_independently_rescored_figures() -> None:
 def test_scorable_range_follows_the_configured_warm_up() -> None:
     cfg = AnalysisConfig(settle_s=60.0)
     span = recording("S06").span
-    assert scorable_range(span, cfg) == (span[0] + 60.0 + cfg.baseline_s, span[1])
+    assert scorable_range(span, cfg) == (span[0] + 60.0 + cfg.rise_window_s, span[1])
     assert scorable_range((0.0, 100.0), cfg) == (100.0, 100.0)  # shorter than the warm-up
 
 
@@ -179,7 +179,9 @@ def test_cli_json_per_subject_and_overall(capsys: pytest.CaptureFixture[str]) ->
 
 def test_cli_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert run_cli("--labels", str(LABELS), "--recordings", str(tmp_path)) == 2
-    assert "no recording" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("rekindle evaluate: error: ")
+    assert "no recording" in err
     assert run_cli("--labels", str(LABELS), "--recordings", str(DATA), "--draws", "50") == 2
     assert "--draws must be >= 200" in capsys.readouterr().err
     labels = tmp_path / "labels.csv"

@@ -22,7 +22,7 @@ from services.analysis.core import (
 from tests.analysis_core.helpers import episodes, merge, rows, run, split
 from tests.analysis_core.synth import T0, Scripted, make_session
 
-FAST = AnalysisConfig(baseline_s=60.0, baseline_min_s=30.0, settle_s=10.0)
+FAST = AnalysisConfig(settle_s=10.0)
 PROFILE = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # One segment of a signal: a kind and a length in seconds.
@@ -118,7 +118,7 @@ def test_no_episode_on_lost_signal(seed: int, lost_s: int) -> None:
         + split("hr", "w", s.hr_t[keep_hr], s.hr[keep_hr], [1])
         + split("rr", "s", s.rr_t[keep_rr], s.rr[keep_rr], [1])
     )
-    cfg = AnalysisConfig(baseline_s=120.0, baseline_min_s=60.0, settle_s=30.0)
+    cfg = AnalysisConfig(settle_s=30.0)
     events = run(batches, cfg)
     _check(events)
     lost_rows = [r for r in rows(events) if cut_lo + 6 <= r.time < cut_hi]
@@ -139,12 +139,11 @@ def test_markers_gaps_and_late_data_are_handled() -> None:
     keep = (s.hr_t < T0 + 300.0) | (s.hr_t >= T0 + 320.0)
     batches: list[SampleBatch | MarkerInput | GapInput] = list(
         merge(
-            split("eda", "w", s.eda_t, s.eda, [4])
-            + split("hr", "w", s.hr_t[keep], s.hr[keep], [1])
+            split("eda", "w", s.eda_t, s.eda, [4]) + split("hr", "w", s.hr_t[keep], s.hr[keep], [1])
         )
     )
-    batches.insert(100, MarkerInput(T0 + 20.0, "baseline_start"))
-    batches.insert(420, MarkerInput(T0 + 200.0, "baseline_end"))
+    batches.insert(100, MarkerInput(T0 + 20.0, "dose given"))
+    batches.insert(420, MarkerInput(T0 + 200.0, "tears"))
     # the ingest side reports the hole as soon as it knows (before the watermark passes it)
     batches.insert(600, GapInput("hr", "w", T0 + 300.0, T0 + 320.0))
     # a late batch (older than what was already processed) is counted and ignored

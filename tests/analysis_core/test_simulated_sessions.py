@@ -11,7 +11,10 @@ from tests.analysis_core.helpers import episodes, rows, run
 from tests.analysis_core.synth import T0, Scripted, Session, make_session, one_second_batches
 
 SEEDS = [0, 1, 2, 3]
-ONSET_TOLERANCE_S = 10.0
+#: The onset is set back retrospectively along the 60-s average of tonic EDA (docs/method.md):
+#: half that averaging window is its resolution on noisy data (the level-against-baseline
+#: detector that read 1-Hz values had 10 s).
+ONSET_TOLERANCE_S = 30.0
 #: After a scripted episode ends the physiology takes minutes to settle (tonic EDA recovers
 #: with a 120-s time constant); an arousal episode may still be open there.
 SETTLE_AFTER_S = 300.0
@@ -24,7 +27,7 @@ def session(seed: int) -> tuple[Session, list[Event]]:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_every_scripted_episode_found_with_onset_error_within_10s(seed: int) -> None:
+def test_every_scripted_episode_found_with_onset_error_within_30s(seed: int) -> None:
     s, events = session(seed)
     found = episodes(events)
     for sc in s.episodes:
@@ -87,10 +90,9 @@ def test_wrist_like_tonic_that_does_not_recover_still_gives_release_from_hr() ->
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_sustained_arousal_without_recovery_gives_no_release(seed: int) -> None:
-    # A 20-min plateau that never resolves within the session. The reference habituates to the
-    # plateau after ~10 min (which may end the arousal episode), but the signals never came
-    # down: recovery is judged against the pre-surge reference, so no release may be reported
-    # for this surge. (Judged against the habituated reference, HR "recovered" at ~1000 s.)
+    # A 20-min plateau that never resolves within the session: the signals never come down, so
+    # no release may be reported for this surge (HR is compared with its level during the
+    # surge, not with a reference that has meanwhile moved up to the plateau).
     from services.analysis.offline import run_pipeline  # noqa: PLC0415
     from services.ingest.sources.simulator import (  # noqa: PLC0415
         ScriptedEpisode,
@@ -101,10 +103,15 @@ def test_sustained_arousal_without_recovery_gives_no_release(seed: int) -> None:
     script = SimulationScript(1800.0, (ScriptedEpisode(480.0, 1200.0, 1.0, release=False),))
     result = run_pipeline(simulate(script, seed=seed, start_time=T0), "plateau")
     onset = T0 + 480.0
-    # (the simulator's arousal rises over RISE_S = 30 s, so the onset is within that)
-    surge = [e for e in result.episodes if e.kind == "arousal" and abs(e.onset - onset) <= 30]
+    # (the simulator's arousal rises over RISE_S = 30 s and the onset is read from the 60-s EDA
+    # average: within a minute)
+    surge = [e for e in result.episodes if e.kind == "arousal" and abs(e.onset - onset) <= 60]
     assert len(surge) == 1, result.episodes
-    assert surge[0].offset > onset + 480.0  # a sustained episode, not a blip
+    # The episode is the rise (change against the preceding minutes): it ends once the plateau
+    # has become the reference, and the plateau itself raises no further alarm.
+    assert surge[0].offset > onset + 30.0
+    during = [e for e in result.episodes if e.kind == "arousal" and onset + 30 < e.onset]
+    assert during == [], during
     released = [e for e in result.episodes if e.kind == "release" and e.onset == surge[0].onset]
     assert released == [], released
     # Nor may a burst on top of the plateau "recover" to the plateau: a release gives back half
@@ -128,7 +135,7 @@ def test_release_only_after_scripted_releases_not_after_a_slow_fade(seed: int) -
     result = run_pipeline(simulate(script, seed=seed, start_time=T0), "fade")
     for scripted in script.episodes:
         onset = T0 + scripted.onset
-        surges = [e for e in result.episodes if e.kind == "arousal" and abs(e.onset - onset) <= 30]
+        surges = [e for e in result.episodes if e.kind == "arousal" and abs(e.onset - onset) <= 60]
         assert len(surges) == 1, result.episodes
         released = [
             e for e in result.episodes if e.kind == "release" and e.onset == surges[0].onset

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from services.analysis.core import AnalysisConfig, ConfigError, InputError, SampleBatch, Scr
-from services.analysis.core.baseline import Baselines, Input, arousal_index
+from services.analysis.core import (
+    AnalysisConfig,
+    ConfigError,
+    Episode,
+    EpisodeStart,
+    InputError,
+    SampleBatch,
+    Scr,
+)
+from services.analysis.core.arousal import ArousalDetector, warmup_s
 from services.analysis.core.cardiac import RrProcessor
 from services.analysis.core.eda import EdaProcessor
 from tests.analysis_core.helpers import run
@@ -104,47 +113,129 @@ def test_eda_out_of_range_and_steps_mark_quality() -> None:
     assert proc.last_bad_t > 5.0
 
 
-def test_baseline_median_mad_and_marker_range() -> None:
-    cfg = AnalysisConfig(baseline_s=100.0, baseline_min_s=50.0, settle_s=0.0, adapt_window_s=0.0)
-    b = Baselines(cfg)
-    for k in range(100):
-        b.update(k, {"hr": 60.0 + (k % 5), "tonic": None, "scr_rate": None, "ln_rmssd": None})
-    ref = b.reference("hr")
-    assert ref is not None
-    assert ref.final
-    assert ref.median == 62.0
-    assert ref.scale == pytest.approx(max(1.4826 * 1.0, cfg.hr_scale_floor_bpm))
-    # markers: a later baseline range replaces the automatic one once complete
-    b.marker(200.0, "baseline_start")
-    b.marker(300.0, "baseline_end")
-    for k in range(100, 301):
-        b.update(k, {"hr": 80.0 + (k % 3), "tonic": None, "scr_rate": None, "ln_rmssd": None})
-    ref = b.reference("hr")
-    assert ref is not None
-    assert ref.median == 81.0
-    assert b.source == "marker"
-    res = arousal_index(cfg, b, {"hr": 81.0 + 2 * ref.scale})
-    assert res.index == pytest.approx(2 * cfg.points_per_sd)  # one domain present
-    assert res.contributions == {"hr": pytest.approx(2 * cfg.points_per_sd)}
+# --- the detector (arousal.py): known answers on per-second inputs ----------------------------
+
+DET = replace(CFG, settle_s=0.0)
 
 
-def test_index_uses_both_domains_and_caps() -> None:
-    cfg = AnalysisConfig(baseline_s=60.0, baseline_min_s=30.0, settle_s=0.0, adapt_window_s=0.0)
-    b = Baselines(cfg)
-    for k in range(60):
-        b.update(k, {"hr": 60.0 + (k % 2), "tonic": 2.0 + 0.1 * (k % 2), "scr_rate": 1.0,
-                     "ln_rmssd": 3.5})
-    huge = arousal_index(cfg, b, {"hr": 300.0, "tonic": 50.0, "scr_rate": 60.0, "ln_rmssd": 0.0})
-    assert huge.index == 100.0
-    assert sum(huge.contributions.values()) == pytest.approx(100.0)
-    calm = arousal_index(cfg, b, {"hr": 50.0, "tonic": 1.0, "scr_rate": 0.0, "ln_rmssd": 5.0})
-    assert calm.index == 0.0
+def _drive(
+    cfg: AnalysisConfig,
+    tonic: Sequence[float | None],
+    hr: Sequence[float | None] | None = None,
+    degraded: Sequence[bool] | None = None,
+) -> tuple[list[float | None], list[Episode | EpisodeStart]]:
+    det = ArousalDetector(cfg)
+    index: list[float | None] = []
+    events: list[Episode | EpisodeStart] = []
+    for k, v in enumerate(tonic):
+        h = hr[k] if hr is not None else None
+        res = det.step(k, [v, None, h, None], degraded[k] if degraded else False)
+        index.append(res.index)
+        events.extend(res.events)
+    events.extend(det.finish(float(len(tonic) - 1)))
+    return index, events
+
+
+def test_index_is_the_eda_rise_against_the_preceding_minutes() -> None:
+    # 0.5 uS for 5 min, then +35 % (ln 0.3, above the default scale): once the 60-s average has
+    # taken the step in whole and the reference (median of the averages from 150 to 30 s ago) is
+    # still the old level, the index reads 50 x 0.3 / eda_rise_ln; a level held longer than the
+    # window is the new reference, and the index is back at 0.
+    step = 300
+    tonic = [0.5] * step + [0.5 * math.exp(0.3)] * 400
+    index, events = _drive(DET, tonic)
+    assert index[int(warmup_s(DET)) - 1] is None  # warming up
+    assert all(i == 0.0 for i in index[int(warmup_s(DET)) : step])
+    expected = 50.0 * 0.3 / DET.eda_rise_ln
+    assert index[step + 59] == pytest.approx(expected)
+    assert max(i or 0.0 for i in index) == pytest.approx(expected)
+    assert index[-1] == 0.0
+    # one episode, its onset set back to where the averaged level left the reference
+    arousal = [e for e in events if isinstance(e, Episode) and e.kind == "arousal"]
+    assert len(arousal) == 1
+    ep = arousal[0]
+    # the last second at which the rise was still within ONSET_CALM of the reference: the 60-s
+    # average has moved 2/60 of the step by then
+    assert step <= ep.onset <= step + 2
+    assert ep.confirmed is not None
+    assert ep.confirmed - ep.onset >= DET.min_episode_s
+    assert ep.signals == ("eda",)
+    starts = [e for e in events if isinstance(e, EpisodeStart)]
+    assert [(s.onset, s.confirmed) for s in starts] == [(ep.onset, ep.confirmed)]
+
+
+def test_absolute_floor_at_very_low_skin_conductance() -> None:
+    # the same +35 % at 0.06 uS is 0.021 uS: below the 0.03-uS floor, so it scores pro rata
+    tonic = [0.06] * 300 + [0.06 * math.exp(0.3)] * 200
+    index, events = _drive(DET, tonic)
+    expected = 50.0 * 0.06 * (math.exp(0.3) - 1) / DET.eda_rise_min_us
+    assert max(i or 0.0 for i in index) == pytest.approx(expected)
+    assert not events
+
+
+def test_slow_drift_opens_no_episode() -> None:
+    # wrist EDA doubling over 15 min (the warm-up drift of about half the people)
+    tonic = [0.2 * 2 ** (k / 900) for k in range(1800)]
+    index, events = _drive(DET, tonic)
+    assert not events
+    assert max(i or 0.0 for i in index) < DET.exit_index
+
+
+def test_heart_rate_supports_but_cannot_open_while_eda_is_measured() -> None:
+    cfg = replace(DET, cardiac_weight=1.0)
+    hr = [70.0] * 300 + [100.0] * 300
+    index, events = _drive(cfg, [0.5] * 600, hr)
+    assert max(i or 0.0 for i in index) >= cfg.enter_index  # the heart is in the index ...
+    assert not events  # ... but EDA did not rise
+    # on a device without EDA the cardiac domain is the whole index and opens episodes
+    index, events = _drive(cfg, [None] * 600, hr)
+    assert any(isinstance(e, Episode) and e.kind == "arousal" for e in events)
+
+
+def test_degraded_eda_seconds_are_left_out_of_the_average() -> None:
+    # a 30-s motion artefact that doubles the reading, flagged degraded by the accelerometer
+    tonic = [0.5] * 400 + [1.0] * 30 + [0.5] * 200
+    degraded = [False] * 400 + [True] * 30 + [False] * 200
+    index, events = _drive(DET, tonic, degraded=degraded)
+    assert max(i or 0.0 for i in index) == pytest.approx(0.0, abs=1e-9)
+    assert not events
+    _, events = _drive(replace(DET, eda_skip_degraded=0.0), tonic, degraded=degraded)
+    assert any(isinstance(e, Episode) for e in events)
+
+
+def _surge(hr_after: float, tonic_after: float) -> list[Episode | EpisodeStart]:
+    tonic = [0.5] * 300 + [0.5 * math.exp(0.4)] * 200 + [tonic_after] * 400
+    hr = [70.0] * 300 + [90.0] * 200 + [hr_after] * 400
+    return _drive(DET, tonic, hr)[1]
+
+
+def test_release_needs_the_heart_to_come_down_while_eda_is_not_rising() -> None:
+    found = [e for e in _surge(70.0, 0.5 * math.exp(0.4)) if isinstance(e, Episode)]
+    assert [e.kind for e in found] == ["arousal", "release"]
+    arousal, release = found
+    assert release.onset == arousal.onset
+    assert release.confirmed is not None
+    assert release.confirmed == release.offset
+    assert release.confirmed >= arousal.offset  # judged once the episode has closed
+    assert release.recovery_depth == pytest.approx(1.0, abs=0.05)
+    # HR stays up: no release
+    assert [e.kind for e in _surge(90.0, 0.5 * math.exp(0.4)) if isinstance(e, Episode)] == [
+        "arousal"
+    ]
+    # HR comes down but EDA keeps rising (a second surge): no release
+    kinds = [e.kind for e in _surge(70.0, 0.5 * math.exp(0.9)) if isinstance(e, Episode)]
+    assert "release" not in kinds[:2]
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("lateness_s", -1.0), ("eda_min_us", 100.0), ("exit_index", 90.0), ("baseline_s", 0.0),
-     ("hr_window_s", math.nan)],
+    [
+        ("lateness_s", -1.0),
+        ("eda_min_us", 100.0),
+        ("exit_index", 90.0),
+        ("rise_window_s", 0.0),
+        ("hr_window_s", math.nan),
+    ],
 )
 def test_config_validation(field: str, value: float) -> None:
     with pytest.raises(ConfigError) as err:
@@ -163,63 +254,3 @@ def test_malformed_batches_raise_input_error() -> None:
     a.finish()
     with pytest.raises(InputError):
         a.update(SampleBatch("eda", "d", np.arange(3.0), np.arange(3.0)))
-
-
-def _two_domain_baseline(cfg: AnalysisConfig) -> Baselines:
-    b = Baselines(cfg)
-    for k in range(60):
-        b.update(k, {"hr": 60.0 + 2.0 * (k % 2), "tonic": 2.0 + 0.2 * (k % 2), "scr_rate": 1.0,
-                     "ln_rmssd": None})
-    return b
-
-
-def test_a_clear_eda_response_is_not_diluted_by_a_calm_heart() -> None:
-    cfg = AnalysisConfig(baseline_s=60.0, baseline_min_s=30.0, settle_s=0.0, adapt_window_s=0.0)
-    b = _two_domain_baseline(cfg)
-    t_ref, s_ref, h_ref = (b.reference(n) for n in ("tonic", "scr_rate", "hr"))
-    assert t_ref is not None
-    assert s_ref is not None
-    assert h_ref is not None
-    two_sd: dict[Input, float | None] = {
-        "tonic": t_ref.median + 2 * t_ref.scale,
-        "scr_rate": s_ref.median + 2 * s_ref.scale,
-    }
-    eda_only = arousal_index(cfg, b, {**two_sd, "hr": h_ref.median})
-    # EDA 2 SD above baseline reads as on an EDA-only device (the enter threshold), ...
-    assert eda_only.index == pytest.approx(2 * cfg.points_per_sd)
-    assert eda_only.contributions["hr"] == 0.0
-    # ... whereas the plain mean of the domains (the first rule) halved it
-    mean_rule = replace(cfg, eda_alone=0.0)
-    assert arousal_index(mean_rule, b, {**two_sd, "hr": h_ref.median}).index == pytest.approx(
-        cfg.points_per_sd
-    )
-    # heart rate alone still counts half: 4 SD with EDA at baseline -> 2 SD worth of points
-    at_rest: dict[Input, float | None] = {"tonic": t_ref.median, "scr_rate": s_ref.median}
-    hr_only = arousal_index(cfg, b, {**at_rest, "hr": h_ref.median + 4 * h_ref.scale})
-    assert hr_only.index == pytest.approx(2 * cfg.points_per_sd)
-    # both up: the mean wins when the heart is further up than EDA; contributions add up
-    both = arousal_index(cfg, b, {**two_sd, "hr": h_ref.median + 4 * h_ref.scale})
-    assert both.index == pytest.approx(3 * cfg.points_per_sd)
-    assert sum(both.contributions.values()) == pytest.approx(both.index)
-    assert both.contributions["hr"] == pytest.approx(2 * both.contributions["eda"])
-
-
-def test_reference_follows_a_calmer_level_when_the_baseline_was_aroused() -> None:
-    cfg = AnalysisConfig(baseline_s=100.0, baseline_min_s=50.0, settle_s=0.0, adapt_window_s=200.0)
-    b = Baselines(cfg)
-    row: dict[Input, float | None] = {"tonic": None, "scr_rate": None, "ln_rmssd": None}
-    for k in range(100):  # aroused arrival: HR 90 bpm
-        b.update(k, {**row, "hr": 90.0 + (k % 3)})
-    for k in range(100, 400):  # then settles at 70 bpm
-        b.update(k, {**row, "hr": 70.0 + (k % 3)})
-    ref = b.reference("hr")
-    assert ref is not None
-    assert ref.median == 91.0  # the baseline itself is kept ...
-    assert b.center("hr") == 71.0  # ... but the reference is the calmer trailing median
-    # back at the arrival level now reads as arousal (20 bpm = 10 scale units: capped)
-    assert arousal_index(cfg, b, {"hr": 91.0}).index == 100.0
-    assert arousal_index(cfg, b, {"hr": 71.0}).index == 0.0
-    off = Baselines(replace(cfg, adapt_down=0.0))
-    for k in range(400):
-        off.update(k, {**row, "hr": (90.0 if k < 100 else 70.0) + (k % 3)})
-    assert off.center("hr") == 91.0

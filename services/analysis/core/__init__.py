@@ -9,11 +9,17 @@ from collections.abc import Callable
 from dataclasses import fields
 
 from services.analysis.core.analyzer import SessionAnalyzer, _AccProcessor, _Pending
-from services.analysis.core.baseline import Baselines, Reference
+from services.analysis.core.arousal import (
+    ArousalDetector,
+    _Extreme,
+    _Input,
+    _Mean,
+    _Quantile,
+    _Surge,
+)
 from services.analysis.core.cardiac import HrProcessor, RrProcessor
 from services.analysis.core.config import AnalysisConfig
 from services.analysis.core.eda import EdaProcessor
-from services.analysis.core.episodes import EpisodeDetector, _Surge
 from services.analysis.core.errors import ConfigError, InputError
 from services.analysis.core.types import (
     AnalyzerInput,
@@ -70,9 +76,12 @@ _INIT_ARGS: dict[type, tuple[str, ...]] = {
     EdaProcessor: ("cfg", "device"),
     HrProcessor: ("cfg", "device"),
     RrProcessor: ("cfg", "device"),
-    Baselines: ("cfg",),
-    EpisodeDetector: ("cfg", "_baselines"),
-    _Surge: ("onset", "peak", "peak_index", "ref"),
+    ArousalDetector: ("cfg",),
+    _Input: ("avg_s", "window_s", "sign", "q", "gap_s"),
+    _Mean: ("window",),
+    _Extreme: ("window", "sign"),
+    _Quantile: ("window", "gap", "q", "sign"),
+    _Surge: ("onset", "peak", "peak_index", "hr_start"),
 }
 
 
@@ -104,7 +113,6 @@ def _reduce_stateful(
 
 for _cls in (
     AnalysisConfig,
-    Reference,
     SampleBatch,
     MarkerInput,
     GapInput,

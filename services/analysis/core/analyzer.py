@@ -18,11 +18,10 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core.baseline import Baselines, arousal_index
+from services.analysis.core.arousal import ArousalDetector
 from services.analysis.core.cardiac import HrProcessor, HrTick, RrProcessor, RrTick
 from services.analysis.core.config import AnalysisConfig
 from services.analysis.core.eda import EdaProcessor, EdaTick
-from services.analysis.core.episodes import EpisodeDetector
 from services.analysis.core.errors import InputError
 from services.analysis.core.types import (
     Event,
@@ -121,7 +120,6 @@ class SessionAnalyzer:
         self._lateness = self.cfg.lateness_s
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._entries: list[_Pending] = []  # sorted by key
-        self._markers: list[MarkerInput] = []
         self._gaps: list[GapInput] = []
         # ``_gaps`` merged per (stream, device) into sorted disjoint closed intervals (starts,
         # ends), so that ``_in_gap`` costs O(log n) however many gaps a publisher sends; rebuilt
@@ -138,8 +136,7 @@ class SessionAnalyzer:
         self._max_seen = -math.inf
         self._next_tick: int | None = None
         self._quality: dict[str, str] = {}
-        self._baselines = Baselines(self.cfg)
-        self._episodes = EpisodeDetector(self.cfg, self._baselines)
+        self._detector = ArousalDetector(self.cfg)
         self._finished = False
         self.late_samples = 0
         self.dropped_samples = 0
@@ -156,14 +153,13 @@ class SessionAnalyzer:
                 if next_tick is None or watermark >= next_tick:
                     return self._advance(watermark)
             return []
-        if isinstance(item, MarkerInput):
-            bisect.insort(self._markers, item, key=lambda m: m.time)
-        else:
+        if isinstance(item, GapInput):
             self._gaps.append(item)
             self._gaps_version += 1
             if self._gaps_built == self._gaps_version - 1:
                 self._index_gap(item)
                 self._gaps_built = self._gaps_version
+        # (markers are stored and shown by the pipeline; the detector's references are local)
         return []
 
     def finish(self) -> list[Event]:
@@ -174,10 +170,17 @@ class SessionAnalyzer:
         if not math.isfinite(self._max_seen):
             return []
         out = self._advance(math.floor(self._max_seen) + 1.0)
-        if self._next_tick is not None:
-            last = float(min(self._next_tick - 1, math.ceil(self._max_seen)))
-            out.extend(self._episodes.finish(last))
+        last = self.final_second
+        if last is not None:
+            out.extend(self._detector.finish(last))
         return out
+
+    @property
+    def final_second(self) -> float | None:
+        """After :meth:`finish`: the data second at which open episodes were closed."""
+        if not self._finished or self._next_tick is None or not math.isfinite(self._max_seen):
+            return None
+        return float(min(self._next_tick - 1, math.ceil(self._max_seen)))
 
     def _add_samples(self, batch: SampleBatch) -> bool:
         """Buffer a batch's acceptable samples; True when any was accepted."""
@@ -328,12 +331,6 @@ class SessionAnalyzer:
         best = min(ticks, key=lambda d: (_RANK[ticks[d].quality], d))
         return ticks[best]
 
-    def _take_markers(self, k: int) -> None:
-        markers = self._markers
-        while markers and markers[0].time < k:
-            m = markers.pop(0)
-            self._baselines.marker(m.time, m.text)
-
     def _motion(self, k: int, gaps: list[GapInput], quality: dict[str, str]) -> set[str]:
         """Tick the ACC processors: set ``quality["acc"]``, return the devices in motion."""
         moving: set[str] = set()
@@ -348,9 +345,6 @@ class SessionAnalyzer:
 
     def _tick(self, k: int, out: list[Event]) -> None:
         """Close feature second ``k``: append its events to ``out``."""
-        markers = self._markers
-        if markers and markers[0].time < k:
-            self._take_markers(k)
         gaps = self._gaps
         if gaps and k % 60 == 0:
             kept = [g for g in gaps if g.end > k - 3600]
@@ -403,10 +397,9 @@ class SessionAnalyzer:
                 hr_value = rr_hr
             if rmssd is not None and rmssd > 0:
                 ln_rmssd = math.log(rmssd)
-        values = [tonic, scr_rate, hr_value, ln_rmssd]  # in baseline.INPUTS order
-        baselines = self._baselines
-        baselines.update(k, values)
-        res = arousal_index(self.cfg, baselines, values)
+        res = self._detector.step(
+            k, [tonic, scr_rate, hr_value, ln_rmssd], quality.get("eda") == "degraded"
+        )
         t = float(k)
         last_quality = self._quality
         if quality != last_quality:
@@ -418,14 +411,13 @@ class SessionAnalyzer:
         out.append(
             FeatureRow(t, hr_value, rmssd, tonic, phasic, scr_rate, index, contributions, quality)
         )
-        episodes = self._episodes.step(t, index if res.final else None, contributions, values)
-        if episodes:
-            out.extend(episodes)
+        if res.events:
+            out.extend(res.events)
 
     def state_nbytes(self) -> int:
         """Approximate memory held by this session's state, in bytes (containers counted at
         CPython's typical per-element cost)."""
-        n = self._baselines.nbytes() + 4096
+        n = self._detector.nbytes() + 4096
         for pend in self._pending.values():
             n += 2 * 32 * (len(pend.times) - pend.pos) + 2 * 8 * len(pend.times)
         for proc_e in self._eda.values():
@@ -434,5 +426,5 @@ class SessionAnalyzer:
             n += 2 * 40 * len(proc_h._window) + 512
         for proc_r in self._rr.values():
             n += 80 * (len(proc_r._beats) + len(proc_r._diffs) + len(proc_r._events)) + 1024
-        n += 160 * (len(self._markers) + len(self._gaps)) + 1024 * len(self._acc)
+        n += 160 * len(self._gaps) + 1024 * len(self._acc)
         return n

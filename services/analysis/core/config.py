@@ -10,6 +10,36 @@ from dataclasses import dataclass, fields
 
 from services.analysis.core.errors import ConfigError
 
+_PROCESSOR_FIELDS = frozenset(
+    {
+        "lateness_s",
+        "eda_min_us",
+        "eda_max_us",
+        "eda_max_slope_us_s",
+        "eda_lowpass_hz",
+        "eda_tonic_hz",
+        "scr_min_amplitude_us",
+        "scr_max_rise_s",
+        "scr_rate_window_s",
+        "eda_slope_window_s",
+        "eda_lost_after_s",
+        "eda_flat_us",
+        "flat_window_s",
+        "hr_min_bpm",
+        "hr_max_bpm",
+        "hr_window_s",
+        "hr_lost_after_s",
+        "rr_min_ms",
+        "rr_max_ms",
+        "rr_artefact_fraction",
+        "rr_reference_beats",
+        "rmssd_window_s",
+        "rmssd_min_pairs",
+        "rr_lost_after_s",
+        "motion_std_g",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AnalysisConfig:
@@ -73,69 +103,68 @@ class AnalysisConfig:
     #: same device are "degraded" by motion.
     motion_std_g: float = 0.1
 
-    # --- baseline and index ----------------------------------------------------------------------
-    #: Automatic baseline: the first this many valid seconds of each input, after ignoring its
-    #: first ``settle_s`` seconds (electrode-skin equilibration and sensor start-up transients;
-    #: Boucsein 2012 and Fowles et al. 1981 recommend letting EDA electrodes settle first).
-    baseline_s: float = 300.0
+    # --- detector (services/analysis/core/arousal.py) -------------------------------------------
+    #: Inputs are ignored for this long after the first data second: electrode-skin equilibration
+    #: and sensor start-up transients (Boucsein 2012; Fowles et al. 1981 let EDA electrodes settle
+    #: before recording).
     settle_s: float = 120.0
-    #: A provisional index is shown once this much baseline is in; episodes wait for the full one.
-    baseline_min_s: float = 60.0
-    #: Habituation / drift: once the baseline is final, an input's reference level follows the
-    #: ``adapt_quantile`` of its last ``adapt_window_s`` seconds when that is further towards
-    #: arousal than the baseline median (0 disables). A plateau held for ~10 min becomes the new
-    #: reference, so slow electrode/skin drift and sustained states do not read as endless
-    #: arousal; falling back below it returns the reference to the baseline.
-    adapt_window_s: float = 600.0
-    adapt_quantile: float = 0.25
-    #: Aroused baseline: once the baseline is final, when the median of the last
-    #: ``adapt_window_s`` lies below the baseline median (towards calm), that median becomes the
-    #: reference (1, default; 0 disables). A session that starts aroused (anxious arrival,
-    #: electrodes still equilibrating) otherwise reads every later, calmer state as "below
-    #: baseline" and misses the responses that follow.
-    adapt_down: float = 1.0
-    #: Index points per robust standard deviation above baseline (4 SD -> 100).
-    points_per_sd: float = 25.0
-    #: Cap on one input's robust z-score, so one extreme input cannot saturate the index alone.
-    z_cap: float = 6.0
-    #: Smallest robust scales (floors for 1.4826*MAD), so a flat baseline does not explode z.
-    #: SCR rate: 2 /min, because the resting rate of non-specific SCRs itself varies between about
-    #: 1 and 3 per minute (Boucsein 2012; Dawson et al. 2007) and a count over 60 s is Poisson-like
-    #: (SD = sqrt(rate)); with 1 /min, three spontaneous SCRs in one calm minute read as 2 SD.
-    tonic_scale_floor_us: float = 0.02
-    tonic_scale_floor_fraction: float = 0.05
-    scr_rate_scale_floor: float = 2.0
-    hr_scale_floor_bpm: float = 2.0
-    ln_rmssd_scale_floor: float = 0.1
-    #: Weights inside each domain (EDA: tonic level vs SCR rate; cardiac: HR vs RMSSD).
-    weight_tonic: float = 0.5
-    weight_scr_rate: float = 0.5
+    #: Tonic EDA (as ln µS) is averaged over this trailing window (s): minutes-long averaging, so
+    #: single non-specific SCRs (1-3 per minute at rest, Boucsein 2012) do not read as a rise.
+    eda_avg_s: float = 60.0
+    #: 1: seconds whose EDA is degraded (motion on the device's accelerometer, step artefacts)
+    #: are left out of the EDA average, as wrist EDA under movement is unreliable (pressure and
+    #: contact changes; Kleckner et al. 2018); 0: averaged like the others.
+    eda_skip_degraded: float = 1.0
+    #: HR and ln RMSSD are averaged over this trailing window (s).
+    hr_avg_s: float = 30.0
+    #: Local reference: each averaged input is compared with its lowest level (ln RMSSD: its
+    #: highest) in this trailing window (s), i.e. the rise since the most recent trough. Wrist EDA
+    #: drifts up by about ln 2 over 10-15 min in half the people; over 2 min that drift is a small
+    #: fraction of a task response, and a level held longer than the window becomes the reference.
+    rise_window_s: float = 120.0
+    #: EDA reference: 0 = the trough of the window (above); q > 0 = the lower q quantile of the
+    #: averaged level over the window ending ``ref_gap_s`` ago (robust to single dips).
+    eda_ref_quantile: float = 0.5
+    ref_gap_s: float = 30.0
+    #: EDA rise that scores 50 index points: relative (ln units; 0.1 = +10.5 %) and absolute (µS).
+    #: The EDA part of the index is 50 x min(relative / eda_rise_ln, absolute / eda_rise_min_us),
+    #: so both must be reached: relative change makes people with low and high skin conductance
+    #: comparable, the absolute floor (the SCR minimum amplitude range, Boucsein 2012) keeps
+    #: quantisation and noise at very low levels (< 0.1 µS) from reading as responses.
+    eda_rise_ln: float = 0.25
+    eda_rise_min_us: float = 0.03
+    #: Cardiac rises that score 50 points (with ``cardiac_weight`` 1): HR rise (bpm) above its
+    #: trough and ln RMSSD fall below its peak.
+    hr_rise_bpm: float = 10.0
+    ln_rmssd_fall: float = 0.3
+    #: Weights inside the cardiac domain.
     weight_hr: float = 0.7
     weight_rmssd: float = 0.3
-    #: Combining the domains when both are present. EDA is the most specific autonomic marker of
-    #: sympathetic arousal (purely sympathetic innervation: Boucsein 2012; Dawson et al. 2007);
-    #: heart rate is dually innervated and moved by posture, movement, talking and breathing.
-    #: With ``eda_alone`` (1, the default) the index is ``points_per_sd`` x max(EDA, mean of the
-    #: two domains): measuring the heart never dilutes a clear EDA response (which then reads as
-    #: it would on an EDA-only device), while heart rate alone still counts half. 0 = the plain
-    #: mean of the domains.
-    eda_alone: float = 1.0
+    #: Share of the cardiac points added to the index when EDA is measured (support: 0 = EDA
+    #: alone). On a device without EDA the cardiac domain is the whole index.
+    cardiac_weight: float = 0.0
+    #: An episode opens only when the EDA part alone is at least this fraction of its scale
+    #: (EDA opens episodes; HR and RMSSD support). 0 lets the cardiac support open alone.
+    eda_open_min: float = 0.5
 
     # --- episodes -------------------------------------------------------------------------------
-    #: Arousal episode: index >= enter for ``min_episode_s``; ends after ``exit_hold_s`` below exit.
-    #: 30 s = half the 60-s SCR-rate window the index is built on: a shorter dip is within the
-    #: index's own averaging, and a response that dips and resumes is one episode, not two.
+    #: Arousal episode: index >= enter for ``min_episode_s`` (the confirmation, with the onset set
+    #: back to the EDA trough the rise started from); ends after ``exit_hold_s`` below exit.
     enter_index: float = 50.0
     exit_index: float = 30.0
-    min_episode_s: float = 20.0
+    min_episode_s: float = 30.0
     exit_hold_s: float = 30.0
-    #: Release: after a surge, a signal gives back this fraction of its rise, held this long,
-    #: within this window after the arousal episode ends.
-    recovery_fraction: float = 0.5
+    #: Release: once the surge's episode has closed or its index fell to this fraction of its peak,
+    #: HR at least ``release_hr_drop_bpm`` below the surge's HR peak, held ``recovery_hold_s``,
+    #: with tonic EDA not rising (less than ``release_eda_rise_ln`` over the last ``eda_avg_s``),
+    #: within ``release_window_s`` of the surge's peak (a prompt recovery, not a slow fade).
+    release_falling_fraction: float = 0.7
+    release_hr_drop_bpm: float = 5.0
+    #: ... and that fall must have happened within this many seconds (a prompt fall; 0 = any).
+    release_fall_s: float = 120.0
+    release_eda_rise_ln: float = 0.02
     recovery_hold_s: float = 30.0
-    release_window_s: float = 300.0
-    #: A signal counts as having surged when its robust z reached at least this.
-    surge_min_z: float = 2.0
+    release_window_s: float = 600.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -145,8 +174,20 @@ class AnalysisConfig:
             if value < 0:
                 raise ConfigError(f.name, f"must not be negative, got {value!r}")
         positive = (
-            "eda_lowpass_hz", "eda_tonic_hz", "scr_rate_window_s", "eda_slope_window_s",
-            "hr_window_s", "rmssd_window_s", "baseline_s", "points_per_sd", "rr_reference_beats",
+            "eda_lowpass_hz",
+            "eda_tonic_hz",
+            "scr_rate_window_s",
+            "eda_slope_window_s",
+            "hr_window_s",
+            "rmssd_window_s",
+            "rr_reference_beats",
+            "eda_avg_s",
+            "hr_avg_s",
+            "rise_window_s",
+            "eda_rise_ln",
+            "eda_rise_min_us",
+            "hr_rise_bpm",
+            "ln_rmssd_fall",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -159,9 +200,12 @@ class AnalysisConfig:
             raise ConfigError("rr_min_ms", "must be below rr_max_ms")
         if self.exit_index > self.enter_index:
             raise ConfigError("exit_index", "must not exceed enter_index (hysteresis)")
-        if self.baseline_min_s > self.baseline_s:
-            raise ConfigError("baseline_min_s", "must not exceed baseline_s")
-        if self.adapt_quantile > 1:
-            raise ConfigError("adapt_quantile", "must be within 0..1")
-        if self.recovery_fraction <= 0:
-            raise ConfigError("recovery_fraction", "must be positive")
+        if self.release_falling_fraction > 1:
+            raise ConfigError("release_falling_fraction", "must be within 0..1")
+
+
+#: The parameters of the detector stage (``arousal.py``): everything after the signal processors.
+#: Changing only these leaves the per-second inputs unchanged (the cross-validation's cache).
+DETECTOR_FIELDS = frozenset(
+    f.name for f in fields(AnalysisConfig) if f.name not in _PROCESSOR_FIELDS
+)

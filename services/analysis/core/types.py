@@ -13,10 +13,6 @@ StreamName: TypeAlias = Literal["eda", "hr", "rr", "acc", "temp", "ppg", "ecg"]
 QualityState: TypeAlias = Literal["good", "degraded", "lost"]
 EpisodeKind: TypeAlias = Literal["arousal", "release"]
 
-#: Marker texts that delimit an explicit baseline range.
-BASELINE_START = "baseline_start"
-BASELINE_END = "baseline_end"
-
 
 @dataclass(frozen=True, slots=True)
 class SampleBatch:
@@ -34,7 +30,8 @@ class SampleBatch:
 
 @dataclass(frozen=True, slots=True)
 class MarkerInput:
-    """A clinician marker. ``baseline_start``/``baseline_end`` define the baseline range."""
+    """A clinician marker (stored and shown; the detector's references are local, so no marker
+    changes the analysis)."""
 
     time: float
     text: str
