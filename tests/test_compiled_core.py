@@ -39,14 +39,22 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     build = subprocess.run(
         [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(src)],
-        cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False,
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (wheel,) = (root / "dist").glob("rekindle-*.whl")
     target = root / "site"
     install = subprocess.run(
         [*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     return target
@@ -86,10 +94,17 @@ def test_compiled_core_gives_the_same_events_and_portable_checkpoints(
 
     out = tmp_path / "compiled.pickle"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "compiled" / "run_core.py"), str(out),
-         str(pure_checkpoint)],
+        [
+            sys.executable,
+            str(REPO / "tests" / "compiled" / "run_core.py"),
+            str(out),
+            str(pure_checkpoint),
+        ],
         env={**os.environ, "PYTHONPATH": os.pathsep.join((str(compiled), str(REPO)))},
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = pickle.loads(out.read_bytes())

@@ -87,8 +87,20 @@ def test_evaluate_and_analyze_use_the_parameters(
     out = tmp_path / "out"
     params = tmp_path / "p.toml"
     params.write_text("[analysis]\nmin_episode_s = 100000\n")
-    assert main(["analyze", str(DATA / "Raw_data" / "S02"), "--out", str(out), "--no-plots",
-                 "--params", str(params)]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(DATA / "Raw_data" / "S02"),
+                "--out",
+                str(out),
+                "--no-plots",
+                "--params",
+                str(params),
+            ]
+        )
+        == 0
+    )
     report = (out / "S02" / "report.md").read_text()
     assert "- analysis parameters: min_episode_s=100000.0 (others default)" in report
     assert "| arousal |" not in report

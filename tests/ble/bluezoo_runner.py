@@ -39,8 +39,9 @@ Device.disconnect = _disconnect_and_drop_gatt
 
 
 async def _main(adapters: list[str], scan_interval: int) -> None:
-    await bluezoo.startup(bus="system", adapters=adapters, auto_enable=True,
-                          scan_interval=scan_interval)
+    await bluezoo.startup(
+        bus="system", adapters=adapters, auto_enable=True, scan_interval=scan_interval
+    )
     print("READY", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,8 +56,11 @@ def main() -> None:
     parser.add_argument("-a", "--adapter", action="append", required=True)
     parser.add_argument("--scan-interval", type=int, default=1)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     asyncio.run(_main(args.adapter, args.scan_interval))
 
 

@@ -42,7 +42,6 @@ async def ble_emulation(
         emulation.stop()
 
 
-
 @pytest.fixture
 def collector(mqtt_broker: Mosquitto) -> Iterator[Collector]:
     """Every message under ``rekindle/v1/{SITE}/``, decoded with the wire contract."""

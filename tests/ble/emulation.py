@@ -104,8 +104,10 @@ class WearableProcess:
                         return ev
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.proc.poll() is not None:
-                    msg = (f"{self.name}: no {event!r} within {timeout} s; events {self.events};"
-                           f" stderr: {self.stderr_log.read_text()[-3000:]}")
+                    msg = (
+                        f"{self.name}: no {event!r} within {timeout} s; events {self.events};"
+                        f" stderr: {self.stderr_log.read_text()[-3000:]}"
+                    )
                     raise RuntimeError(msg)
                 self._changed.wait(remaining)
 
@@ -144,8 +146,7 @@ class BleEmulation:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
-                "PYTHONPATH": str(REPO)}
+        return {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address, "PYTHONPATH": str(REPO)}
 
     @classmethod
     def start(cls, workdir: Path) -> BleEmulation:
@@ -158,9 +159,15 @@ class BleEmulation:
         daemon_log = workdir / "dbus-daemon.log"
         with daemon_log.open("wb") as err:
             daemon = subprocess.Popen(
-                ["dbus-daemon", f"--config-file={config}", "--nofork", "--nopidfile",
-                 "--print-address"],
-                stdout=subprocess.PIPE, stderr=err,
+                [
+                    "dbus-daemon",
+                    f"--config-file={config}",
+                    "--nofork",
+                    "--nopidfile",
+                    "--print-address",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=err,
             )
         assert daemon.stdout is not None
         try:
@@ -175,8 +182,7 @@ class BleEmulation:
             args += ["-a", adapter]
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address, "PYTHONPATH": str(REPO)}
         with bluezoo_log.open("wb") as err:
-            bluezoo = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env,
-                                       cwd=REPO)
+            bluezoo = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
         assert bluezoo.stdout is not None
         try:
             line = _read_line(bluezoo.stdout, 20, "bluezoo", bluezoo_log)
@@ -198,9 +204,24 @@ class BleEmulation:
         stderr_log = self.workdir / f"wearable-{name}.stderr"
         with stderr_log.open("wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.ble.wearable", "--adapter", adapter,
-                 "--central", CENTRAL, "--name", name, "--log", str(log), *extra],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=self.env,
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.ble.wearable",
+                    "--adapter",
+                    adapter,
+                    "--central",
+                    CENTRAL,
+                    "--name",
+                    name,
+                    "--log",
+                    str(log),
+                    *extra,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=self.env,
                 cwd=REPO,
             )
         w = WearableProcess(name, adapter, log, proc, stderr_log)

@@ -21,6 +21,7 @@ def encode_deltas(samples: list[list[int]], resolution: int, bits: int) -> bytes
             prev = sample
         bitlist += [0] * (-len(bitlist) % 8)
         out += bytes([bits, len(block)])
-        out += bytes(sum(b << i for i, b in enumerate(bitlist[j : j + 8]))
-                     for j in range(0, len(bitlist), 8))
+        out += bytes(
+            sum(b << i for i, b in enumerate(bitlist[j : j + 8])) for j in range(0, len(bitlist), 8)
+        )
     return bytes(out)

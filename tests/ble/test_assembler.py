@@ -27,15 +27,20 @@ EDA = load_profile("rekindle-eda-ref")
 
 
 def _hrm(hr: int, rr_raw: tuple[int, ...] = (), contact: bool = True) -> bytes:
-    return encode_heart_rate_measurement(HeartRateMeasurement(
-        hr_bpm=hr, contact_supported=True, contact_detected=contact, rr_raw=rr_raw,
-        rr_present=bool(rr_raw)))
+    return encode_heart_rate_measurement(
+        HeartRateMeasurement(
+            hr_bpm=hr,
+            contact_supported=True,
+            contact_detected=contact,
+            rr_raw=rr_raw,
+            rr_present=bool(rr_raw),
+        )
+    )
 
 
 def _times(out: OutSamples) -> list[float]:
     """Sample times exactly as a consumer of the wire contract computes them."""
-    msg = contract.samples("s", "x", out.stream, "d", 0, out.values, t0=out.t0, fs=out.fs,
-                           t=out.t)
+    msg = contract.samples("s", "x", out.stream, "d", 0, out.values, t0=out.t0, fs=out.fs, t=out.t)
     return msg.times()
 
 
@@ -58,7 +63,7 @@ def test_online_then_hr_and_rr() -> None:
 def test_no_hr_without_skin_contact_and_garbage_is_counted() -> None:
     a = StreamAssembler("strap", [None])
     assert a.handle(Notification(0, T0, _hrm(0, contact=False))) == []
-    assert a.handle(Notification(0, T0 + 1, bytes.fromhex("55040038001" "5af"))) == []
+    assert a.handle(Notification(0, T0 + 1, bytes.fromhex("550400380015af"))) == []
     assert a.stats.decode_errors == 1
     assert a.stats.dropped_values == 1
 
@@ -68,8 +73,9 @@ def test_drop_gives_lost_status_and_a_gap_bounded_by_samples() -> None:
     a.handle(Connected(T0, "D0:00:00:00:00:02", battery=55))
     before: list[OutSamples] = []
     for i in range(4):  # 2 samples per packet at 4 Hz: one packet every 0.5 s
-        before += _samples(a.handle(Notification(0, T0 + 0.25 + 0.5 * i,
-                                                 EDA.encode([1.0, 1.1], i))), "eda")
+        before += _samples(
+            a.handle(Notification(0, T0 + 0.25 + 0.5 * i, EDA.encode([1.0, 1.1], i))), "eda"
+        )
     out = a.handle(Disconnected(T0 + 2.2))
     assert out == [OutStatus("lost", T0 + 2.2, 55, None, "link lost")]
     a.handle(Connected(T0 + 9.0, "D0:00:00:00:00:02"))
@@ -85,8 +91,10 @@ def test_drop_gives_lost_status_and_a_gap_bounded_by_samples() -> None:
     assert a.reconnects[0].connected_at == T0 + 9.0
     assert a.reconnects[0].first_data_at == T0 + 10.25
     # one gap only
-    assert not any(isinstance(o, OutGap) for o in
-                   a.handle(Notification(0, T0 + 10.75, EDA.encode([2.2, 2.3], 1))))
+    assert not any(
+        isinstance(o, OutGap)
+        for o in a.handle(Notification(0, T0 + 10.75, EDA.encode([2.2, 2.3], 1)))
+    )
 
 
 def test_counter_jump_is_a_gap_without_a_disconnect() -> None:

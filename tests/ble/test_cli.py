@@ -27,8 +27,9 @@ from tests.waiting import wait_until
 
 def _parser() -> argparse.ArgumentParser:
     parser = RekindleParser(prog="rekindle")
-    register(parser.add_subparsers(dest="command", required=True,
-                                   parser_class=argparse.ArgumentParser))
+    register(
+        parser.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
+    )
     return parser
 
 
@@ -56,8 +57,12 @@ def test_ble_decode_garbage_is_an_error_not_a_crash(capsys: pytest.CaptureFixtur
 def test_ble_decode_profile_and_battery(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["ble", "decode", "--profile", "rekindle-eda-ref", "05 e8 03 d0 07"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out == {"profile": "rekindle-eda-ref", "stream": "eda", "counter": 5,
-                   "values": [1.0, 2.0]}
+    assert out == {
+        "profile": "rekindle-eda-ref",
+        "stream": "eda",
+        "counter": 5,
+        "values": [1.0, 2.0],
+    }
     assert _run(["ble", "decode", "--char", "2a19", "57"]) == 0
     assert json.loads(capsys.readouterr().out)["percent"] == 87
 
@@ -73,8 +78,14 @@ _MAIN = "import sys\nfrom services.cli import main\nsys.exit(main(sys.argv[1:]))
 async def _cli(emulation: BleEmulation, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run the sub-commands in their own process (signal handlers need a main thread)."""
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", _MAIN, *argv], capture_output=True, text=True,
-        env=emulation.env, cwd=REPO, timeout=60, check=False,
+        subprocess.run,
+        [sys.executable, "-c", _MAIN, *argv],
+        capture_output=True,
+        text=True,
+        env=emulation.env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
     )
 
 
@@ -92,25 +103,40 @@ async def test_ingest_streams_to_mqtt_and_stops_cleanly(
 ) -> None:
     ble_emulation.add_wearable("RK-STRAP-A", "hci1")
     proc = await _cli(
-        ble_emulation, "ingest", "--session", "cli-run", "--site", SITE, "--mqtt",
-        mqtt_broker.url, "--adapter", CENTRAL, "--device", "hrs:RK-STRAP-A@strap",
-        "--device", "eda:rekindle-eda-ref:RK-STRAP-A@strap", "--duration", "6",
+        ble_emulation,
+        "ingest",
+        "--session",
+        "cli-run",
+        "--site",
+        SITE,
+        "--mqtt",
+        mqtt_broker.url,
+        "--adapter",
+        CENTRAL,
+        "--device",
+        "hrs:RK-STRAP-A@strap",
+        "--device",
+        "eda:rekindle-eda-ref:RK-STRAP-A@strap",
+        "--duration",
+        "6",
     )
     assert proc.returncode == 0, proc.stderr
     # the ingest process is gone; wait for its last messages to reach our subscriber
     await asyncio.to_thread(
         wait_until,
-        lambda: any(isinstance(m, contract.StatusMessage) and m.state == "end"
-                    for m in collector.session("cli-run")),
+        lambda: any(
+            isinstance(m, contract.StatusMessage) and m.state == "end"
+            for m in collector.session("cli-run")
+        ),
         "the strap's end status",
     )
     msgs = collector.session("cli-run")
-    states = [m.state for m in msgs if isinstance(m, contract.StatusMessage)
-              and m.device == "strap"]
+    states = [
+        m.state for m in msgs if isinstance(m, contract.StatusMessage) and m.device == "strap"
+    ]
     assert states == ["online", "end"]
     for stream in ("hr", "rr", "eda"):
-        seqs = [m.seq for m in msgs if isinstance(m, contract.SampleMessage)
-                and m.stream == stream]
+        seqs = [m.seq for m in msgs if isinstance(m, contract.SampleMessage) and m.stream == stream]
         assert len(seqs) >= 3, stream
         assert seqs == list(range(len(seqs)))
 
@@ -151,9 +177,22 @@ async def test_ingest_by_address_publishes_a_keyed_pseudonym_never_the_address(
     raw = _Raw(mqtt_broker)
     try:
         proc = await _cli(
-            ble_emulation, "ingest", "--session", "pseudo", "--site", SITE, "--mqtt",
-            mqtt_broker.url, "--adapter", CENTRAL, "--device", f"hrs:{strap.address.lower()}",
-            "--device-id-key-file", str(key_file), "--duration", "6",
+            ble_emulation,
+            "ingest",
+            "--session",
+            "pseudo",
+            "--site",
+            SITE,
+            "--mqtt",
+            mqtt_broker.url,
+            "--adapter",
+            CENTRAL,
+            "--device",
+            f"hrs:{strap.address.lower()}",
+            "--device-id-key-file",
+            str(key_file),
+            "--duration",
+            "6",
         )
         assert proc.returncode == 0, proc.stderr
         await asyncio.to_thread(
@@ -170,8 +209,14 @@ async def test_ingest_by_address_publishes_a_keyed_pseudonym_never_the_address(
     assert {m.device for m in samples} == {device}
     assert any(isinstance(m, contract.SampleMessage) and m.stream == "hr" for m in samples)
     mac = strap.address.upper()
-    forms = {mac, mac.lower(), mac.replace(":", "-"), mac.replace(":", ""),
-             mac.replace(":", "").lower(), mac.replace(":", "-").lower()}
+    forms = {
+        mac,
+        mac.lower(),
+        mac.replace(":", "-"),
+        mac.replace(":", ""),
+        mac.replace(":", "").lower(),
+        mac.replace(":", "-").lower(),
+    }
     for topic, payload in mine:
         text = topic + payload.decode()
         assert not [f for f in forms if f in text], (topic, payload[:200])

@@ -37,12 +37,12 @@ def _independent_decode(raw: bytes) -> dict[str, object]:
     hr = b.pop(0) + (b.pop(0) * 256 if flags & 1 else 0)
     ee = b.pop(0) + b.pop(0) * 256 if flags & 8 else None
     rr = [b[i] + 256 * b[i + 1] for i in range(0, len(b), 2)] if flags & 16 else []
-    return {"hr": hr, "ee": ee, "rr": rr, "supported": bool(flags & 4),
-            "detected": bool(flags & 2)}
+    return {"hr": hr, "ee": ee, "rr": rr, "supported": bool(flags & 4), "detected": bool(flags & 2)}
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if r["id"] not in GARBAGE_IDS],
-                         ids=lambda r: f"row{r['id']}")
+@pytest.mark.parametrize(
+    "row", [r for r in ROWS if r["id"] not in GARBAGE_IDS], ids=lambda r: f"row{r['id']}"
+)
 def test_real_payloads_decode(row: dict[str, str]) -> None:
     raw = parse_hex(row["payload_hex"])
     m = decode_heart_rate_measurement(raw)
@@ -59,8 +59,9 @@ def test_real_payloads_decode(row: dict[str, str]) -> None:
     assert m.hr_uint16 == (row["hr_uint16"] == "1")
     assert m.contact_supported == (row["contact_supported"] == "1")
     assert m.contact_detected == (row["contact_detected"] == "1")
-    expected_rr = [int(x) for x in row["rr_raw_1024ths"].split(";")] if row["rr_raw_1024ths"] \
-        else []
+    expected_rr = (
+        [int(x) for x in row["rr_raw_1024ths"].split(";")] if row["rr_raw_1024ths"] else []
+    )
     assert list(m.rr_raw) == expected_rr
     expected_ms = [float(x) for x in row["rr_ms"].split(";")] if row["rr_ms"] else []
     assert m.rr_ms == pytest.approx(expected_ms, abs=0.051)
@@ -81,8 +82,9 @@ def test_quirk_contact_detected_without_supported_is_kept_but_contact_unknown() 
     assert wahoo.rr_raw == (857, 856)
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if r["id"] in GARBAGE_IDS],
-                         ids=lambda r: f"row{r['id']}")
+@pytest.mark.parametrize(
+    "row", [r for r in ROWS if r["id"] in GARBAGE_IDS], ids=lambda r: f"row{r['id']}"
+)
 def test_garbage_payloads_raise_a_clear_error(row: dict[str, str]) -> None:
     raw = parse_hex(row["payload_hex"])
     with pytest.raises(DecodeError) as info:
@@ -149,10 +151,13 @@ def test_round_trip_every_flag_combination(m: HeartRateMeasurement) -> None:
 def test_all_32_flag_combinations_are_reachable() -> None:
     for flags in range(32):
         m = HeartRateMeasurement(
-            hr_bpm=70, hr_uint16=bool(flags & 1), contact_detected=bool(flags & 2),
+            hr_bpm=70,
+            hr_uint16=bool(flags & 1),
+            contact_detected=bool(flags & 2),
             contact_supported=bool(flags & 4),
             energy_expended_kj=12 if flags & 8 else None,
-            rr_raw=(1000, 1024) if flags & 16 else (), rr_present=bool(flags & 16),
+            rr_raw=(1000, 1024) if flags & 16 else (),
+            rr_present=bool(flags & 16),
         )
         raw = encode_heart_rate_measurement(m)
         assert raw[0] == flags

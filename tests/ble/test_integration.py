@@ -71,8 +71,11 @@ async def _wait_ended(collector: Collector, session: str, *devices: str) -> None
     closed; its last messages may still be on their way)."""
 
     def ended() -> bool:
-        states = {(m.device, m.state) for m in collector.session(session)
-                  if isinstance(m, contract.StatusMessage)}
+        states = {
+            (m.device, m.state)
+            for m in collector.session(session)
+            if isinstance(m, contract.StatusMessage)
+        }
         return all((device, "end") in states for device in devices)
 
     await asyncio.to_thread(wait_until, ended, f"the end status of {', '.join(devices)}")
@@ -94,7 +97,8 @@ async def test_discover_finds_the_emulated_wearable(ble_emulation: BleEmulation)
 
 
 def _check_eda_against_truth(
-    samples: list[tuple[float, float]], wearable: WearableProcess,
+    samples: list[tuple[float, float]],
+    wearable: WearableProcess,
     gap: tuple[float, float] | None,
 ) -> list[int]:
     """Samples map 1:1 to generated ones; every missing one lies inside the gap."""
@@ -116,7 +120,10 @@ def _check_eda_against_truth(
 
 @pytest.mark.slow  # streams for STREAM_S (32 s) with a drop-out
 async def test_two_devices_stream_drop_and_reconnect(
-    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector, tmp_path: Path,
+    ble_emulation: BleEmulation,
+    mqtt_broker: Mosquitto,
+    collector: Collector,
+    tmp_path: Path,
 ) -> None:
     strap = ble_emulation.add_wearable("RK-STRAP-A", "hci1")
     wrist = ble_emulation.add_wearable("RK-WRIST-B", "hci2", "--no-hrs", "--eda-first")
@@ -127,7 +134,9 @@ async def test_two_devices_stream_drop_and_reconnect(
         DeviceSpec.parse(f"eda:rekindle-eda-ref:{wrist.address}@wristB"),
     ]
     settings = ManagerSettings(
-        adapter=CENTRAL, scan_timeout=3.0, connect_timeout=10.0,
+        adapter=CENTRAL,
+        scan_timeout=3.0,
+        connect_timeout=10.0,
         backoff=Backoff(initial=0.25, factor=2.0, max_delay=2.0, jitter=0.5),
     )
     publisher = Publisher(MqttSettings.from_url(mqtt_broker.url), SITE, session).start()
@@ -169,8 +178,12 @@ async def test_two_devices_stream_drop_and_reconnect(
         _check_seq(dev.gaps)
 
     # --- at least STREAM_S seconds of HR, RR and EDA
-    for name, stream_msgs in [("hr", a_msgs["hr"]), ("rr", a_msgs["rr"]),
-                              ("eda", a_msgs["eda"]), ("eda", b_msgs["eda"])]:
+    for name, stream_msgs in [
+        ("hr", a_msgs["hr"]),
+        ("rr", a_msgs["rr"]),
+        ("eda", a_msgs["eda"]),
+        ("eda", b_msgs["eda"]),
+    ]:
         s = _samples(stream_msgs)
         assert s[-1][0] - s[0][0] >= STREAM_S, f"{name}: only {s[-1][0] - s[0][0]:.1f} s"
         times = [t for t, _ in s]
@@ -213,8 +226,9 @@ async def test_two_devices_stream_drop_and_reconnect(
     assert len(missing) >= AWAY_S * 4 * 0.8
     _check_eda_against_truth(_samples(b_msgs["eda"]), wrist, None)
     b_times = [t for t, _ in _samples(b_msgs["eda"])]
-    assert sum(eda_gap[0] < t < eda_gap[1] for t in b_times) >= AWAY_S * 4 * 0.8, \
+    assert sum(eda_gap[0] < t < eda_gap[1] for t in b_times) >= AWAY_S * 4 * 0.8, (
         "the wristband did not keep streaming while the strap was away"
+    )
 
     # --- RR: every beat received once, in order; beats lost only inside the gap
     truth_rr = {row["raw"]: (row["b"], row["t"]) for row in strap.samples("rr")}
@@ -226,8 +240,9 @@ async def test_two_devices_stream_drop_and_reconnect(
         assert -0.05 < t - truth_t < 1.1, f"beat {beat} stamped {t - truth_t:+.3f} s off"
     by_beat = {b: t for b, t in truth_rr.values()}
     for beat in sorted(set(range(beats[0], beats[-1] + 1)) - set(beats)):
-        assert gaps["rr"].start - 1.1 < by_beat[beat] < gaps["rr"].end + 0.1, \
+        assert gaps["rr"].start - 1.1 < by_beat[beat] < gaps["rr"].end + 0.1, (
             f"beat {beat} lost outside the gap"
+        )
 
     # --- reconnect figures (reported by the test, asserted loosely)
     rec = a.reconnects[-1]
@@ -258,7 +273,9 @@ async def test_two_devices_stream_drop_and_reconnect(
 
 
 async def test_device_that_starts_advertising_late_is_found_by_service(
-    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector,
+    ble_emulation: BleEmulation,
+    mqtt_broker: Mosquitto,
+    collector: Collector,
 ) -> None:
     """Scanning is already running when the wristband starts advertising (bluezoo announces
     a device once); the target is the profile's service UUID, not a name or address."""
@@ -273,8 +290,9 @@ async def test_device_that_starts_advertising_late_is_found_by_service(
     try:
         await asyncio.sleep(3.0)  # scanning, nothing there yet
         assert not manager.link("late").connected.is_set()
-        wrist = ble_emulation.add_wearable("RK-WRIST-L", "hci2", "--no-hrs", "--eda-first",
-                                           "--delay", "1", wait=False)
+        wrist = ble_emulation.add_wearable(
+            "RK-WRIST-L", "hci2", "--no-hrs", "--eda-first", "--delay", "1", wait=False
+        )
         await _wait(manager.link("late").connected, 90, "connect to the late advertiser")
         await asyncio.sleep(3.0)
     finally:
@@ -289,7 +307,9 @@ async def test_device_that_starts_advertising_late_is_found_by_service(
 
 
 async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
-    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector,
+    ble_emulation: BleEmulation,
+    mqtt_broker: Mosquitto,
+    collector: Collector,
 ) -> None:
     """An H10-like strap: HRS plus PMD (ECG uncompressed, ACC delta-compressed)."""
     h10 = ble_emulation.add_wearable("RK-H10", "hci1", "--no-eda", "--pmd")
@@ -297,8 +317,9 @@ async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
     specs = [DeviceSpec.parse("hrs:RK-H10@h10"), DeviceSpec.parse("pmd:RK-H10@h10")]
     publisher = Publisher(MqttSettings.from_url(mqtt_broker.url), SITE, session).start()
     # battery re-read every second: exercises the re-read path (the level does not change)
-    manager = DeviceManager(publisher, specs,
-                            ManagerSettings(adapter=CENTRAL, battery_interval=1.0))
+    manager = DeviceManager(
+        publisher, specs, ManagerSettings(adapter=CENTRAL, battery_interval=1.0)
+    )
     stop = asyncio.Event()
     runner = asyncio.create_task(manager.run(stop), name="manager")
     try:
@@ -336,7 +357,9 @@ async def test_polar_pmd_ecg_and_acc_with_heart_rate_on_one_connection(
 
 
 async def test_wrong_device_is_retried_with_capped_backoff_and_never_online(
-    ble_emulation: BleEmulation, mqtt_broker: Mosquitto, collector: Collector,
+    ble_emulation: BleEmulation,
+    mqtt_broker: Mosquitto,
+    collector: Collector,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The strap is there but has no EDA service: every attempt connects, finds the
@@ -364,6 +387,5 @@ async def test_wrong_device_is_retried_with_capped_backoff_and_never_online(
         assert base * 0.5 <= delay <= base, f"attempt {n + 1}: {delay} s"
     assert any("has no characteristic" in r.getMessage() for r in caplog.records)
     await _wait_ended(collector, session, "strap")  # after any earlier status on that topic
-    states = [m.state for m in collector.session(session)
-              if isinstance(m, contract.StatusMessage)]
+    states = [m.state for m in collector.session(session) if isinstance(m, contract.StatusMessage)]
     assert "online" not in states

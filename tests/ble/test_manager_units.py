@@ -45,8 +45,15 @@ def test_parse_eda_profile_and_service_target() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["hrs", "hrs:", "eda:D0:00:00:00:00:02", "eda:rekindle-eda-ref", "hrs:x@bad id",
-             "hrs:service=nope"],
+    "text",
+    [
+        "hrs",
+        "hrs:",
+        "eda:D0:00:00:00:00:02",
+        "eda:rekindle-eda-ref",
+        "hrs:x@bad id",
+        "hrs:service=nope",
+    ],
 )
 def test_bad_specs(text: str) -> None:
     with pytest.raises(DeviceSpecError):

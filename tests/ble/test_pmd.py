@@ -27,7 +27,7 @@ TS = (123_456_789_000).to_bytes(8, "little")
 def test_compressed_acc_known_answer() -> None:
     # reference (1000, -20, 5) as int16; one block of 2 samples with 4-bit deltas
     # (+1, -1, +3), (-8, +7, 0): nibbles LSB-first -> f1 83 07
-    body = bytes.fromhex("e803ecff0500" "0402" "f18307")
+    body = bytes.fromhex("e803ecff05000402f18307")
     frame = decode_pmd_frame(bytes([2]) + TS + bytes([0x80]) + body)
     assert frame.measurement == "acc"
     assert frame.compressed
@@ -36,9 +36,9 @@ def test_compressed_acc_known_answer() -> None:
 
 
 def test_uncompressed_ecg_and_acc() -> None:
-    ecg = decode_pmd_frame(bytes([0]) + TS + bytes([0]) + bytes.fromhex("e80300" "18fcff"))
+    ecg = decode_pmd_frame(bytes([0]) + TS + bytes([0]) + bytes.fromhex("e8030018fcff"))
     assert ecg.samples == ((1.0,), (-1.0,))  # 1000 µV, -1000 µV -> mV
-    acc = decode_pmd_frame(bytes([2]) + TS + bytes([1]) + bytes.fromhex("e803" "0000" "18fc"))
+    acc = decode_pmd_frame(bytes([2]) + TS + bytes([1]) + bytes.fromhex("e803000018fc"))
     assert acc.samples == ((1.0, 0.0, -1.0),)
 
 
@@ -48,8 +48,10 @@ def delta_signals(draw: st.DrawFn) -> tuple[list[list[int]], int, int, int]:
     resolution = draw(st.sampled_from([14, 16, 22, 24]))
     bits = draw(st.integers(2, 16))
     lim = 1 << (bits - 1)
-    ref = [draw(st.integers(-(1 << (resolution - 2)), (1 << (resolution - 2)) - 1))
-           for _ in range(channels)]
+    ref = [
+        draw(st.integers(-(1 << (resolution - 2)), (1 << (resolution - 2)) - 1))
+        for _ in range(channels)
+    ]
     samples = [ref]
     for _ in range(draw(st.integers(0, 300))):
         samples.append([v + draw(st.integers(-lim, lim - 1)) for v in samples[-1]])
@@ -59,8 +61,10 @@ def delta_signals(draw: st.DrawFn) -> tuple[list[list[int]], int, int, int]:
 @given(delta_signals())
 def test_delta_round_trip(case: tuple[list[list[int]], int, int, int]) -> None:
     samples, channels, resolution, bits = case
-    assert decode_delta_frames(encode_deltas(samples, resolution, bits), channels,
-                               resolution) == samples
+    assert (
+        decode_delta_frames(encode_deltas(samples, resolution, bits), channels, resolution)
+        == samples
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,10 +74,9 @@ def test_delta_round_trip(case: tuple[list[list[int]], int, int, int]) -> None:
         (bytes([7]) + TS + bytes([0, 0]), "measurement type 7"),
         (bytes([0]) + TS + bytes([5, 0, 0, 0]), "unknown ECG frame type"),
         (bytes([0]) + TS + bytes([0, 1, 2]), "not int24"),
-        (bytes([2]) + TS + bytes([0x80]) + bytes.fromhex("e803ecff0500" "04"), "truncated"),
-        (bytes([2]) + TS + bytes([0x80]) + bytes.fromhex("e803ecff0500" "0402" "f1"),
-         "needs 3 bytes"),
-        (bytes([2]) + TS + bytes([0x80]) + bytes.fromhex("e803ecff0500" "0002"), "delta width"),
+        (bytes([2]) + TS + bytes([0x80]) + bytes.fromhex("e803ecff050004"), "truncated"),
+        (bytes([2]) + TS + bytes([0x80]) + bytes.fromhex("e803ecff05000402f1"), "needs 3 bytes"),
+        (bytes([2]) + TS + bytes([0x80]) + bytes.fromhex("e803ecff05000002"), "delta width"),
     ],
 )
 def test_malformed_frames(frame: bytes, reason: str) -> None:

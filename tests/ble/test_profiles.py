@@ -91,8 +91,16 @@ def test_out_of_range_sample_is_a_decode_error() -> None:
         ({"gatt": {"service": "nope", "characteristic": "2a37"}}, "gatt.service"),
         ({"gatt": {"characteristic": "2a37"}}, "gatt.service"),
         ({"conversion": {"scale": 0}}, "conversion.scale"),
-        ({"gatt": {"service": "180d", "characteristic": "2a37",
-                   "start": {"characteristic": "2a38", "value": "zz"}}}, "gatt.start.value"),
+        (
+            {
+                "gatt": {
+                    "service": "180d",
+                    "characteristic": "2a37",
+                    "start": {"characteristic": "2a38", "value": "zz"},
+                }
+            },
+            "gatt.start.value",
+        ),
     ],
 )
 def test_invalid_profiles_name_the_key(edit: dict[str, object], key: str) -> None:

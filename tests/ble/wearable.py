@@ -87,8 +87,11 @@ class Wearable:
         services: list[tuple[str, list[tuple[str, Any, bytes]]]] = []
         hrs_chars = [
             (hrs.HEART_RATE_MEASUREMENT, notify, b"\x06\x3c"),
-            (hrs.BODY_SENSOR_LOCATION, GATTCharacteristicProperties.read,
-             bytes([2 if a.eda_first else 1])),
+            (
+                hrs.BODY_SENSOR_LOCATION,
+                GATTCharacteristicProperties.read,
+                bytes([2 if a.eda_first else 1]),
+            ),
         ]
         p = self.profile
         start_char = p.start.characteristic if p.start else None
@@ -99,12 +102,20 @@ class Wearable:
         if a.hrs:
             services.append((hrs.HEART_RATE_SERVICE, hrs_chars))
         if a.pmd:
-            cp_props = (GATTCharacteristicProperties.read | GATTCharacteristicProperties.write
-                        | GATTCharacteristicProperties.notify)
-            services.append((pmd.PMD_SERVICE, [
-                (pmd.PMD_CONTROL_POINT, cp_props, b"\x0f\x05"),
-                (pmd.PMD_DATA, GATTCharacteristicProperties.notify, b"\x00"),
-            ]))
+            cp_props = (
+                GATTCharacteristicProperties.read
+                | GATTCharacteristicProperties.write
+                | GATTCharacteristicProperties.notify
+            )
+            services.append(
+                (
+                    pmd.PMD_SERVICE,
+                    [
+                        (pmd.PMD_CONTROL_POINT, cp_props, b"\x0f\x05"),
+                        (pmd.PMD_DATA, GATTCharacteristicProperties.notify, b"\x00"),
+                    ],
+                )
+            )
         if a.eda:
             services.insert(0 if a.eda_first else len(services), (p.service, eda_chars))
         services.append((hrs.BATTERY_SERVICE, battery))
@@ -136,8 +147,9 @@ class Wearable:
                 status = 0
             else:
                 status = 3
-            self._notify(pmd.PMD_CONTROL_POINT, pmd.PMD_SERVICE,
-                         bytes([pmd.PMD_RESPONSE, op, kind, status]))
+            self._notify(
+                pmd.PMD_CONTROL_POINT, pmd.PMD_SERVICE, bytes([pmd.PMD_RESPONSE, op, kind, status])
+            )
             return
         p = self.profile
         if p.start is not None and str(char.uuid).lower() == p.start.characteristic:
@@ -188,12 +200,18 @@ class Wearable:
             if raws:
                 hr = round(60 * 1024 / raws[-1])
             m = hrs.HeartRateMeasurement(
-                hr_bpm=hr, contact_supported=True, contact_detected=True,
-                rr_raw=tuple(raws), rr_present=bool(raws),
+                hr_bpm=hr,
+                contact_supported=True,
+                contact_detected=True,
+                rr_raw=tuple(raws),
+                rr_present=bool(raws),
             )
             self.record(s="hr", n=n, hr=hr, t=now)
-            self._notify(hrs.HEART_RATE_MEASUREMENT, hrs.HEART_RATE_SERVICE,
-                         hrs.encode_heart_rate_measurement(m))
+            self._notify(
+                hrs.HEART_RATE_MEASUREMENT,
+                hrs.HEART_RATE_SERVICE,
+                hrs.encode_heart_rate_measurement(m),
+            )
 
     async def run_eda(self, t_start: float) -> None:
         p = self.profile
@@ -205,13 +223,17 @@ class Wearable:
             values = []
             for i in range(per_packet):
                 values.append(eda_value(k + i))
-                self.record(s="eda", k=k + i, v=eda_value(k + i), t=t_start + (k + i) / p.rate_hz,
-                            sent=self.eda_streaming)
+                self.record(
+                    s="eda",
+                    k=k + i,
+                    v=eda_value(k + i),
+                    t=t_start + (k + i) / p.rate_hz,
+                    sent=self.eda_streaming,
+                )
             k += per_packet
             if self.eda_streaming or p.start is None:
                 self._notify(p.characteristic, p.service, p.encode(values, counter))
                 counter += 1
-
 
     async def run_ecg(self, t_start: float) -> None:
         k, per_frame, fs = 0, 26, 130.0
@@ -236,12 +258,16 @@ class Wearable:
             for i, mg in enumerate(triples):
                 self.record(s="acc", k=k + i, mg=mg, t=t_start + (k + i) / fs, sent=sent)
             if sent:
-                deltas = [abs(b[c] - a[c])
-                          for a, b in itertools.pairwise(triples) for c in range(3)]
+                deltas = [
+                    abs(b[c] - a[c]) for a, b in itertools.pairwise(triples) for c in range(3)
+                ]
                 bits = max(max(deltas, default=0).bit_length() + 1, 2)
                 frame = bytes([pmd.MEASUREMENT_ACC]) + time.time_ns().to_bytes(8, "little")
-                self._notify(pmd.PMD_DATA, pmd.PMD_SERVICE,
-                             frame + b"\x80" + encode_deltas(triples, 16, bits))
+                self._notify(
+                    pmd.PMD_DATA,
+                    pmd.PMD_SERVICE,
+                    frame + b"\x80" + encode_deltas(triples, 16, bits),
+                )
             k += per_frame
 
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from dashboards import alerts
-from dashboards.panels import AROUSAL_ALERT
 from dashboards.influxql import DATASOURCE_UID
+from dashboards.panels import AROUSAL_ALERT
 from services.ingest.sources.base import open_source
 from tests.conftest import EDA_OFF_SKIN, S02, fixture_path, recording_start
 from tests.dashboards.grafana import ALERTS, Dataset, render

@@ -144,7 +144,8 @@ class StreamAssembler:
         self._beats = BeatClock(ClockSettings(self.clock_settings.alpha, 2.0))
         self._regular = {
             i: RegularClock(p.rate_hz, self.clock_settings)
-            for i, p in enumerate(self.feeds) if isinstance(p, DeviceProfile)
+            for i, p in enumerate(self.feeds)
+            if isinstance(p, DeviceProfile)
         }
         self._pmd_clocks: dict[tuple[int, str], RegularClock] = {}
         self._counters: dict[int, int] = {}
@@ -210,18 +211,25 @@ class StreamAssembler:
         self._out.append(OutStatus("end", ev.t, self._battery, None, "ingest stopped"))
 
     def _gap(self, stream: SampleStream, start: float, end: float) -> None:
-        log.info("device %s: %s gap %.3f..%.3f (%.2f s)", self.device_id, stream, start, end,
-                 end - start)
+        log.info(
+            "device %s: %s gap %.3f..%.3f (%.2f s)", self.device_id, stream, start, end, end - start
+        )
         gap = OutGap(stream, start, max(start, end))
         self.gaps.append(gap)
         self._out.append(gap)
 
     # -- samples ---------------------------------------------------------------------------
 
-    def _emit(self, stream: SampleStream,
-              values: Sequence[float] | Sequence[tuple[float, float, float]], t_rx: float, *,
-              t0: float | None = None, fs: float | None = None,
-              t: Sequence[float] | None = None) -> None:
+    def _emit(
+        self,
+        stream: SampleStream,
+        values: Sequence[float] | Sequence[tuple[float, float, float]],
+        t_rx: float,
+        *,
+        t0: float | None = None,
+        fs: float | None = None,
+        t: Sequence[float] | None = None,
+    ) -> None:
         if t is not None:
             first, last = _ns_time(t[0]), _ns_time(t[-1])
         else:
@@ -234,8 +242,15 @@ class StreamAssembler:
             self._gap(stream, self._last_time[stream], first)
         if self.reconnects and self.reconnects[-1].first_data_at is None:
             self.reconnects[-1].first_data_at = t_rx
-        self._out.append(OutSamples(stream, tuple(values), t0, fs,  # type: ignore[arg-type]
-                                    None if t is None else tuple(t)))
+        self._out.append(
+            OutSamples(
+                stream,
+                tuple(values),
+                t0,
+                fs,  # type: ignore[arg-type]
+                None if t is None else tuple(t),
+            )
+        )
         self._last_time[stream] = last
 
     def _notification(self, n: Notification) -> None:
@@ -269,8 +284,12 @@ class StreamAssembler:
         keep = [(t, v) for t, v in zip(times, rr, strict=True) if low <= v <= high]
         if len(keep) < len(rr):
             self.stats.dropped_values += len(rr) - len(keep)
-            log.warning("device %s: dropped %d implausible RR value(s) %s", self.device_id,
-                        len(rr) - len(keep), rr)
+            log.warning(
+                "device %s: dropped %d implausible RR value(s) %s",
+                self.device_id,
+                len(rr) - len(keep),
+                rr,
+            )
         # after a reconnect the beat chain restarts from the receive time; a beat that would
         # land at or before the last published one cannot be placed: drop it, don't reorder
         last = self._last_time.get("rr")
@@ -278,8 +297,11 @@ class StreamAssembler:
             placed = [(t, v) for t, v in keep if _ns_time(t) > last]
             if len(placed) < len(keep):
                 self.stats.dropped_values += len(keep) - len(placed)
-                log.warning("device %s: dropped %d RR value(s) that overlap earlier beats",
-                            self.device_id, len(keep) - len(placed))
+                log.warning(
+                    "device %s: dropped %d RR value(s) that overlap earlier beats",
+                    self.device_id,
+                    len(keep) - len(placed),
+                )
             keep = placed
         if keep:
             self._emit("rr", [v for _, v in keep], n.t_rx, t=[t for t, _ in keep])
@@ -293,8 +315,14 @@ class StreamAssembler:
             if expected is not None and packet.counter != expected:
                 lost = (packet.counter - expected) % modulus
                 self.stats.lost_packets += lost
-                log.warning("device %s: %d %s packet(s) lost (counter %d, expected %d)",
-                            self.device_id, lost, profile.name, packet.counter, expected)
+                log.warning(
+                    "device %s: %d %s packet(s) lost (counter %d, expected %d)",
+                    self.device_id,
+                    lost,
+                    profile.name,
+                    packet.counter,
+                    expected,
+                )
                 if profile.stream in self._last_time:
                     self._gap_pending.add(profile.stream)
                 clock.reset()
@@ -305,15 +333,25 @@ class StreamAssembler:
     def _control(self, n: Notification) -> None:
         r = decode_control_response(n.data)
         if r.ok:
-            log.info("device %s: PMD op %d on measurement %d: success", self.device_id, r.op,
-                     r.measurement)
+            log.info(
+                "device %s: PMD op %d on measurement %d: success",
+                self.device_id,
+                r.op,
+                r.measurement,
+            )
         else:
-            log.warning("device %s: PMD op %d on measurement %d refused: %s", self.device_id,
-                        r.op, r.measurement, r.reason)
+            log.warning(
+                "device %s: PMD op %d on measurement %d refused: %s",
+                self.device_id,
+                r.op,
+                r.measurement,
+                r.reason,
+            )
 
     def _pmd(self, n: Notification, feed: PmdFeed) -> None:
-        frame = decode_pmd_frame(n.data, acc_resolution=feed.acc_resolution,
-                                 ecg_resolution=feed.ecg_resolution)
+        frame = decode_pmd_frame(
+            n.data, acc_resolution=feed.acc_resolution, ecg_resolution=feed.ecg_resolution
+        )
         stream: SampleStream = frame.measurement
         rate = feed.ecg_hz if stream == "ecg" else feed.acc_hz
         if not rate or not frame.samples:
@@ -321,8 +359,13 @@ class StreamAssembler:
         low, high = PHYSICAL_RANGE[stream]
         if any(not low <= v <= high for sample in frame.samples for v in sample):
             self.stats.dropped_values += len(frame.samples)
-            log.warning("device %s: dropped a PMD %s frame with values outside [%g, %g]",
-                        self.device_id, stream, low, high)
+            log.warning(
+                "device %s: dropped a PMD %s frame with values outside [%g, %g]",
+                self.device_id,
+                stream,
+                low,
+                high,
+            )
             return
         clock = self._pmd_clocks.get((n.feed, stream))
         if clock is None:

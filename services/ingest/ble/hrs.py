@@ -129,7 +129,9 @@ def decode_heart_rate_measurement(data: bytes) -> HeartRateMeasurement:
     hr_size = 2 if hr_uint16 else 1
     if len(data) < pos + hr_size:
         raise DecodeError(
-            char, data, f"truncated: heart rate needs {hr_size} byte(s), value has {len(data)}",
+            char,
+            data,
+            f"truncated: heart rate needs {hr_size} byte(s), value has {len(data)}",
             pos,
         )
     hr = _u16(data, pos) if hr_uint16 else data[pos]
@@ -146,7 +148,9 @@ def decode_heart_rate_measurement(data: bytes) -> HeartRateMeasurement:
         rest = len(data) - pos
         if rest % 2:
             raise DecodeError(
-                char, data, f"RR list has {rest} bytes, an odd number (each RR is uint16)",
+                char,
+                data,
+                f"RR list has {rest} bytes, an odd number (each RR is uint16)",
                 len(data) - 1,
             )
         rr = [_u16(data, p) for p in range(pos, len(data), 2)]

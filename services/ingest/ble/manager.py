@@ -161,8 +161,9 @@ class DeviceSpec:
         if kind in ("hrs", "pmd"):
             target_text = rest
         else:
-            name, sep, target_text = rest.partition(":") if not _MAC_RE.match(rest) else (
-                "", "", rest)
+            name, sep, target_text = (
+                rest.partition(":") if not _MAC_RE.match(rest) else ("", "", rest)
+            )
             if not sep:
                 raise DeviceSpecError(text, f"expected {kind}:PROFILE:TARGET")
             profile = load_profile(name)
@@ -177,8 +178,9 @@ class DeviceSpec:
         elif target.kind == "address":
             if id_key is None:
                 raise DeviceIdKeyError(
-                    text, "an address needs a device-id key for its pseudonym, or name the "
-                    "device with @ID"
+                    text,
+                    "an address needs a device-id key for its pseudonym, or name the "
+                    "device with @ID",
                 )
             device_id = pseudonymous_id(target.value, id_key)
         else:
@@ -306,7 +308,8 @@ class SharedScanner:
             log.debug("scanning started")
             try:
                 async with BleakScanner(
-                    self._on_advertisement, **self._kwargs()  # type: ignore[arg-type]
+                    self._on_advertisement,
+                    **self._kwargs(),  # type: ignore[arg-type]
                 ):
                     while self._waiters:
                         self._idle.clear()
@@ -413,8 +416,13 @@ class DeviceLink:
                     break
                 delay = self.settings.backoff.delay(attempt, self.rng)
                 attempt += 1
-                log.info("device %s (%s): reconnect attempt %d in %.2f s", self.device_id,
-                         self.target, attempt, delay)
+                log.info(
+                    "device %s (%s): reconnect attempt %d in %.2f s",
+                    self.device_id,
+                    self.target,
+                    attempt,
+                    delay,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
@@ -456,8 +464,7 @@ class DeviceLink:
             timeout=self.settings.connect_timeout,
             **kwargs,  # type: ignore[arg-type]
         )
-        log.info("device %s: connecting to %s (%s)", self.device_id, device.address,
-                 adv.local_name)
+        log.info("device %s: connecting to %s (%s)", self.device_id, device.address, adv.local_name)
         try:
             await asyncio.wait_for(client.connect(), self.settings.connect_timeout + 1)
         except (BleakError, TimeoutError) as exc:
@@ -468,8 +475,7 @@ class DeviceLink:
             self._check_feeds(client)  # a device without our characteristics is not "online"
             await self._read_battery(client)
             # queued before subscribing, so "online" precedes the first sample
-            self._queue.put_nowait(Connected(self.clock(), device.address, self._battery,
-                                              adv.rssi))
+            self._queue.put_nowait(Connected(self.clock(), device.address, self._battery, adv.rssi))
             online = True
             await self._subscribe(client)
             self.stats.connects += 1
@@ -493,16 +499,19 @@ class DeviceLink:
                 self._queue.put_nowait(Disconnected(t_lost, "link lost"))
         return online
 
-    async def _connected_until(self, client: BleakClient, stop: asyncio.Event,
-                               disconnected: asyncio.Event) -> None:
+    async def _connected_until(
+        self, client: BleakClient, stop: asyncio.Event, disconnected: asyncio.Event
+    ) -> None:
         """Wait for a stop or a drop; re-read the battery every ``battery_interval``."""
         stopped = asyncio.create_task(stop.wait())
         dropped = asyncio.create_task(disconnected.wait())
         try:
             while True:
-                done, _ = await asyncio.wait({stopped, dropped},
-                                             timeout=self.settings.battery_interval,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {stopped, dropped},
+                    timeout=self.settings.battery_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if done:
                     return
                 previous = self._battery
@@ -520,7 +529,8 @@ class DeviceLink:
             return
         try:
             self._battery = hrs.decode_battery_level(
-                bytes(await client.read_gatt_char(char))).percent
+                bytes(await client.read_gatt_char(char))
+            ).percent
         except (BleakError, DecodeError) as exc:
             log.warning("device %s: cannot read battery level: %s", self.device_id, exc)
 
@@ -547,14 +557,21 @@ class DeviceLink:
                 for command in spec.pmd.start_commands():
                     await client.write_gatt_char(pmd.PMD_CONTROL_POINT, command, response=True)
                 continue
-            uuid = hrs.HEART_RATE_MEASUREMENT if spec.profile is None else (
-                spec.profile.characteristic)
+            uuid = (
+                hrs.HEART_RATE_MEASUREMENT
+                if spec.profile is None
+                else (spec.profile.characteristic)
+            )
             await client.start_notify(uuid, self._callback(i))
             if spec.profile is not None and spec.profile.start is not None:
                 cmd = spec.profile.start
                 await client.write_gatt_char(cmd.characteristic, cmd.value, response=cmd.response)
-        log.info("device %s: streaming (%s), battery %s%%", self.device_id,
-                 ", ".join(s.label for s in self.specs), self._battery)
+        log.info(
+            "device %s: streaming (%s), battery %s%%",
+            self.device_id,
+            ", ".join(s.label for s in self.specs),
+            self._battery,
+        )
 
     async def _stop_commands(self, client: BleakClient) -> None:
         for spec in self.specs:
@@ -582,11 +599,18 @@ class DeviceLink:
 
     def _publish(self, out: Outgoing) -> None:
         if isinstance(out, OutSamples):
-            self.publisher.send_samples(out.stream, self.device_id, out.values, t0=out.t0,
-                                        fs=out.fs, t=out.t)
+            self.publisher.send_samples(
+                out.stream, self.device_id, out.values, t0=out.t0, fs=out.fs, t=out.t
+            )
         elif isinstance(out, OutStatus):
-            self.publisher.send_status(self.device_id, out.state, out.t, battery=out.battery,
-                                       rssi=out.rssi, detail=out.detail)
+            self.publisher.send_status(
+                self.device_id,
+                out.state,
+                out.t,
+                battery=out.battery,
+                rssi=out.rssi,
+                detail=out.detail,
+            )
         else:
             self.publisher.send_gap(self.device_id, out.stream, out.start, out.end)
 
@@ -604,8 +628,12 @@ class DeviceLink:
                         await loop.run_in_executor(self.executor, self._publish, out)
                 except (IngestError, ContractError) as exc:
                     # never let one bad message stop the device's stream
-                    log.error("device %s: could not publish %s: %s", self.device_id,
-                              type(out).__name__, exc)
+                    log.error(
+                        "device %s: could not publish %s: %s",
+                        self.device_id,
+                        type(out).__name__,
+                        exc,
+                    )
             if isinstance(event, Shutdown):
                 return
 
@@ -642,8 +670,15 @@ class DeviceManager:
         # one publishing thread keeps the event loop free and the publish order intact
         self.executor = concurrent.futures.ThreadPoolExecutor(1, "ble-publish")
         self.links = [
-            DeviceLink(group, publisher, self.scanner, self.settings, clock=clock,
-                       rng=random.Random(rng.random()), executor=self.executor)
+            DeviceLink(
+                group,
+                publisher,
+                self.scanner,
+                self.settings,
+                clock=clock,
+                rng=random.Random(rng.random()),
+                executor=self.executor,
+            )
             for group in groups.values()
         ]
 
@@ -654,8 +689,10 @@ class DeviceManager:
         raise KeyError(device_id)
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(link.run(stop), name=f"ble-link-{link.device_id}")
-                 for link in self.links]
+        tasks = [
+            asyncio.create_task(link.run(stop), name=f"ble-link-{link.device_id}")
+            for link in self.links
+        ]
         try:
             await asyncio.gather(*tasks)
         finally:

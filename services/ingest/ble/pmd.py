@@ -92,8 +92,9 @@ def decode_delta_frames(
     return samples
 
 
-def decode_pmd_frame(data: bytes, *, acc_resolution: int = 16,
-                     ecg_resolution: int = 14) -> PmdFrame:
+def decode_pmd_frame(
+    data: bytes, *, acc_resolution: int = 16, ecg_resolution: int = 14
+) -> PmdFrame:
     """Decode one PMD data notification (ECG or ACC).
 
     Raises:
@@ -117,8 +118,7 @@ def decode_pmd_frame(data: bytes, *, acc_resolution: int = 16,
             raw = [_signed(body, i, 3) for i in range(0, len(body), 3)]
         else:
             raise DecodeError(char, data, f"unknown ECG frame type {frame_type}", 9)
-        return PmdFrame("ecg", timestamp, frame_type, compressed,
-                        tuple((v / 1000.0,) for v in raw))
+        return PmdFrame("ecg", timestamp, frame_type, compressed, tuple((v / 1000.0,) for v in raw))
     if kind == MEASUREMENT_ACC:
         if compressed:
             triples = decode_delta_frames(body, 3, acc_resolution, char=char)
@@ -128,12 +128,19 @@ def decode_pmd_frame(data: bytes, *, acc_resolution: int = 16,
                 raise DecodeError(
                     char, data, f"ACC body of {len(body)} bytes is not (x, y, z) int{8 * size}s"
                 )
-            triples = [[_signed(body, i + k * size, size) for k in range(3)]
-                       for i in range(0, len(body), 3 * size)]
+            triples = [
+                [_signed(body, i + k * size, size) for k in range(3)]
+                for i in range(0, len(body), 3 * size)
+            ]
         else:
             raise DecodeError(char, data, f"unknown ACC frame type {frame_type}", 9)
-        return PmdFrame("acc", timestamp, frame_type, compressed,
-                        tuple(tuple(v / 1000.0 for v in t) for t in triples))
+        return PmdFrame(
+            "acc",
+            timestamp,
+            frame_type,
+            compressed,
+            tuple(tuple(v / 1000.0 for v in t) for t in triples),
+        )
     raise DecodeError(char, data, f"measurement type {kind} is not decoded (0 ECG, 2 ACC)", 0)
 
 
@@ -148,10 +155,20 @@ _SETTING_RESOLUTION: Final = 0x01
 _SETTING_RANGE: Final = 0x02
 
 PMD_ERRORS: Final = {
-    0: "success", 1: "invalid op code", 2: "invalid measurement type", 3: "not supported",
-    4: "invalid length", 5: "invalid parameter", 6: "already in state",
-    7: "invalid resolution", 8: "invalid sample rate", 9: "invalid range", 10: "invalid MTU",
-    11: "invalid number of channels", 12: "invalid state", 13: "device in charger",
+    0: "success",
+    1: "invalid op code",
+    2: "invalid measurement type",
+    3: "not supported",
+    4: "invalid length",
+    5: "invalid parameter",
+    6: "already in state",
+    7: "invalid resolution",
+    8: "invalid sample rate",
+    9: "invalid range",
+    10: "invalid MTU",
+    11: "invalid number of channels",
+    12: "invalid state",
+    13: "device in charger",
 }
 
 
@@ -170,19 +187,24 @@ class PmdFeed:
         """Control-point writes that start the measurements."""
         out = []
         if self.ecg_hz:
-            out.append(bytes([PMD_OP_START, MEASUREMENT_ECG])
-                       + _setting(_SETTING_RATE, self.ecg_hz)
-                       + _setting(_SETTING_RESOLUTION, self.ecg_resolution))
+            out.append(
+                bytes([PMD_OP_START, MEASUREMENT_ECG])
+                + _setting(_SETTING_RATE, self.ecg_hz)
+                + _setting(_SETTING_RESOLUTION, self.ecg_resolution)
+            )
         if self.acc_hz:
-            out.append(bytes([PMD_OP_START, MEASUREMENT_ACC])
-                       + _setting(_SETTING_RATE, self.acc_hz)
-                       + _setting(_SETTING_RESOLUTION, self.acc_resolution)
-                       + _setting(_SETTING_RANGE, self.acc_range_g))
+            out.append(
+                bytes([PMD_OP_START, MEASUREMENT_ACC])
+                + _setting(_SETTING_RATE, self.acc_hz)
+                + _setting(_SETTING_RESOLUTION, self.acc_resolution)
+                + _setting(_SETTING_RANGE, self.acc_range_g)
+            )
         return out
 
     def stop_commands(self) -> list[bytes]:
-        kinds = [k for k, on in ((MEASUREMENT_ECG, self.ecg_hz), (MEASUREMENT_ACC, self.acc_hz))
-                 if on]
+        kinds = [
+            k for k, on in ((MEASUREMENT_ECG, self.ecg_hz), (MEASUREMENT_ACC, self.acc_hz)) if on
+        ]
         return [bytes([PMD_OP_STOP, k]) for k in kinds]
 
 

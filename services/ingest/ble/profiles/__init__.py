@@ -23,8 +23,9 @@ from services.contract import PHYSICAL_RANGE, SAMPLE_STREAMS, SampleStream
 from services.ingest.ble.errors import DecodeError, ProfileError
 from services.ingest.ble.uuids import normalize_uuid
 
-SampleFormat = Literal["u8", "i8", "u16le", "i16le", "u16be", "i16be", "u24le", "u32le",
-                       "i32le", "f32le"]
+SampleFormat = Literal[
+    "u8", "i8", "u16le", "i16le", "u16be", "i16be", "u24le", "u32le", "i32le", "f32le"
+]
 Unit = Literal["uS", "nS", "ohm", "kohm", "native"]
 TimestampRule = Literal["host"]
 
@@ -33,8 +34,16 @@ UNITS: Final[tuple[Unit, ...]] = get_args(Unit)
 TIMESTAMP_RULES: Final[tuple[TimestampRule, ...]] = get_args(TimestampRule)
 
 _SIZES: Final[dict[str, int]] = {
-    "u8": 1, "i8": 1, "u16le": 2, "i16le": 2, "u16be": 2, "i16be": 2, "u24le": 3,
-    "u32le": 4, "i32le": 4, "f32le": 4,
+    "u8": 1,
+    "i8": 1,
+    "u16le": 2,
+    "i16le": 2,
+    "u16be": 2,
+    "i16be": 2,
+    "u24le": 3,
+    "u32le": 4,
+    "i32le": 4,
+    "f32le": 4,
 }
 
 
@@ -121,13 +130,12 @@ class DeviceProfile:
         char = f"profile {self.name}"
         body = len(data) - self.prefix_size
         if body < 0:
-            raise DecodeError(
-                char, data, f"shorter than the {self.prefix_size}-byte packet header"
-            )
+            raise DecodeError(char, data, f"shorter than the {self.prefix_size}-byte packet header")
         size = self.sample_size
         if body % size:
             raise DecodeError(
-                char, data,
+                char,
+                data,
                 f"{body} sample bytes is not a multiple of the {size}-byte {self.sample_format}",
             )
         count = body // size
@@ -145,9 +153,11 @@ class DeviceProfile:
             value = self.convert(read_number(self.sample_format, data, pos))
             if not low <= value <= high:
                 raise DecodeError(
-                    char, data,
+                    char,
+                    data,
                     f"sample {i} = {value:g} is outside the physical range [{low:g}, {high:g}] "
-                    f"of {self.stream}", pos,
+                    f"of {self.stream}",
+                    pos,
                 )
             values.append(value)
         return ProfilePacket(counter, tuple(values))
@@ -162,8 +172,9 @@ class DeviceProfile:
         out += bytes(self.header_bytes)
         for v in values:
             raw = (v - self.offset) / self.scale
-            out += write_number(self.sample_format, raw if self.sample_format == "f32le"
-                                else round(raw))
+            out += write_number(
+                self.sample_format, raw if self.sample_format == "f32le" else round(raw)
+            )
         return bytes(out)
 
 
@@ -233,8 +244,9 @@ def _command(table: dict[str, object], source: str, key: str) -> GattCommand | N
     if not isinstance(response, bool):
         raise ProfileError(source, f"{key}.response", "expected true or false")
     return GattCommand(
-        _uuid(_get(table, "characteristic", str, source, f"{key}."), source,
-              f"{key}.characteristic"),
+        _uuid(
+            _get(table, "characteristic", str, source, f"{key}."), source, f"{key}.characteristic"
+        ),
         payload,
         response,
     )
@@ -242,8 +254,12 @@ def _command(table: dict[str, object], source: str, key: str) -> GattCommand | N
 
 def parse_profile(doc: dict[str, object], source: str = "<memory>") -> DeviceProfile:
     """Validate a parsed TOML document into a :class:`DeviceProfile`."""
-    _check_keys(doc, {"name", "description", "stream", "devices", "gatt", "packet",
-                      "conversion", "timing"}, source, "")
+    _check_keys(
+        doc,
+        {"name", "description", "stream", "devices", "gatt", "packet", "conversion", "timing"},
+        source,
+        "",
+    )
     name = cast(str, _get(doc, "name", str, source, ""))
     description = cast(str, doc.get("description", ""))
     stream = _choice(_get(doc, "stream", str, source, ""), SAMPLE_STREAMS, source, "stream")
@@ -256,15 +272,21 @@ def parse_profile(doc: dict[str, object], source: str = "<memory>") -> DevicePro
     gatt = _table(doc, "gatt", source, required=True)
     _check_keys(gatt, {"service", "characteristic", "start", "stop"}, source, "gatt.")
     packet = _table(doc, "packet", source, required=True)
-    _check_keys(packet, {"counter", "header_bytes", "sample_format", "samples_per_packet"},
-                source, "packet.")
+    _check_keys(
+        packet,
+        {"counter", "header_bytes", "sample_format", "samples_per_packet"},
+        source,
+        "packet.",
+    )
     conversion = _table(doc, "conversion", source, required=False)
     _check_keys(conversion, {"scale", "offset", "unit"}, source, "conversion.")
     timing = _table(doc, "timing", source, required=True)
     _check_keys(timing, {"rate_hz", "timestamps"}, source, "timing.")
 
     sample_format = _choice(
-        _get(packet, "sample_format", str, source, "packet."), SAMPLE_FORMATS, source,
+        _get(packet, "sample_format", str, source, "packet."),
+        SAMPLE_FORMATS,
+        source,
         "packet.sample_format",
     )
     counter = packet.get("counter")
@@ -309,8 +331,7 @@ def parse_profile(doc: dict[str, object], source: str = "<memory>") -> DevicePro
         samples_per_packet=per_packet,
         timestamps=cast(
             TimestampRule,
-            _choice(timing.get("timestamps", "host"), TIMESTAMP_RULES, source,
-                    "timing.timestamps"),
+            _choice(timing.get("timestamps", "host"), TIMESTAMP_RULES, source, "timing.timestamps"),
         ),
         start=_command(_table(gatt, "start", source, required=False), source, "gatt.start"),
         stop=_command(_table(gatt, "stop", source, required=False), source, "gatt.stop"),
@@ -338,7 +359,8 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         resource = resources.files(__name__) / f"{name_or_path}.toml"
         if not resource.is_file():
             raise ProfileError(
-                str(name_or_path), "name",
+                str(name_or_path),
+                "name",
                 f"no such shipped profile; shipped: {', '.join(shipped_profiles())}",
             )
         text = resource.read_text(encoding="utf-8")
