@@ -245,9 +245,9 @@ class StreamAssembler:
         self._out.append(
             OutSamples(
                 stream,
-                tuple(values),
+                tuple(values),  # type: ignore[arg-type]
                 t0,
-                fs,  # type: ignore[arg-type]
+                fs,
                 None if t is None else tuple(t),
             )
         )
