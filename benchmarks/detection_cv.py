@@ -372,20 +372,8 @@ def _fmt(name: str, v: object) -> str:
     return f"{v:5.2f}"
 
 
-HEAD = (
-    "hit",
-    "chance",
-    "margin",
-    "latency_median_s",
-    "relax_fa_per_h",
-    "contrast",
-    "release_recall",
-    "release_precision",
-    "arousal_onsets",
-    "alert_delay_median_s",
-    "hyperventilation_hit",
-    "hyperventilation_chance",
-)
+#: The printed columns: the pooled figures with the alert delay after the onsets.
+HEAD = (*FIGURES[:9], "alert_delay_median_s", *FIGURES[9:])
 SHORT = (
     "hit",
     "chance",
