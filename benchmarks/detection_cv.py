@@ -14,7 +14,7 @@ output in ``.cache/``); every candidate replays those rows through the real
 :class:`~services.analysis.core.arousal.ArousalDetector`, and the episodes are scored by
 ``services.analysis.scoring`` exactly as ``rekindle evaluate`` scores them.
 
-Run: ``.venv/bin/python benchmarks/detection_cv.py`` (``--folds K``, ``--json``, ``--quick``:
+Run: ``.venv/bin/python -m benchmarks.detection_cv`` (``--folds K``, ``--json``, ``--quick``:
 the small grid and 2 folds of 4 subjects the test suite uses).
 """
 
