@@ -78,8 +78,8 @@ class _Mean:
 
 
 class _Extreme:
-    """Sliding minimum (``sign`` 1) or maximum (``sign`` -1) over the last ``window`` seconds,
-    with the time of the latest extreme value (a monotonic deque)."""
+    """Sliding minimum (``sign`` 1) or maximum (``sign`` -1) over the last ``window`` seconds
+    (a monotonic deque)."""
 
     __slots__ = ("_buf", "sign", "window")
 
@@ -88,7 +88,7 @@ class _Extreme:
         self.sign = sign
         self._buf: deque[tuple[int, float]] = deque()
 
-    def push(self, k: int, v: float | None) -> tuple[int, float] | None:
+    def push(self, k: int, v: float | None) -> float | None:
         buf = self._buf
         if v is not None:
             sv = self.sign * v
@@ -98,25 +98,20 @@ class _Extreme:
         cutoff = k - self.window
         while buf and buf[0][0] < cutoff:
             buf.popleft()
-        if not buf:
-            return None
-        t, sv = buf[0]
-        return t, self.sign * sv
+        return self.sign * buf[0][1] if buf else None
 
 
 class _Quantile:
     """Lower ``q`` quantile (towards calm: ``sign`` 1 = low values) of the values from
-    ``window + gap`` to ``gap`` seconds ago; ``below_t`` = the last second whose value was at or
-    below (calm side of) the reference of its own second."""
+    ``window + gap`` to ``gap`` seconds ago."""
 
-    __slots__ = ("_buf", "below_t", "gap", "q", "sign", "window")
+    __slots__ = ("_buf", "gap", "q", "sign", "window")
 
     def __init__(self, window: float, gap: float, q: float, sign: float) -> None:
         self.window, self.gap, self.q, self.sign = window, gap, q, sign
         self._buf: deque[tuple[int, float]] = deque()
-        self.below_t = 0
 
-    def push(self, k: int, v: float | None) -> tuple[int, float] | None:
+    def push(self, k: int, v: float | None) -> float | None:
         buf = self._buf
         if v is not None:
             buf.append((k, self.sign * v))
@@ -126,10 +121,7 @@ class _Quantile:
         vals = sorted(x for t, x in buf if t <= hi)
         if len(vals) < max(1, math.ceil(self.window / 2)):
             return None
-        ref = vals[math.floor(self.q * (len(vals) - 1))]
-        if v is None or self.sign * v <= ref:
-            self.below_t = k
-        return self.below_t, self.sign * ref
+        return self.sign * vals[math.floor(self.q * (len(vals) - 1))]
 
 
 class _Input:
@@ -144,7 +136,6 @@ class _Input:
         "q",
         "ref",
         "ref_level",
-        "ref_t",
         "sign",
         "window_s",
     )
@@ -159,15 +150,10 @@ class _Input:
         )
         self.level: float | None = None
         self.ref_level: float | None = None
-        self.ref_t = 0
 
     def push(self, k: int, v: float | None) -> None:
-        level = self.level = self.mean.push(k, v)
-        ref = self.ref.push(k, level)
-        if ref is None:
-            self.ref_level = None
-        else:
-            self.ref_t, self.ref_level = ref
+        self.level = self.mean.push(k, v)
+        self.ref_level = self.ref.push(k, self.level)
 
 
 @dataclass(slots=True)
@@ -221,8 +207,9 @@ class ArousalDetector:
         self._rmssd = _Input(cfg.hr_avg_s, w, -1.0)
         #: averaged ln tonic EDA of the last ``eda_avg_s`` seconds, for "EDA not rising"
         self._eda_hist: deque[tuple[int, float]] = deque()
-        #: averaged HR of the last ``rise_window_s + min_episode_s`` seconds (a surge's HR peak
-        #: may come before its confirmation)
+        #: averaged HR of the last ``rise_window_s + min_episode_s`` (and ``release_fall_s``)
+        #: seconds: a surge's HR mean starts at its onset, before its confirmation, and a
+        #: release's prompt fall looks back ``release_fall_s``
         self._hr_hist: deque[tuple[int, float]] = deque()
         self._hr_keep_s = max(cfg.rise_window_s + cfg.min_episode_s, cfg.release_fall_s)
         self.first_tick: int | None = None
@@ -240,16 +227,6 @@ class ArousalDetector:
         self._unusable_t = -math.inf  # the last second without a usable index
         self._calm_t = -math.inf  # the last second the leading input had not risen
         self._surge: _Surge | None = None
-
-    @property
-    def active(self) -> bool:
-        return self._active
-
-    def warmup_left(self, k: int) -> float | None:
-        """Seconds until episodes can be declared (0 once they can; None before any data)."""
-        if self.first_tick is None:
-            return None
-        return max(0.0, warmup_s(self.cfg) - (k - self.first_tick))
 
     # -- per second -----------------------------------------------------------------------------
     def step(self, k: int, values: list[float | None], eda_degraded: bool = False) -> DetectorTick:
