@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core import AnalysisConfig, FeatureRow, SessionAnalyzer
+from services.analysis.core import AnalysisConfig, Event, FeatureRow
 from services.analysis.core.config import DETECTOR_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,19 +65,16 @@ def cache_key(config: AnalysisConfig) -> str:
 
 
 def extract(subject: str, recording: Path, config: AnalysisConfig | None = None) -> Features:
-    """Run the processors over one recording and collect the per-second detector inputs."""
-    from services.analysis.evaluate import _chunks, analyzer_inputs  # noqa: PLC0415
+    """Replay one recording through the analyzer and collect the per-second detector inputs."""
+    from services.analysis.evaluate import replay_recording  # noqa: PLC0415
 
-    analyzer = SessionAnalyzer(config)
     rows: list[FeatureRow] = []
-    t_min, t_max = math.inf, -math.inf
-    for chunk, items in analyzer_inputs(_chunks(recording)):
-        for it in items:
-            rows.extend(e for e in analyzer.update(it) if isinstance(e, FeatureRow))
-        if chunk.stream != "marker":
-            t_min, t_max = min(t_min, chunk.start), max(t_max, chunk.end)
-    rows.extend(e for e in analyzer.finish() if isinstance(e, FeatureRow))
-    final = analyzer.final_second
+
+    def take(e: Event) -> None:
+        if isinstance(e, FeatureRow):
+            rows.append(e)
+
+    (t_min, t_max), final = replay_recording(recording, config, take)
 
     def col(name: str) -> npt.NDArray[np.float64]:
         return np.array([math.nan if getattr(r, name) is None else getattr(r, name) for r in rows])

@@ -24,8 +24,8 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ from services.analysis.core import (
     AnalysisConfig,
     AnalyzerInput,
     Episode,
-    EpisodeStart,
+    Event,
     FeatureRow,
     SessionAnalyzer,
 )
@@ -151,67 +151,69 @@ def analyzer_inputs(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, list[Analy
 
 @dataclass(frozen=True, slots=True)
 class Recording:
-    """What the scoring needs from one replayed recording: its episodes, the arousal
-    confirmation times seen live (``EpisodeStart``, by onset), the per-second HR of the analysis
-    (``nan`` where none) and the span of its samples."""
+    """What the scoring needs from one replayed recording: its episodes, the per-second HR of
+    the analysis (``nan`` where none) and the span of its samples."""
 
     episodes: tuple[Episode, ...]
     hr_times: npt.NDArray[np.float64]
     hr_values: npt.NDArray[np.float64]
     span: tuple[float, float]
-    started: dict[float, float] = field(default_factory=dict)
+
+
+def replay_recording(
+    path: Path, config: AnalysisConfig | None, take: Callable[[Event], None]
+) -> tuple[tuple[float, float], float | None]:
+    """Replay a recording through the streaming analyzer as the live service would (see
+    :func:`analyzer_inputs`), handing every event to ``take``. Returns the span of its samples
+    and the second at which the analyzer closed open episodes at the end of data."""
+    analyzer = SessionAnalyzer(config)
+    t_min, t_max = math.inf, -math.inf
+    for chunk, items in analyzer_inputs(_chunks(path)):
+        for it in items:
+            for e in analyzer.update(it):
+                take(e)
+        if chunk.stream != "marker":
+            t_min, t_max = min(t_min, chunk.start), max(t_max, chunk.end)
+    for e in analyzer.finish():
+        take(e)
+    if not math.isfinite(t_min):
+        raise EvaluationError(path, "no samples")
+    return (t_min, t_max), analyzer.final_second
 
 
 def analyze_recording(path: Path, config: AnalysisConfig | None = None) -> Recording:
-    """Replay a recording through the streaming analyzer as the live service would (see
-    :func:`analyzer_inputs`)."""
-    analyzer = SessionAnalyzer(config)
+    """The episodes, per-second HR and span of one replayed recording."""
     episodes: list[Episode] = []
-    started: dict[float, float] = {}
     times: list[float] = []
     hr: list[float] = []
-    t_min, t_max = math.inf, -math.inf
 
-    def take(events: Iterable[object]) -> None:
-        for e in events:
-            if isinstance(e, FeatureRow):
-                times.append(e.time)
-                hr.append(math.nan if e.hr is None else e.hr)
-            elif isinstance(e, Episode):
-                episodes.append(e)
-            elif isinstance(e, EpisodeStart):
-                started[e.onset] = e.confirmed
+    def take(e: Event) -> None:
+        if isinstance(e, FeatureRow):
+            times.append(e.time)
+            hr.append(math.nan if e.hr is None else e.hr)
+        elif isinstance(e, Episode):
+            episodes.append(e)
 
-    for chunk, items in analyzer_inputs(_chunks(path)):
-        for it in items:
-            take(analyzer.update(it))
-        if chunk.stream != "marker":
-            t_min, t_max = min(t_min, chunk.start), max(t_max, chunk.end)
-    take(analyzer.finish())
-    if not math.isfinite(t_min):
-        raise EvaluationError(path, "no samples")
+    span, _ = replay_recording(path, config, take)
     return Recording(
         tuple(episodes),
         np.asarray(times, dtype=np.float64),
         np.asarray(hr, dtype=np.float64),
-        (t_min, t_max),
-        started,
+        span,
     )
 
 
 def detections(rec: Recording) -> list[Detection]:
     """Arousal onsets and release confirmation times of a recording's episodes. The
-    confirmation is ``Episode.confirmed``; for episodes without it, an arousal's live
-    ``EpisodeStart.confirmed`` (else its onset) and a release's ``offset`` (its recovery was
-    confirmed then)."""
+    confirmation is ``Episode.confirmed`` (the core sets it on every episode); for an episode
+    built without it, an arousal's onset and a release's ``offset`` (its recovery was confirmed
+    then)."""
     out = []
     for e in rec.episodes:
         if e.confirmed is not None:
             confirmed = e.confirmed
-        elif e.kind == "arousal":
-            confirmed = rec.started.get(e.onset, e.onset)
         else:
-            confirmed = e.offset
+            confirmed = e.onset if e.kind == "arousal" else e.offset
         out.append(Detection(e.kind, e.onset, confirmed))
     return out
 
