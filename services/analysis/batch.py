@@ -7,6 +7,7 @@ finishes. The outputs do not depend on ``jobs``: each recording is analysed on i
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,37 +92,24 @@ def run_batch(
     Workers are started with ``spawn`` (no state of this process is inherited, which is safe
     whatever threads are running here).
     """
+    job = functools.partial(
+        analyze_file,
+        out_dir=out_dir,
+        config=config,
+        plots=plots,
+        formats=formats,
+        metrics=metrics,
+        phases=phases,
+        options=options,
+    )
     if jobs <= 1 or len(sources) <= 1:
         for i, source in enumerate(sources):
-            yield (
-                i,
-                analyze_file(
-                    source,
-                    out_dir,
-                    config,
-                    plots=plots,
-                    formats=formats,
-                    metrics=metrics,
-                    phases=phases,
-                    options=options,
-                ),
-            )
+            yield i, job(source)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=context) as pool:
         index: dict[Future[FileResult], int] = {
-            pool.submit(
-                analyze_file,
-                source,
-                out_dir,
-                config,
-                plots=plots,
-                formats=formats,
-                metrics=metrics,
-                phases=phases,
-                options=options,
-            ): i
-            for i, source in enumerate(sources)
+            pool.submit(job, source): i for i, source in enumerate(sources)
         }
         pending = set(index)
         while pending:
