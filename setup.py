@@ -18,7 +18,8 @@ from pathlib import Path
 
 from setuptools import setup
 
-CORE = Path("services") / "analysis" / "core"
+# through the ``rekindle`` link, so that mypyc names the modules ``rekindle.analysis.core.*``
+CORE = Path("rekindle") / "analysis" / "core"
 
 
 def core_modules() -> list[str]:

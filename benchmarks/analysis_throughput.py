@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core import AnalysisConfig, SampleBatch, SessionAnalyzer
+from rekindle.analysis.core import AnalysisConfig, SampleBatch, SessionAnalyzer
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0
@@ -187,7 +187,7 @@ def measure(args: argparse.Namespace) -> tuple[float, float, int]:
     largest state estimate (bytes) of the live run."""
     data = make_hour()
     if args.compiled:
-        import services.analysis.core.eda as eda_mod  # noqa: PLC0415
+        import rekindle.analysis.core.eda as eda_mod  # noqa: PLC0415
 
         if not str(eda_mod.__file__).endswith(".so"):
             raise SystemExit(f"--compiled, but the core was imported from {eda_mod.__file__}")

@@ -11,8 +11,8 @@ between hits and relax false alarms, with the chance level of every point.
 
 The signal processors run once per recording (``detection_features.py`` caches their per-second
 output in ``.cache/``); every candidate replays those rows through the real
-:class:`~services.analysis.core.arousal.ArousalDetector`, and the episodes are scored by
-``services.analysis.scoring`` exactly as ``rekindle evaluate`` scores them.
+:class:`~rekindle.analysis.core.arousal.ArousalDetector`, and the episodes are scored by
+``rekindle.analysis.scoring`` exactly as ``rekindle evaluate`` scores them.
 
 Run: ``.venv/bin/python -m benchmarks.detection_cv`` (``--folds K``, ``--json``, ``--quick``:
 the small grid and 2 folds of 4 subjects the test suite uses).
@@ -35,16 +35,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks.detection_features import DEFAULT_CACHE, Features, load
-from services.analysis.core import AnalysisConfig, Episode
-from services.analysis.core.arousal import ArousalDetector
-from services.analysis.evaluate import (
+from rekindle.analysis.core import AnalysisConfig, Episode
+from rekindle.analysis.core.arousal import ArousalDetector
+from rekindle.analysis.evaluate import (
     Recording,
     read_labels,
     read_phases,
     recording_path,
     score_recording,
 )
-from services.analysis.scoring import Interval, Phase, PooledScore, SubjectScore, pool
+from rekindle.analysis.scoring import Interval, Phase, PooledScore, SubjectScore, pool
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "stress_predict_e4"

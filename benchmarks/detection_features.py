@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core import AnalysisConfig, Event, FeatureRow
-from services.analysis.core.config import DETECTOR_FIELDS
+from rekindle.analysis.core import AnalysisConfig, Event, FeatureRow
+from rekindle.analysis.core.config import DETECTOR_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "services" / "analysis" / "core"
@@ -66,7 +66,7 @@ def cache_key(config: AnalysisConfig) -> str:
 
 def extract(subject: str, recording: Path, config: AnalysisConfig | None = None) -> Features:
     """Replay one recording through the analyzer and collect the per-second detector inputs."""
-    from services.analysis.evaluate import replay_recording  # noqa: PLC0415
+    from rekindle.analysis.evaluate import replay_recording  # noqa: PLC0415
 
     rows: list[FeatureRow] = []
 

@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.service import AnalysisService
-from services.ingest.publisher import Publisher
-from services.ingest.replay import replay
-from services.ingest.sources.e4 import read_e4_folder
-from services.mqtturl import MqttSettings
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.replay import replay
+from rekindle.ingest.sources.e4 import read_e4_folder
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 
 S02 = Path(__file__).resolve().parent.parent / "tests/fixtures/stress_predict_e4/Raw_data/S02"

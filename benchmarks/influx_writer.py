@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from tests.servers import InfluxD
 
 LINES = 100_000
@@ -83,7 +83,7 @@ def show(name: str, r: dict[str, float]) -> None:
 
 def main() -> None:
     # the 20 dead-lettered lines are expected here: keep their error lines off the figures
-    logging.getLogger("services.analysis.influx").disabled = True
+    logging.getLogger("rekindle.analysis.influx").disabled = True
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         server = InfluxD.start(root / "influxd")

@@ -46,15 +46,15 @@ def main() -> None:
 
     _, imp_wall, imp_cpu = timed(__import__, "neurokit2")
 
-    from services.analysis.core import AnalysisConfig  # noqa: PLC0415
-    from services.analysis.evaluate import read_phases  # noqa: PLC0415
-    from services.analysis.intervals import (  # noqa: PLC0415
+    from rekindle.analysis.core import AnalysisConfig  # noqa: PLC0415
+    from rekindle.analysis.evaluate import read_phases  # noqa: PLC0415
+    from rekindle.analysis.intervals import (  # noqa: PLC0415
         marker_segments,
         phase_segments,
         stretch_metrics,
     )
-    from services.analysis.offline import AnalysisResult, run_pipeline  # noqa: PLC0415
-    from services.ingest.sources import open_spec  # noqa: PLC0415
+    from rekindle.analysis.offline import AnalysisResult, run_pipeline  # noqa: PLC0415
+    from rekindle.ingest.sources import open_spec  # noqa: PLC0415
 
     def analyse() -> AnalysisResult:
         name, chunks = open_spec(str(args.source))

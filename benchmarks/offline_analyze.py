@@ -6,7 +6,7 @@ after the vectorised readers, in the same run; optionally a batch with ``--jobs`
   ``git archive`` to a temporary folder;
 * after:  this working tree.
 
-Each arm runs the real command line in a fresh interpreter (``python -m services.cli analyze``;
+Each arm runs the real command line in a fresh interpreter (``python -m rekindle.cli analyze``;
 startup and imports included, as a user sees it), ``--repeat`` times alternately; the medians of
 wall seconds and CPU seconds (user + sys of the child) are printed per session-hour, with the
 ratio before/after and whether the two arms wrote identical ``episodes.csv``/``features.csv``
@@ -44,10 +44,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from services import contract
-from services.analysis.offline import run_pipeline, write_outputs
-from services.ingest.sources import e4
-from services.ingest.sources.base import Chunk, irregular_chunks, open_source
+from rekindle import contract
+from rekindle.analysis.offline import run_pipeline, write_outputs
+from rekindle.ingest.sources import e4
+from rekindle.ingest.sources.base import Chunk, irregular_chunks, open_source
 
 REPO = Path(__file__).resolve().parent.parent
 S02 = REPO / "tests/fixtures/stress_predict_e4/Raw_data/S02"
@@ -164,7 +164,7 @@ def analyze(
     tree: Path, sources: list[Path], out: Path, jobs: int | None = None
 ) -> tuple[float, float]:
     """Wall and CPU seconds of one ``rekindle analyze`` run of ``tree``'s code."""
-    cmd = [sys.executable, "-m", "services.cli", "--log-level", "WARNING", "analyze"]
+    cmd = [sys.executable, "-m", "rekindle.cli", "--log-level", "WARNING", "analyze"]
     cmd += [str(s) for s in sources] + ["--out", str(out), "--no-plots"]
     if jobs is not None:
         cmd += ["--jobs", str(jobs)]

@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from services import contract
-from services.analysis.core import FeatureRow, SessionAnalyzer
-from services.analysis.pipeline import MAX_SILENCE_S, SessionPipeline
+from rekindle import contract
+from rekindle.analysis.core import FeatureRow, SessionAnalyzer
+from rekindle.analysis.pipeline import MAX_SILENCE_S, SessionPipeline
 from tests.fuzz_payloads import STALLING
 
 NOW = 1_700_000_000.0

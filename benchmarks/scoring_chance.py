@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from services.analysis.scoring import Detection, Interval, Phase, SubjectScore, pool, score_subject
+from rekindle.analysis.scoring import Detection, Interval, Phase, SubjectScore, pool, score_subject
 
 
 def subjects(n: int, seed: int) -> list[SubjectScore]:

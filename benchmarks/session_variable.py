@@ -25,9 +25,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dashboards import variables
-from services.analysis import points
-from services.analysis.influx import InfluxSettings, V1Transport
+from rekindle.analysis import points
+from rekindle.analysis.influx import InfluxSettings, V1Transport
+from rekindle.dashboards import variables
 from tests.dashboards.grafana import render, variable_values
 from tests.servers import InfluxD
 

@@ -1,7 +1,8 @@
 """Grafana dashboards, alert rules and provisioning for Rekindle, generated from code.
 
 The JSON under ``dashboards/generated/`` and the alert rules under
-``dashboards/provisioning/alerting/`` are produced by :func:`dashboards.generate.render_all`
+``dashboards/provisioning/alerting/`` are produced by
+:func:`rekindle.dashboards.generate.render_all`
 (``rekindle dashboards build``); a test fails when the committed files drift from the code.
 """
 

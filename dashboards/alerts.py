@@ -36,8 +36,8 @@ from grafana_foundation_sdk.builders import expr as eb
 from grafana_foundation_sdk.models import alerting as am
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.influxql import DATASOURCE_UID, InfluxQL
-from dashboards.panels import AROUSAL_ALERT
+from rekindle.dashboards.influxql import DATASOURCE_UID, InfluxQL
+from rekindle.dashboards.panels import AROUSAL_ALERT
 
 #: The provisioned contact point: a webhook to ``rekindle alerts relay`` (the compose service
 #: ``alerts``, services/analysis/alert_relay.py), which publishes each alert on MQTT at

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dashboards import generate
-from dashboards.errors import DriftError
+from rekindle.dashboards import generate
+from rekindle.dashboards.errors import DriftError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

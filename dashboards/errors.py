@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rekindle.errors import RekindleError
 
-class DashboardsError(Exception):
+
+class DashboardsError(RekindleError):
     """Root of every error raised by the ``dashboards`` package."""
 
 

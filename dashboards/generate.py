@@ -12,8 +12,8 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import alerts, live, overview, review
-from dashboards.errors import DriftError
+from rekindle.dashboards import alerts, live, overview, review
+from rekindle.dashboards.errors import DriftError
 
 logger = logging.getLogger(__name__)
 

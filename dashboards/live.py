@@ -6,7 +6,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import panels, variables
+from rekindle.dashboards import panels, variables
 
 UID = "rekindle-live"
 

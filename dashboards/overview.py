@@ -8,10 +8,10 @@ from grafana_foundation_sdk.builders import stat, table
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import panels, variables
-from dashboards.influxql import DATASOURCE, InfluxQL
-from dashboards.live import links
-from dashboards.panels import where
+from rekindle.dashboards import panels, variables
+from rekindle.dashboards.influxql import DATASOURCE, InfluxQL
+from rekindle.dashboards.live import links
+from rekindle.dashboards.panels import where
 
 UID = "rekindle-overview"
 #: "Signal now" looks at the last this many seconds of quality verdicts.

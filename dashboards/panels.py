@@ -8,7 +8,7 @@ from grafana_foundation_sdk.builders import gauge, stat, statetimeline, table, t
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.influxql import DATASOURCE, SESSION_FILTER, InfluxAnnotation, InfluxQL
+from rekindle.dashboards.influxql import DATASOURCE, SESSION_FILTER, InfluxAnnotation, InfluxQL
 
 #: Arousal index levels (the index measures the EDA rise against the preceding minutes; 50 = the
 #: rise an episode needs): below WATCH (the episode exit threshold) is calm, at or above ALERT (the

@@ -7,10 +7,10 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import panels, variables
-from dashboards.influxql import DATASOURCE, InfluxQL
-from dashboards.live import links
-from dashboards.panels import where
+from rekindle.dashboards import panels, variables
+from rekindle.dashboards.influxql import DATASOURCE, InfluxQL
+from rekindle.dashboards.live import links
+from rekindle.dashboards.panels import where
 
 UID = "rekindle-review"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.influxql import DATASOURCE
+from rekindle.dashboards.influxql import DATASOURCE
 
 #: Every site that ever wrote feature rows.
 SITE_QUERY = 'SHOW TAG VALUES FROM "features" WITH KEY = "site"'

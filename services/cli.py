@@ -1,6 +1,6 @@
 """The ``rekindle`` command line. The only place (with its plugins) that sets up logging.
 
-Every command follows :mod:`services.cliconfig` (docs/cli.md): settings (``--site``, ``--mqtt``,
+Every command follows :mod:`rekindle.cliconfig` (docs/cli.md): settings (``--site``, ``--mqtt``,
 ``--influx*``, password files, ``--log-level``) resolve flag > ``REKINDLE_*`` environment
 variable > ``--config FILE`` (TOML) > default; errors are one line, exit code 2 for
 usage/configuration, 1 at run time. The secrets themselves can also come from
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.analysis import params
-from services.cliconfig import (
+from rekindle.analysis import params
+from rekindle.cliconfig import (
     DEFAULT_SITE,
     RekindleParser,
     UsageError,
@@ -35,23 +35,23 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Iterator
 
-    from services.analysis.influx import InfluxSettings
-    from services.analysis.service import AnalysisService
-    from services.ingest.sources.base import Chunk, ReadOptions
-    from services.mqtturl import MqttSettings
+    from rekindle.analysis.influx import InfluxSettings
+    from rekindle.analysis.service import AnalysisService
+    from rekindle.ingest.sources.base import Chunk, ReadOptions
+    from rekindle.mqtturl import MqttSettings
 
 log = logging.getLogger("rekindle")
 
 #: Modules that contribute sub-commands through ``register(subparsers)``.
 PLUGIN_MODULES = (
-    "services.ingest.ble.cli",
-    "services.analysis.evaluate",
-    "services.analysis.health",
-    "services.analysis.alert_relay",
-    "dashboards.cli",
+    "rekindle.ingest.ble.cli",
+    "rekindle.analysis.evaluate",
+    "rekindle.analysis.health",
+    "rekindle.analysis.alert_relay",
+    "rekindle.dashboards.cli",
 )
 
-#: A usage error (kept under its old name for plugins): see :class:`services.cliconfig.UsageError`.
+#: A usage error (kept under its old name for plugins): see :class:`rekindle.cliconfig.UsageError`.
 CliError = UsageError
 
 __all__ = ["EXIT_STUCK", "CliError", "build_parser", "main", "run_analysis", "version"]
@@ -121,7 +121,7 @@ def add_influx(
 
 
 def _secret(file: Path | None, env_name: str, option: str) -> str | None:
-    from services.credentials import SecretError, read_secret, register_secret  # noqa: PLC0415
+    from rekindle.credentials import SecretError, read_secret, register_secret  # noqa: PLC0415
 
     try:
         value = read_secret(file, env_name, file_option=option)
@@ -132,7 +132,7 @@ def _secret(file: Path | None, env_name: str, option: str) -> str | None:
 
 
 def _warn_password_in_argv(args: argparse.Namespace, option: str, dest: str, better: str) -> None:
-    from services.credentials import redact, register_secret, split_userinfo  # noqa: PLC0415
+    from rekindle.credentials import redact, register_secret, split_userinfo  # noqa: PLC0415
 
     url = getattr(args, dest)
     password = split_userinfo(url)[2]
@@ -148,9 +148,9 @@ def _warn_password_in_argv(args: argparse.Namespace, option: str, dest: str, bet
 
 
 def influx_settings(args: argparse.Namespace) -> InfluxSettings:
-    from services.analysis.errors import StorageError  # noqa: PLC0415
-    from services.analysis.influx import InfluxSettings  # noqa: PLC0415
-    from services.credentials import redact, split_userinfo  # noqa: PLC0415
+    from rekindle.analysis.errors import StorageError  # noqa: PLC0415
+    from rekindle.analysis.influx import InfluxSettings  # noqa: PLC0415
+    from rekindle.credentials import redact, split_userinfo  # noqa: PLC0415
 
     token = _secret(args.influx_token_file, "REKINDLE_INFLUX_TOKEN", "--influx-token-file")
     password = _secret(
@@ -188,7 +188,7 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
     ``REKINDLE_MQTT_PASSWORD`` (or, discouraged, from the URL itself)."""
     import dataclasses  # noqa: PLC0415
 
-    from services.mqtturl import MqttSettings, MqttUrlError  # noqa: PLC0415
+    from rekindle.mqtturl import MqttSettings, MqttUrlError  # noqa: PLC0415
 
     try:
         settings = MqttSettings.from_url(args.mqtt)
@@ -227,7 +227,7 @@ def add_read_options(parser: argparse.ArgumentParser) -> None:
 
 
 def read_options(args: argparse.Namespace) -> ReadOptions:
-    from services.ingest.sources.base import ReadOptions  # noqa: PLC0415
+    from rekindle.ingest.sources.base import ReadOptions  # noqa: PLC0415
 
     columns = {}
     for item in getattr(args, "column", []):
@@ -241,9 +241,9 @@ def read_options(args: argparse.Namespace) -> ReadOptions:
 def open_chunks(
     source: str, *, speed: float | None = None, options: ReadOptions | None = None
 ) -> tuple[str, Iterator[Chunk]]:
-    """:func:`services.ingest.sources.open_spec`, with its errors as command-line errors."""
-    from services.ingest.errors import SourceError  # noqa: PLC0415
-    from services.ingest.sources import open_spec  # noqa: PLC0415
+    """:func:`rekindle.ingest.sources.open_spec`, with its errors as command-line errors."""
+    from rekindle.ingest.errors import SourceError  # noqa: PLC0415
+    from rekindle.ingest.sources import open_spec  # noqa: PLC0415
 
     try:
         return open_spec(source, speed=speed, options=options)
@@ -255,8 +255,8 @@ def open_chunks(
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from services.ingest.publisher import Publisher  # noqa: PLC0415
-    from services.ingest.replay import parse_speed, replay  # noqa: PLC0415
+    from rekindle.ingest.publisher import Publisher  # noqa: PLC0415
+    from rekindle.ingest.replay import parse_speed, replay  # noqa: PLC0415
 
     try:
         speed = parse_speed(args.speed)
@@ -285,9 +285,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_analysis(args: argparse.Namespace) -> int:
-    from services.analysis.core import is_compiled  # noqa: PLC0415
-    from services.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
-    from services.analysis.service import AnalysisService  # noqa: PLC0415
+    from rekindle.analysis.core import is_compiled  # noqa: PLC0415
+    from rekindle.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
+    from rekindle.analysis.service import AnalysisService  # noqa: PLC0415
 
     config = params.from_args(args)
     log.info("analysis core: %s", "compiled (mypyc)" if is_compiled() else "pure Python")
@@ -337,15 +337,15 @@ def run_analysis(service: AnalysisService, stop: threading.Event, stall_limit_s:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from services.analysis.batch import analyze_batch, analyze_file  # noqa: PLC0415
-    from services.analysis.report import write_index  # noqa: PLC0415
+    from rekindle.analysis.batch import analyze_batch, analyze_file  # noqa: PLC0415
+    from rekindle.analysis.report import write_index  # noqa: PLC0415
 
     config = params.from_args(args)
     out_dir = Path(args.out)
     formats = ("csv", *(args.format or ()))
     phases: list[tuple[str, str, float, float]] = []
     if args.phases is not None:
-        from services.analysis.evaluate import read_phases  # noqa: PLC0415
+        from rekindle.analysis.evaluate import read_phases  # noqa: PLC0415
 
         phases = [(p.subject, p.phase, p.start, p.end) for p in read_phases(args.phases)]
     metrics = args.metrics or bool(phases)
@@ -390,8 +390,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from services.ingest.errors import SourceError  # noqa: PLC0415
-    from services.ingest.sources.formats import detect, list_formats  # noqa: PLC0415
+    from rekindle.ingest.errors import SourceError  # noqa: PLC0415
+    from rekindle.ingest.sources.formats import detect, list_formats  # noqa: PLC0415
 
     if args.list_formats:
         print(list_formats())
@@ -419,7 +419,7 @@ RECORD_RESEND_GRACE_S = 10.0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from services.ingest.record import Recorder  # noqa: PLC0415
+    from rekindle.ingest.record import Recorder  # noqa: PLC0415
 
     settings = mqtt_settings(args)
     stop = stop_event_on_signals()
@@ -447,7 +447,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_mark(args: argparse.Namespace) -> int:
-    from services.ingest.publisher import Publisher  # noqa: PLC0415
+    from rekindle.ingest.publisher import Publisher  # noqa: PLC0415
 
     settings = mqtt_settings(args)
     when = time.time() if args.time is None else args.time
@@ -458,8 +458,8 @@ def cmd_mark(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from services.demo import DemoOptions, run_demo  # noqa: PLC0415
-    from services.ingest.replay import parse_speed  # noqa: PLC0415
+    from rekindle.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from rekindle.ingest.replay import parse_speed  # noqa: PLC0415
 
     try:
         speed = parse_speed(args.speed)
@@ -718,7 +718,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def setup_logging(level: str) -> None:
     """Logs go to stderr, passwords masked (the one place that configures logging)."""
-    from services.credentials import RedactingFilter  # noqa: PLC0415
+    from rekindle.credentials import RedactingFilter  # noqa: PLC0415
 
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.credentials import redact
+from rekindle.credentials import redact
+from rekindle.errors import RekindleError
 
 log = logging.getLogger("rekindle")
 
 ENV_PREFIX = "REKINDLE_"
 #: The environment variable naming the config file (``--config`` wins over it).
 CONFIG_ENV = "REKINDLE_CONFIG"
-#: Secrets read from the environment by the commands (``services.credentials.read_secret``), for
+#: Secrets read from the environment by the commands (``rekindle.credentials.read_secret``), for
 #: who prefers them to the ``*_password_file`` / ``influx_token_file`` settings; never from a flag.
 SECRET_VARIABLES = ("REKINDLE_MQTT_PASSWORD", "REKINDLE_INFLUX_PASSWORD", "REKINDLE_INFLUX_TOKEN")
 #: The site every command uses when none is given (flag, environment or config file).
@@ -57,7 +58,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class UsageError(Exception):
+class UsageError(RekindleError):
     """A usage or configuration error: printed without a traceback, exit code 2."""
 
 
@@ -338,11 +339,11 @@ def missing_help(parser: argparse.ArgumentParser) -> list[str]:
 
 def _error_kind(exc: BaseException) -> int | None:
     """The exit code for an error that gets a one-line message, or None for a real bug."""
-    from services import contract  # noqa: PLC0415
-    from services.analysis.core.errors import ConfigError  # noqa: PLC0415
-    from services.analysis.errors import AnalysisError  # noqa: PLC0415
-    from services.ingest.errors import IngestError  # noqa: PLC0415
-    from services.mqtturl import MqttUrlError  # noqa: PLC0415
+    from rekindle import contract  # noqa: PLC0415
+    from rekindle.analysis.core.errors import ConfigError  # noqa: PLC0415
+    from rekindle.analysis.errors import AnalysisError  # noqa: PLC0415
+    from rekindle.ingest.errors import IngestError  # noqa: PLC0415
+    from rekindle.mqtturl import MqttUrlError  # noqa: PLC0415
 
     if isinstance(exc, UsageError | contract.ContractError | ConfigError | MqttUrlError):
         return EXIT_USAGE
@@ -353,8 +354,8 @@ def _error_kind(exc: BaseException) -> int | None:
 
 def _hint(exc: BaseException) -> str:
     """What to do, for errors whose message says only what went wrong."""
-    from services.analysis.errors import BrokerError, StorageError  # noqa: PLC0415
-    from services.ingest.errors import PublishError  # noqa: PLC0415
+    from rekindle.analysis.errors import BrokerError, StorageError  # noqa: PLC0415
+    from rekindle.ingest.errors import PublishError  # noqa: PLC0415
 
     if isinstance(exc, PublishError | BrokerError) and "connect" in str(exc):
         return ": is the broker running? check --mqtt or REKINDLE_MQTT_URL"

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Final, Literal, TypeAlias, cast, get_args
 
+from rekindle.errors import RekindleError
+
 PROTOCOL_VERSION: Final = 1
 TOPIC_ROOT: Final = "rekindle/v1"
 DEADLETTER_ROOT: Final = f"{TOPIC_ROOT}/deadletter"
@@ -107,7 +109,7 @@ def _show(obj: object) -> str:
     return _clip(repr(obj), 60)
 
 
-class ContractError(ValueError):
+class ContractError(RekindleError, ValueError):
     """A topic or payload that violates the wire contract.
 
     ``field`` names the offending part (``"topic"``, ``"payload"``, ``"values[3]"``, ...) and

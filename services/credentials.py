@@ -16,13 +16,15 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from rekindle.errors import RekindleError
+
 #: ``scheme://user:password@`` (the password is anything up to the ``@`` that ends userinfo)
 _URL_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):(?P<pw>[^\s/@]*)@")
 
 MASK = "***"
 
 
-class SecretError(ValueError):
+class SecretError(RekindleError, ValueError):
     """A secret could not be read; ``source`` names where it was looked for."""
 
     def __init__(self, source: str, reason: str) -> None:

@@ -23,24 +23,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from services.analysis.core import AnalysisConfig, Episode, EpisodeStart, Event, FeatureRow
-from services.analysis.evaluate import warmup_s
-from services.analysis.influx import (
+from rekindle.analysis.core import AnalysisConfig, Episode, EpisodeStart, Event, FeatureRow
+from rekindle.analysis.evaluate import warmup_s
+from rekindle.analysis.influx import (
     BufferedWriter,
     FileTransport,
     InfluxSettings,
     Transport,
     make_transport,
 )
-from services.analysis.offline import AnalysisResult, write_outputs
-from services.analysis.service import AnalysisService
-from services.embedded_broker import EmbeddedBroker
-from services.ingest.publisher import Publisher
-from services.ingest.replay import replay
-from services.ingest.sources import open_spec
-from services.ingest.sources.base import Chunk
-from services.ingest.sources.simulator import SimulationScript
-from services.mqtturl import MqttSettings
+from rekindle.analysis.offline import AnalysisResult, write_outputs
+from rekindle.analysis.service import AnalysisService
+from rekindle.embedded_broker import EmbeddedBroker
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.replay import replay
+from rekindle.ingest.sources import open_spec
+from rekindle.ingest.sources.base import Chunk
+from rekindle.ingest.sources.simulator import SimulationScript
+from rekindle.mqtturl import MqttSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class LiveView:
     """The demo's terminal view; every ``on_*`` method may be called from any thread.
 
     ``config`` gives the thresholds shown in the legend and the warm-up (from
-    :func:`services.analysis.evaluate.warmup_s`); ``total_s`` the session length when known
+    :func:`rekindle.analysis.evaluate.warmup_s`); ``total_s`` the session length when known
     (progress); ``color`` adds ANSI colours (a terminal).
     """
 
@@ -343,7 +343,7 @@ def run_demo(
     target = write_outputs(result, options.out)
     written = ["episodes.csv", "features.csv", "summary.json"]
     if options.report:
-        from services.analysis.report import write_html, write_plot  # noqa: PLC0415
+        from rekindle.analysis.report import write_html, write_plot  # noqa: PLC0415
 
         plot = write_plot(result, target / "session.png")
         write_html(result, target / "report.html", plot)

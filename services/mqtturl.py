@@ -19,10 +19,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from rekindle.errors import RekindleError
+
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
-class MqttUrlError(ValueError):
+class MqttUrlError(RekindleError, ValueError):
     """An MQTT URL that cannot be used; ``url`` is the text given (password masked)."""
 
     def __init__(self, url: str, reason: str) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.service import AnalysisService, ServiceStats
-from services.ingest.publisher import Publisher
-from services.ingest.replay import ReplayStats, replay
-from services.ingest.sources.base import Chunk, open_source
-from services.mqtturl import MqttSettings
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService, ServiceStats
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.replay import ReplayStats, replay
+from rekindle.ingest.sources.base import Chunk, open_source
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import json
 import random
 from collections.abc import Iterator
 
-from services import contract
+from rekindle import contract
 
 #: The six payloads that stopped the worker (issue 10), as (name, stream, payload).
 STALLING: tuple[tuple[str, str, bytes], ...] = (

@@ -18,8 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from dashboards import alerts
-from services.analysis.alert_relay import (
+from rekindle.analysis.alert_relay import (
     PATH,
     STACK_SESSION,
     STACK_SITE,
@@ -27,7 +26,8 @@ from services.analysis.alert_relay import (
     NotificationError,
     parse_notification,
 )
-from services.mqtturl import MqttSettings
+from rekindle.dashboards import alerts
+from rekindle.mqtturl import MqttSettings
 from tests.servers import Mosquitto, free_port
 
 
@@ -231,7 +231,7 @@ def test_the_command_relays_until_sigterm(mqtt_broker: Mosquitto) -> None:
     port = free_port()
     env = {**os.environ, "REKINDLE_MQTT_URL": mqtt_broker.url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "alerts", "relay", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "rekindle.cli", "alerts", "relay", "--listen", f"127.0.0.1:{port}"],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

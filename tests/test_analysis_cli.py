@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings
+from rekindle.ingest.publisher import Publisher
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 from tests.waiting import GENEROUS_S, WatchedProcess, wait_until
 
@@ -24,7 +24,7 @@ def test_analysis_process_writes_and_exits_0_on_sigterm(
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "rekindle.cli",
             "analysis",
             "--mqtt",
             mqtt_broker.url,
@@ -45,7 +45,7 @@ def test_analysis_process_writes_and_exits_0_on_sigterm(
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "rekindle.cli",
                 "mark",
                 "music changed",
                 "--session",
@@ -90,7 +90,7 @@ def test_analysis_cli_reports_bad_settings() -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "rekindle.cli",
             "analysis",
             "--mqtt",
             "http://x",
@@ -110,7 +110,7 @@ def test_analysis_cli_reports_bad_settings() -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "rekindle.cli",
             "analysis",
             "--mqtt",
             "mqtt://127.0.0.1:1",

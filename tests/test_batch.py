@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import main
+from rekindle.cli import main
 from tests.conftest import REPO, S02, fixture_path
 
 OUTPUTS = ("episodes.csv", "features.csv", "summary.json", "report.md")
@@ -62,11 +62,11 @@ def test_jobs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_analyze_does_not_import_the_plugins(tmp_path: Path) -> None:
     """Each analyze start skips BLE and dashboards (they cost more than reading a recording)."""
     code = (
-        "import sys; from services.cli import main; "
+        "import sys; from rekindle.cli import main; "
         f"rc = main(['analyze', {str(fixture_path('empatica_e4_flirt_sample'))!r}, "
         f"'--out', {str(tmp_path)!r}, '--no-plots']); "
-        "loaded = [m for m in ('dashboards.generate', 'services.ingest.ble.manager', "
-        "'services.ingest.publisher') if m in sys.modules]; "
+        "loaded = [m for m in ('rekindle.dashboards.generate', 'rekindle.ingest.ble.manager', "
+        "'rekindle.ingest.publisher') if m in sys.modules]; "
         "print(rc, loaded)"
     )
     env = {

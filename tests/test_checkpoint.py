@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.analysis.core import Episode, Event
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.offline import run_pipeline
-from services.analysis.service import AnalysisService
-from services.ingest.publisher import Publisher
-from services.ingest.sources.simulator import SimulationScript, simulate
-from services.mqtturl import MqttSettings
+from rekindle.analysis.core import Episode, Event
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.offline import run_pipeline
+from rekindle.analysis.service import AnalysisService
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 
 

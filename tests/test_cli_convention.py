@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import build_parser, version
-from services.cliconfig import (
+from rekindle.cli import build_parser, version
+from rekindle.cliconfig import (
     DEFAULT_MQTT_URL,
     DEFAULT_SITE,
     SETTINGS,
@@ -39,7 +39,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("REKINDLE_")}
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *argv],
+        [sys.executable, "-m", "rekindle.cli", *argv],
         capture_output=True,
         text=True,
         timeout=120,
@@ -200,7 +200,7 @@ def test_settings_from_a_config_file_reach_the_broker(
     """``mark`` with no flags: the broker and the site come from the file named by the env."""
     import paho.mqtt.client as mqtt  # noqa: PLC0415
 
-    from services.mqtturl import MqttSettings, make_client  # noqa: PLC0415
+    from rekindle.mqtturl import MqttSettings, make_client  # noqa: PLC0415
 
     config = tmp_path / "rekindle.toml"
     config.write_text(f'mqtt_url = "{mqtt_broker.url}"\nsite = "conf-site"\n')

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.core import EdaDecomposition, Event, SessionAnalyzer, is_compiled
-from services.ingest.sources.base import open_source
-from services.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.analysis.core import EdaDecomposition, Event, SessionAnalyzer, is_compiled
+from rekindle.ingest.sources.base import open_source
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.analysis_core.helpers import run
 from tests.compiled.run_core import S02, inputs
 

@@ -34,12 +34,12 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from dashboards import GRAFANA_VERSION, generate
-from dashboards.influxql import DATASOURCE_UID
-from services.analysis import health
-from services.cli import mqtt_settings
-from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings
+from rekindle.analysis import health
+from rekindle.cli import mqtt_settings
+from rekindle.dashboards import GRAFANA_VERSION, generate
+from rekindle.dashboards.influxql import DATASOURCE_UID
+from rekindle.ingest.publisher import Publisher
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, free_port
 from tests.waiting import GENEROUS_S, wait_until
 
@@ -323,7 +323,7 @@ def test_ports_match_the_servers_configuration() -> None:
 
 
 def _parse(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from services.cli import build_parser  # noqa: PLC0415
+    from rekindle.cli import build_parser  # noqa: PLC0415
 
     svc = service(name)
     for key in list(os.environ):
@@ -347,7 +347,7 @@ def _acl_users() -> set[str]:
 
 @pytest.mark.parametrize("name", ["analysis", "alerts", "ingest", "replay"])
 def test_rekindle_environment_names_are_read_by_the_cli(name: str) -> None:
-    from services.cliconfig import SECRET_VARIABLES, SETTINGS  # noqa: PLC0415
+    from rekindle.cliconfig import SECRET_VARIABLES, SETTINGS  # noqa: PLC0415
 
     read = {s.env for s in SETTINGS.values()} | set(SECRET_VARIABLES)
     names = [k for k in service(name).get("environment", {}) if k.startswith("REKINDLE_")]
@@ -441,8 +441,8 @@ def test_datasource_provisioning_matches_dashboards_and_environment() -> None:
 def test_alerts_reach_the_relay_of_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     """The provisioned contact point posts to the ``alerts`` service's listen port and path,
     the notification policy routes every alert there, and the relay may publish alerts."""
-    from dashboards import alerts  # noqa: PLC0415
-    from services.analysis import alert_relay  # noqa: PLC0415
+    from rekindle.analysis import alert_relay  # noqa: PLC0415
+    from rekindle.dashboards import alerts  # noqa: PLC0415
 
     doc = yaml.safe_load((generate.PACKAGE_DIR / generate.ALERTING_FILE).read_text("utf-8"))
     (point,) = doc["contactPoints"]
@@ -765,7 +765,7 @@ def test_analysis_healthcheck_reads_the_heartbeat_compose_asks_for(tmp_path: Pat
     assert _mounted("analysis", beat_path), "the heartbeat must live on the service's volume"
     # the same command, run here against a heartbeat in a temporary folder
     local = tmp_path / "heartbeat.json"
-    run = [sys.executable, "-m", "services.cli", *command[1:]]
+    run = [sys.executable, "-m", "rekindle.cli", *command[1:]]
     run[run.index(beat_path)] = str(local)
     missing = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 1

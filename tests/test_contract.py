@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services import contract
-from services.contract import ContractError, decode, encode
+from rekindle import contract
+from rekindle.contract import ContractError, decode, encode
 
 NOW = 1_700_000_000.0
 EDA_TOPIC = "rekindle/v1/clinic/s1/eda"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from services import contract
+from rekindle import contract
 from tests.fuzz_payloads import fuzz_cases, valid_dicts
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "docs" / "wire-contract.schema.json"

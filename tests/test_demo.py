@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from services.analysis.core import AnalysisConfig, Episode, EpisodeStart, FeatureRow
-from services.analysis.evaluate import warmup_s
-from services.demo import LiveView
-from services.ingest.sources.base import Chunk
+from rekindle.analysis.core import AnalysisConfig, Episode, EpisodeStart, FeatureRow
+from rekindle.analysis.evaluate import warmup_s
+from rekindle.demo import LiveView
+from rekindle.ingest.sources.base import Chunk
 
 REPO = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -30,7 +30,7 @@ def _demo(out: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "services.cli",
+        "rekindle.cli",
         "demo",
         "--speed",
         "max",

@@ -6,12 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.ingest.publisher import Publisher
-from services.ingest.record import Recorder
-from services.ingest.replay import replay
-from services.ingest.sources.recording import read_recording
-from services.ingest.sources.simulator import SimulationScript, simulate
-from services.mqtturl import MqttSettings
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.record import Recorder
+from rekindle.ingest.replay import replay
+from rekindle.ingest.sources.recording import read_recording
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.mqtturl import MqttSettings
 from tests.servers import Mosquitto
 
 
@@ -36,7 +36,7 @@ def test_record_cli_stops_at_session_end(mqtt_broker: Mosquitto, tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "rekindle.cli",
             "record",
             "--session",
             "c1",
@@ -58,7 +58,7 @@ def test_record_cli_stops_at_session_end(mqtt_broker: Mosquitto, tmp_path: Path)
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "rekindle.cli",
                 "replay",
                 "sim:4",
                 "--session",

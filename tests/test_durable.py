@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.offline import run_pipeline
-from services.ingest.publisher import Publisher
-from services.ingest.sources.base import Chunk
-from services.ingest.sources.simulator import SimulationScript, simulate
-from services.mqtturl import MqttSettings
+from rekindle.analysis.offline import run_pipeline
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.sources.base import Chunk
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 
 SITE = "durable"
@@ -39,7 +39,7 @@ class AnalysisProcess:
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "rekindle.cli",
                 "analysis",
                 "--mqtt",
                 broker.url,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.offline import run_pipeline
-from services.ingest.sources.e4 import read_e4_folder
+from rekindle.analysis.offline import run_pipeline
+from rekindle.ingest.sources.e4 import read_e4_folder
 from tests.conftest import S02, ReplayedSession, fixture_path, replay_into_influx
 from tests.servers import InfluxD, Mosquitto
 
@@ -98,7 +98,7 @@ def test_live_episodes_equal_offline_analyze(
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "rekindle.cli",
             "analyze",
             str(fixture_path(S02)),
             "--out",

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.service import AnalysisService
-from services.ingest.publisher import Publisher
-from services.ingest.replay import ReplayStats, replay
-from services.ingest.sources.base import Chunk
-from services.ingest.sources.recording import read_recording
-from services.mqtturl import MqttSettings
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.replay import ReplayStats, replay
+from rekindle.ingest.sources.base import Chunk
+from rekindle.ingest.sources.recording import read_recording
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 from tests.test_durable import counts, expected, session_chunks, stored_episodes
 
@@ -90,7 +90,7 @@ def test_replay_at_max_through_default_mosquitto_stores_everything_once(
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "rekindle.cli",
             "record",
             "--site",
             SITE,

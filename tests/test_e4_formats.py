@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.cli import main
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import open_source, regular_chunks
-from services.ingest.sources.e4 import load_e4, read_e4_folder, read_e4_zip
+from rekindle.cli import main
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import open_source, regular_chunks
+from rekindle.ingest.sources.e4 import load_e4, read_e4_folder, read_e4_zip
 from tests.conftest import S02, fixture_path
 
 

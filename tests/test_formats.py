@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.cli import main
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk, ReadOptions, open_source
-from services.ingest.sources.formats import FORMATS, detect
+from rekindle.cli import main
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import Chunk, ReadOptions, open_source
+from rekindle.ingest.sources.formats import FORMATS, detect
 from tests.conftest import fixture_path
 from tests.xdf_writer import XdfStream, write_xdf
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services import contract
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.service import AnalysisService
-from services.mqtturl import MqttSettings
+from rekindle import contract
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 
 SITE, RUN = "gaps", "r1"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis import health
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.service import AnalysisService
-from services.cli import main
-from services.mqtturl import MqttSettings
+from rekindle.analysis import health
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService
+from rekindle.cli import main
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto, free_port
 from tests.waiting import wait_until
 

@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from services.analysis.errors import StorageError
-from services.analysis.influx import (
+from rekindle.analysis.errors import StorageError
+from rekindle.analysis.influx import (
     Action,
     BufferedWriter,
     InfluxSettings,
@@ -194,7 +194,7 @@ def test_user_created_late_401_then_200_loses_nothing(
 def test_413_splits_batches_and_loses_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="services.analysis.influx")
+    caplog.set_level(logging.INFO, logger="rekindle.analysis.influx")
     server = InfluxD.start(tmp_path / "small-influxd", max_body_size=4000)
     try:
         server.create_database("small")

@@ -14,20 +14,20 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from services.analysis.batch import analyze_file
-from services.analysis.core import AnalysisConfig
-from services.analysis.evaluate import read_phases
-from services.analysis.intervals import (
+from rekindle.analysis.batch import analyze_file
+from rekindle.analysis.core import AnalysisConfig
+from rekindle.analysis.evaluate import read_phases
+from rekindle.analysis.intervals import (
     MIN_BEATS,
     Series,
     marker_segments,
     stretch_metrics,
 )
-from services.analysis.offline import AnalysisResult, add_metrics, run_pipeline
-from services.analysis.report import html_report
-from services.ingest.sources.base import Chunk
-from services.ingest.sources.e4 import read_e4_folder
-from services.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.analysis.offline import AnalysisResult, add_metrics, run_pipeline
+from rekindle.analysis.report import html_report
+from rekindle.ingest.sources.base import Chunk
+from rekindle.ingest.sources.e4 import read_e4_folder
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.conftest import S02, fixture_path
 
 F64 = npt.NDArray[np.float64]

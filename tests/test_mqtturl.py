@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.ingest.errors import PublishError
-from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings, MqttUrlError
+from rekindle.ingest.errors import PublishError
+from rekindle.ingest.publisher import Publisher
+from rekindle.mqtturl import MqttSettings, MqttUrlError
 from tests.servers import Mosquitto
 
 

@@ -9,14 +9,14 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.offline import run_pipeline
-from services.analysis.service import AnalysisService
-from services.contract import DeviceState
-from services.ingest.publisher import Publisher
-from services.ingest.replay import replay
-from services.ingest.sources.simulator import SimulationScript, simulate
-from services.mqtturl import MqttSettings
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.offline import run_pipeline
+from rekindle.analysis.service import AnalysisService
+from rekindle.contract import DeviceState
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.replay import replay
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 from tests.waiting import GENEROUS_S
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.core import AnalysisConfig
-from services.analysis.core.errors import ConfigError
-from services.analysis.params import build_config, changed, parse_pairs, read_file
-from services.cli import main
+from rekindle.analysis.core import AnalysisConfig
+from rekindle.analysis.core.errors import ConfigError
+from rekindle.analysis.params import build_config, changed, parse_pairs, read_file
+from rekindle.cli import main
 
 DATA = Path(__file__).parent / "fixtures" / "stress_predict_e4"
 

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services import contract
-from services.analysis import points
-from services.analysis.core import FeatureRow
-from services.analysis.pipeline import SessionPipeline
-from services.contract import ContractError, check_nesting, decode, encode
+from rekindle import contract
+from rekindle.analysis import points
+from rekindle.analysis.core import FeatureRow
+from rekindle.analysis.pipeline import SessionPipeline
+from rekindle.contract import ContractError, check_nesting, decode, encode
 from tests.fuzz_payloads import STALLING, fuzz_cases
 
 NOW = 1_700_000_000.0

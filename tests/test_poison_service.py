@@ -18,12 +18,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services import cli, contract
-from services.analysis import health
-from services.analysis.core import Event
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.service import AnalysisService
-from services.mqtturl import MqttSettings
+from rekindle import cli, contract
+from rekindle.analysis import health
+from rekindle.analysis.core import Event
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService
+from rekindle.mqtturl import MqttSettings
 from tests.fuzz_payloads import STALLING, fuzz_cases
 from tests.servers import InfluxD, Mosquitto
 

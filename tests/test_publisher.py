@@ -11,9 +11,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services import contract
-from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings
+from rekindle import contract
+from rekindle.ingest.publisher import Publisher
+from rekindle.mqtturl import MqttSettings
 from tests.servers import Mosquitto, free_port
 from tests.waiting import GENEROUS_S, wait_until
 
@@ -78,8 +78,8 @@ def test_seq_per_stream_and_retained_status(mqtt_broker: Mosquitto) -> None:
 def test_last_will_marks_a_killed_publisher_lost(mqtt_broker: Mosquitto) -> None:
     script = (
         "import sys, time\n"
-        "from services.ingest.publisher import Publisher\n"
-        "from services.mqtturl import MqttSettings\n"
+        "from rekindle.ingest.publisher import Publisher\n"
+        "from rekindle.mqtturl import MqttSettings\n"
         f"p = Publisher(MqttSettings.from_url({mqtt_broker.url!r}), 'pub', 'will1',"
         " device='laptop').start()\n"
         "print('up', flush=True)\n"

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services import contract
-from services.ingest.sources.base import ReadOptions, open_source
-from services.ingest.sources.read import read
-from services.ingest.sources.recording import RecordingWriter
-from services.ingest.sources.simulator import SimulationScript, simulate
+from rekindle import contract
+from rekindle.ingest.sources.base import ReadOptions, open_source
+from rekindle.ingest.sources.read import read
+from rekindle.ingest.sources.recording import RecordingWriter
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.conftest import S02, fixture_path
 from tests.test_formats import (
     T0,

@@ -12,8 +12,8 @@ from pathlib import Path
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services import contract
-from services.ingest.sources.recording import read_recording
+from rekindle import contract
+from rekindle.ingest.sources.recording import read_recording
 from tests.servers import Mosquitto
 
 SITE, SESSION, RUN = "recgap", "g1", "run1"
@@ -23,7 +23,7 @@ def test_record_exits_1_naming_what_it_missed(mqtt_broker: Mosquitto, tmp_path: 
     out = tmp_path / "gaps.jsonl.gz"
     rec = subprocess.Popen(
         [
-            *(sys.executable, "-m", "services.cli", "record"),
+            *(sys.executable, "-m", "rekindle.cli", "record"),
             *("--session", SESSION, "--site", SITE, "--mqtt", mqtt_broker.url),
             *("--out", str(out)),
         ],

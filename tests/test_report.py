@@ -18,15 +18,15 @@ import pandas as pd
 import pytest
 from matplotlib.patches import Rectangle
 
-from services.analysis.core import AnalysisConfig, Episode
-from services.analysis.offline import (
+from rekindle.analysis.core import AnalysisConfig, Episode
+from rekindle.analysis.offline import (
     AnalysisResult,
     episode_table,
     feature_table,
     run_pipeline,
     write_outputs,
 )
-from services.analysis.report import (
+from rekindle.analysis.report import (
     DISCLAIMER,
     EPISODE_COLOURS,
     RECOVERY_FEATURE,
@@ -34,8 +34,8 @@ from services.analysis.report import (
     plot_figure,
     recovery_start,
 )
-from services.ingest.sources.base import Chunk
-from services.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.ingest.sources.base import Chunk
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.browser import Browser
 from tests.conftest import REPO, S02, fixture_path
 
@@ -84,7 +84,7 @@ def test_features_have_per_stream_quality_and_contribution_columns(sim: Analysis
 
 def test_s02_quality_columns_tell_which_stream_was_lost(tmp_path: Path) -> None:
     """The issue's example: S02's wrist RR was lost most of the session, EDA and HR never."""
-    from services.ingest.sources.e4 import read_e4_folder  # noqa: PLC0415
+    from rekindle.ingest.sources.e4 import read_e4_folder  # noqa: PLC0415
 
     result = run_pipeline(read_e4_folder(fixture_path(S02)), "S02")
     target = write_outputs(result, tmp_path)
@@ -235,7 +235,7 @@ def test_html_reports_load_in_chromium_without_errors(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "rekindle.cli",
             "analyze",
             str(fixture_path(S02)),
             "--out",

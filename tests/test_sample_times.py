@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services import contract
-from services.analysis.pipeline import sample_times, sample_times_ns
+from rekindle import contract
+from rekindle.analysis.pipeline import sample_times, sample_times_ns
 
 RATES = st.sampled_from([1.0, 4.0, 25.0, 32.0, 52.0, 64.0, 130.0, 128.0, 1000.0 / 7.0])
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from services.analysis.errors import StorageError
-from services.analysis.influx import InfluxSettings
-from services.cli import CliError, build_parser, influx_settings, mqtt_settings
-from services.credentials import RedactingFilter, read_secret, redact, split_userinfo
-from services.mqtturl import MqttSettings
+from rekindle.analysis.errors import StorageError
+from rekindle.analysis.influx import InfluxSettings
+from rekindle.cli import CliError, build_parser, influx_settings, mqtt_settings
+from rekindle.credentials import RedactingFilter, read_secret, redact, split_userinfo
+from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto, free_port
 from tests.waiting import WatchedProcess, wait_until
 
@@ -110,7 +110,7 @@ def auth_influxd(tmp_path: Path) -> Iterator[InfluxD]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", "--log-level", "DEBUG", *args]
+    return [sys.executable, "-m", "rekindle.cli", "--log-level", "DEBUG", *args]
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services import contract
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk, open_source
-from services.ingest.sources.e4 import read_e4_folder
-from services.ingest.sources.recording import RecordingWriter, read_recording
-from services.ingest.sources.simulator import SimulationScript, simulate, simulate_arrays
+from rekindle import contract
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import Chunk, open_source
+from rekindle.ingest.sources.e4 import read_e4_folder
+from rekindle.ingest.sources.recording import RecordingWriter, read_recording
+from rekindle.ingest.sources.simulator import SimulationScript, simulate, simulate_arrays
 from tests.conftest import S02, fixture_path
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from services import contract
-from services.analysis.errors import AnalysisError
-from services.mqtturl import MqttSettings, make_client, reason_ok
+from rekindle import contract
+from rekindle.analysis.errors import AnalysisError
+from rekindle.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``alerts relay`` to the ``rekindle`` command line."""
-    from services.cli import add_mqtt  # noqa: PLC0415
+    from rekindle.cli import add_mqtt  # noqa: PLC0415
 
     parser = subparsers.add_parser("alerts", help="Grafana alert notifications")
     sub = parser.add_subparsers(dest="alerts_command", required=True)
@@ -314,8 +314,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    from services.cli import mqtt_settings  # noqa: PLC0415
-    from services.cliconfig import stop_event_on_signals  # noqa: PLC0415
+    from rekindle.cli import mqtt_settings  # noqa: PLC0415
+    from rekindle.cliconfig import stop_event_on_signals  # noqa: PLC0415
 
     host, port = args.listen
     stop = stop_event_on_signals()

@@ -15,10 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.analysis.core import AnalysisConfig
-from services.analysis.errors import AnalysisError
-from services.ingest.errors import IngestError
-from services.ingest.sources.base import ReadOptions
+from rekindle.analysis.core import AnalysisConfig
+from rekindle.analysis.errors import AnalysisError
+from rekindle.ingest.errors import IngestError
+from rekindle.ingest.sources.base import ReadOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +51,9 @@ def analyze_file(
     interval metrics per episode, per segment between markers and per phase of ``phases``
     (``(subject, phase, start, end)``, the rows whose subject is this recording's name) go into
     ``episodes.csv``, ``segments.csv`` and the reports."""
-    from services.analysis.offline import add_metrics, run_pipeline, write_outputs  # noqa: PLC0415
-    from services.analysis.report import write_html, write_plot, write_report  # noqa: PLC0415
-    from services.ingest.sources import open_spec  # noqa: PLC0415
+    from rekindle.analysis.offline import add_metrics, run_pipeline, write_outputs  # noqa: PLC0415
+    from rekindle.analysis.report import write_html, write_plot, write_report  # noqa: PLC0415
+    from rekindle.ingest.sources import open_spec  # noqa: PLC0415
 
     started = time.perf_counter()
     name = source

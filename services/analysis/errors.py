@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rekindle.errors import RekindleError
 
-class AnalysisError(Exception):
+
+class AnalysisError(RekindleError):
     """Root of every analysis-service error."""
 
 

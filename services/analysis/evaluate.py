@@ -12,7 +12,7 @@ Inputs, in the Stress-Predict layout (``../shared/fixtures/external/stress_predi
 Each recording is replayed through the same streaming analyzer the live service uses, in the same
 1-s chunks (:func:`analyze_recording`); arousal onsets and release confirmation times, the
 per-second HR of the analysis and the scorable range (from :func:`warmup_s` after the first
-sample to the last data second) then go to the pure scoring of :mod:`services.analysis.scoring`,
+sample to the last data second) then go to the pure scoring of :mod:`rekindle.analysis.scoring`,
 whose docstring defines every figure (hit, chance, margin, latency, relax false alarms, contrast,
 release recall and precision). Per-subject figures carry their own chance level.
 """
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core import (
+from rekindle.analysis.core import (
     AnalysisConfig,
     AnalyzerInput,
     Episode,
@@ -41,11 +41,11 @@ from services.analysis.core import (
     FeatureRow,
     SessionAnalyzer,
 )
-from services.analysis.core.arousal import warmup_s as detector_warmup_s
-from services.analysis.errors import AnalysisError
-from services.analysis.params import add_arguments as add_param_arguments
-from services.analysis.params import from_args
-from services.analysis.scoring import (
+from rekindle.analysis.core.arousal import warmup_s as detector_warmup_s
+from rekindle.analysis.errors import AnalysisError
+from rekindle.analysis.params import add_arguments as add_param_arguments
+from rekindle.analysis.params import from_args
+from rekindle.analysis.scoring import (
     Detection,
     Interval,
     Phase,
@@ -58,7 +58,7 @@ from services.analysis.scoring import (
 )
 
 if TYPE_CHECKING:
-    from services.ingest.sources.base import Chunk
+    from rekindle.ingest.sources.base import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,8 @@ def _read_rows(path: Path, name_column: str) -> list[tuple[str, str, float, floa
 
 
 def _chunks(path: Path) -> Iterable[Chunk]:
-    from services.ingest.errors import IngestError  # noqa: PLC0415
-    from services.ingest.sources.base import open_source  # noqa: PLC0415
+    from rekindle.ingest.errors import IngestError  # noqa: PLC0415
+    from rekindle.ingest.sources.base import open_source  # noqa: PLC0415
 
     try:
         yield from open_source(path)
@@ -134,7 +134,7 @@ def analyzer_inputs(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, list[Analy
     """Each chunk with the analyzer inputs it becomes. Chunks go through the wire-contract
     message (with a per-stream sequence number) and the pipeline's conversion, so the analyzer
     sees exactly what ``rekindle analyze`` and the live service give it."""
-    from services.analysis.pipeline import to_input  # noqa: PLC0415
+    from rekindle.analysis.pipeline import to_input  # noqa: PLC0415
 
     seq: dict[tuple[str, str], int] = {}
     for chunk in chunks:
@@ -233,7 +233,7 @@ def score_recording(
     params: ScoreParams | None = None,
 ) -> SubjectScore:
     """Score one replayed recording (pure): its detections, its per-second HR and its scorable
-    range under ``cfg`` go to :func:`services.analysis.scoring.score_subject`."""
+    range under ``cfg`` go to :func:`rekindle.analysis.scoring.score_subject`."""
     return score_subject(
         subject,
         detections(rec),
@@ -269,7 +269,7 @@ def evaluate(
     params: ScoreParams | None = None,
 ) -> list[SubjectScore]:
     """Replay and score every labelled subject (or ``subjects``); pool with
-    :func:`services.analysis.scoring.pool`."""
+    :func:`rekindle.analysis.scoring.pool`."""
     tasks = read_labels(labels)
     phases_path = phases if phases is not None else default_phases(labels)
     if phases is None and not phases_path.exists():
@@ -402,9 +402,9 @@ def to_json(
 
 
 def _run(args: argparse.Namespace) -> int:
-    """The command; errors follow the CLI's one policy (``services.cliconfig.run_command``):
+    """The command; errors follow the CLI's one policy (``rekindle.cliconfig.run_command``):
     unusable labels, phases, recordings or options are usage errors (exit 2)."""
-    from services.cliconfig import UsageError  # noqa: PLC0415
+    from rekindle.cliconfig import UsageError  # noqa: PLC0415
 
     if args.draws < MIN_DRAWS:
         raise UsageError(f"--draws must be >= {MIN_DRAWS}, got {args.draws}")

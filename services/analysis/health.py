@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.analysis.errors import AnalysisError
+from rekindle.analysis.errors import AnalysisError
 
 #: Default largest heartbeat age (s) still healthy; the worker writes every ``EVERY_S``.
 MAX_AGE_S = 60.0

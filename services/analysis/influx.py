@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, cast
 
-from services.analysis.errors import StorageError
-from services.credentials import redact, split_userinfo
+from rekindle.analysis.errors import StorageError
+from rekindle.credentials import redact, split_userinfo
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core import AnalysisConfig, Episode
+from rekindle.analysis.core import AnalysisConfig, Episode
 
 #: Fewest clean beats for the time-domain HRV of a stretch.
 MIN_BEATS = 20

@@ -17,12 +17,12 @@ from typing import TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core import AnalysisConfig, Episode, Event, FeatureRow
-from services.analysis.errors import OutputError
-from services.analysis.intervals import Segment, Series, metric_columns
-from services.analysis.params import changed
-from services.analysis.pipeline import SessionPipeline
-from services.ingest.sources.base import Chunk
+from rekindle.analysis.core import AnalysisConfig, Episode, Event, FeatureRow
+from rekindle.analysis.errors import OutputError
+from rekindle.analysis.intervals import Segment, Series, metric_columns
+from rekindle.analysis.params import changed
+from rekindle.analysis.pipeline import SessionPipeline
+from rekindle.ingest.sources.base import Chunk
 
 QUALITY_ORDER = {"lost": 0, "degraded": 1, "good": 2}
 #: Streams in the order their per-stream columns appear; other keys follow alphabetically.
@@ -71,7 +71,7 @@ def run_pipeline(
 ) -> AnalysisResult:
     """The session's events, markers and extent; with ``keep`` (stream names, e.g. ``("eda",
     "rr")``) also those streams' raw samples (of the device with most samples) for the batch
-    metrics of :mod:`services.analysis.intervals`."""
+    metrics of :mod:`rekindle.analysis.intervals`."""
     pipeline = SessionPipeline(site, session, config, store_lines=False)
     result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []
@@ -119,10 +119,10 @@ def add_metrics(
     config: AnalysisConfig | None = None,
     phases: Iterable[tuple[str, float, float]] = (),
 ) -> AnalysisResult:
-    """NeuroKit2's interval-related metrics (:mod:`services.analysis.intervals`) for each
+    """NeuroKit2's interval-related metrics (:mod:`rekindle.analysis.intervals`) for each
     episode, each segment between markers and each labelled phase ``(label, start, end)``, from
     the raw EDA and RR that ``run_pipeline(keep=("eda", "rr"))`` kept."""
-    from services.analysis import intervals  # noqa: PLC0415 (NeuroKit2 is heavy; batch only)
+    from rekindle.analysis import intervals  # noqa: PLC0415 (NeuroKit2 is heavy; batch only)
 
     cfg = config or AnalysisConfig()
     eda, rr = result.signals.get("eda"), result.signals.get("rr")

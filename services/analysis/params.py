@@ -1,13 +1,13 @@
 """Analysis parameters from the command line and from files (an adapter: it reads files).
 
-Every field of :class:`~services.analysis.core.config.AnalysisConfig` can be set by name:
+Every field of :class:`~rekindle.analysis.core.config.AnalysisConfig` can be set by name:
 
 * ``--param NAME=VALUE`` (repeatable), e.g. ``--param enter_index=60``;
 * ``--params FILE``: a TOML file with the names at the top level or in an ``[analysis]`` table,
   e.g. ``enter_index = 60``.
 
 ``--param`` overrides the file. Unknown names and unusable values are refused with a
-:class:`~services.analysis.core.errors.ConfigError` that names the parameter (and the closest
+:class:`~rekindle.analysis.core.errors.ConfigError` that names the parameter (and the closest
 known name for a typo). The defaults and their reasons are in ``docs/method.md``.
 """
 
@@ -22,8 +22,8 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.errors import ConfigError
+from rekindle.analysis.core.config import AnalysisConfig
+from rekindle.analysis.core.errors import ConfigError
 
 _FIELDS = {f.name: f for f in fields(AnalysisConfig)}
 _DEFAULTS = asdict(AnalysisConfig())

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from services import contract
-from services.analysis import points
-from services.analysis.core import (
+from rekindle import contract
+from rekindle.analysis import points
+from rekindle.analysis.core import (
     AnalysisConfig,
     Episode,
     Event,
@@ -34,7 +34,7 @@ from services.analysis.core import (
     SampleBatch,
     SessionAnalyzer,
 )
-from services.analysis.core.analyzer import ANALYSED
+from rekindle.analysis.core.analyzer import ANALYSED
 
 
 @dataclass(slots=True)

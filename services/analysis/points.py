@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from services import contract
-from services.analysis.core import (
+from rekindle import contract
+from rekindle.analysis.core import (
     EdaDecomposition,
     Episode,
     EpisodeStart,

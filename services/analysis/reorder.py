@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.contract import GapMessage, MarkerMessage, SampleMessage
+from rekindle.contract import GapMessage, MarkerMessage, SampleMessage
 
 SeqMessage = SampleMessage | MarkerMessage | GapMessage
 #: (site, session, device, stream, run) for seq order; (site, session, "", RUN_ORDER, run)

@@ -2,7 +2,7 @@
 self-contained HTML report per recording and an ``index.html`` for a batch.
 
 Only files are written here; the numbers come from :class:`AnalysisResult` and the tables of
-:mod:`services.analysis.offline` (the same columns as ``episodes.csv``/``features.csv``).
+:mod:`rekindle.analysis.offline` (the same columns as ``episodes.csv``/``features.csv``).
 The HTML loads nothing from the network: the figure is a PNG data URI, the quality timeline an
 inline SVG, the style inline.
 """
@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.analysis.core import AnalysisConfig, Episode, FeatureRow
-from services.analysis.offline import (
+from rekindle.analysis.core import AnalysisConfig, Episode, FeatureRow
+from rekindle.analysis.offline import (
     STREAM_ORDER,
     AnalysisResult,
     Cell,

@@ -56,7 +56,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.errors import AnalysisError
+from rekindle.analysis.errors import AnalysisError
 
 __all__ = [
     "Detection",

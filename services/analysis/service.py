@@ -42,9 +42,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from services import __version__, contract
-from services.analysis import health, points
-from services.analysis.core import (
+from rekindle import __version__, contract
+from rekindle.analysis import health, points
+from rekindle.analysis.core import (
     AnalysisConfig,
     Episode,
     EpisodeStart,
@@ -52,10 +52,10 @@ from services.analysis.core import (
     FeatureRow,
     QualityChange,
 )
-from services.analysis.errors import BrokerError
-from services.analysis.influx import BufferedWriter
-from services.analysis.pipeline import PipelineOutput, SessionPipeline
-from services.analysis.reorder import (
+from rekindle.analysis.errors import BrokerError
+from rekindle.analysis.influx import BufferedWriter
+from rekindle.analysis.pipeline import PipelineOutput, SessionPipeline
+from rekindle.analysis.reorder import (
     RUN_ORDER,
     Held,
     ReorderBuffer,
@@ -64,7 +64,7 @@ from services.analysis.reorder import (
     run_key,
     stream_key,
 )
-from services.mqtturl import MqttSettings, make_client, reason_ok
+from rekindle.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
 

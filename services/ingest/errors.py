@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rekindle.errors import RekindleError
 
-class IngestError(Exception):
+
+class IngestError(RekindleError):
     """Root of every ingest error."""
 
 

@@ -37,10 +37,10 @@ from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 
-from services import contract
-from services.contract import DeviceState, Message, SampleStream
-from services.ingest.errors import PublishError
-from services.mqtturl import MqttSettings, make_client, reason_ok
+from rekindle import contract
+from rekindle.contract import DeviceState, Message, SampleStream
+from rekindle.ingest.errors import PublishError
+from rekindle.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from services import contract
-from services.ingest.errors import PublishError
-from services.ingest.sources.recording import RecordingWriter
-from services.mqtturl import MqttSettings, make_client, reason_ok
+from rekindle import contract
+from rekindle.ingest.errors import PublishError
+from rekindle.ingest.sources.recording import RecordingWriter
+from rekindle.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
 

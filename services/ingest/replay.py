@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from services.ingest.publisher import Publisher
-from services.ingest.sources.base import Chunk
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.sources.base import Chunk
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from services.analysis.core import (
+from rekindle.analysis.core import (
     AnalysisConfig,
     EdaDecomposition,
     Episode,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core import SampleBatch
+from rekindle.analysis.core import SampleBatch
 
 T0 = 1_700_000_000.0
 

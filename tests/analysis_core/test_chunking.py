@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.analysis.core import AnalysisConfig, Event, SampleBatch
+from rekindle.analysis.core import AnalysisConfig, Event, SampleBatch
 from tests.analysis_core.helpers import comparable, episodes, merge, rows, run, split
 from tests.analysis_core.synth import Session, make_session, one_second_batches
 

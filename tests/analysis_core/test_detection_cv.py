@@ -10,8 +10,8 @@ import pytest
 
 from benchmarks import detection_cv as cv
 from benchmarks.detection_features import extract, load
-from services.analysis.core import AnalysisConfig
-from services.analysis.evaluate import analyze_recording
+from rekindle.analysis.core import AnalysisConfig
+from rekindle.analysis.evaluate import analyze_recording
 
 FIXTURE_S06 = cv.FIXTURES / "Raw_data" / "S06"
 

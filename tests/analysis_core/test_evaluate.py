@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.core import AnalysisConfig
-from services.analysis.evaluate import (
+from rekindle.analysis.core import AnalysisConfig
+from rekindle.analysis.evaluate import (
     MIN_DRAWS,
     EvaluationError,
     Recording,
@@ -34,8 +34,8 @@ from services.analysis.evaluate import (
     scorable_range,
     warmup_s,
 )
-from services.analysis.scoring import SubjectScore, pool
-from services.cliconfig import run_command
+from rekindle.analysis.scoring import SubjectScore, pool
+from rekindle.cliconfig import run_command
 
 DATA = Path(__file__).resolve().parent.parent / "fixtures" / "stress_predict_e4"
 LABELS = DATA / "labels_stress_intervals.csv"

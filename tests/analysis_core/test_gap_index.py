@@ -8,7 +8,7 @@ import pickle
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.analysis.core import GapInput, SessionAnalyzer
+from rekindle.analysis.core import GapInput, SessionAnalyzer
 
 _EDGE = st.one_of(st.integers(0, 20).map(float), st.floats(0.0, 20.0))
 _GAP = st.builds(

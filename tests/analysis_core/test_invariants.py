@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.analysis.core import (
+from rekindle.analysis.core import (
     AnalysisConfig,
     Episode,
     Event,

@@ -40,7 +40,7 @@ import pandas as pd
 import pytest
 import scipy.signal
 
-from services.analysis.core import EdaDecomposition, SampleBatch, Scr
+from rekindle.analysis.core import EdaDecomposition, SampleBatch, Scr
 from tests.analysis_core.helpers import run
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from services.analysis.scoring import (
+from rekindle.analysis.scoring import (
     Detection,
     Interval,
     Phase,

@@ -6,7 +6,7 @@ from functools import cache
 
 import pytest
 
-from services.analysis.core import Event
+from rekindle.analysis.core import Event
 from tests.analysis_core.helpers import episodes, rows, run
 from tests.analysis_core.synth import T0, Scripted, Session, make_session, one_second_batches
 
@@ -93,8 +93,8 @@ def test_sustained_arousal_without_recovery_gives_no_release(seed: int) -> None:
     # A 20-min plateau that never resolves within the session: the signals never come down, so
     # no release may be reported for this surge (HR is compared with its level during the
     # surge, not with a reference that has meanwhile moved up to the plateau).
-    from services.analysis.offline import run_pipeline  # noqa: PLC0415
-    from services.ingest.sources.simulator import (  # noqa: PLC0415
+    from rekindle.analysis.offline import run_pipeline  # noqa: PLC0415
+    from rekindle.ingest.sources.simulator import (  # noqa: PLC0415
         ScriptedEpisode,
         SimulationScript,
         simulate,
@@ -127,8 +127,8 @@ def test_release_only_after_scripted_releases_not_after_a_slow_fade(seed: int) -
     # one that fades over 15 min (no release). Giving back half the rise only after several
     # minutes is a fading state, not a release: recovery must come within release_window_s of
     # the signal's own peak.
-    from services.analysis.offline import run_pipeline  # noqa: PLC0415
-    from services.ingest.sources.simulator import SimulationScript, simulate  # noqa: PLC0415
+    from rekindle.analysis.offline import run_pipeline  # noqa: PLC0415
+    from rekindle.ingest.sources.simulator import SimulationScript, simulate  # noqa: PLC0415
 
     script = SimulationScript()
     assert [e.release for e in script.episodes] == [True, False]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from services.analysis.core import (
+from rekindle.analysis.core import (
     AnalysisConfig,
     ConfigError,
     Episode,
@@ -18,9 +18,9 @@ from services.analysis.core import (
     SampleBatch,
     Scr,
 )
-from services.analysis.core.arousal import ArousalDetector, warmup_s
-from services.analysis.core.cardiac import RrProcessor
-from services.analysis.core.eda import EdaProcessor
+from rekindle.analysis.core.arousal import ArousalDetector, warmup_s
+from rekindle.analysis.core.cardiac import RrProcessor
+from rekindle.analysis.core.eda import EdaProcessor
 from tests.analysis_core.helpers import run
 
 CFG = AnalysisConfig()
@@ -244,7 +244,7 @@ def test_config_validation(field: str, value: float) -> None:
 
 
 def test_malformed_batches_raise_input_error() -> None:
-    from services.analysis.core import SessionAnalyzer  # noqa: PLC0415
+    from rekindle.analysis.core import SessionAnalyzer  # noqa: PLC0415
 
     a = SessionAnalyzer()
     with pytest.raises(InputError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from services import contract
+from rekindle import contract
 
 SITE = "ble-it"
 

@@ -12,8 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from bleak.backends.bluezdbus import manager
 
-from services import contract
-from services.mqtturl import MqttSettings, make_client
+from rekindle import contract
+from rekindle.mqtturl import MqttSettings, make_client
 from tests.ble.collect import SITE, Collector
 from tests.ble.emulation import BleEmulation
 from tests.servers import Mosquitto

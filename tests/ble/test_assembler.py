@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services import contract
-from services.ingest.ble.assembler import (
+from rekindle import contract
+from rekindle.ingest.ble.assembler import (
     BatteryChanged,
     Connected,
     Disconnected,
@@ -19,8 +19,8 @@ from services.ingest.ble.assembler import (
     Shutdown,
     StreamAssembler,
 )
-from services.ingest.ble.hrs import HeartRateMeasurement, encode_heart_rate_measurement
-from services.ingest.ble.profiles import load_profile
+from rekindle.ingest.ble.hrs import HeartRateMeasurement, encode_heart_rate_measurement
+from rekindle.ingest.ble.profiles import load_profile
 
 T0 = 1_800_000_000.0
 EDA = load_profile("rekindle-eda-ref")

@@ -14,11 +14,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from services import contract
-from services.cliconfig import RekindleParser, run_command
-from services.ingest.ble.cli import load_device_id_key, parse_devices, register
-from services.ingest.ble.manager import pseudonymous_id
-from services.mqtturl import MqttSettings, make_client
+from rekindle import contract
+from rekindle.cliconfig import RekindleParser, run_command
+from rekindle.ingest.ble.cli import load_device_id_key, parse_devices, register
+from rekindle.ingest.ble.manager import pseudonymous_id
+from rekindle.mqtturl import MqttSettings, make_client
 from tests.ble.collect import SITE, Collector
 from tests.ble.emulation import CENTRAL, REPO, BleEmulation
 from tests.servers import Mosquitto
@@ -72,7 +72,7 @@ def test_ingest_rejects_a_bad_device_spec(capsys: pytest.CaptureFixture[str]) ->
     assert "rekindle ingest: error: device spec 'heart:x'" in capsys.readouterr().err
 
 
-_MAIN = "import sys\nfrom services.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+_MAIN = "import sys\nfrom rekindle.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 async def _cli(emulation: BleEmulation, *argv: str) -> subprocess.CompletedProcess[str]:

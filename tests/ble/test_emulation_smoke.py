@@ -7,7 +7,7 @@ import asyncio
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 
-from services.ingest.ble import hrs
+from rekindle.ingest.ble import hrs
 from tests.ble.emulation import CENTRAL, BleEmulation
 from tests.waiting import wait_until
 

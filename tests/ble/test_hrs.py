@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.ble.errors import DecodeError
-from services.ingest.ble.hrs import (
+from rekindle.ingest.ble.errors import DecodeError
+from rekindle.ingest.ble.hrs import (
     HeartRateMeasurement,
     decode_battery_level,
     decode_body_sensor_location,

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from services import contract
-from services.ingest.ble.manager import (
+from rekindle import contract
+from rekindle.ingest.ble.manager import (
     Backoff,
     DeviceManager,
     DeviceSpec,
     ManagerSettings,
     discover,
 )
-from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings
+from rekindle.ingest.publisher import Publisher
+from rekindle.mqtturl import MqttSettings
 from tests.ble.collect import SITE, Collector
 from tests.ble.emulation import CENTRAL, BleEmulation, WearableProcess
 from tests.servers import Mosquitto
@@ -371,7 +371,7 @@ async def test_wrong_device_is_retried_with_capped_backoff_and_never_online(
     publisher = Publisher(MqttSettings.from_url(mqtt_broker.url), SITE, session).start()
     manager = DeviceManager(publisher, [spec], ManagerSettings(adapter=CENTRAL, backoff=backoff))
     stop = asyncio.Event()
-    caplog.set_level(logging.INFO, logger="services.ingest.ble.manager")
+    caplog.set_level(logging.INFO, logger="rekindle.ingest.ble.manager")
     runner = asyncio.create_task(manager.run(stop), name="manager")
     try:
         await asyncio.sleep(6.0)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.ble.errors import DeviceIdKeyError, DeviceSpecError, ProfileError
-from services.ingest.ble.manager import (
+from rekindle.ingest.ble.errors import DeviceIdKeyError, DeviceSpecError, ProfileError
+from rekindle.ingest.ble.manager import (
     Backoff,
     DeviceManager,
     DeviceSpec,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.ble.errors import DecodeError
-from services.ingest.ble.pmd import (
+from rekindle.ingest.ble.errors import DecodeError
+from rekindle.ingest.ble.pmd import (
     PmdFeed,
     decode_control_response,
     decode_delta_frames,

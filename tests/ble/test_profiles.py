@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.ble.errors import DecodeError, ProfileError
-from services.ingest.ble.profiles import load_profile, parse_profile, shipped_profiles
+from rekindle.ingest.ble.errors import DecodeError, ProfileError
+from rekindle.ingest.ble.profiles import load_profile, parse_profile, shipped_profiles
 
 MINIMAL = """
 name = "my-gsr"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
+from rekindle.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
 
 
 def test_regular_clock_recovers_sample_times_under_jitter() -> None:

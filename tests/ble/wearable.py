@@ -39,8 +39,8 @@ from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType
 from dbus_next.signature import Variant
 
-from services.ingest.ble import hrs, pmd
-from services.ingest.ble.profiles import load_profile
+from rekindle.ingest.ble import hrs, pmd
+from rekindle.ingest.ble.profiles import load_profile
 from tests.ble.pmd_encode import encode_deltas
 
 

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import services.analysis.core.analyzer as analyzer_module
-from services.analysis.core import AnalyzerInput, SessionAnalyzer, is_compiled
-from services.analysis.evaluate import analyzer_inputs
-from services.ingest.sources.base import Chunk, open_source
-from services.ingest.sources.simulator import SimulationScript, simulate
+import rekindle.analysis.core.analyzer as analyzer_module
+from rekindle.analysis.core import AnalyzerInput, SessionAnalyzer, is_compiled
+from rekindle.analysis.evaluate import analyzer_inputs
+from rekindle.ingest.sources.base import Chunk, open_source
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.analysis_core.helpers import run
 
 S02 = Path(__file__).resolve().parents[1] / "fixtures" / "stress_predict_e4" / "Raw_data" / "S02"

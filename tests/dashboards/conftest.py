@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
-from services.analysis.service import AnalysisService
-from services.ingest.publisher import Publisher
-from services.ingest.sources.base import open_source
-from services.mqtturl import MqttSettings
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.sources.base import open_source
+from rekindle.mqtturl import MqttSettings
 from tests.conftest import S02, ReplayedSession, fixture_path, recording_start
 from tests.dashboards.grafana import Dataset
 from tests.servers import InfluxD, Mosquitto

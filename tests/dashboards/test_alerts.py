@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards import alerts
-from dashboards.influxql import DATASOURCE_UID
-from dashboards.panels import AROUSAL_ALERT
-from services.ingest.sources.base import open_source
+from rekindle.dashboards import alerts
+from rekindle.dashboards.influxql import DATASOURCE_UID
+from rekindle.dashboards.panels import AROUSAL_ALERT
+from rekindle.ingest.sources.base import open_source
 from tests.conftest import EDA_OFF_SKIN, S02, fixture_path, recording_start
 from tests.dashboards.grafana import ALERTS, Dataset, render
 from tests.servers import InfluxD

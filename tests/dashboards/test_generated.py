@@ -11,9 +11,9 @@ import pytest
 import yaml
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards import GRAFANA_SCHEMA_VERSION, GRAFANA_VERSION, cli, generate
-from dashboards.errors import DriftError
-from dashboards.influxql import DATASOURCE_UID, load_dashboard
+from rekindle.dashboards import GRAFANA_SCHEMA_VERSION, GRAFANA_VERSION, cli, generate
+from rekindle.dashboards.errors import DriftError
+from rekindle.dashboards.influxql import DATASOURCE_UID, load_dashboard
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

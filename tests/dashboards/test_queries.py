@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from services.analysis import points
-from services.analysis.influx import InfluxSettings, V1Transport
+from rekindle.analysis import points
+from rekindle.analysis.influx import InfluxSettings, V1Transport
 from tests.dashboards.grafana import (
     Dataset,
     Query,

@@ -8,8 +8,8 @@ import copyreg
 from collections.abc import Callable
 from dataclasses import fields
 
-from services.analysis.core.analyzer import SessionAnalyzer, _AccProcessor, _Pending
-from services.analysis.core.arousal import (
+from rekindle.analysis.core.analyzer import SessionAnalyzer, _AccProcessor, _Pending
+from rekindle.analysis.core.arousal import (
     ArousalDetector,
     _Extreme,
     _Input,
@@ -17,11 +17,11 @@ from services.analysis.core.arousal import (
     _Quantile,
     _Surge,
 )
-from services.analysis.core.cardiac import HrProcessor, RrProcessor
-from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.eda import EdaProcessor
-from services.analysis.core.errors import ConfigError, InputError
-from services.analysis.core.types import (
+from rekindle.analysis.core.cardiac import HrProcessor, RrProcessor
+from rekindle.analysis.core.config import AnalysisConfig
+from rekindle.analysis.core.eda import EdaProcessor
+from rekindle.analysis.core.errors import ConfigError, InputError
+from rekindle.analysis.core.types import (
     AnalyzerInput,
     EdaDecomposition,
     Episode,
@@ -130,6 +130,6 @@ for _stateful in _INIT_ARGS:
 
 def is_compiled() -> bool:
     """True when this core was compiled with mypyc (the analysis image), False for plain Python."""
-    import services.analysis.core.analyzer as module  # noqa: PLC0415
+    import rekindle.analysis.core.analyzer as module  # noqa: PLC0415
 
     return not str(module.__file__).endswith(".py")

@@ -18,12 +18,12 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from services.analysis.core.arousal import ArousalDetector
-from services.analysis.core.cardiac import HrProcessor, HrTick, RrProcessor, RrTick
-from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.eda import EdaProcessor, EdaTick
-from services.analysis.core.errors import InputError
-from services.analysis.core.types import (
+from rekindle.analysis.core.arousal import ArousalDetector
+from rekindle.analysis.core.cardiac import HrProcessor, HrTick, RrProcessor, RrTick
+from rekindle.analysis.core.config import AnalysisConfig
+from rekindle.analysis.core.eda import EdaProcessor, EdaTick
+from rekindle.analysis.core.errors import InputError
+from rekindle.analysis.core.types import (
     Event,
     FeatureRow,
     GapInput,

@@ -27,8 +27,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.types import Episode, EpisodeStart
+from rekindle.analysis.core.config import AnalysisConfig
+from rekindle.analysis.core.types import Episode, EpisodeStart
 
 #: An input is listed among an episode's signals when its own rise reached at least this fraction
 #: of its scale during the episode (whether or not the index weights it).

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from operator import itemgetter
 from typing import NamedTuple
 
-from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.types import QualityState
+from rekindle.analysis.core.config import AnalysisConfig
+from rekindle.analysis.core.types import QualityState
 
 DEGRADED_HOLD_S = 5.0
 #: Share of corrected or rejected beats (over the RMSSD window) above which RR is "degraded";

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from services.analysis.core.errors import ConfigError
+from rekindle.analysis.core.errors import ConfigError
 
 _PROCESSOR_FIELDS = frozenset(
     {

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from services.analysis.core.config import AnalysisConfig
-from services.analysis.core.types import EdaDecomposition, Event, QualityState, Scr
+from rekindle.analysis.core.config import AnalysisConfig
+from rekindle.analysis.core.types import EdaDecomposition, Event, QualityState, Scr
 
 #: After a time step longer than this (s) the filters restart from the new sample.
 GAP_RESET_S = 10.0

@@ -1,8 +1,8 @@
-"""Errors of the streaming core; they derive from ``services.analysis.errors.AnalysisError``."""
+"""Errors of the streaming core; they derive from ``rekindle.analysis.errors.AnalysisError``."""
 
 from __future__ import annotations
 
-from services.analysis.errors import AnalysisError
+from rekindle.analysis.errors import AnalysisError
 
 
 class ConfigError(AnalysisError, ValueError):

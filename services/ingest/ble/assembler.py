@@ -9,7 +9,7 @@ Gap rule: when the link drops (or a profile's packet counter jumps), every strea
 data gets a gap ``(start, end)`` = (time of its last sample before, time of its first sample
 after), emitted just before that first sample; at shutdown a still-open gap ends at the
 shutdown time. Bounds use the same nanosecond arithmetic as
-:meth:`services.contract.SampleMessage.times_ns`, so they are exactly sample times.
+:meth:`rekindle.contract.SampleMessage.times_ns`, so they are exactly sample times.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.contract import PHYSICAL_RANGE, DeviceState, SampleStream
-from services.ingest.ble import hrs
-from services.ingest.ble.errors import DecodeError
-from services.ingest.ble.pmd import PmdFeed, decode_control_response, decode_pmd_frame
-from services.ingest.ble.profiles import DeviceProfile, format_size
-from services.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
+from rekindle.contract import PHYSICAL_RANGE, DeviceState, SampleStream
+from rekindle.ingest.ble import hrs
+from rekindle.ingest.ble.errors import DecodeError
+from rekindle.ingest.ble.pmd import PmdFeed, decode_control_response, decode_pmd_frame
+from rekindle.ingest.ble.profiles import DeviceProfile, format_size
+from rekindle.ingest.ble.timestamps import BeatClock, ClockSettings, MonotonicStamp, RegularClock
 
 log = logging.getLogger(__name__)
 

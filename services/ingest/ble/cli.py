@@ -14,26 +14,26 @@ from pathlib import Path
 
 from bleak.exc import BleakError
 
-from services.cli import add_mqtt_password, mqtt_settings
-from services.cliconfig import UsageError, add_setting, async_stop_on_signals
-from services.ingest.ble import hrs
-from services.ingest.ble.errors import (
+from rekindle.cli import add_mqtt_password, mqtt_settings
+from rekindle.cliconfig import UsageError, add_setting, async_stop_on_signals
+from rekindle.ingest.ble import hrs
+from rekindle.ingest.ble.errors import (
     AdapterError,
     BleError,
     DeviceIdKeyError,
     DeviceSpecError,
     ProfileError,
 )
-from services.ingest.ble.manager import (
+from rekindle.ingest.ble.manager import (
     DeviceManager,
     DeviceSpec,
     ManagerSettings,
     discover,
 )
-from services.ingest.ble.pmd import PMD_SERVICE as POLAR_PMD_SERVICE
-from services.ingest.ble.profiles import load_profile, shipped_profiles
-from services.ingest.publisher import Publisher
-from services.mqtturl import MqttSettings
+from rekindle.ingest.ble.pmd import PMD_SERVICE as POLAR_PMD_SERVICE
+from rekindle.ingest.ble.profiles import load_profile, shipped_profiles
+from rekindle.ingest.publisher import Publisher
+from rekindle.mqtturl import MqttSettings
 
 KNOWN_SERVICES = {
     hrs.HEART_RATE_SERVICE: "heart rate (hrs)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.ingest.errors import IngestError
+from rekindle.ingest.errors import IngestError
 
 
 class BleError(IngestError):

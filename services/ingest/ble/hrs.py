@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from services.ingest.ble.errors import DecodeError
+from rekindle.ingest.ble.errors import DecodeError
 
 HEART_RATE_SERVICE: Final = "0000180d-0000-1000-8000-00805f9b34fb"
 HEART_RATE_MEASUREMENT: Final = "00002a37-0000-1000-8000-00805f9b34fb"

@@ -44,9 +44,9 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from services.contract import ContractError, DeviceState, SampleStream
-from services.ingest.ble import hrs, pmd
-from services.ingest.ble.assembler import (
+from rekindle.contract import ContractError, DeviceState, SampleStream
+from rekindle.ingest.ble import hrs, pmd
+from rekindle.ingest.ble.assembler import (
     BatteryChanged,
     Connected,
     Disconnected,
@@ -61,7 +61,7 @@ from services.ingest.ble.assembler import (
     Shutdown,
     StreamAssembler,
 )
-from services.ingest.ble.errors import (
+from rekindle.ingest.ble.errors import (
     AdapterError,
     DecodeError,
     DeviceConnectionError,
@@ -69,11 +69,11 @@ from services.ingest.ble.errors import (
     DeviceNotFoundError,
     DeviceSpecError,
 )
-from services.ingest.ble.pmd import PmdFeed
-from services.ingest.ble.profiles import DeviceProfile, load_profile
-from services.ingest.ble.timestamps import ClockSettings
-from services.ingest.ble.uuids import normalize_uuid
-from services.ingest.errors import IngestError
+from rekindle.ingest.ble.pmd import PmdFeed
+from rekindle.ingest.ble.profiles import DeviceProfile, load_profile
+from rekindle.ingest.ble.timestamps import ClockSettings
+from rekindle.ingest.ble.uuids import normalize_uuid
+from rekindle.ingest.errors import IngestError
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class ManagerSettings:
 
 
 class SamplePublisher(Protocol):
-    """What the manager needs from :class:`services.ingest.publisher.Publisher`."""
+    """What the manager needs from :class:`rekindle.ingest.publisher.Publisher`."""
 
     def send_samples(
         self,

@@ -6,9 +6,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk, ReadOptions, open_source
-from services.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import Chunk, ReadOptions, open_source
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 
 __all__ = ["Chunk", "ReadOptions", "open_source", "open_spec"]
 

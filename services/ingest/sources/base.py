@@ -13,8 +13,8 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from services import contract
-from services.contract import SampleStream
+from rekindle import contract
+from rekindle.contract import SampleStream
 
 ChunkStream: TypeAlias = SampleStream | Literal["marker"]
 
@@ -156,8 +156,8 @@ def merge_in_time(streams: Iterable[Iterator[Chunk]]) -> Iterator[Chunk]:
 
 def open_source(path: Path, options: ReadOptions | None = None) -> Iterator[Chunk]:
     """Chunks of a recording in any supported format: E4 folder or zip, CSV, EmotiBit, XDF,
-    Rekindle recording (see :mod:`services.ingest.sources.formats`)."""
-    from services.ingest.sources import formats  # noqa: PLC0415 (avoids an import cycle)
+    Rekindle recording (see :mod:`rekindle.ingest.sources.formats`)."""
+    from rekindle.ingest.sources import formats  # noqa: PLC0415 (avoids an import cycle)
 
     return formats.open_recording(path, options)
 

@@ -11,7 +11,7 @@ Layout (one row per time; empty cells where a stream has no sample at that time)
   they say otherwise), or seconds since the start when ``--start UNIX`` is given.
 * streams: ``eda``, ``hr``, ``rr``, ``ppg`` (also ``bvp``), ``temp``, ``ecg``, ``acc_x`` /
   ``acc_y`` / ``acc_z`` (all three), each with its unit as ``NAME_UNIT``, ``NAME [UNIT]`` or
-  ``NAME (UNIT)`` (see :mod:`services.ingest.sources.units`; ``ppg`` needs none).
+  ``NAME (UNIT)`` (see :mod:`rekindle.ingest.sources.units`; ``ppg`` needs none).
 * ``marker`` / ``event``: text; each non-empty cell becomes a marker.
 * ``--column NAME=STREAM:UNIT`` (or ``=time``, ``=time:ms``, ``=marker``, ``=ignore``) maps
   columns named otherwise. Any other column is an error that names it.
@@ -31,12 +31,12 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from services import contract
-from services.contract import SampleStream
-from services.ingest.errors import SourceError
-from services.ingest.sources import units
-from services.ingest.sources.base import Chunk, ReadOptions
-from services.ingest.sources.tables import F64Array, SeriesSet, TimedSeries
+from rekindle import contract
+from rekindle.contract import SampleStream
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources import units
+from rekindle.ingest.sources.base import Chunk, ReadOptions
+from rekindle.ingest.sources.tables import F64Array, SeriesSet, TimedSeries
 
 DEVICE = "csv"
 STREAM_NAMES: Final[dict[str, str]] = {

@@ -23,9 +23,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import numpy.typing as npt
 
-from services.contract import SampleStream
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk, irregular_chunks, merge_in_time, regular_chunks
+from rekindle.contract import SampleStream
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import Chunk, irregular_chunks, merge_in_time, regular_chunks
 
 #: E4 file stem -> (contract stream, scale to contract units)
 REGULAR_FILES: dict[str, tuple[SampleStream, float]] = {

@@ -19,10 +19,10 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from services.contract import SampleStream
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk
-from services.ingest.sources.tables import F64Array, SeriesSet, TimedSeries
+from rekindle.contract import SampleStream
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import Chunk
+from rekindle.ingest.sources.tables import F64Array, SeriesSet, TimedSeries
 
 DEVICE = "emotibit"
 HEADER: Final = (

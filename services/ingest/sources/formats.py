@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk, ReadOptions
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import Chunk, ReadOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ def _check_zip(path: Path) -> str | None:
 
 
 def _check_csv(path: Path) -> str | None:
-    from services.ingest.sources import csvfile, emotibit  # noqa: PLC0415
+    from rekindle.ingest.sources import csvfile, emotibit  # noqa: PLC0415
 
     if not path.is_file():
         return "not a file"
@@ -56,7 +56,7 @@ def _check_csv(path: Path) -> str | None:
 
 
 def _check_emotibit(path: Path) -> str | None:
-    from services.ingest.sources import emotibit  # noqa: PLC0415
+    from rekindle.ingest.sources import emotibit  # noqa: PLC0415
 
     if emotibit.emotibit_files(path):
         return None
@@ -75,7 +75,7 @@ def _check_xdf(path: Path) -> str | None:
 
 
 def _check_rekindle(path: Path) -> str | None:
-    from services.ingest.sources import recording  # noqa: PLC0415
+    from rekindle.ingest.sources import recording  # noqa: PLC0415
 
     if not path.is_file():
         return "not a file"
@@ -89,37 +89,37 @@ def _check_rekindle(path: Path) -> str | None:
 
 
 def _open_e4(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
-    from services.ingest.sources import e4  # noqa: PLC0415
+    from rekindle.ingest.sources import e4  # noqa: PLC0415
 
     return e4.read_e4_folder(path)
 
 
 def _open_zip(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
-    from services.ingest.sources import e4  # noqa: PLC0415
+    from rekindle.ingest.sources import e4  # noqa: PLC0415
 
     return e4.read_e4_zip(path)
 
 
 def _open_csv(path: Path, options: ReadOptions) -> Iterator[Chunk]:
-    from services.ingest.sources import csvfile  # noqa: PLC0415
+    from rekindle.ingest.sources import csvfile  # noqa: PLC0415
 
     return csvfile.read_csv(path, options)
 
 
 def _open_emotibit(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
-    from services.ingest.sources import emotibit  # noqa: PLC0415
+    from rekindle.ingest.sources import emotibit  # noqa: PLC0415
 
     return emotibit.read_emotibit(path)
 
 
 def _open_xdf(path: Path, options: ReadOptions) -> Iterator[Chunk]:
-    from services.ingest.sources import xdf  # noqa: PLC0415
+    from rekindle.ingest.sources import xdf  # noqa: PLC0415
 
     return xdf.read_xdf(path, options)
 
 
 def _open_rekindle(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
-    from services.ingest.sources import recording  # noqa: PLC0415
+    from rekindle.ingest.sources import recording  # noqa: PLC0415
 
     return recording.read_recording(path)
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from services import contract
-from services.contract import SampleStream
-from services.ingest.sources.base import (
+from rekindle import contract
+from rekindle.contract import SampleStream
+from rekindle.ingest.sources.base import (
     Chunk,
     ReadOptions,
     irregular_chunks,
@@ -33,7 +33,7 @@ from services.ingest.sources.base import (
     regular_chunks,
     series_chunks,
 )
-from services.ingest.sources.tables import F64Array, SeriesSet
+from rekindle.ingest.sources.tables import F64Array, SeriesSet
 
 MARKER_COLUMNS = ("time", "text", "device")
 
@@ -99,7 +99,7 @@ def _markers(times: list[float], texts: list[str], device: str) -> pd.DataFrame:
 
 
 def _from_e4(path: Path) -> Recording:
-    from services.ingest.sources import e4  # noqa: PLC0415
+    from rekindle.ingest.sources import e4  # noqa: PLC0415
 
     export = e4.load_e4(path)
     rec = Recording()
@@ -159,8 +159,8 @@ def _from_chunks(chunks: Iterator[Chunk]) -> Recording:
 
 def read(path: str | Path, options: ReadOptions | None = None) -> Recording:
     """Any supported recording (``rekindle read --list-formats``) as a :class:`Recording`."""
-    from services.ingest.sources import csvfile, emotibit, xdf  # noqa: PLC0415
-    from services.ingest.sources.formats import detect  # noqa: PLC0415
+    from rekindle.ingest.sources import csvfile, emotibit, xdf  # noqa: PLC0415
+    from rekindle.ingest.sources.formats import detect  # noqa: PLC0415
 
     path = Path(path)
     fmt = detect(path)

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from services import contract
-from services.ingest.errors import SourceError
-from services.ingest.sources.base import Chunk
+from rekindle import contract
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources.base import Chunk
 
 FORMAT = "rekindle-recording"
 VERSION = 1

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from services.ingest.sources.base import Chunk, irregular_chunks, merge_in_time, regular_chunks
+from rekindle.ingest.sources.base import Chunk, irregular_chunks, merge_in_time, regular_chunks
 
 RISE_S = 30.0
 FALL_S = 60.0

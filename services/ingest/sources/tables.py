@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from services.contract import SampleStream
-from services.ingest.sources.base import Chunk, marker_chunks, merge_in_time, series_chunks
+from rekindle.contract import SampleStream
+from rekindle.ingest.sources.base import Chunk, marker_chunks, merge_in_time, series_chunks
 
 F64Array = npt.NDArray[np.float64]
 

@@ -8,7 +8,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from services.contract import SampleStream
+from rekindle.contract import SampleStream
 
 #: stream -> accepted unit (lower case) -> (scale, offset): contract = value * scale + offset
 UNITS: Final[Mapping[SampleStream, Mapping[str, tuple[float, float]]]] = {

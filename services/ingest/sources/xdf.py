@@ -4,7 +4,7 @@ Each XDF stream is matched by its ``type`` (else its ``name``), case-insensitive
 ``GSR`` -> eda, ``HR`` -> hr, ``RR``/``IBI`` -> rr, ``PPG``/``BVP`` -> ppg, ``ECG`` -> ecg,
 ``TEMP`` -> temp, ``ACC`` (3 channels) -> acc, ``Markers`` or any string stream -> markers.
 Channel units from the stream's ``desc/channels/channel/unit`` are converted (see
-:mod:`services.ingest.sources.units`); a channel without a unit is taken in the contract's unit.
+:mod:`rekindle.ingest.sources.units`); a channel without a unit is taken in the contract's unit.
 Other streams (EEG, ...) are skipped.
 
 Times: pyxdf's synchronised LSL times. LSL clocks count from an arbitrary origin, so unless
@@ -21,12 +21,12 @@ from typing import Any, Final
 
 import numpy as np
 
-from services import contract
-from services.contract import SampleStream
-from services.ingest.errors import SourceError
-from services.ingest.sources import units
-from services.ingest.sources.base import Chunk, ReadOptions
-from services.ingest.sources.tables import SeriesSet, TimedSeries
+from rekindle import contract
+from rekindle.contract import SampleStream
+from rekindle.ingest.errors import SourceError
+from rekindle.ingest.sources import units
+from rekindle.ingest.sources.base import Chunk, ReadOptions
+from rekindle.ingest.sources.tables import SeriesSet, TimedSeries
 
 DEVICE = "xdf"
 KINDS: Final[dict[str, SampleStream]] = {

@@ -19,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
-from services.contract import PHYSICAL_RANGE, SAMPLE_STREAMS, SampleStream
-from services.ingest.ble.errors import DecodeError, ProfileError
-from services.ingest.ble.uuids import normalize_uuid
+from rekindle.contract import PHYSICAL_RANGE, SAMPLE_STREAMS, SampleStream
+from rekindle.ingest.ble.errors import DecodeError, ProfileError
+from rekindle.ingest.ble.uuids import normalize_uuid
 
 SampleFormat = Literal[
     "u8", "i8", "u16le", "i16le", "u16be", "i16be", "u24le", "u32le", "i32le", "f32le"
