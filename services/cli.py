@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Iterator
 
+    from rekindle.analysis.core import AnalysisConfig
     from rekindle.analysis.influx import InfluxSettings
+    from rekindle.analysis.partition import Partition
     from rekindle.analysis.service import AnalysisService
     from rekindle.ingest.sources.base import Chunk, ReadOptions
     from rekindle.mqtturl import MqttSettings
@@ -286,33 +288,182 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_analysis(args: argparse.Namespace) -> int:
     from rekindle.analysis.core import is_compiled  # noqa: PLC0415
-    from rekindle.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
-    from rekindle.analysis.service import AnalysisService  # noqa: PLC0415
 
+    partitions = _partitions(args)
     config = params.from_args(args)
     log.info("analysis core: %s", "compiled (mypyc)" if is_compiled() else "pure Python")
     if changed := params.changed(config):
         log.info("analysis parameters changed from the defaults: %s", changed)
     settings = mqtt_settings(args)
+    influx = influx_settings(args)
+    if partitions is not None and args.workers > 1:
+        return _supervise_workers(args, partitions)
+    stop = stop_event_on_signals()
+    if partitions is not None:
+        return _run_partition_worker(args, partitions, config, settings, influx, stop)
+    service = _analysis_service(args, config, settings, influx).start()
+    log.info("analysis running; send SIGTERM or SIGINT to stop")
+    return run_analysis(service, stop, args.stall_limit)
+
+
+def _analysis_service(
+    args: argparse.Namespace,
+    config: AnalysisConfig,
+    settings: MqttSettings,
+    influx: InfluxSettings,
+    partition: Partition | None = None,
+) -> AnalysisService:
+    """The service ``rekindle analysis`` runs; with ``partition``, that partition's service:
+    its own client id, checkpoint, write-ahead log, dead-letter file and heartbeat."""
+    from rekindle.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
+    from rekindle.analysis.service import AnalysisService  # noqa: PLC0415
+
+    def own(path: Path | None) -> Path | None:
+        if path is None or partition is None:
+            return path
+        return path.with_name(f"{path.name}.p{partition.index}")
+
     deadletter = args.influx_deadletter
     if deadletter is None and args.spool is not None:
         deadletter = args.spool.with_name(args.spool.name + ".rejected.jsonl")
     writer = BufferedWriter(
-        make_transport(influx_settings(args)), spool_path=args.spool, deadletter_path=deadletter
+        make_transport(influx), spool_path=own(args.spool), deadletter_path=own(deadletter)
     )
-    stop = stop_event_on_signals()
-    service = AnalysisService(
+    client_id = args.client_id
+    if partition is not None:
+        client_id = f"{client_id}-p{partition.index}"
+    return AnalysisService(
         settings,
         writer,
         site=args.site,
         config=config,
-        client_id=args.client_id,
-        persistent_session=args.client_id is not None,
-        state_path=args.state,
-        heartbeat_path=args.heartbeat,
-    ).start()
-    log.info("analysis running; send SIGTERM or SIGINT to stop")
-    return run_analysis(service, stop, args.stall_limit)
+        client_id=client_id,
+        persistent_session=client_id is not None,
+        state_path=own(args.state),
+        heartbeat_path=own(args.heartbeat),
+        partition=partition,
+    )
+
+
+def _partitions(args: argparse.Namespace) -> int | None:
+    """The number of partitions (None: the single-process service), checked."""
+    if args.workers < 1:
+        raise CliError(f"--workers must be 1 or more, not {args.workers}")
+    partitions = args.partitions
+    if partitions is None and args.workers > 1:
+        partitions = args.workers
+    if partitions is None:
+        if args.worker_name is not None:
+            raise CliError("--worker-name is for a partition worker: add --partitions P")
+        return None
+    if partitions < 1:
+        raise CliError(f"--partitions must be 1 or more, not {partitions}")
+    if args.client_id is None or args.state is None:
+        raise CliError(
+            "--workers/--partitions need --client-id and --state: a partition moves between "
+            "workers with its checkpoint (--state) and its persistent MQTT session (--client-id)"
+        )
+    if args.workers > 1 and args.worker_name is not None:
+        raise CliError("--worker-name names one worker: the --workers supervisor names its own")
+    return int(partitions)
+
+
+def _worker_heartbeat(args: argparse.Namespace, name: str | None) -> Path | None:
+    """The heartbeat file of one worker under the supervisor (``<heartbeat>.<name>``)."""
+    path: Path | None = args.heartbeat
+    if path is None or name is None:
+        return path
+    return path.with_name(f"{path.name}.{name}")
+
+
+def _run_partition_worker(
+    args: argparse.Namespace,
+    partitions: int,
+    config: AnalysisConfig,
+    settings: MqttSettings,
+    influx: InfluxSettings,
+    stop: threading.Event,
+) -> int:
+    import socket  # noqa: PLC0415
+
+    from rekindle.analysis.partition import Partition  # noqa: PLC0415
+    from rekindle.analysis.workers import LeaseDir, PartitionWorker, WorkerError  # noqa: PLC0415
+
+    name = args.worker_name or socket.gethostname()
+    state: Path = args.state
+    leases = LeaseDir(state.with_name(f"{state.name}.leases"), partitions, name)
+
+    def make(index: int) -> AnalysisService:
+        return _analysis_service(args, config, settings, influx, Partition(index, partitions))
+
+    def partition_heartbeat(index: int) -> Path | None:
+        path: Path | None = args.heartbeat
+        return None if path is None else path.with_name(f"{path.name}.p{index}")
+
+    worker = PartitionWorker(
+        leases,
+        make,
+        stall_limit_s=args.stall_limit,
+        heartbeat_path=_worker_heartbeat(args, getattr(args, "supervised_as", None)),
+        partition_heartbeat=partition_heartbeat,
+    )
+    log.info("analysis worker %s running; send SIGTERM or SIGINT to stop", name)
+    try:
+        stuck = worker.run(stop)
+    except WorkerError as exc:
+        raise CliError(str(exc)) from exc
+    if stuck:
+        log.critical("analysis worker stuck: exiting with status %d to be restarted", EXIT_STUCK)
+        return EXIT_STUCK
+    return 0
+
+
+def _worker_process(args: argparse.Namespace, name: str) -> None:
+    """Entry point of one worker process started by ``rekindle analysis --workers K``."""
+    vars(args).update(workers=1, worker_name=name, supervised_as=name)
+    setup_logging(str(args.log_level).upper(), tag=name)
+    sys.exit(run_command(args))
+
+
+def _supervise_workers(args: argparse.Namespace, partitions: int) -> int:
+    import multiprocessing  # noqa: PLC0415
+
+    from rekindle.analysis import health  # noqa: PLC0415
+    from rekindle.analysis.workers import supervise, write_combined  # noqa: PLC0415
+
+    names = [f"w{i}" for i in range(args.workers)]
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads
+    vars(args).update(partitions=partitions)
+
+    def spawn(name: str) -> multiprocessing.process.BaseProcess:
+        return context.Process(
+            target=_worker_process, args=(args, name), name=f"rekindle-analysis-{name}"
+        )
+
+    def beat() -> None:
+        """The service's heartbeat: fresh only while every worker's heartbeat is."""
+        if args.heartbeat is None:
+            return
+        beats = []
+        for name in names:
+            path = _worker_heartbeat(args, name)
+            assert path is not None
+            try:
+                beat = health.read(path)
+            except health.HealthError:
+                return
+            if health.verdict(beat, time.time()) is not None:
+                return
+            beats.append(beat)
+        write_combined(args.heartbeat, beats)
+
+    stop = stop_event_on_signals()
+    log.info(
+        "analysis: %d workers share %d partitions; send SIGTERM or SIGINT to stop",
+        args.workers,
+        partitions,
+    )
+    return supervise(names, spawn, stop, on_tick=beat)
 
 
 #: Exit status of ``rekindle analysis`` when its worker is stuck (EX_SOFTWARE).
@@ -620,6 +771,30 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "S seconds on one message; that message is then dead-lettered if delivered again "
         "(default 120; 0 disables)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run K worker processes that share the sessions: each session is handled by one "
+        "worker at a time and moves with its checkpoint when a worker dies or joins "
+        "(needs --client-id and --state; docs/scaling.md). Default 1: one process",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        metavar="P",
+        help="split the sessions into P partitions by a hash of site and session (default: "
+        "K with --workers K). Without --workers, run one worker of a group: every worker "
+        "started with the same --state and --partitions takes a fair share",
+    )
+    p.add_argument(
+        "--worker-name",
+        default=None,
+        metavar="NAME",
+        help="this worker's name in its group (default: the host name); unique per group",
+    )
     params.add_arguments(p)
     p.set_defaults(func=cmd_analysis)
 
@@ -716,12 +891,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    """Logs go to stderr, passwords masked (the one place that configures logging)."""
+def setup_logging(level: str, tag: str | None = None) -> None:
+    """Logs go to stderr, passwords masked (the one place that configures logging); ``tag``
+    (a worker's name) goes in ``[tag]`` before each logger name."""
     from rekindle.credentials import RedactingFilter  # noqa: PLC0415
 
+    where = "%(name)s" if tag is None else f"[{tag}] %(name)s"
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format=f"%(asctime)s %(levelname)s {where}: %(message)s", stream=sys.stderr
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())

@@ -54,6 +54,7 @@ from rekindle.analysis.core import (
 )
 from rekindle.analysis.errors import BrokerError
 from rekindle.analysis.influx import BufferedWriter
+from rekindle.analysis.partition import Partition
 from rekindle.analysis.pipeline import PipelineOutput, SessionPipeline
 from rekindle.analysis.reorder import (
     RUN_ORDER,
@@ -192,8 +193,12 @@ class AnalysisService:
         ack_batch: int = 16,
         idle_commit_s: float = 0.005,
         gap_wait_s: float = 10.0,
+        partition: Partition | None = None,
     ) -> None:
         self.mqtt_settings = mqtt_settings
+        #: Only the sessions of this partition are handled; the others' messages are
+        #: acknowledged unprocessed (their own partition's service handles them: workers.py).
+        self.partition = partition
         self.writer = writer
         self.site = site
         self.config = config
@@ -285,7 +290,8 @@ class AnalysisService:
             done = not self._pending_subs
         if done:
             self._subscribed.set()
-            log.info("analysis subscribed to site %s", self.site)
+            part = "" if self.partition is None else f" (partition {self.partition})"
+            log.info("analysis subscribed to site %s%s", self.site, part)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
@@ -298,13 +304,16 @@ class AnalysisService:
             )
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._idle.clear()
         try:
             topic = msg.topic
         except UnicodeDecodeError:  # the broker should refuse these; never break the loop
             log.warning("dropped a message whose topic is not UTF-8: %r", msg._topic[:200])
             self._client.ack(msg.mid, msg.qos)
             return
+        if self.partition is not None and not self.partition.owns(topic):
+            self._client.ack(msg.mid, msg.qos)  # another partition's session
+            return
+        self._idle.clear()
         self._inbox.put(
             _Inbound(
                 topic,

@@ -1,0 +1,288 @@
+"""Session-affine workers (issue 13): `rekindle analysis` as real worker processes on real
+mosquitto and influxd. Each session is handled by exactly one worker at a time; a worker that
+is SIGKILLed mid-session frees its partition, a survivor takes it with its checkpoint and the
+broker's persistent session, and a worker that joins takes a partition back the same way:
+every sample is stored once and the episodes are those of the offline analysis
+(`rekindle analyze` runs the same pipeline)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from rekindle.analysis.partition import session_partition
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.sources.base import Chunk
+from rekindle.mqtturl import MqttSettings
+from tests.servers import InfluxD, Mosquitto
+from tests.test_durable import SITE, counts, expected, session_chunks, stored_episodes
+
+DEADLINE_S = 240.0
+MINUTES = 12  # one arousal episode per simulated session (two streams of surges need 20)
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Analysis:
+    """``rekindle analysis`` with ``extra`` options in its own process, log in a file."""
+
+    def __init__(
+        self,
+        broker: Mosquitto,
+        influxd: InfluxD,
+        db: str,
+        workdir: Path,
+        name: str,
+        extra: Sequence[str],
+    ) -> None:
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        self._out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rekindle.cli",
+                "analysis",
+                "--mqtt",
+                broker.url,
+                "--influx",
+                influxd.url,
+                "--influx-db",
+                db,
+                "--site",
+                SITE,
+                "--client-id",
+                f"rekindle-analysis-{db}",
+                "--state",
+                str(workdir / "analysis.state"),
+                "--spool",
+                str(workdir / "analysis.wal"),
+                *extra,
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._out.close()
+
+    def terminate(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+
+def wait_for(
+    condition: Callable[[], bool], what: str, *procs: Analysis, timeout: float = DEADLINE_S
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for proc in procs:
+            if proc.proc.poll() is not None:
+                pytest.fail(
+                    f"{proc.name} exited with {proc.proc.returncode}: {proc.text()[-3000:]}"
+                )
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.name}:\n{p.text()[-2000:]}" for p in procs)
+            pytest.fail(f"{what} within {timeout:.0f} s\n{logs}")
+        time.sleep(0.1)
+
+
+def sessions_by_partition(per_partition: int, partitions: int = 2) -> list[str]:
+    """Session names, ``per_partition`` of them hashed to each partition."""
+    chosen: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    i = 0
+    while any(len(v) < per_partition for v in chosen.values()):
+        name = f"w{i}"
+        part = chosen[session_partition(SITE, name, partitions)]
+        if len(part) < per_partition:
+            part.append(name)
+        i += 1
+    return [name for p in range(partitions) for name in chosen[p]]
+
+
+class PhasedPublisher:
+    """Publishes a session in phases (at broker speed), each after the test opens its gate,
+    then ``end``. ``done[i]`` is set once phase ``i`` is published."""
+
+    def __init__(self, broker: Mosquitto, session: str, chunks: list[Chunk], cuts: Sequence[int]):
+        self.session = session
+        bounds = [0, *cuts, len(chunks)]
+        self.phases = [chunks[a:b] for a, b in itertools.pairwise(bounds)]
+        self.gates = [threading.Event() for _ in self.phases]
+        self.done = [threading.Event() for _ in self.phases]
+        self.error: Exception | None = None
+        self._settings = MqttSettings.from_url(broker.url)
+        self._chunks = chunks
+        self.thread = threading.Thread(target=self._run, name=f"publish-{session}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with Publisher(self._settings, SITE, self.session, device="sim") as pub:
+                for i, phase in enumerate(self.phases):
+                    while not self.gates[i].wait(0.5):
+                        pass
+                    if i == 0:
+                        pub.send_status("sim", "online", self._chunks[0].start)
+                    for chunk in phase:
+                        pub.publish(
+                            chunk.to_message(
+                                SITE,
+                                self.session,
+                                pub.next_seq(chunk.device, chunk.stream),
+                                pub.run,
+                            )
+                        )
+                    if i == len(self.phases) - 1:
+                        pub.send_status("sim", "end", self._chunks[-1].end)
+                    pub.flush(timeout=DEADLINE_S)
+                    self.done[i].set()
+        except Exception as exc:  # noqa: BLE001 (any failure is reported by the test)
+            self.error = exc
+            for event in self.done:
+                event.set()
+
+    def open(self, phase: int) -> None:
+        self.gates[phase].set()
+
+
+def took(log: str, worker: str, partition: int) -> int:
+    """How often ``worker`` took ``partition`` (from its log)."""
+    return len(re.findall(rf"worker {worker} took partition {partition}/", log))
+
+
+def assert_complete(influxd: InfluxD, db: str, sessions: dict[str, list[Chunk]]) -> None:
+    for session, chunks in sessions.items():
+        samples, features, episodes = expected(chunks)
+        assert episodes, f"session {session} must contain an episode"
+        assert counts(influxd, db, session) == (samples, features, 1), session
+        assert stored_episodes(influxd, db, session) == episodes, session
+
+
+def test_two_workers_handle_each_session_once_with_offline_episodes(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path
+) -> None:
+    db = "workers_two"
+    influxd.create_database(db)
+    names = sessions_by_partition(2)
+    sessions = {name: session_chunks(seed=10 + i, minutes=MINUTES) for i, name in enumerate(names)}
+    service = Analysis(mqtt_broker, influxd, db, tmp_path, "service", ["--workers", "2"])
+    try:
+        wait_for(
+            lambda: took(service.text(), "w0", 0) > 0 and took(service.text(), "w1", 1) > 0,
+            "each worker holding its partition",
+            service,
+        )
+        pubs = [PhasedPublisher(mqtt_broker, s, c, []) for s, c in sessions.items()]
+        for pub in pubs:
+            pub.open(0)
+        wait_for(
+            lambda: all(counts(influxd, db, s)[2] == 1 for s in sessions),
+            "every session's end stored",
+            service,
+        )
+        for pub in pubs:
+            pub.thread.join(60)
+            assert pub.error is None, pub.error
+    finally:
+        assert service.terminate() == 0, service.text()[-3000:]
+    assert_complete(influxd, db, sessions)
+    log = service.text()
+    for name in names:
+        owner = f"w{session_partition(SITE, name, 2)}"
+        started = re.findall(rf"\[(w\d)\] \S+: session {SITE}/{name} started", log)
+        assert started == [owner], (name, started)
+
+
+def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path
+) -> None:
+    db = "workers_kill"
+    influxd.create_database(db)
+    names = sessions_by_partition(2)
+    sessions = {name: session_chunks(seed=20 + i, minutes=MINUTES) for i, name in enumerate(names)}
+    on_b = [s for s in names if session_partition(SITE, s, 2) == 1]
+    worker = ["--partitions", "2", "--worker-name"]
+    a = Analysis(mqtt_broker, influxd, db, tmp_path, "a", [*worker, "a"])
+    wait_for(lambda: took(a.text(), "a", 0) > 0 and took(a.text(), "a", 1) > 0, "a holding both", a)
+    b = Analysis(mqtt_broker, influxd, db, tmp_path, "b", [*worker, "b"])
+    procs = [a, b]
+    try:
+        wait_for(lambda: took(b.text(), "b", 1) == 1, "b taking partition 1 from a", a, b)
+        pubs = [
+            PhasedPublisher(mqtt_broker, s, c, [len(c) // 3, 2 * len(c) // 3])
+            for s, c in sessions.items()
+        ]
+        for pub in pubs:
+            pub.open(0)
+        # b has stored every first third; it is killed while it streams the second thirds
+        first = {s: expected(sessions[s][: len(sessions[s]) // 3])[0] for s in on_b}
+        two = {s: expected(sessions[s][: 2 * len(sessions[s]) // 3])[0] for s in on_b}
+        wait_for(
+            lambda: all(counts(influxd, db, s)[0] == first[s] for s in on_b),
+            "b storing the first thirds",
+            a,
+            b,
+        )
+        for pub in pubs:
+            pub.open(1)
+        wait_for(
+            lambda: any(counts(influxd, db, s)[0] > first[s] for s in on_b),
+            "b storing the second thirds",
+            a,
+            b,
+        )
+        b.kill()
+        procs = [a]
+        wait_for(lambda: took(a.text(), "a", 1) == 2, "a taking partition 1 back", a)
+        assert re.search(r"worker a took partition 1/2 \([1-9]\d* open session", a.text()), (
+            "the sessions moved without their checkpoint"
+        )
+        wait_for(
+            lambda: all(counts(influxd, db, s)[0] == two[s] for s in on_b),
+            "a storing the rest of b's second thirds",
+            a,
+        )
+        # a worker joining takes a partition with its open sessions
+        b = Analysis(mqtt_broker, influxd, db, tmp_path, "b2", [*worker, "b"])
+        procs = [a, b]
+        wait_for(lambda: took(b.text(), "b", 1) == 1, "the new b taking partition 1", a, b)
+        assert re.search(r"worker b took partition 1/2 \([1-9]\d* open session", b.text())
+        for pub in pubs:
+            pub.open(2)
+        wait_for(
+            lambda: all(counts(influxd, db, s)[2] == 1 for s in sessions),
+            "every session's end stored",
+            a,
+            b,
+        )
+        for pub in pubs:
+            pub.thread.join(60)
+            assert pub.error is None, pub.error
+    finally:
+        for proc in procs:
+            assert proc.terminate() == 0, proc.text()[-3000:]
+    assert_complete(influxd, db, sessions)
