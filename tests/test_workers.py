@@ -189,13 +189,32 @@ def test_two_workers_handle_each_session_once_with_offline_episodes(
     influxd.create_database(db)
     names = sessions_by_partition(2)
     sessions = {name: session_chunks(seed=10 + i, minutes=MINUTES) for i, name in enumerate(names)}
-    service = Analysis(mqtt_broker, influxd, db, tmp_path, "service", ["--workers", "2"])
+    heartbeat = tmp_path / "heartbeat.json"
+    service = Analysis(
+        mqtt_broker,
+        influxd,
+        db,
+        tmp_path,
+        "service",
+        ["--workers", "2", "--heartbeat", str(heartbeat)],
+    )
     try:
         wait_for(
             lambda: took(service.text(), "w0", 0) > 0 and took(service.text(), "w1", 1) > 0,
             "each worker holding its partition",
             service,
         )
+        # one heartbeat for the whole service, fresh while every worker's is
+        wait_for(heartbeat.exists, "the service's heartbeat", service)
+        health = subprocess.run(
+            [sys.executable, "-m", "rekindle.cli", "health", "--heartbeat", str(heartbeat)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+        assert health.returncode == 0, health.stderr
         pubs = [PhasedPublisher(mqtt_broker, s, c, []) for s, c in sessions.items()]
         for pub in pubs:
             pub.open(0)
