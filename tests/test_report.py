@@ -19,13 +19,7 @@ import pytest
 from matplotlib.patches import Rectangle
 
 from rekindle.analysis.core import AnalysisConfig, Episode
-from rekindle.analysis.offline import (
-    AnalysisResult,
-    episode_table,
-    feature_table,
-    run_pipeline,
-    write_outputs,
-)
+from rekindle.analysis.offline import AnalysisResult, run_pipeline, write_outputs
 from rekindle.analysis.report import (
     DISCLAIMER,
     EPISODE_COLOURS,
@@ -34,6 +28,7 @@ from rekindle.analysis.report import (
     plot_figure,
     recovery_start,
 )
+from rekindle.analysis.schema import episode_table, feature_table
 from rekindle.ingest.sources.base import Chunk
 from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.browser import Browser
@@ -61,9 +56,12 @@ def test_features_have_per_stream_quality_and_contribution_columns(sim: Analysis
         assert name in cols
     for name in ("contrib_eda", "contrib_hr", "contrib_rmssd"):
         assert name in cols
-    # every scalar field of the row is a column of the same name (generic over the row)
+    # every scalar field of the row is a column of the same name, in field order (the mapping
+    # fields become quality/quality_*, contrib_* and, for registered detectors, their fields)
     scalars = [
-        f.name for f in fields(type(sim.features[0])) if f.name not in {"quality", "contributions"}
+        f.name
+        for f in fields(type(sim.features[0]))
+        if f.name not in {"quality", "contributions", "extra"}
     ]
     assert cols[: len(scalars)] == scalars
     worst = {"lost": 0, "degraded": 1, "good": 2}

@@ -9,10 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -22,23 +21,20 @@ from rekindle.analysis.errors import OutputError
 from rekindle.analysis.intervals import Segment, Series, metric_columns
 from rekindle.analysis.params import changed
 from rekindle.analysis.pipeline import SessionPipeline
+from rekindle.analysis.schema import (
+    SEGMENT_FIELDS,
+    Cell,
+    Table,
+    cell,
+    episode_table,
+    feature_table,
+    key_order,
+    overall_quality,
+)
 from rekindle.ingest.sources.base import Chunk
 
-QUALITY_ORDER = {"lost": 0, "degraded": 1, "good": 2}
-#: Streams in the order their per-stream columns appear; other keys follow alphabetically.
-STREAM_ORDER = ("eda", "hr", "rr", "acc", "ppg", "ecg", "temp")
-#: Mapping fields of :class:`FeatureRow` and the prefix their keys get as columns
-#: (``quality_eda``, ``contrib_eda``, ...).
-MAPPING_PREFIX = {"quality": "quality", "contributions": "contrib"}
-#: Keys of those mappings that always get a column (so every recording's CSV has the same
-#: columns); keys the core adds appear too.
-MAPPING_KEYS = {"quality": ("eda", "hr", "rr", "acc"), "contributions": ("eda", "hr", "rmssd")}
-#: Episode fields whose column name differs from the field name (units in the name).
-EPISODE_RENAME = {"recovery_latency": "recovery_latency_s"}
 #: Output formats of ``rekindle analyze --format``; CSV is always written.
 FORMATS = ("csv", "parquet")
-
-Cell: TypeAlias = float | str | None
 
 
 @dataclass(slots=True)
@@ -139,104 +135,7 @@ def _num(value: float | None) -> str:
     return repr(float(value))
 
 
-def overall_quality(row: FeatureRow) -> str:
-    if not row.quality:
-        return ""
-    return min(row.quality.values(), key=lambda s: QUALITY_ORDER.get(s, 0))
-
-
-def _key_order(key: str) -> tuple[int, str]:
-    return (STREAM_ORDER.index(key) if key in STREAM_ORDER else len(STREAM_ORDER), key)
-
-
-def _cell(value: object) -> Cell:
-    """One value as a table cell: numbers as float, tuples joined by commas, None kept."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-@dataclass(slots=True)
-class Table:
-    """Named columns and their rows: one schema for the CSV, the Parquet and the reports."""
-
-    columns: list[str]
-    rows: list[list[Cell]]
-
-    def column(self, name: str) -> list[Cell]:
-        i = self.columns.index(name)
-        return [r[i] for r in self.rows]
-
-
-def feature_table(rows: list[FeatureRow]) -> Table:
-    """``features.csv``: every scalar field of :class:`FeatureRow` (in field order), ``quality``
-    (the worst stream), then one column per key of each mapping field: ``quality_<stream>``
-    (``good``/``degraded``/``lost``, empty before the stream is first seen) and
-    ``contrib_<input>`` (index points; empty when that input did not contribute).
-
-    Generic over the row's fields, so a field added to the core appears without change here.
-    """
-    scalars: list[str] = []
-    mappings: dict[str, list[str]] = {}
-    for f in fields(FeatureRow):
-        if f.name in MAPPING_PREFIX or any(isinstance(getattr(r, f.name), Mapping) for r in rows):
-            keys: set[str] = set(MAPPING_KEYS.get(f.name, ()))
-            for r in rows:
-                keys.update(getattr(r, f.name))
-            mappings[f.name] = sorted(keys, key=_key_order)
-        else:
-            scalars.append(f.name)
-    columns = [*scalars, "quality"]
-    # quality first among the mapping fields (it is what a reader checks before the numbers)
-    ordered = sorted(mappings, key=lambda n: (n != "quality", n))
-    for name in ordered:
-        prefix = MAPPING_PREFIX.get(name, name)
-        columns += [f"{prefix}_{k}" for k in mappings[name]]
-    out: list[list[Cell]] = []
-    for r in rows:
-        cells: list[Cell] = [_cell(getattr(r, n)) for n in scalars]
-        cells.append(overall_quality(r) or None)
-        for name in ordered:
-            values: Mapping[str, object] = getattr(r, name)
-            cells += [_cell(values.get(k)) for k in mappings[name]]
-        out.append(cells)
-    return Table(columns, out)
-
-
-def episode_table(
-    episodes: list[Episode], metrics: list[dict[str, float | str]] | None = None
-) -> Table:
-    """``episodes.csv``: every field of :class:`Episode` in field order (``signals`` joined by
-    commas, ``recovery_latency`` as ``recovery_latency_s``) with ``duration_s`` after
-    ``peak_index``, then the episode's NeuroKit2 metrics (``nk_*``) when computed."""
-    names = [f.name for f in fields(Episode)]
-    columns: list[str] = []
-    for n in names:
-        columns.append(EPISODE_RENAME.get(n, n))
-        if n == "peak_index":
-            columns.append("duration_s")
-    if "duration_s" not in columns:
-        columns.append("duration_s")
-    at = columns.index("duration_s")
-    out: list[list[Cell]] = []
-    extra = metric_columns(metrics or [])
-    columns += extra
-    for i, ep in enumerate(episodes):
-        cells = [_cell(getattr(ep, n)) for n in names]
-        cells.insert(at, float(ep.offset - ep.onset))
-        m = metrics[i] if metrics else {}
-        cells += [_cell(m.get(c)) for c in extra]
-        out.append(cells)
-    return Table(columns, out)
-
-
-SEGMENT_COLUMNS = ("kind", "label", "start", "end", "duration_s")
+SEGMENT_COLUMNS = tuple(f.name for f in SEGMENT_FIELDS)
 
 
 def segment_table(segments: list[Segment]) -> Table:
@@ -250,7 +149,7 @@ def segment_table(segments: list[Segment]) -> Table:
             seg.start,
             seg.end,
             seg.end - seg.start,
-            *(_cell(seg.metrics.get(c)) for c in extra),
+            *(cell(seg.metrics.get(c)) for c in extra),
         ]
         for seg in segments
     ]
@@ -328,7 +227,7 @@ def seconds_by_quality(result: AnalysisResult) -> dict[str, dict[str, int]]:
         for stream, state in row.quality.items():
             counts = out.setdefault(stream, {})
             counts[state] = counts.get(state, 0) + 1
-    return {k: out[k] for k in sorted(out, key=_key_order)}
+    return {k: out[k] for k in sorted(out, key=key_order)}
 
 
 def summary(result: AnalysisResult) -> dict[str, object]:

@@ -156,7 +156,13 @@ class SessionPipeline:
             self.samples += len(msg)
         item = to_input(msg)
         if isinstance(item, SampleBatch):
-            if item.stream not in ANALYSED or not len(item.times):
+            if not len(item.times):
+                return out
+            if item.stream not in ANALYSED:
+                # a stream only registered detectors read: analysed, but it neither moves the
+                # core's time nor starts a new segment (those follow the core's own streams)
+                if self.analyzer.accepts(item.stream):
+                    out.extend(self._events(self.analyzer.update(item)))
                 return out
             for part in _split_at_silences(item, self.max_silence_s):
                 if self.latest > -math.inf and part.times[0] - self.latest > self.max_silence_s:

@@ -1,7 +1,8 @@
 """Pure conversion of wire messages and analysis events to InfluxDB line protocol.
 
 Timestamps are integer nanoseconds derived only from the data, so writing the same recording
-twice overwrites the same points instead of duplicating them. The schema is documented in
+twice overwrites the same points instead of duplicating them. The analysis events' fields come
+from the one output schema (:mod:`rekindle.analysis.schema`); the storage layout is documented in
 ``docs/storage.md``.
 """
 
@@ -11,6 +12,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from rekindle import contract
+from rekindle.analysis import schema
 from rekindle.analysis.core import (
     EdaDecomposition,
     Episode,
@@ -21,7 +23,7 @@ from rekindle.analysis.core import (
     Scr,
 )
 
-QUALITY_CODES: Mapping[str, int] = {"good": 2, "degraded": 1, "lost": 0}
+QUALITY_CODES: Mapping[str, int] = schema.QUALITY_CODES
 FieldValue = float | int | str | bool
 
 
@@ -52,6 +54,14 @@ def line(
         return None
     tag_text = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v)
     return f"{_escape_key(measurement)}{tag_text} {','.join(parts)} {ns}"
+
+
+def _line_value(value: object) -> FieldValue | None:
+    """A schema value as a line-protocol field: a tuple of text items joined by commas."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    assert value is None or isinstance(value, float | int | str | bool)
+    return value
 
 
 def to_ns(seconds: float) -> int:
@@ -120,18 +130,11 @@ def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
     for ev in events:
         if isinstance(ev, FeatureRow):
             ns = to_ns(ev.time)
-            fields: dict[str, FieldValue | None] = {
-                "hr": ev.hr,
-                "rmssd": ev.rmssd,
-                "eda_tonic": ev.eda_tonic,
-                "eda_phasic": ev.eda_phasic,
-                "scr_rate": ev.scr_rate,
-                "arousal_index": ev.arousal_index,
-                # always written: the no-data alert counts rows (the index is absent while
-                # the EDA that leads it is lost or the detector warms up)
-                "streams": sum(1 for q in ev.quality.values() if q != "lost"),
-            }
-            fields.update({f"contrib_{k}": float(v) for k, v in sorted(ev.contributions.items())})
+            fields: dict[str, FieldValue | None] = dict(schema.feature_values(ev))
+            # always written: the no-data alert counts rows (the index is absent while the EDA
+            # that leads it is lost or the detector warms up)
+            fields["streams"] = sum(1 for q in ev.quality.values() if q != "lost")
+            fields.update(schema.contrib_fields(ev))
             out.append(line("features", base, fields, ns))
             for stream, state in sorted(ev.quality.items()):
                 out.append(
@@ -157,41 +160,18 @@ def event_lines(site: str, session: str, events: Iterable[Event]) -> list[str]:
                     to_ns(ev.peak),
                 )
             )
-        elif isinstance(ev, Episode):
-            out.append(
-                line(
-                    "episode",
-                    {**base, "kind": ev.kind},
-                    {
-                        "onset": ev.onset,
-                        "peak": ev.peak,
-                        "offset": ev.offset,
-                        "duration_s": ev.offset - ev.onset,
-                        "peak_index": ev.peak_index,
-                        "signals": ",".join(ev.signals),
-                        "recovery_depth": ev.recovery_depth,
-                        "recovery_latency_s": ev.recovery_latency,
-                        "confirmed": ev.confirmed,
-                        "open": False,
-                    },
-                    to_ns(ev.onset),
-                )
+        elif isinstance(ev, Episode | EpisodeStart):
+            # An open episode (EpisodeStart) has the same series and time as the closing Episode,
+            # which later overwrites its fields.
+            rec = (
+                schema.episode_record(ev)
+                if isinstance(ev, Episode)
+                else schema.open_episode_record(ev)
             )
-        elif isinstance(ev, EpisodeStart):
-            # Same series and time as the closing Episode, which later overwrites these fields.
-            out.append(
-                line(
-                    "episode",
-                    {**base, "kind": ev.kind},
-                    {
-                        "onset": ev.onset,
-                        "confirmed": ev.confirmed,
-                        "peak_index": ev.peak_index,
-                        "open": True,
-                    },
-                    to_ns(ev.onset),
-                )
-            )
+            kind = str(rec.pop("kind"))
+            fields = {k: _line_value(v) for k, v in rec.items()}
+            fields["open"] = isinstance(ev, EpisodeStart)
+            out.append(line("episode", {**base, "kind": kind}, fields, to_ns(ev.onset)))
         elif isinstance(ev, QualityChange):
             continue  # quality is stored per second with the feature rows
     return [x for x in out if x is not None]

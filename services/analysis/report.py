@@ -21,15 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from rekindle.analysis.core import AnalysisConfig, Episode, FeatureRow
 from rekindle.analysis.offline import (
-    STREAM_ORDER,
     AnalysisResult,
-    Cell,
-    Table,
-    episode_table,
     seconds_by_quality,
     segment_table,
     summary,
 )
+from rekindle.analysis.schema import STREAM_ORDER, Cell, Table, episode_table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

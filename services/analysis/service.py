@@ -43,7 +43,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from rekindle import __version__, contract
-from rekindle.analysis import health, points
+from rekindle.analysis import health, points, schema
 from rekindle.analysis.core import (
     AnalysisConfig,
     Episode,
@@ -139,36 +139,35 @@ def _digest(topic: str, payload: bytes) -> str:
     return hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + payload).hexdigest()
 
 
-def episode_payload(site: str, session: str, ep: Episode) -> dict[str, object]:
-    return {
+def _json_value(value: object) -> object:
+    """A schema value as JSON: a tuple of items as an array."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def episode_payload(site: str, session: str, ep: Episode | EpisodeStart) -> dict[str, object]:
+    """``out/episode``: the schema's episode record (:mod:`rekindle.analysis.schema`), ``state``
+    ``closed`` for an :class:`Episode`, ``open`` for an :class:`EpisodeStart`."""
+    if isinstance(ep, EpisodeStart):
+        state, rec = "open", schema.open_episode_record(ep)
+    else:
+        state, rec = "closed", schema.episode_record(ep)
+    body: dict[str, object] = {
         "v": contract.PROTOCOL_VERSION,
         "site": site,
         "session": session,
-        "state": "closed",
-        "kind": ep.kind,
-        "onset": ep.onset,
-        "peak": ep.peak,
-        "offset": ep.offset,
-        "peak_index": ep.peak_index,
-        "signals": list(ep.signals),
-        "recovery_depth": ep.recovery_depth,
-        "recovery_latency_s": ep.recovery_latency,
-        "confirmed": ep.confirmed,
+        "state": state,
     }
+    body.update((k, _json_value(v)) for k, v in rec.items())
+    return body
 
 
 def feature_payload(row: FeatureRow) -> dict[str, object]:
-    return {
-        "v": contract.PROTOCOL_VERSION,
-        "t": row.time,
-        "hr": row.hr,
-        "rmssd": row.rmssd,
-        "eda_tonic": row.eda_tonic,
-        "scr_rate": row.scr_rate,
-        "arousal_index": row.arousal_index,
-        "contributions": dict(row.contributions),
-        "quality": dict(row.quality),
-    }
+    """``out/features``: ``t``, the schema's per-second values, ``contributions``, ``quality``."""
+    body: dict[str, object] = {"v": contract.PROTOCOL_VERSION, "t": row.time}
+    body.update(schema.feature_values(row))
+    body["contributions"] = dict(row.contributions)
+    body["quality"] = dict(row.quality)
+    return body
 
 
 class AnalysisService:
@@ -956,22 +955,11 @@ class AnalysisService:
         if self.on_events is not None:
             self.on_events(site, session, events)
         for ev in events:
-            if isinstance(ev, Episode):
-                self.stats.episodes += 1
+            if isinstance(ev, Episode | EpisodeStart):
+                if isinstance(ev, Episode):
+                    self.stats.episodes += 1
                 body: dict[str, object] = episode_payload(site, session, ev)
                 kind: contract.OutputKind = "episode"
-            elif isinstance(ev, EpisodeStart):
-                body = {
-                    "v": contract.PROTOCOL_VERSION,
-                    "site": site,
-                    "session": session,
-                    "state": "open",
-                    "kind": ev.kind,
-                    "onset": ev.onset,
-                    "confirmed": ev.confirmed,
-                    "peak_index": ev.peak_index,
-                }
-                kind = "episode"
             elif isinstance(ev, QualityChange):
                 body = {"v": 1, "t": ev.time, "stream": ev.stream, "state": ev.state}
                 kind = "quality"

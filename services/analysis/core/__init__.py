@@ -8,7 +8,12 @@ import copyreg
 from collections.abc import Callable
 from dataclasses import fields
 
-from rekindle.analysis.core.analyzer import SessionAnalyzer, _AccProcessor, _Pending
+from rekindle.analysis.core.analyzer import (
+    SessionAnalyzer,
+    _AccProcessor,
+    _ExtensionFeed,
+    _Pending,
+)
 from rekindle.analysis.core.arousal import (
     ArousalDetector,
     _Extreme,
@@ -73,6 +78,7 @@ _INIT_ARGS: dict[type, tuple[str, ...]] = {
     SessionAnalyzer: ("cfg",),
     _Pending: ("key",),
     _AccProcessor: ("cfg", "device"),
+    _ExtensionFeed: ("stream", "device", "inner", "targets"),
     EdaProcessor: ("cfg", "device"),
     HrProcessor: ("cfg", "device"),
     RrProcessor: ("cfg", "device"),

@@ -23,6 +23,7 @@ from rekindle.analysis.core.cardiac import HrProcessor, HrTick, RrProcessor, RrT
 from rekindle.analysis.core.config import AnalysisConfig
 from rekindle.analysis.core.eda import EdaProcessor, EdaTick
 from rekindle.analysis.core.errors import InputError
+from rekindle.analysis.core.extensions import Detector, registered
 from rekindle.analysis.core.types import (
     Event,
     FeatureRow,
@@ -103,7 +104,29 @@ class _AccProcessor:
         return "degraded" if k - self.last_motion_t <= MOTION_HOLD_S else "good"
 
 
-_Processor = EdaProcessor | HrProcessor | RrProcessor | _AccProcessor
+_Builtin = EdaProcessor | HrProcessor | RrProcessor | _AccProcessor
+
+
+class _ExtensionFeed:
+    """The processor of a (stream, device) that registered detectors read: each second's samples
+    go to the built-in processor, if the stream has one, then to every detector that asked."""
+
+    def __init__(
+        self, stream: str, device: str, inner: _Builtin | None, targets: list[Detector]
+    ) -> None:
+        self.stream = stream
+        self.device = device
+        self.inner = inner
+        self.targets = targets
+
+    def feed(self, times: list[float], values: list[float]) -> None:
+        if self.inner is not None:
+            self.inner.feed(times, values)
+        for det in self.targets:
+            det.feed(self.stream, self.device, times, values)
+
+
+_Processor = _Builtin | _ExtensionFeed
 _ANALYSED_SET = frozenset(ANALYSED)
 _NOBODY: frozenset[str] = frozenset()
 
@@ -140,6 +163,19 @@ class SessionAnalyzer:
         self._finished = False
         self.late_samples = 0
         self.dropped_samples = 0
+        # registered detectors (extensions.py), one each per session, run after the core every
+        # second; the streams only they read do not move the watermark (the core's timing stays
+        # that of its own streams), and their late or disordered samples are counted apart
+        self._ext: list[Detector] = []
+        self._ext_fields: list[tuple[str, ...]] = []
+        self._ext_feeds: dict[str, list[Detector]] = {}
+        for spec in registered():
+            det = spec.factory(self.cfg.section(spec.name))
+            self._ext.append(det)
+            self._ext_fields.append(tuple(f.name for f in spec.fields))
+            for stream in spec.streams:
+                self._ext_feeds.setdefault(stream, []).append(det)
+        self.extension_late = 0
 
     # -- input -------------------------------------------------------------------------------------
     def update(self, item: SampleBatch | MarkerInput | GapInput) -> list[Event]:
@@ -182,10 +218,17 @@ class SessionAnalyzer:
             return None
         return float(min(self._next_tick - 1, math.ceil(self._max_seen)))
 
+    def accepts(self, stream: str) -> bool:
+        """True when ``stream`` is analysed: by the core, or read by a registered detector."""
+        return stream in _ANALYSED_SET or stream in self._ext_feeds
+
     def _add_samples(self, batch: SampleBatch) -> bool:
-        """Buffer a batch's acceptable samples; True when any was accepted."""
+        """Buffer a batch's acceptable samples; True when any was accepted (of the core's own
+        streams: only those move the watermark)."""
         stream = batch.stream
         if stream not in _ANALYSED_SET:
+            if stream in self._ext_feeds:
+                self._add_extension_samples(batch)
             return False
         times = batch.times
         values = batch.values
@@ -238,25 +281,64 @@ class SessionAnalyzer:
             return True
         return False
 
+    def _add_extension_samples(self, batch: SampleBatch) -> None:
+        """Buffer the samples of a stream that only registered detectors read (``acc`` as the
+        magnitude). Samples before the part already processed, out of order or at a non-finite
+        time are counted in ``extension_late``."""
+        times = np.asarray(batch.times, dtype=np.float64)
+        values = np.asarray(batch.values, dtype=np.float64)
+        if values.ndim == 2 and values.shape[1:] == (3,):
+            values = np.sqrt(np.sum(values * values, axis=1))
+        if times.ndim != 1 or values.ndim != 1 or len(values) != len(times):
+            raise InputError(
+                f"{batch.stream}/{batch.device}: {len(times)} times, {len(values)} values"
+            )
+        key = (batch.stream, batch.device)
+        pend = self._pending.get(key)
+        if pend is None:
+            pend = self._pending[key] = _Pending(key)
+            self._entries = sorted(self._pending.values(), key=_pending_key)
+        next_tick = self._next_tick
+        boundary = -math.inf if next_tick is None else next_tick - 1.0
+        prev = pend.times[-1] if pend.times else -math.inf
+        for t, v in zip(times.tolist(), values.tolist(), strict=True):
+            if t > prev and t >= boundary and t < math.inf:
+                pend.times.append(t)
+                pend.values.append(v)
+                prev = t
+            else:
+                self.extension_late += 1
+
     # -- processing --------------------------------------------------------------------------------
     def _processor(self, pend: _Pending) -> _Processor:
         stream, device = pend.key
-        proc: _Processor
+        proc: _Builtin | None = None
         if stream == "eda":
             proc = self._eda[device] = EdaProcessor(self.cfg, device)
         elif stream == "hr":
             proc = self._hr[device] = HrProcessor(self.cfg, device)
         elif stream == "rr":
             proc = self._rr[device] = RrProcessor(self.cfg, device)
-        else:
+        elif stream == "acc":
             proc = self._acc[device] = _AccProcessor(self.cfg, device)
-        pend.proc = proc
-        return proc
+        targets = self._ext_feeds.get(stream)
+        out: _Processor
+        if targets:
+            out = _ExtensionFeed(stream, device, proc, targets)
+        else:
+            assert proc is not None  # (only the core's streams and the detectors' are buffered)
+            out = proc
+        pend.proc = out
+        return out
 
     def _advance(self, watermark: float) -> list[Event]:
         next_tick = self._next_tick
         if next_tick is None:
-            starts = [p.times[p.pos] for p in self._pending.values() if p.pos < len(p.times)]
+            starts = [
+                p.times[p.pos]
+                for p in self._pending.values()
+                if p.pos < len(p.times) and p.key[0] in _ANALYSED_SET
+            ]
             if not starts:
                 return []
             next_tick = self._next_tick = math.floor(min(starts)) + 1
@@ -408,9 +490,22 @@ class SessionAnalyzer:
                     last_quality[stream] = state
                     out.append(QualityChange(t, stream, state))  # type: ignore[arg-type]
         index, contributions = res.index, res.contributions
-        out.append(
-            FeatureRow(t, hr_value, rmssd, tonic, phasic, scr_rate, index, contributions, quality)
-        )
+        if self._ext:
+            extra: dict[str, float | None] = {}
+            row = FeatureRow(
+                t, hr_value, rmssd, tonic, phasic, scr_rate, index, contributions, quality, extra
+            )
+            for det, names in zip(self._ext, self._ext_fields, strict=True):
+                values = det.tick(k, row)
+                for name in names:
+                    extra[name] = values.get(name)
+            out.append(row)
+        else:
+            out.append(
+                FeatureRow(
+                    t, hr_value, rmssd, tonic, phasic, scr_rate, index, contributions, quality
+                )
+            )
         if res.events:
             out.extend(res.events)
 

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, fields
 
 from rekindle.analysis.core.errors import ConfigError
+from rekindle.analysis.core.extensions import spec as registered_spec
 
 _PROCESSOR_FIELDS = frozenset(
     {
@@ -166,8 +167,31 @@ class AnalysisConfig:
     recovery_hold_s: float = 30.0
     release_window_s: float = 600.0
 
+    # --- registered detectors (rekindle/analysis/core/extensions.py) ---------------------------
+    #: ``(section name, parameters)`` of the registered detectors whose parameters differ from
+    #: their defaults, sorted by name (``--param <section>.<name>=...``); see :meth:`section`.
+    sections: tuple[tuple[str, object], ...] = ()
+
+    def section(self, name: str) -> object:
+        """The parameters of the registered detector ``name``: those given in ``sections``,
+        else its defaults."""
+        for section, values in self.sections:
+            if section == name:
+                return values
+        found = registered_spec(name)
+        if found is None:
+            raise ConfigError(name, "no such detector is registered")
+        return found.config
+
     def __post_init__(self) -> None:
+        if not isinstance(self.sections, tuple) or not all(
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+            for item in self.sections
+        ):
+            raise ConfigError("sections", "must be a tuple of (detector name, parameters) pairs")
         for f in fields(self):
+            if f.name == "sections":
+                continue
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ConfigError(f.name, f"must be a finite number, got {value!r}")

@@ -48,6 +48,8 @@ class GapInput:
 
 
 AnalyzerInput: TypeAlias = SampleBatch | MarkerInput | GapInput
+#: The ``extra`` of every feature row while no detector is registered (shared; never mutated).
+NO_EXTRA: Mapping[str, float | None] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,8 @@ class FeatureRow:
 
     The row summarises the data with sample times ``< time``. ``contributions`` gives the index
     points each input contributed (they sum to ``arousal_index``); ``quality`` maps each stream
-    seen so far to ``good``, ``degraded`` or ``lost``.
+    seen so far to ``good``, ``degraded`` or ``lost``. ``extra`` holds the values of the
+    registered detectors' fields (:mod:`rekindle.analysis.core.extensions`; empty without any).
     """
 
     time: float
@@ -68,6 +71,7 @@ class FeatureRow:
     arousal_index: float | None
     contributions: Mapping[str, float]
     quality: Mapping[str, str]
+    extra: Mapping[str, float | None]
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class FeatureRow:
         arousal_index: float | None,
         contributions: Mapping[str, float],
         quality: Mapping[str, str],
+        extra: Mapping[str, float | None] = NO_EXTRA,
     ) -> None:
         # Written out (the dataclass keeps it): one row is built every second, and the generated
         # ``__init__`` of a frozen dataclass looks ``object.__setattr__`` up once per field.
@@ -93,6 +98,7 @@ class FeatureRow:
         set_(self, "arousal_index", arousal_index)
         set_(self, "contributions", contributions)
         set_(self, "quality", quality)
+        set_(self, "extra", extra)
 
 
 @dataclass(frozen=True, slots=True)
