@@ -24,9 +24,7 @@ import logging
 import os
 import random
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,36 +91,71 @@ class Transport(Protocol):
 
 
 class V1Transport:
-    """``/write`` of InfluxDB 1.x."""
+    """``/write`` of InfluxDB 1.x over one persistent HTTP/1.1 connection.
+
+    A new TCP connection per batch cost the worker more than encoding the batch (issue 13's
+    profile: 11 % of its wall time blocked in the POST). The connection is opened on the first
+    write and kept; when a *reused* connection turns out to be closed by the server (idle
+    keep-alive timeout, server restart), the batch is sent once more on a fresh connection
+    before the failure counts (a rewrite overwrites the same points, so it is safe).
+    """
 
     def __init__(self, settings: InfluxSettings) -> None:
         assert settings.database is not None
         params = {"db": settings.database, "precision": "ns"}
         if settings.retention_policy:
             params["rp"] = settings.retention_policy
-        self._url = f"{settings.url.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
+        parts = urllib.parse.urlsplit(settings.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = f"{parts.path.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if settings.username:
             token = f"{settings.username}:{settings.password or ''}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
         self._timeout = settings.timeout_s
         self._base = settings.url
+        self._conn: http.client.HTTPConnection | None = None
+        #: TCP connections opened so far (one, unless the server closed them).
+        self.connections = 0
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self._timeout)
+            self.connections += 1
+        return self._conn
 
     def write(self, body: str) -> None:
-        req = urllib.request.Request(
-            self._url, data=body.encode("utf-8"), headers=self._headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode("utf-8", "replace").strip()
-            raise StorageError(self._base, f"HTTP {exc.code}: {detail}", status=exc.code) from exc
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise StorageError(self._base, f"cannot reach server: {exc!r}") from exc
+        data = body.encode("utf-8")
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            conn = self._connection()
+            try:
+                conn.request("POST", self._path, body=data, headers=self._headers)
+                resp = conn.getresponse()
+                detail = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue  # the server had closed the kept connection: once more, fresh
+                raise StorageError(self._base, f"cannot reach server: {exc!r}") from exc
+            if resp.will_close:
+                self.close()
+            if resp.status >= 300:
+                text = detail[:500].decode("utf-8", "replace").strip()
+                raise StorageError(self._base, f"HTTP {resp.status}: {text}", status=resp.status)
+            return
 
     def close(self) -> None:
-        return None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __del__(self) -> None:
+        # a transport dropped without close() (tools, tests) closes its kept socket quietly
+        self.close()
 
 
 class V2Transport:
