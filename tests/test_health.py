@@ -27,6 +27,56 @@ def test_verdict_is_pure_and_names_the_problem() -> None:
     assert health.verdict(offline, 1001.0) == "not connected to the MQTT broker"
 
 
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line ``rekindle health`` prints on stderr when unhealthy (docs/cli.md style)."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("rekindle health: error: unhealthy: "), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "soon"])
+def test_bad_max_age_is_a_usage_error(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["health", "--heartbeat", str(tmp_path / "hb.json"), "--max-age", value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "rekindle health: error: argument --max-age" in err
+    assert "positive number of seconds" in err
+
+
+def test_unhealthy_says_why_and_what_to_do_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    beat_file = tmp_path / "heartbeat.json"
+    cmd = ["health", "--heartbeat", str(beat_file)]
+    assert main(cmd) == 1
+    assert "no heartbeat yet: is the service running with --heartbeat" in _error_line(capsys)
+    beat_file.write_text("{not json", encoding="utf-8")
+    assert main(cmd) == 1
+    assert "unreadable heartbeat" in _error_line(capsys)
+    health.write(beat_file, health.Heartbeat(time.time() - 600, True, 0, 0, 0, 0, 0))
+    line = _error_line(capsys) if main(cmd) == 1 else pytest.fail("a stale beat is healthy")
+    assert "s old (limit 60 s)" in line
+    assert "restart the analysis service" in line
+    health.write(beat_file, health.Heartbeat(time.time(), False, 0, 0, 0, 0, 0))
+    assert main(cmd) == 1
+    line = _error_line(capsys)
+    assert "not connected to the MQTT broker: is the broker running?" in line
+    assert str(beat_file) in line
+    health.write(beat_file, health.Heartbeat(time.time(), True, 3, 1, 20, 500, 2))
+    assert main(cmd) == 0
+    out = capsys.readouterr()
+    assert (out.out, out.err) == (
+        "healthy: 3 sessions open, inbox 1, 20 lines waiting for InfluxDB, 500 received, "
+        "2 rejected\n",
+        "",
+    )
+
+
 def test_health_command_follows_the_real_worker(
     influxd: InfluxD, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
