@@ -14,11 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rekindle.analysis.core import AnalysisConfig
 from rekindle.analysis.errors import AnalysisError
 from rekindle.ingest.errors import IngestError
 from rekindle.ingest.sources.base import ReadOptions
+
+if TYPE_CHECKING:
+    from rekindle.analysis.offline import AnalysisResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +55,7 @@ def analyze_file(
     interval metrics per episode, per segment between markers and per phase of ``phases``
     (``(subject, phase, start, end)``, the rows whose subject is this recording's name) go into
     ``episodes.csv``, ``segments.csv`` and the reports."""
-    from rekindle.analysis.offline import add_metrics, run_pipeline, write_outputs  # noqa: PLC0415
-    from rekindle.analysis.report import write_html, write_plot, write_report  # noqa: PLC0415
+    from rekindle.analysis.offline import add_metrics, run_pipeline  # noqa: PLC0415
     from rekindle.ingest.sources import open_spec  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -63,16 +66,29 @@ def analyze_file(
         if metrics:
             mine = [(p, a, b) for subject, p, a, b in phases if subject == name]
             add_metrics(result, config, mine)
-        target = write_outputs(result, out_dir, formats)
-        plot = write_plot(result, target / "session.png") if plots else None
-        write_report(result, target / "report.md", None if plot is None else plot.name)
-        write_html(result, target / "report.html", plot)
+        target = write_results(result, out_dir, formats=formats, plots=plots)
     except (IngestError, AnalysisError) as exc:
         return FileResult(source, name, error=str(exc), wall_s=time.perf_counter() - started)
     hours = ((result.end or 0.0) - (result.start or 0.0)) / 3600.0
     return FileResult(
         source, name, target, len(result.episodes), hours, time.perf_counter() - started
     )
+
+
+def write_results(
+    result: AnalysisResult, out_dir: Path, *, formats: Sequence[str] = ("csv",), plots: bool = True
+) -> Path:
+    """Everything ``rekindle analyze`` writes for one analysed recording, under
+    ``out_dir/<name>``: the tables in ``formats``, ``summary.json``, ``report.md``,
+    ``report.html`` and, with ``plots``, ``session.png``. Returns that folder."""
+    from rekindle.analysis.offline import write_outputs  # noqa: PLC0415
+    from rekindle.analysis.report import write_html, write_plot, write_report  # noqa: PLC0415
+
+    target = write_outputs(result, out_dir, formats)
+    plot = write_plot(result, target / "session.png") if plots else None
+    write_report(result, target / "report.md", None if plot is None else plot.name)
+    write_html(result, target / "report.html", plot)
+    return target
 
 
 def run_batch(
