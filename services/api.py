@@ -20,21 +20,20 @@ import numpy.typing as npt
 import pandas as pd
 
 from rekindle import __version__, contract
+from rekindle.analysis import schema
 from rekindle.analysis.batch import write_results
 from rekindle.analysis.core import AnalysisConfig
 from rekindle.analysis.core.analyzer import ANALYSED
+from rekindle.analysis.core.errors import ConfigError
 from rekindle.analysis.offline import (
     AnalysisResult,
-    Table,
     add_metrics,
-    episode_table,
-    feature_table,
     run_pipeline,
     seconds_by_quality,
     segment_table,
     summary,
 )
-from rekindle.analysis.params import from_mapping
+from rekindle.analysis.params import apply
 from rekindle.contract import SampleStream
 from rekindle.ingest.errors import IngestError
 from rekindle.ingest.sources import display_name
@@ -54,8 +53,6 @@ Phases: TypeAlias = pd.DataFrame | Iterable[tuple[str, float, float]]
 
 #: Device name of streams and markers given as DataFrames without one.
 DEVICE = "dataframe"
-#: Columns of an analysis table that hold text (the others are float64).
-TEXT_COLUMNS = frozenset({"kind", "label", "signals", "quality", "nk_notes"})
 #: A stream lost for more than this fraction of the feature seconds gets a warning.
 LOST_WARNING = 0.5
 
@@ -287,26 +284,6 @@ def _phases(phases: Phases | None) -> list[tuple[str, float, float]]:
     return out
 
 
-def frame_of(table: Table) -> pd.DataFrame:
-    """An analysis table as a DataFrame with the CSV's columns: numbers as float64 (NaN where
-    the CSV is empty), text as pandas ``string`` (``<NA>`` where the CSV is empty)."""
-    data: dict[str, pd.Series] = {}
-    for i, name in enumerate(table.columns):
-        values = [r[i] for r in table.rows]
-        text = (
-            name in TEXT_COLUMNS
-            or name.startswith("quality_")
-            or any(isinstance(v, str) for v in values)
-        )
-        if text:
-            data[name] = pd.Series(values, dtype="string")
-        else:
-            data[name] = pd.Series(
-                [np.nan if v is None else float(v) for v in values], dtype=np.float64
-            )
-    return pd.DataFrame(data, columns=table.columns)
-
-
 def _counted(chunks: Iterator[Chunk], counts: dict[str, int]) -> Iterator[Chunk]:
     for c in chunks:
         if c.stream != "marker":
@@ -344,6 +321,14 @@ def _warnings(rec: Recording, result: AnalysisResult, sent: Mapping[str, int]) -
     if not result.features:
         out.append("no feature seconds: no EDA, HR, RR or ACC samples were analysed")
     return out
+
+
+def _config(values: Mapping[str, object]) -> AnalysisConfig:
+    """``params`` by the names of ``--param`` (``enter_index``, ``section.name``)."""
+    for name in values:
+        if not isinstance(name, str):
+            raise ConfigError(repr(name), "parameter names are strings, as --param NAME=VALUE")
+    return apply(values)
 
 
 def analyze(
@@ -386,7 +371,7 @@ def analyze(
         )
     if markers is not None:
         rec = _with_markers(rec, markers)
-    config = params if isinstance(params, AnalysisConfig) else from_mapping(params or {})
+    config = params if isinstance(params, AnalysisConfig) else _config(params or {})
     phase_rows = _phases(phases)
     metrics = metrics or bool(phase_rows)
     source = str(rec.metadata.get("source", "DataFrames"))
@@ -398,8 +383,8 @@ def analyze(
     )
     if metrics:
         add_metrics(result, config, phase_rows)
-    features = frame_of(feature_table(result.features))
-    episodes = frame_of(episode_table(result.episodes, result.episode_metrics))
+    features = schema.features_frame(result.features)
+    episodes = schema.episodes_frame(result.episodes, result.episode_metrics)
     summ = summary(result)
     info: dict[str, Any] = {
         "name": name,
@@ -416,13 +401,8 @@ def analyze(
         "params_changed": dict(result.params),
         "params": asdict(config),
         "warnings": _warnings(rec, result, sent),
-        "markers": pd.DataFrame(
-            {
-                "time": pd.Series([t for t, _ in result.markers], dtype=np.float64),
-                "text": pd.Series([s for _, s in result.markers], dtype="string"),
-            }
-        ),
-        "segments": frame_of(segment_table(result.segments)) if metrics else None,
+        "markers": schema.markers_frame(result.markers),
+        "segments": schema.frame(segment_table(result.segments)) if metrics else None,
         "summary": summ,
         "result": result,
     }

@@ -84,11 +84,17 @@ def test_dtypes_follow_the_table_schema(s02: rekindle.Recording) -> None:
     features, episodes, info = rekindle.analyze({"eda": s02.streams["eda"]})
     assert features["time"].dtype == np.float64
     assert features["arousal_index"].dtype == np.float64
-    assert str(features["quality_eda"].dtype) == "string"
-    assert str(episodes["kind"].dtype) == "string"
+    assert features["quality_eda"].dtype == object
+    assert episodes["kind"].dtype == object
     assert info["segments"] is None
-    # a stream never given is an empty (NA) column, as in the CSV
+    # a stream never given is an empty column of the same type, as is a table without rows
+    assert features["quality_hr"].dtype == object
     assert features["quality_hr"].isna().all()
+    short, none, _ = rekindle.analyze({"eda": s02.streams["eda"].iloc[:400]})
+    assert none.empty
+    assert list(none.columns) == list(episodes.columns)
+    assert (none.dtypes == episodes.dtypes).all()
+    assert (short.dtypes == features.dtypes).all()
 
 
 def test_dataframes_equal_the_file_they_came_from(s02: rekindle.Recording) -> None:

@@ -30,6 +30,7 @@ from rekindle.analysis.schema import (
     feature_table,
     key_order,
     overall_quality,
+    text_column,
 )
 from rekindle.ingest.sources.base import Chunk
 
@@ -174,7 +175,8 @@ def write_csv(table: Table, path: Path) -> Path:
 
 def write_parquet(table: Table, path: Path) -> Path:
     """The table as Parquet (pyarrow): numeric columns float64 (NaN where the CSV is empty),
-    text columns strings (null where the CSV is empty)."""
+    text columns (:func:`~rekindle.analysis.schema.text_column`) strings (null where the CSV is
+    empty)."""
     try:
         import pyarrow as pa  # noqa: PLC0415 (only when Parquet is asked for)
         import pyarrow.parquet as pq  # noqa: PLC0415
@@ -185,7 +187,7 @@ def write_parquet(table: Table, path: Path) -> Path:
     arrays = []
     for i in range(len(table.columns)):
         values = [r[i] for r in table.rows]
-        if any(isinstance(v, str) for v in values):
+        if text_column(table.columns[i], values):
             arrays.append(pa.array([None if v is None else str(v) for v in values], pa.string()))
         else:
             arrays.append(

@@ -157,20 +157,6 @@ def apply(values: Mapping[str, object], base: AnalysisConfig | None = None) -> A
     return replace(cfg, **flat)
 
 
-def from_mapping(
-    values: Mapping[str, object], base: AnalysisConfig | None = None
-) -> AnalysisConfig:
-    """``base`` (default: the defaults) with ``values`` (``{name: value}``, the names of
-    ``--param``) applied; numbers or their text, checked as ``--param`` checks them."""
-    checked: dict[str, Any] = {}
-    for name, raw in values.items():
-        if not isinstance(name, str):
-            raise ConfigError(repr(name), "parameter names are strings")
-        _check_name(name)
-        checked[name] = _value(name, raw)
-    return replace(base or AnalysisConfig(), **checked)
-
-
 def build_config(
     pairs: Sequence[str] = (), path: Path | None = None, base: AnalysisConfig | None = None
 ) -> AnalysisConfig:

@@ -307,15 +307,35 @@ def episode_table(
     return Table(columns, out)
 
 
+#: Columns that hold text whatever a table's rows hold (so that a recording without episodes,
+#: or without HR, gets the same column types as any other): the schema's text and list fields,
+#: ``quality_<stream>`` and NeuroKit2's ``nk_notes``.
+TEXT_COLUMNS = frozenset(
+    f.name
+    for f in (FEATURE_QUALITY, *EPISODE_FIELDS, *QUALITY_FIELDS, *MARKER_FIELDS, *SEGMENT_FIELDS)
+    if f.type in {"text", "list"}
+) | {"nk_notes"}
+
+
+def text_column(name: str, values: Iterable[Cell] = ()) -> bool:
+    """Whether column ``name`` of a table holds text (else float64)."""
+    return (
+        name in TEXT_COLUMNS
+        or name.startswith(f"{QUALITY_PREFIX}_")
+        or any(isinstance(v, str) for v in values)
+    )
+
+
 def frame(table: Table) -> pd.DataFrame:
     """``table`` as a DataFrame with the CSV's columns: numeric columns float64 (NaN where the CSV
-    is empty), text columns object (None where the CSV is empty), as the Parquet holds them."""
+    is empty), text columns (:func:`text_column`) object (None where the CSV is empty), as the
+    Parquet holds them."""
     import pandas as pd  # noqa: PLC0415 (only the API and Parquet need pandas)
 
     data: dict[str, object] = {}
     for i, name in enumerate(table.columns):
         values = [r[i] for r in table.rows]
-        if any(isinstance(v, str) for v in values):
+        if text_column(name, values):
             data[name] = pd.Series([None if v is None else str(v) for v in values], dtype=object)
         else:
             data[name] = pd.Series(
