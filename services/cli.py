@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rekindle.analysis import params
+from rekindle.analysis import params, plugins
 from rekindle.cliconfig import (
     DEFAULT_SITE,
     RekindleParser,
@@ -918,7 +919,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"rekindle: error: --log-level {args.log_level!r}: use DEBUG, INFO, WARNING or ERROR\n",
         )
     setup_logging(level)
-    return run_command(args)
+    detectors = plugins.names(os.environ.get(plugins.ENV, ""))
+    if not detectors:
+        return run_command(args)
+
+    def with_detectors(parsed: argparse.Namespace) -> int:
+        plugins.load(detectors)  # (a module that fails to import: a usage error, exit 2)
+        return int(parsed.func(parsed))
+
+    return run_command(args, with_detectors)
 
 
 if __name__ == "__main__":

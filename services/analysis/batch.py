@@ -122,8 +122,16 @@ def run_batch(
         for i, source in enumerate(sources):
             yield i, job(source)
         return
+    from rekindle.analysis import plugins  # noqa: PLC0415
+
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=context) as pool:
+    # (spawned workers start empty: each imports the registered detectors' modules again)
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(sources)),
+        mp_context=context,
+        initializer=plugins.load,
+        initargs=(plugins.registered_modules(),),
+    ) as pool:
         index: dict[Future[FileResult], int] = {
             pool.submit(job, source): i for i, source in enumerate(sources)
         }

@@ -14,11 +14,12 @@ import html
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rekindle.analysis import params, schema
 from rekindle.analysis.core import AnalysisConfig, Episode, FeatureRow
 from rekindle.analysis.offline import (
     AnalysisResult,
@@ -69,8 +70,7 @@ def _minutes(t: float, start: float) -> float:
 
 def config_of(result: AnalysisResult) -> AnalysisConfig:
     """The configuration the result was computed with (defaults plus the changed parameters)."""
-    values: dict[str, Any] = dict(result.params)
-    return replace(AnalysisConfig(), **values)
+    return params.apply(result.params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,6 +468,28 @@ def quality_svg(result: AnalysisResult, width: int = 1200) -> str:
     return "".join(parts)
 
 
+def feature_summary(result: AnalysisResult) -> list[list[str]]:
+    """Per feature field of the schema (the registered detectors' too): its unit, the seconds
+    with a value, and the mean, minimum and maximum over the recording."""
+    out = []
+    records = [schema.feature_values(r) for r in result.features]
+    for f in schema.feature_fields():
+        values = [v for rec in records if (v := rec.get(f.name)) is not None and math.isfinite(v)]
+        stats = (
+            [f"{math.fsum(values) / len(values):.3g}", f"{min(values):.3g}", f"{max(values):.3g}"]
+            if values
+            else ["", "", ""]
+        )
+        out.append([f.name, f.unit, str(len(values)), *stats])
+    return out
+
+
+def _features_table(result: AnalysisResult) -> str:
+    rows = ([_e(c) for c in row] for row in feature_summary(result))
+    head = ["feature", "unit", "seconds with a value", "mean", "min", "max"]
+    return _table(head, rows, "features")
+
+
 def html_report(result: AnalysisResult, plot: Path | None = None) -> str:
     """The report of one recording as one self-contained HTML document."""
     info = summary(result)
@@ -531,6 +553,7 @@ def html_report(result: AnalysisResult, plot: Path | None = None) -> str:
             "in <code>segments.csv</code>.</p>",
             _html_table(_shown(segment_table(result.segments)), start, "segments"),
         ]
+    out += ["<h2>Features (per second)</h2>", _features_table(result)]
     out.append("<h2>Markers</h2>")
     if result.markers:
         out.append(
@@ -562,14 +585,10 @@ def html_report(result: AnalysisResult, plot: Path | None = None) -> str:
     )
     out.append("<h2>Analysis parameters changed from the defaults</h2>")
     if result.params:
-        defaults = AnalysisConfig()
         out.append(
             _table(
                 ["parameter", "value", "default"],
-                (
-                    [_e(k), _e(v), _e(getattr(defaults, k))]
-                    for k, v in sorted(result.params.items())
-                ),
+                ([_e(k), _e(v), _e(params.default(k))] for k, v in sorted(result.params.items())),
                 "params",
             )
         )
