@@ -330,6 +330,17 @@ def _analysis_service(
     writer = BufferedWriter(
         make_transport(influx), spool_path=own(args.spool), deadletter_path=own(deadletter)
     )
+    metrics = None
+    if args.metrics or args.phases is not None:
+        from rekindle.analysis.live_metrics import MetricsRunner  # noqa: PLC0415
+
+        phases: dict[str, list[tuple[str, float, float]]] = {}
+        if args.phases is not None:
+            from rekindle.analysis.evaluate import read_phases  # noqa: PLC0415
+
+            for p in read_phases(args.phases):
+                phases.setdefault(p.subject, []).append((p.phase, p.start, p.end))
+        metrics = MetricsRunner(config, phases=phases)
     client_id = args.client_id
     if partition is not None:
         client_id = f"{client_id}-p{partition.index}"
@@ -343,6 +354,7 @@ def _analysis_service(
         state_path=own(args.state),
         heartbeat_path=own(args.heartbeat),
         partition=partition,
+        metrics=metrics,
     )
 
 
@@ -795,6 +807,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="this worker's name in its group (default: the host name); unique per group",
+    )
+    p.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NeuroKit2 interval metrics (EDA, HRV time/frequency) of each closed episode and, "
+        "at the session's end, of each segment between markers, in a separate process: "
+        "measurements episode_metrics and segment_metrics (default: on)",
+    )
+    p.add_argument(
+        "--phases",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="CSV subject,phase,start_unix,end_unix: at a session's end also the metrics of "
+        "each labelled phase whose subject is the session id",
     )
     params.add_arguments(p)
     p.set_defaults(func=cmd_analysis)

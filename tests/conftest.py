@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from rekindle.analysis.evaluate import read_phases
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.live_metrics import MetricsRunner
 from rekindle.analysis.service import AnalysisService, ServiceStats
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.replay import ReplayStats, replay
@@ -68,6 +70,7 @@ def fixture_path(relative: str) -> Path:
 
 
 S02 = "stress_predict_e4/Raw_data/S02"
+S02_PHASES = "stress_predict_e4/time_log_phases.csv"
 
 
 @dataclass
@@ -91,19 +94,22 @@ def replay_into_influx(
     db: str,
     site: str,
     session: str,
+    metrics: MetricsRunner | None = None,
 ) -> ReplayedSession:
-    """Run the real analysis service and replay ``source`` at max speed into it."""
+    """Run the real analysis service and replay ``source`` at max speed into it (with
+    ``metrics``, also until every NeuroKit2 metrics job is handed to the writer)."""
     influx.create_database(db)
     settings = MqttSettings.from_url(broker.url)
     writer = BufferedWriter(V1Transport(InfluxSettings(influx.url, database=db)))
     started = time.monotonic()
-    service = AnalysisService(settings, writer, site=site).start()
+    service = AnalysisService(settings, writer, site=site, metrics=metrics).start()
     try:
         with Publisher(settings, site, session, device="replay") as pub:
             chunks = open_source(source) if isinstance(source, Path) else source
             stats = replay(chunks, pub, speed=None)
         assert service.wait_sessions_finished(1, timeout=300), "analysis never saw the session end"
         assert service.stats.sessions_finished == 1
+        assert service.wait_metrics(timeout=300), "NeuroKit2 metrics jobs never finished"
     finally:
         service.stop()
     return ReplayedSession(
@@ -113,9 +119,21 @@ def replay_into_influx(
 
 @pytest.fixture(scope="session")
 def s02_in_influx(mqtt_broker: Mosquitto, influxd: InfluxD) -> ReplayedSession:
-    """Stress-Predict S02 replayed once per test session into database ``rekindle``."""
+    """Stress-Predict S02 replayed once per test session into database ``rekindle``, with the
+    NeuroKit2 metrics of its episodes, its segments between markers and its labelled phases."""
+    phases = [
+        (p.phase, p.start, p.end)
+        for p in read_phases(fixture_path(S02_PHASES))
+        if p.subject == "S02"
+    ]
     return replay_into_influx(
-        mqtt_broker, influxd, fixture_path(S02), db="rekindle", site="galway", session="S02"
+        mqtt_broker,
+        influxd,
+        fixture_path(S02),
+        db="rekindle",
+        site="galway",
+        session="S02",
+        metrics=MetricsRunner(phases={"S02": phases}),
     )
 
 

@@ -55,6 +55,7 @@ from rekindle.analysis.core import (
 from rekindle.analysis.errors import BrokerError
 from rekindle.analysis.influx import BufferedWriter
 from rekindle.analysis.partition import Partition
+from rekindle.analysis.live_metrics import MetricsRunner
 from rekindle.analysis.pipeline import PipelineOutput, SessionPipeline
 from rekindle.analysis.reorder import (
     RUN_ORDER,
@@ -193,6 +194,7 @@ class AnalysisService:
         idle_commit_s: float = 0.005,
         gap_wait_s: float = 10.0,
         partition: Partition | None = None,
+        metrics: MetricsRunner | None = None,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         #: Only the sessions of this partition are handled; the others' messages are
@@ -210,6 +212,8 @@ class AnalysisService:
         self.commit_interval_s = commit_interval_s
         self.ack_batch = ack_batch
         self.idle_commit_s = idle_commit_s
+        #: NeuroKit2's interval metrics of episodes and segments (None: not computed).
+        self.metrics = metrics
         self._stalled = False  # the last commit could not make its messages durable
         self._pending: list[_Inbound] = []
         self._pending_since = 0.0
@@ -385,6 +389,9 @@ class AnalysisService:
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
+        if self.metrics is not None:
+            # the jobs still running: their lines; unfinished ones stay in the checkpoint
+            self.writer.add(self.metrics.close(timeout))
         if self.persistent_session:
             self._commit(final=True, timeout_s=timeout)
             self._client.disconnect()
@@ -396,6 +403,8 @@ class AnalysisService:
             while not self._inbox.empty():
                 item = self._inbox.get_nowait()
                 self.process(item.topic, item.payload, item.received, retained=item.retained)
+            if self.metrics is not None:
+                self.writer.add(self.metrics.close(timeout))
         self.writer.close(timeout_s=timeout)
         if self.state_path is not None:
             self.checkpoint(self.state_path)
@@ -490,6 +499,7 @@ class AnalysisService:
             "positions": self._positions,
             "device_states": self._device_states,
             "session_gaps": self._session_gaps,
+            "metrics": None if self.metrics is None else self.metrics.checkpoint_state(),
         }
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("wb") as fh:
@@ -533,6 +543,8 @@ class AnalysisService:
         self._positions = state.get("positions", {})
         self._device_states = state.get("device_states", {})
         self._session_gaps = state.get("session_gaps", {})
+        if self.metrics is not None and state.get("metrics") is not None:
+            self.metrics.restore(state["metrics"])
         self._last_seen = dict.fromkeys(self.pipelines, time.monotonic())
         log.info("restored %d open session(s) from %s", len(self.pipelines), path)
 
@@ -637,6 +649,7 @@ class AnalysisService:
                 try:
                     item = self._inbox.get(timeout=wait)
                 except queue.Empty:
+                    self._collect_metrics()
                     if self._pending and not self._stalled:
                         self._stalled = not self._commit()
                         continue
@@ -654,6 +667,7 @@ class AnalysisService:
                     self._pending_since = time.monotonic()
                 self._pending.append(item)
                 self.process(item.topic, item.payload, item.received, retained=item.retained)
+                self._collect_metrics()
                 # Commit at once when the broker has nothing more for us right now and we hold
                 # a window's worth, or when the oldest unacknowledged message waited
                 # commit_interval_s (a continuous stream).
@@ -917,6 +931,9 @@ class AnalysisService:
             log.info("session %s/%s started", msg.site, msg.session)
         self._last_seen[key] = time.monotonic()
         out = pipeline.handle(msg)
+        if self.metrics is not None:
+            self.metrics.message(msg)
+            self.metrics.events(msg.site, msg.session, out.events)
         if isinstance(msg, contract.StatusMessage) and msg.state == "end" and pipeline.ended:
             out.extend(self._finish(key, "ended"))
             out.lines.append(points.session_end_line(msg.site, msg.session, msg.t))
@@ -935,11 +952,30 @@ class AnalysisService:
         self._ended[key] = None
         while len(self._ended) > MAX_ENDED_SESSIONS:
             self._ended.popitem(last=False)
+        out = pipeline.finish()
+        if self.metrics is not None:
+            # (before the session counts as finished: wait_metrics() then sees its jobs)
+            self.metrics.session_end(key[0], key[1], out.events)
         with self._finished:
             self.stats.sessions_finished += 1
             self._finished.notify_all()
         log.info("session %s/%s %s", key[0], key[1], why)
-        return pipeline.finish()
+        return out
+
+    def _collect_metrics(self) -> None:
+        """Store the metrics the NeuroKit2 process has finished (from the worker only)."""
+        if self.metrics is not None and (lines := self.metrics.collect()):
+            self.writer.add(lines)
+
+    def wait_metrics(self, timeout: float = 120.0) -> bool:
+        """Block until every NeuroKit2 metrics job submitted so far is handed to the writer
+        (for tests/tools); True when none is left."""
+        deadline = time.monotonic() + timeout
+        while self.metrics is not None and self.metrics.pending():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _expire_idle_sessions(self) -> None:
         """Finish sessions that sent nothing for ``session_idle_s`` (a publisher that died

@@ -1,0 +1,496 @@
+"""NeuroKit2's interval metrics in the live service, off the worker's hot path.
+
+The live analysis (``service.py``) asks for the metrics of :mod:`rekindle.analysis.intervals`
+(``eda_intervalrelated``, ``hrv_time``, ``hrv_frequency`` with >= 2 min of clean beats) of
+
+* each episode, onset to offset, once it has closed and the session's data has moved past its
+  offset by the core's ``lateness_s`` (so the beats and EDA samples of its last seconds are in);
+* at the session's end, each segment between markers and each labelled phase of the session.
+
+Two parts:
+
+* :class:`StretchRecorder` (pure, one per session): the session's raw EDA and RR samples,
+  bounded to the last ``keep_s`` seconds of data (older samples are dropped, and a stretch
+  reaching before them says so in ``nk_notes``), its markers and extent, and the stretches
+  waiting for their data. It is pickled with the service's checkpoint.
+* :class:`MetricsRunner`: computes :class:`MetricsJob` s (a stretch and its samples only) in a
+  child process (``spawn``: NeuroKit2 and pandas hold the GIL for most of their run, so a thread
+  would slow the worker's per-message handling), and hands back InfluxDB lines
+  (:func:`metrics_line`). Jobs not yet written are part of the checkpoint, so a restart
+  computes them again; their points have data-derived timestamps, so a recomputation
+  overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent import futures
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from rekindle import contract
+from rekindle.analysis import points
+from rekindle.analysis.core import AnalysisConfig, Episode, Event
+from rekindle.analysis.intervals import Series, marker_segments, stretch_metrics
+
+log = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+
+#: Raw data kept per session for the segment metrics at its end (s of data time): 6 h.
+KEEP_S = 6 * 3600.0
+#: Streams whose raw samples the metrics need.
+STREAMS = ("eda", "rr")
+#: Times a job is sent again after its worker process died, before it is stored as failed.
+MAX_ATTEMPTS = 3
+
+EPISODE_MEASUREMENT = "episode_metrics"
+SEGMENT_MEASUREMENT = "segment_metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """A stretch of one session whose metrics are wanted.
+
+    ``what`` is ``episode`` (``kind`` = ``arousal``/``release``) or ``segment`` (``kind`` =
+    ``segment`` between markers, labelled by the marker that opens it, or ``phase``)."""
+
+    site: str
+    session: str
+    what: str
+    kind: str
+    start: float
+    end: float
+    label: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class MetricsJob:
+    """What the child process needs: the stretch and its samples only."""
+
+    stretch: Stretch
+    eda: Series | None
+    rr: Series | None
+    config: AnalysisConfig
+    notes: tuple[str, ...] = ()
+    attempts: int = 0
+
+
+def compute(job: MetricsJob) -> dict[str, float | str]:
+    """The stretch's metrics (runs in the child process)."""
+    out = stretch_metrics(job.eda, job.rr, job.stretch.start, job.stretch.end, job.config)
+    if job.notes:
+        notes = [*job.notes, *([str(out["nk_notes"])] if "nk_notes" in out else [])]
+        out["nk_notes"] = "; ".join(notes)
+    return out
+
+
+def _samples(msg: contract.SampleMessage) -> tuple[F64, F64]:
+    """Times and values as ``rekindle analyze`` takes them (``t0 + i / fs``: the nanosecond
+    times of the stored points, divided back to float seconds, are off by up to 2.4e-7 s at
+    today's unix times, which makes 4-Hz EDA look like 3.999996 Hz to NeuroKit2)."""
+    values = np.asarray(msg.values, dtype=np.float64)
+    if msg.t is not None:
+        return np.asarray(msg.t, dtype=np.float64), values
+    assert msg.t0 is not None
+    assert msg.fs is not None
+    return msg.t0 + np.arange(len(values), dtype=np.float64) / msg.fs, values
+
+
+def metrics_line(stretch: Stretch, metrics: dict[str, float | str]) -> str | None:
+    """The stretch's point: ``episode_metrics`` (tags site, session, kind; time = onset, as its
+    ``episode`` point) or ``segment_metrics`` (tags site, session, kind; time = start)."""
+    fields: dict[str, points.FieldValue | None] = {
+        "start": stretch.start,
+        "end": stretch.end,
+        "duration_s": stretch.end - stretch.start,
+    }
+    if stretch.what == "segment":
+        fields["label"] = stretch.label
+    fields.update(metrics)
+    measurement = EPISODE_MEASUREMENT if stretch.what == "episode" else SEGMENT_MEASUREMENT
+    tags = {"site": stretch.site, "session": stretch.session, "kind": stretch.kind}
+    return points.line(measurement, tags, fields, points.to_ns(stretch.start))
+
+
+@dataclass(slots=True)
+class Block:
+    """Samples of one stream and device in arrival order (not necessarily sorted)."""
+
+    times: F64
+    values: F64
+    first: float
+    last: float
+
+    @classmethod
+    def of(cls, times: F64, values: F64) -> Block:
+        return cls(times, values, float(times.min()), float(times.max()))
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def _merged(a: Block, b: Block) -> Block:
+    return Block(
+        np.concatenate([a.times, b.times]),
+        np.concatenate([a.values, b.values]),
+        min(a.first, b.first),
+        max(a.last, b.last),
+    )
+
+
+class StretchRecorder:
+    """One session's raw EDA and RR (bounded), markers, extent and waiting stretches. No I/O.
+
+    Each stream and device's samples are a few blocks of geometrically growing size (a new
+    message's block merges with the one before it while it is at least as large): O(log n)
+    arrays, so the checkpoint pickles a handful of arrays rather than one per message, and
+    each sample is copied O(log n) times. Samples older than ``keep_s`` before the newest are
+    cut off whenever the newest has advanced by a tenth of ``keep_s``.
+    """
+
+    def __init__(self, site: str, session: str, keep_s: float = KEEP_S) -> None:
+        self.site = site
+        self.session = session
+        self.keep_s = keep_s
+        self.parts: dict[tuple[str, str], list[Block]] = {}
+        self.counts: dict[tuple[str, str], int] = {}
+        self.pruned_at = -math.inf
+        #: Newest sample time of the kept streams; samples older than ``newest - keep_s`` go.
+        self.newest = -math.inf
+        #: Oldest time still kept (the samples before it were dropped); -inf: nothing dropped.
+        self.kept_from = -math.inf
+        self.start: float | None = None
+        self.end: float | None = None
+        self.markers: list[tuple[float, str]] = []
+        self.waiting: list[Stretch] = []
+
+    def extent(self, start: float, end: float) -> None:
+        """A sample message of any stream spans ``start`` to ``end``."""
+        self.start = start if self.start is None else min(self.start, start)
+        self.end = end if self.end is None else max(self.end, end)
+
+    def add(self, stream: str, device: str, times: F64, values: F64) -> None:
+        if stream not in STREAMS or not len(times):
+            return
+        key = (stream, device)
+        blocks = self.parts.setdefault(key, [])
+        blocks.append(Block.of(times, values))
+        while len(blocks) > 1 and len(blocks[-1]) >= len(blocks[-2]):
+            last = blocks.pop()
+            blocks[-1] = _merged(blocks[-1], last)
+        self.counts[key] = self.counts.get(key, 0) + len(times)
+        self.newest = max(self.newest, blocks[-1].last)
+        if self.newest - self.pruned_at >= self.keep_s / 10:
+            self.prune()
+
+    def prune(self) -> None:
+        """Drop the samples older than ``keep_s`` before the newest."""
+        self.pruned_at = self.newest
+        horizon = self.newest - self.keep_s
+        for key, blocks in self.parts.items():
+            kept: list[Block] = []
+            for b in blocks:
+                if b.first >= horizon:
+                    kept.append(b)
+                    continue
+                keep = b.times >= horizon
+                self.counts[key] -= int(len(b) - keep.sum())
+                self.kept_from = max(self.kept_from, horizon)
+                if keep.any():
+                    kept.append(Block.of(b.times[keep], b.values[keep]))
+            self.parts[key] = kept
+
+    def add_marker(self, t: float, text: str) -> None:
+        self.markers.append((t, text))
+
+    def want(self, stretch: Stretch) -> None:
+        self.waiting.append(stretch)
+
+    def ready(self, lateness_s: float) -> list[Stretch]:
+        """The waiting stretches whose data is in: the newest sample is ``lateness_s`` past
+        their end (what arrives later than that the core counts as late, too)."""
+        if not self.waiting:
+            return []
+        done = [s for s in self.waiting if s.end + lateness_s <= self.newest]
+        if done:
+            self.waiting = [s for s in self.waiting if s.end + lateness_s > self.newest]
+        return done
+
+    def segments(self, phases: Iterable[tuple[str, float, float]] = ()) -> list[Stretch]:
+        """The session's segments between markers and its labelled phases (at its end)."""
+        out = [
+            Stretch(self.site, self.session, "segment", "segment", s.start, s.end, s.label)
+            for s in marker_segments(self.markers, self.start, self.end)
+        ]
+        out += [
+            Stretch(self.site, self.session, "segment", "phase", a, b, label)
+            for label, a, b in phases
+            if b > a
+        ]
+        return out
+
+    def series(self, stream: str, start: float, end: float) -> Series | None:
+        """``start <= t < end`` of the stream's device with most samples kept, in time order."""
+        keys = [k for k in self.parts if k[0] == stream and self.counts.get(k, 0) > 0]
+        if not keys:
+            return None
+        key = max(keys, key=lambda k: self.counts[k])
+        chosen = [b for b in self.parts[key] if b.last >= start and b.first < end]
+        if not chosen:
+            return Series(np.empty(0), np.empty(0))
+        times = np.concatenate([b.times for b in chosen])
+        values = np.concatenate([b.values for b in chosen])
+        order = np.argsort(times, kind="stable")
+        return Series(*Series(times[order], values[order]).between(start, end))
+
+    def job(self, stretch: Stretch, config: AnalysisConfig) -> MetricsJob:
+        notes: tuple[str, ...] = ()
+        if stretch.start < self.kept_from:
+            notes = (
+                f"raw data before {self.kept_from:.0f} no longer kept (the service keeps the "
+                f"last {self.keep_s:g} s): metrics of the rest",
+            )
+        return MetricsJob(
+            stretch,
+            self.series("eda", stretch.start, stretch.end),
+            self.series("rr", stretch.start, stretch.end),
+            config,
+            notes,
+        )
+
+
+@dataclass(slots=True)
+class MetricsState:
+    """What the checkpoint holds: the open sessions' recorders and the jobs not yet written."""
+
+    recorders: dict[tuple[str, str], StretchRecorder] = field(default_factory=dict)
+    jobs: list[MetricsJob] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class MetricsStats:
+    submitted: int = 0
+    written: int = 0
+    failed: int = 0
+    #: Worker processes replaced after dying.
+    restarts: int = 0
+    #: CPU seconds the child spent, summed over the jobs written (for the log and benchmarks).
+    compute_s: float = 0.0
+
+
+def _warm() -> None:
+    """Import NeuroKit2 in the child before its first job (about 2 s), not inside one."""
+    import neurokit2  # noqa: F401, PLC0415
+
+
+def _timed_compute(job: MetricsJob) -> tuple[dict[str, float | str], float]:
+    started = time.process_time()
+    out = compute(job)
+    return out, time.process_time() - started
+
+
+class MetricsRunner:
+    """Recorders of the open sessions and a one-process pool for their jobs.
+
+    Every method but :meth:`pending` and :meth:`wait` is called by the service's worker thread
+    (or by ``stop`` once the worker has ended)."""
+
+    def __init__(
+        self,
+        config: AnalysisConfig | None = None,
+        *,
+        keep_s: float = KEEP_S,
+        phases: dict[str, list[tuple[str, float, float]]] | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.config = config or AnalysisConfig()
+        self.keep_s = keep_s
+        self.phases = phases or {}
+        self.workers = workers
+        self.state = MetricsState()
+        self.stats = MetricsStats()
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: list[tuple[MetricsJob, Future[tuple[dict[str, float | str], float]]]] = []
+        self._lock = threading.Lock()
+        self._outstanding = 0
+
+    # ---------------------------------------------------------------------- what comes in
+    def recorder(self, site: str, session: str) -> StretchRecorder:
+        key = (site, session)
+        rec = self.state.recorders.get(key)
+        if rec is None:
+            rec = self.state.recorders[key] = StretchRecorder(site, session, self.keep_s)
+        return rec
+
+    def message(self, msg: contract.Message) -> None:
+        """Record what a message of an open session brings: the extent of any samples, the raw
+        EDA and RR, markers."""
+        if isinstance(msg, contract.SampleMessage):
+            if not len(msg):
+                return
+            rec = self.recorder(msg.site, msg.session)
+            rec.extent(msg.t[0] if msg.t is not None else float(msg.t0 or 0.0), msg.end)
+            if msg.stream in STREAMS:
+                rec.add(msg.stream, msg.device, *_samples(msg))
+        elif isinstance(msg, contract.MarkerMessage):
+            rec = self.recorder(msg.site, msg.session)
+            for t, text in zip(msg.t, msg.values, strict=True):
+                rec.add_marker(t, text)
+
+    def events(self, site: str, session: str, events: Sequence[Event]) -> None:
+        """Closed episodes wait for their data; stretches whose data is in are submitted."""
+        rec = self.recorder(site, session)
+        for ev in events:
+            if isinstance(ev, Episode):
+                rec.want(Stretch(site, session, "episode", ev.kind, ev.onset, ev.offset))
+        for stretch in rec.ready(self.config.lateness_s):
+            self._submit(rec.job(stretch, self.config))
+
+    def session_end(self, site: str, session: str, events: Sequence[Event]) -> None:
+        """The session ended: its waiting episodes and its segments are submitted now."""
+        rec = self.state.recorders.pop((site, session), None)
+        if rec is None:
+            return
+        for ev in events:
+            if isinstance(ev, Episode):
+                rec.want(Stretch(site, session, "episode", ev.kind, ev.onset, ev.offset))
+        for stretch in [*rec.waiting, *rec.segments(self.phases.get(session, ()))]:
+            self._submit(rec.job(stretch, self.config))
+        rec.waiting = []
+
+    # ------------------------------------------------------------------------- the pool
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm
+            )
+        return self._pool
+
+    def _submit(self, job: MetricsJob, *, again: bool = False) -> None:
+        if not again:
+            self.state.jobs.append(job)
+            self.stats.submitted += 1
+            with self._lock:
+                self._outstanding += 1
+        job.attempts += 1
+        self._running.append((job, self._executor().submit(_timed_compute, job)))
+
+    def collect(self) -> list[str]:
+        """Lines of the jobs finished since the last call (never raises for a job)."""
+        if not self._running:
+            return []
+        lines: list[str] = []
+        still: list[tuple[MetricsJob, Future[tuple[dict[str, float | str], float]]]] = []
+        broken: list[MetricsJob] = []
+        for job, fut in self._running:
+            if not fut.done():
+                still.append((job, fut))
+                continue
+            try:
+                metrics, cpu = fut.result()
+            except BrokenProcessPool:
+                broken.append(job)
+                continue
+            except Exception as exc:
+                log.error(
+                    "NeuroKit2 metrics of %s %s %.0f-%.0f of %s/%s failed: %s",
+                    job.stretch.what,
+                    job.stretch.kind,
+                    job.stretch.start,
+                    job.stretch.end,
+                    job.stretch.site,
+                    job.stretch.session,
+                    exc,
+                    exc_info=True,
+                )
+                metrics, cpu = {"nk_notes": f"metrics failed: {type(exc).__name__}: {exc}"}, 0.0
+                self.stats.failed += 1
+            lines.extend(self._done(job, metrics, cpu))
+        self._running = still
+        if broken:
+            self._restart(broken, lines)
+        return lines
+
+    def _done(self, job: MetricsJob, metrics: dict[str, float | str], cpu: float) -> list[str]:
+        self.state.jobs.remove(job)
+        self.stats.written += 1
+        self.stats.compute_s += cpu
+        with self._lock:
+            self._outstanding -= 1
+        log.debug(
+            "NeuroKit2 metrics of %s %s %.0f-%.0f of %s/%s: %.3f s CPU",
+            job.stretch.what,
+            job.stretch.kind,
+            job.stretch.start,
+            job.stretch.end,
+            job.stretch.site,
+            job.stretch.session,
+            cpu,
+        )
+        line = metrics_line(job.stretch, metrics)
+        return [] if line is None else [line]
+
+    def _restart(self, broken: list[MetricsJob], lines: list[str]) -> None:
+        """The worker process died: a fresh pool, and the jobs it held sent again."""
+        log.error("the NeuroKit2 metrics process died; starting a new one")
+        self.stats.restarts += 1
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+        running = [job for job, _ in self._running]
+        self._running = []
+        for job in [*broken, *running]:
+            if job.attempts >= MAX_ATTEMPTS:
+                self.stats.failed += 1
+                note = f"metrics failed: the worker process died {job.attempts} times on it"
+                lines.extend(self._done(job, {"nk_notes": note}, 0.0))
+            else:
+                self._submit(job, again=True)
+
+    # ------------------------------------------------------------------- state and waiting
+    def pending(self) -> int:
+        """Jobs submitted and not yet handed back as lines (any thread)."""
+        with self._lock:
+            return self._outstanding
+
+    def checkpoint_state(self) -> MetricsState:
+        return self.state
+
+    def restore(self, state: MetricsState) -> None:
+        """Continue from a checkpoint: its recorders, and its unwritten jobs computed again."""
+        self.state = MetricsState(dict(state.recorders), [])
+        for job in state.jobs:
+            job.attempts = 0
+            self._submit(job)
+        if state.jobs:
+            log.info("%d NeuroKit2 metrics job(s) from the checkpoint sent again", len(state.jobs))
+
+    def close(self, timeout_s: float = 60.0) -> list[str]:
+        """Wait up to ``timeout_s`` for the running jobs; their lines, then the pool shut down.
+        Jobs still running stay in :attr:`state` (the checkpoint)."""
+        deadline = time.monotonic() + timeout_s
+        lines: list[str] = []
+        while self._running and time.monotonic() < deadline:
+            left = max(0.0, min(0.2, deadline - time.monotonic()))
+            futures.wait([f for _, f in self._running], left, futures.FIRST_COMPLETED)
+            lines.extend(self.collect())
+        if self._running:
+            log.warning(
+                "%d NeuroKit2 metrics job(s) unfinished at stop (kept in the checkpoint)",
+                len(self._running),
+            )
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._running = []
+        return lines
