@@ -60,13 +60,13 @@ def check_against_neurokit2(
     offline = run_pipeline(iter(chunks), "sim")
     eda, rr = raw(chunks, "eda"), raw(chunks, "rr")
     episodes = stored(influxd, db, "episode_metrics", session)
-    assert sorted((p["kind"], p["start"], p["end"]) for p in episodes) == sorted(
+    assert sorted((p["kind"], p["onset"], p["offset"]) for p in episodes) == sorted(
         (e.kind, e.onset, e.offset) for e in offline.episodes
     )
     for point in episodes:
-        same(point, direct(eda, rr, point["start"], point["end"], cfg))
-        assert point["duration_s"] == point["end"] - point["start"]
-        assert point["time"] == round(point["start"] * 1e9)  # the episode point's time
+        same(point, direct(eda, rr, point["onset"], point["offset"], cfg))
+        assert point["duration_s"] == point["offset"] - point["onset"]
+        assert point["time"] == round(point["onset"] * 1e9)  # the episode point's time
     segments = stored(influxd, db, "segment_metrics", session)
     wanted = marker_segments(offline.markers, offline.start, offline.end)
     assert [(p["kind"], p["label"], p["start"], p["end"]) for p in segments] == [

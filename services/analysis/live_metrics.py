@@ -107,15 +107,16 @@ def _samples(msg: contract.SampleMessage) -> tuple[F64, F64]:
 
 
 def metrics_line(stretch: Stretch, metrics: dict[str, float | str]) -> str | None:
-    """The stretch's point: ``episode_metrics`` (tags site, session, kind; time = onset, as its
-    ``episode`` point) or ``segment_metrics`` (tags site, session, kind; time = start)."""
-    fields: dict[str, points.FieldValue | None] = {
-        "start": stretch.start,
-        "end": stretch.end,
-        "duration_s": stretch.end - stretch.start,
-    }
-    if stretch.what == "segment":
-        fields["label"] = stretch.label
+    """The stretch's point: ``episode_metrics`` (tags site, session, kind; fields ``onset``,
+    ``offset``, ``duration_s`` as the ``episode`` point, time = onset) or ``segment_metrics``
+    (tags site, session, kind; fields ``label``, ``start``, ``end``, ``duration_s`` as
+    ``segments.csv``, time = start), then the ``nk_*`` metrics."""
+    fields: dict[str, points.FieldValue | None]
+    if stretch.what == "episode":
+        fields = {"onset": stretch.start, "offset": stretch.end}
+    else:
+        fields = {"label": stretch.label, "start": stretch.start, "end": stretch.end}
+    fields["duration_s"] = stretch.end - stretch.start
     fields.update(metrics)
     measurement = EPISODE_MEASUREMENT if stretch.what == "episode" else SEGMENT_MEASUREMENT
     tags = {"site": stretch.site, "session": stretch.session, "kind": stretch.kind}

@@ -54,8 +54,8 @@ from rekindle.analysis.core import (
 )
 from rekindle.analysis.errors import BrokerError
 from rekindle.analysis.influx import BufferedWriter
-from rekindle.analysis.partition import Partition
 from rekindle.analysis.live_metrics import MetricsRunner
+from rekindle.analysis.partition import Partition
 from rekindle.analysis.pipeline import PipelineOutput, SessionPipeline
 from rekindle.analysis.reorder import (
     RUN_ORDER,
