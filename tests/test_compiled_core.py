@@ -33,8 +33,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, src / name)
     skip = shutil.ignore_patterns("__pycache__", "*.so", "*.c")
-    for name in ("services", "dashboards"):
-        shutil.copytree(REPO / name, src / name, ignore=skip)
+    for name in ("services", "dashboards"):  # with their links (services/dashboards)
+        shutil.copytree(REPO / name, src / name, ignore=skip, symlinks=True)
+    (src / "rekindle").symlink_to("services", target_is_directory=True)  # the import name
     env = {**os.environ, "REKINDLE_COMPILE": "1"}
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     build = subprocess.run(
@@ -73,7 +74,7 @@ def _key(events: list[Event]) -> list[tuple[str, object]]:
 
 
 def test_every_core_module_is_compiled(compiled: Path) -> None:
-    core = compiled / "services" / "analysis" / "core"
+    core = compiled / "rekindle" / "analysis" / "core"
     extensions = {p.name.split(".")[0] for p in core.glob("*.so")}
     modules = {p.stem for p in CORE.glob("*.py")} - {"__init__"}
     assert extensions == modules
