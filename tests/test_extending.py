@@ -341,3 +341,21 @@ def test_the_result_type_still_pickles_with_extra_fields() -> None:
     result = run_pipeline(iter(session()[:400]), "sim", config=build_config(PARAMS))
     again: AnalysisResult = pickle.loads(pickle.dumps(result))
     assert [r.extra for r in again.features] == [r.extra for r in result.features]
+
+
+def test_the_example_of_docs_extending_runs() -> None:
+    doc = (REPO / "docs" / "extending.md").read_text(encoding="utf-8")
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    module = ModuleType("docs_extending_example")  # (dataclasses look their module up)
+    sys.modules[module.__name__] = module
+    exec(compile(code, "docs/extending.md", "exec"), module.__dict__)
+    try:
+        assert [s.name for s in registered()] == ["hr_above"]
+        config = build_config(["hr_above.threshold_bpm=72"])
+        rows = run_pipeline(iter(session()), "sim", config=config).features
+        flags = [(r.hr, r.extra["hr_above_threshold"]) for r in rows]
+        assert {f for _, f in flags} == {None, 0.0, 1.0}
+        assert all(f is None if hr is None else f == float(hr > 72) for hr, f in flags)
+    finally:
+        unregister("hr_above")
+        del sys.modules[module.__name__]

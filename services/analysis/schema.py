@@ -364,3 +364,104 @@ def markers_frame(markers: Iterable[tuple[float, str]]) -> pd.DataFrame:
     if not rows:
         out = out.astype({"time": "float64", "text": object})
     return out
+
+
+# --- the generated documentation (docs/outputs.md) -------------------------------------------
+#: Where each record kind goes, per sink (the field names are the schema's unless listed).
+SINKS: Mapping[str, str] = {
+    "features": (
+        "`features.csv` / `features.parquet` / `features_frame()`: one row per second, every "
+        "field below as a column. InfluxDB: measurement `features` (tags site, session; the "
+        "point time is `time`), the values and `contrib_<input>` as fields, plus `streams` (the "
+        "number of streams not lost) and `ended` (docs/storage.md); the per-stream quality is "
+        "the `quality` measurement. MQTT `out/features`: `t` (= `time`), the values, "
+        "`contributions` (`{input: points}`) and `quality` (`{stream: state}`)."
+    ),
+    "episode": (
+        "`episodes.csv` / `episodes.parquet` / `episodes_frame()` (then NeuroKit2's `nk_*` "
+        "metrics with `--metrics`). InfluxDB: measurement `episode` (tags site, session, kind; "
+        "point time `onset`), the other fields plus `open` (true while an arousal episode is "
+        "confirmed but not closed: only the open fields are written then). MQTT `out/episode`: "
+        '`state` `"open"` with the open fields, then `"closed"` with every field (`signals` '
+        "as an array)."
+    ),
+    "quality": (
+        "InfluxDB: measurement `quality` every second (tag stream; fields state, code). CSV: "
+        "`quality_<stream>` columns of `features.csv`. MQTT `out/quality`: `t`, `stream`, "
+        "`state` when a stream's state changes."
+    ),
+    "marker": (
+        "InfluxDB: measurement `marker` (tag device; field text). `summary.json` `markers`, "
+        "`markers_frame()`, the reports."
+    ),
+    "segment": ("`segments.csv` (with `--metrics`, then NeuroKit2's `nk_*` metrics), the reports."),
+}
+
+
+def _rows(fields: Iterable[Field]) -> list[str]:
+    return [f"| `{f.name}` | {f.type} | {f.unit or '-'} | {f.description} |" for f in fields]
+
+
+def markdown() -> str:
+    """``docs/outputs.md``: every record kind's fields and where they go (built-in fields; the
+    registered detectors' fields are listed when any is registered)."""
+    head = ["| field | type | unit | meaning |", "|---|---|---|---|"]
+    parts = [
+        "# Outputs",
+        "",
+        "Generated from `rekindle/analysis/schema.py` (`python -m rekindle.analysis.schema > "
+        "docs/outputs.md`; a test keeps the two equal). Every sink renders the same records: a "
+        "field has one name, type and unit in the CSV and Parquet tables, the DataFrames of the "
+        "Python API, the InfluxDB points and the MQTT payloads. Times are unix seconds; a "
+        "missing value is an empty CSV cell, NaN/None in a DataFrame, an absent InfluxDB field "
+        "and `null` on MQTT. `list` fields are joined by commas, except on MQTT (an array).",
+        "",
+        "## Features (1 Hz)",
+        "",
+        SINKS["features"],
+        "",
+        *head,
+        *_rows((FEATURE_TIME, *feature_fields(), FEATURE_QUALITY, *FEATURE_PATTERNS)),
+        "",
+        "`quality_<stream>` columns always exist for "
+        + ", ".join(ALWAYS_QUALITY)
+        + "; `contrib_<input>` for "
+        + ", ".join(ALWAYS_CONTRIB)
+        + ". A registered detector's fields (docs/extending.md) follow `arousal_index`.",
+        "",
+        "## Episodes",
+        "",
+        SINKS["episode"],
+        "Open fields: " + ", ".join(f"`{n}`" for n in EPISODE_OPEN_FIELDS) + ".",
+        "",
+        *head,
+        *_rows(EPISODE_FIELDS),
+        "",
+        "## Quality",
+        "",
+        SINKS["quality"],
+        "",
+        *head,
+        *_rows(QUALITY_FIELDS),
+        "",
+        "## Markers",
+        "",
+        SINKS["marker"],
+        "",
+        *head,
+        *_rows(MARKER_FIELDS),
+        "",
+        "## Segments",
+        "",
+        SINKS["segment"],
+        "",
+        *head,
+        *_rows(SEGMENT_FIELDS),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(markdown())
