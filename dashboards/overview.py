@@ -107,15 +107,16 @@ def latest_episode() -> stat.Panel:
 
 
 def signal_now() -> stat.Panel:
-    return (
+    panel = (
         stat.Panel()
         .title("Signal now")
         .description(
             f"Worst quality of any stream over the last {SIGNAL_NOW_S} s of the range; "
-            "lost when nothing arrived in that time."
+            "ended once every device ended the session; lost when nothing arrived in that time "
+            "and the session did not end."
         )
         .datasource(DATASOURCE)
-        .mappings(panels.lost_when_empty(panels.QUALITY_MAPPINGS))
+        .mappings(panels.ended_or_lost(panels.QUALITY_MAPPINGS))
         .no_value(panels.LOST_TEXT)
         .color_mode(cm.BigValueColorMode.BACKGROUND)
         .graph_mode(cm.BigValueGraphMode.NONE)
@@ -125,9 +126,13 @@ def signal_now() -> stat.Panel:
                 'SELECT min("code") AS "signal" FROM "quality" '
                 + where(f"time > ${{__to}}ms - {SIGNAL_NOW_S}s"),
                 "A",
-            )
+            ).table()
         )
+        .with_target(panels.ended_target("signal"))
     )
+    for step in panels.ENDED_TRANSFORMATIONS:
+        panel = panel.with_transformation(step)
+    return panel
 
 
 def last_data() -> stat.Panel:

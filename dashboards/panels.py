@@ -8,6 +8,7 @@ from grafana_foundation_sdk.builders import gauge, stat, statetimeline, table, t
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
+from rekindle.analysis.points import ENDED_CODE
 from rekindle.dashboards.influxql import DATASOURCE, SESSION_FILTER, InfluxAnnotation, InfluxQL
 
 #: Arousal index levels (the index measures the EDA rise against the preceding minutes; 50 = the
@@ -38,7 +39,7 @@ def lost_when_empty(mappings: list[dm.ValueMapping] | None = None) -> list[dm.Va
     """``mappings`` plus: no data or null shows a red "lost" (its ``index``, Grafana's display
     order of mapping results, follows those of ``mappings``)."""
     before = mappings or []
-    index = sum(len(m.options) if isinstance(m, dm.ValueMap) else 1 for m in before)
+    index = _mapping_count(before)
     return [
         *before,
         dm.SpecialValueMap(
@@ -48,6 +49,49 @@ def lost_when_empty(mappings: list[dm.ValueMapping] | None = None) -> list[dm.Va
             )
         ),
     ]
+
+
+#: What a "now" panel shows once every device of the session sent ``status: end``: a normal
+#: end (blue, as a device's "ended"), not a lost wearable (red "lost").
+ENDED_TEXT = "ended"
+
+
+def _mapping_count(mappings: list[dm.ValueMapping]) -> int:
+    return sum(len(m.options) if isinstance(m, dm.ValueMap) else 1 for m in mappings)
+
+
+def ended_or_lost(mappings: list[dm.ValueMapping] | None = None) -> list[dm.ValueMapping]:
+    """``mappings``, then the session's end mark (``features.ended_code``) as a blue "ended",
+    then no data or null as a red "lost" (see :func:`lost_when_empty`)."""
+    before = mappings or []
+    ended = dm.ValueMap(
+        options={
+            str(ENDED_CODE): dm.ValueMappingResult(
+                text=ENDED_TEXT, color="blue", index=_mapping_count(before)
+            )
+        }
+    )
+    return lost_when_empty([*before, ended])
+
+
+def ended_target(column: str, ref_id: str = "B") -> InfluxQL:
+    """The session's end mark in ``column``: ``ENDED_CODE`` at the time every device had sent
+    ``status: end`` (written by the analysis service, ``points.session_end_line``), or no row."""
+    return InfluxQL(
+        f'SELECT last("ended_code") AS "{column}" FROM "features" {where()}', ref_id
+    ).table()
+
+
+#: Grafana transformations of a "now" panel with an :func:`ended_target`: the two tables (the
+#: panel's own query and the end mark, both with columns ``Time`` and the panel's column) become
+#: one, sorted by time, so the panel's "last" value is the end mark once the session ended
+#: normally and its own query's otherwise. tests/dashboards/test_queries.py replays both steps.
+ENDED_TRANSFORMATIONS: tuple[dm.DataTransformerConfig, ...] = (
+    dm.DataTransformerConfig(id_val="merge", options={}),
+    dm.DataTransformerConfig(
+        id_val="sortBy", options={"fields": {}, "sort": [{"field": "Time", "desc": False}]}
+    ),
+)
 
 
 STATE_MAPPINGS: list[dm.ValueMapping] = [
@@ -214,11 +258,19 @@ def arousal_contributions() -> timeseries.Panel:
 
 
 def arousal_gauge(*, live: bool = True) -> gauge.Panel:
-    """Latest arousal index; ``live``: no data shows a red "lost" (see :data:`LOST_TEXT`)."""
+    """Latest arousal index; ``live``: "ended" after a normal end, and no data shows a red
+    "lost" (see :data:`ENDED_TEXT`, :data:`LOST_TEXT`)."""
     panel = (
         gauge.Panel()
         .title("Arousal now")
-        .description("Latest arousal index (0-100).")
+        .description(
+            "Latest arousal index (0-100)"
+            + (
+                "; 'ended' once every device ended the session, 'lost' without data."
+                if live
+                else "."
+            )
+        )
         .datasource(DATASOURCE)
         .unit("none")
         .min(0)
@@ -228,11 +280,14 @@ def arousal_gauge(*, live: bool = True) -> gauge.Panel:
         .show_threshold_markers(True)
         .show_threshold_labels(False)
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .with_target(
-            InfluxQL(f'SELECT last("arousal_index") AS "arousal" FROM "features" {where()}', "A")
-        )
     )
-    return panel.mappings(lost_when_empty()).no_value(LOST_TEXT) if live else panel
+    query = InfluxQL(f'SELECT last("arousal_index") AS "arousal" FROM "features" {where()}', "A")
+    if not live:
+        return panel.with_target(query)
+    panel = panel.with_target(query.table()).with_target(ended_target("arousal"))
+    for step in ENDED_TRANSFORMATIONS:
+        panel = panel.with_transformation(step)
+    return panel.mappings(ended_or_lost()).no_value(LOST_TEXT)
 
 
 def latest_stat(title: str, field: str, unit: str, decimals: int) -> stat.Panel:

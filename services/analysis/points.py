@@ -154,14 +154,22 @@ def message_lines(msg: contract.Message) -> list[str]:
     return [x for x in out if x is not None]
 
 
+#: ``features.ended_code`` of a session's end mark: a number outside the arousal index's 0-100
+#: and the quality codes 0-2, which the dashboards' "now" panels map to "ended" (a boolean
+#: cannot share a column with their numbers, and InfluxQL cannot turn one into a number).
+ENDED_CODE = -1
+
+
 def session_end_line(site: str, session: str, t: float) -> str:
-    """``features`` field ``ended`` = true at ``t``: every device of the session sent
-    ``status: end``, so its silence from then on is a normal end, not a lost wearable.
+    """``features`` field ``ended`` = true (and ``ended_code`` = :data:`ENDED_CODE`) at ``t``:
+    every device of the session sent ``status: end``, so its silence from then on is a normal
+    end, not a lost wearable.
 
     It lives on the ``features`` series (not in a measurement of its own) so that one InfluxQL
     query (the no-data alert rule, dashboards/alerts.py) sees both the feature rows and the end.
     """
-    out = line("features", {"site": site, "session": session}, {"ended": True}, to_ns(t))
+    fields: dict[str, FieldValue | None] = {"ended": True, "ended_code": ENDED_CODE}
+    out = line("features", {"site": site, "session": session}, fields, to_ns(t))
     assert out is not None  # a constant field
     return out
 

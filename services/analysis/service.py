@@ -936,7 +936,10 @@ class AnalysisService:
             self.metrics.events(msg.site, msg.session, out.events)
         if isinstance(msg, contract.StatusMessage) and msg.state == "end" and pipeline.ended:
             out.extend(self._finish(key, "ended"))
-            out.lines.append(points.session_end_line(msg.site, msg.session, msg.t))
+            # the end mark follows the session's last feature row (finish() rounds the last
+            # second up, past the end status): a "now" panel's latest value is then the end
+            end_t = max([msg.t, *(ev.time + 0.001 for ev in out.events if type(ev) is FeatureRow)])
+            out.lines.append(points.session_end_line(msg.site, msg.session, end_t))
         self.writer.add(out.lines)
         if out.events:
             self._publish_events(msg.site, msg.session, out.events)

@@ -2,7 +2,7 @@
 
 ``s02_in_influx`` (tests/conftest.py) replays Stress-Predict S02 through mosquitto and the real
 analysis service into influxd; the dashboards are proven against what it wrote. The time range of
-the tests is the span of its feature rows.
+the tests is the span of its feature rows (and of the end mark that follows them).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ def _dataset(influxd: InfluxD, db: str, site: str, session: str, lines: int) -> 
     first = influxd.series(f'SELECT first("arousal_index") FROM "features" {where}', db)
     last = influxd.series(f'SELECT last("arousal_index") FROM "features" {where}', db)
     assert first, "the replay wrote no feature rows"
+    # a normal end's mark (features.ended_code) comes just after the last feature row
+    ended = influxd.series(f'SELECT last("ended_code") FROM "features" {where}', db)
     start_s = first[0]["values"][0][0] / 1e9
-    end_s = last[0]["values"][0][0] / 1e9
+    end_s = max([last[0]["values"][0][0] / 1e9, *(s["values"][0][0] / 1e9 for s in ended)])
     return Dataset(db, site, session, start_s, end_s, lines)
 
 

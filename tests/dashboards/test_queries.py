@@ -57,6 +57,7 @@ EXPECTED: dict[tuple[str, str, str], Expect] = {
     **{(REVIEW, name, ref): exp for (name, ref), exp in _SIGNAL_PANELS.items()},
     **{(uid, name, ""): exp for uid in (LIVE, REVIEW) for name, exp in _ANNOTATIONS.items()},
     (LIVE, "Arousal now", "A"): Expect(("arousal",)),
+    (LIVE, "Arousal now", "B"): Expect(("arousal",)),
     (LIVE, "Heart rate", "A"): Expect(("Heart rate",)),
     (LIVE, "EDA tonic", "A"): Expect(("EDA tonic",)),
     (LIVE, "Signal quality now", "A"): Expect(("last",), ("stream",)),
@@ -79,8 +80,10 @@ EXPECTED: dict[tuple[str, str, str], Expect] = {
     ),
     (OVERVIEW, "Active sessions", "A"): Expect(("arousal now",), ("site", "session")),
     (OVERVIEW, "Arousal now", "A"): Expect(("arousal",)),
+    (OVERVIEW, "Arousal now", "B"): Expect(("arousal",)),
     (OVERVIEW, "Latest episode", "A"): Expect(("peak", "kind")),
     (OVERVIEW, "Signal now", "A"): Expect(("signal",)),
+    (OVERVIEW, "Signal now", "B"): Expect(("signal",)),
     (OVERVIEW, "Last data", "A"): Expect(("last",)),
 }
 
@@ -327,21 +330,117 @@ def test_every_stat_panel_says_what_no_data_means() -> None:
     assert _panel(OVERVIEW, "Latest episode")["fieldConfig"]["defaults"]["noValue"] == "none yet"
 
 
-def test_signal_now_has_no_data_once_the_wearable_is_lost(
-    influxd: InfluxD, lost_wearable_data: Dataset
-) -> None:
-    """The overview's "Signal now" gets no rows a little after the last sample of a lost
-    wearable, which the panel shows as a red "lost" (not Grafana's "No data")."""
-    (target,) = _panel(OVERVIEW, "Signal now")["targets"]
-    variables = _variables(lost_wearable_data)
+# --- what the "now" panels show after a normal end and on a lost wearable ----------------------
 
-    def rows(now_s: float) -> list[dict[str, Any]]:
-        end_ms = round(now_s * 1000)
+#: The overview's time range ("now-15m" to "now").
+OVERVIEW_RANGE_S = 900
+#: Panels that show "ended" after a normal end (the end mark merged into their own query).
+_ENDED_PANELS = [(OVERVIEW, "Arousal now"), (OVERVIEW, "Signal now"), (LIVE, "Arousal now")]
+
+
+def _frames_at(
+    influxd: InfluxD, data: Dataset, panel: dict[str, Any], now_s: float
+) -> list[tuple[list[str], list[list[Any]]]]:
+    """The tables of every target of ``panel`` as Grafana gets them at ``now_s`` (the range
+    ending then), after the panel's transformations."""
+    end_ms = round(now_s * 1000)
+    frames: list[tuple[list[str], list[list[Any]]]] = []
+    for target in panel["targets"]:
         text = render(
-            target["query"], start_ms=end_ms - 900_000, end_ms=end_ms, variables=variables
+            target["query"],
+            start_ms=end_ms - OVERVIEW_RANGE_S * 1000,
+            end_ms=end_ms,
+            variables=_variables(data),
         )
-        return influxd.series(text, lost_wearable_data.db)
+        frames += [(s["columns"], s["values"]) for s in influxd.series(text, data.db)]
+    for step in panel.get("transformations", []):
+        if step["id"] == "merge":
+            # Grafana's merge: tables with the same fields become one table of all their rows
+            assert len({tuple(c) for c, _ in frames}) <= 1, "merge of different columns"
+            frames = [(frames[0][0], [r for _, rows in frames for r in rows])] if frames else []
+        elif step["id"] == "sortBy":
+            (order,) = step["options"]["sort"]
+            assert order == {"field": "Time", "desc": False}
+            frames = [(c, sorted(rows, key=lambda r: r[0])) for c, rows in frames]
+        else:
+            pytest.fail(f"transformation {step['id']!r} is not replayed by this test")
+    return frames
 
-    assert rows(lost_wearable_data.end_s), "signal shown while data arrives"
-    assert rows(lost_wearable_data.end_s + 31) == []
-    assert _shows_red_lost_without_data(_panel(OVERVIEW, "Signal now"))
+
+def displayed(
+    influxd: InfluxD, data: Dataset, panel: dict[str, Any], now_s: float
+) -> tuple[str, str | None]:
+    """(text, colour) a stat/gauge panel shows at ``now_s``: its last non-null value (reducer
+    ``lastNotNull``) through its value mappings; no value through its null mapping/noValue."""
+    defaults = panel["fieldConfig"]["defaults"]
+    assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"]
+    frames = _frames_at(influxd, data, panel, now_s)
+    assert len(frames) <= 1, "one value per panel"
+    values = [v for columns, rows in frames for r in rows for v in r[1:] if v is not None]
+    for mapping in defaults.get("mappings", []):
+        if values and mapping["type"] == "value":
+            result = mapping["options"].get(str(values[-1]))
+            if result is not None:
+                return result["text"], result.get("color")
+        if not values and mapping["type"] == "special":
+            assert mapping["options"]["match"] == "null+nan"
+            result = mapping["options"]["result"]
+            return result["text"], result.get("color")
+    if not values:
+        return defaults.get("noValue", "No data"), None
+    return str(values[-1]), None
+
+
+def _end_mark_s(influxd: InfluxD, data: Dataset) -> float:
+    """Time of the session's end mark (``features.ended_code``)."""
+    (series,) = influxd.series(
+        f'SELECT "ended_code" FROM "features" WHERE "session" = \'{data.session}\' '
+        'AND "ended_code" = -1',
+        data.db,
+    )
+    ((t_ns, _code),) = series["values"]
+    return float(t_ns) / 1e9
+
+
+@pytest.mark.parametrize(("dashboard", "title"), _ENDED_PANELS)
+def test_now_panels_show_ended_after_a_normal_end(
+    influxd: InfluxD, dashboard_data: Dataset, dashboard: str, title: str
+) -> None:
+    """S02 ends normally (its publisher's ``status: end``): from the end mark until the session
+    leaves the overview's 15-min range the panel shows a blue "ended", never a red "lost"; while
+    the session runs it shows its value."""
+    panel = _panel(dashboard, title)
+    end = _end_mark_s(influxd, dashboard_data)
+    assert end >= dashboard_data.end_s - 1, "the end mark is at the end of the data"
+    running, colour = displayed(influxd, dashboard_data, panel, dashboard_data.end_s - 120)
+    if title == "Signal now":  # (its worst stream, RR, is lost at times in S02)
+        assert (running, colour) in {("good", "green"), ("degraded", "orange"), ("lost", "red")}
+    else:
+        assert 0 <= float(running) <= 100
+    for after_s in (0, 1, 31, 300, OVERVIEW_RANGE_S - 1):
+        assert displayed(influxd, dashboard_data, panel, end + after_s) == ("ended", "blue"), (
+            f"{after_s} s after the end"
+        )
+
+
+@pytest.mark.parametrize(("dashboard", "title"), _ENDED_PANELS)
+def test_now_panels_show_lost_when_the_wearable_is_lost(
+    influxd: InfluxD, lost_wearable_data: Dataset, dashboard: str, title: str
+) -> None:
+    """The wristband's link drops (``status: lost``, no end): no end mark, so "Signal now" is a
+    red "lost" once its 30 s pass, and every panel once the data left the range."""
+    panel = _panel(dashboard, title)
+    data = lost_wearable_data
+    where = f"WHERE \"session\" = '{data.session}'"
+    assert influxd.series(f'SELECT "ended_code" FROM "features" {where}', data.db) == []
+    last = data.end_s
+    running = displayed(influxd, data, panel, last - 60)[0]
+    if title == "Signal now":
+        assert running in ("good", "degraded", "lost")
+    else:
+        assert 0 <= float(running) <= 100
+    if title == "Signal now":
+        for after_s in (31, 300):
+            assert displayed(influxd, data, panel, last + after_s) == ("lost", "red")
+    for after_s in (OVERVIEW_RANGE_S + 1, 3600):
+        assert displayed(influxd, data, panel, last + after_s) == ("lost", "red")

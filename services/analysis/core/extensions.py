@@ -70,7 +70,8 @@ class DetectorSpec:
 
 #: Names a detector's fields may not take: the feature row's own fields and what the sinks add.
 RESERVED = frozenset(
-    {f.name for f in dataclasses.fields(FeatureRow)} | {"t", "v", "streams", "ended", "open"}
+    {f.name for f in dataclasses.fields(FeatureRow)}
+    | {"t", "v", "streams", "ended", "ended_code", "open"}
 )
 _REGISTRY: dict[str, DetectorSpec] = {}
 
