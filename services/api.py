@@ -36,7 +36,6 @@ from rekindle.analysis.offline import (
 from rekindle.analysis.params import apply
 from rekindle.contract import SampleStream
 from rekindle.ingest.errors import IngestError
-from rekindle.ingest.sources import display_name
 from rekindle.ingest.sources import units as unit_table
 from rekindle.ingest.sources.base import Chunk, ReadOptions
 from rekindle.ingest.sources.read import MARKER_COLUMNS, Recording, read
@@ -376,7 +375,7 @@ def analyze(
     metrics = metrics or bool(phase_rows)
     source = str(rec.metadata.get("source", "DataFrames"))
     if name is None:
-        name = "recording" if source == "DataFrames" else display_name(Path(source))
+        name = str(rec.metadata.get("name") or "recording")
     sent: dict[str, int] = {}
     result = run_pipeline(
         _counted(rec.chunks(), sent), name, config=config, keep=("eda", "rr") if metrics else ()

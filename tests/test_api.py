@@ -18,6 +18,8 @@ import rekindle
 from rekindle.analysis.core.errors import ConfigError
 from rekindle.api import FrameError
 from tests.conftest import S02, fixture_path
+from tests.test_formats import T0, write_documented_csv, write_emotibit_folder
+from tests.xdf_writer import XdfStream, write_xdf
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = {"enter_index": 45, "min_episode_s": "20"}
@@ -78,6 +80,32 @@ def test_read_analyze_equals_the_command_line_bit_for_bit(
     assert written == sorted(p.name for p in cli.iterdir())
     for name in written:
         assert (api_dir / name).read_bytes() == (cli / name).read_bytes(), name
+
+
+def test_read_gives_metadata_for_every_format(tmp_path: Path) -> None:
+    """Name, format, devices, units and the rate of every regular stream, whatever the format
+    (E4 states its rates; CSV, EmotiBit and XDF rates come from the sample times)."""
+    xdf = write_xdf(
+        tmp_path / "lab.xdf",
+        [XdfStream("w", "EDA", "double64", [T0 + i / 4 for i in range(80)], [[0.3]] * 80, 4.0)],
+    )
+    cases = {
+        write_documented_csv(tmp_path / "s.csv"): ("s", "CSV", {"eda": 4.0, "ppg": 4.0}),
+        write_emotibit_folder(tmp_path / "emo", seconds=120): ("emo", "EmotiBit", {}),
+        xdf: ("lab", "XDF", {"eda": 4.0}),
+        fixture_path(S02): ("S02", "E4", {"eda": 4.0, "hr": 1.0, "ppg": 64.0}),
+    }
+    for path, (name, fmt, some_rates) in cases.items():
+        rec = rekindle.read(path)
+        meta = rec.metadata
+        assert (meta["name"], meta["format"], meta["source"]) == (name, fmt, str(path))
+        assert set(meta["devices"]) == set(meta["units"]) == set(rec.streams)
+        assert some_rates.items() <= meta["rates"].items(), (fmt, meta["rates"])
+        assert "rr" not in meta["rates"]
+        assert list(rec.markers.columns) == ["time", "text", "device"]
+    emo = rekindle.read(tmp_path / "emo").metadata["rates"]
+    assert emo["eda"] > 0
+    assert set(emo) >= {"eda", "temp", "acc"}
 
 
 def test_dtypes_follow_the_table_schema(s02: rekindle.Recording) -> None:

@@ -2,7 +2,8 @@
 
 A :class:`Recording` holds one DataFrame per stream (``time`` in unix seconds, then ``value``,
 or ``x``, ``y``, ``z`` for acc; values in the contract's units, see ``units``), the markers
-(``time``, ``text``, ``device``) and metadata (source, format, devices, units, sample rates).
+(``time``, ``text``, ``device``) and metadata (source, name, format, devices, units, sample
+rates of the regular streams).
 Every sample the file holds is there, including those outside the contract's physical range,
 which the analysis drops.
 
@@ -24,6 +25,7 @@ import pandas as pd
 
 from rekindle import contract
 from rekindle.contract import SampleStream
+from rekindle.ingest.sources import display_name
 from rekindle.ingest.sources.base import (
     Chunk,
     ReadOptions,
@@ -31,6 +33,7 @@ from rekindle.ingest.sources.base import (
     marker_chunks,
     merge_in_time,
     regular_chunks,
+    regular_rate,
     series_chunks,
 )
 from rekindle.ingest.sources.tables import F64Array, SeriesSet
@@ -176,9 +179,25 @@ def read(path: str | Path, options: ReadOptions | None = None) -> Recording:
         rec = _from_chunks(fmt.open(path, options or ReadOptions()))
     rec.metadata.update(
         source=str(path),
+        name=display_name(path),
         format=fmt.name,
         devices={k: f.attrs["device"] for k, f in rec.streams.items()},
         units={k: f.attrs["unit"] for k, f in rec.streams.items()},
-        rates={k: f.attrs["fs"] for k, f in rec.streams.items() if "fs" in f.attrs},
+        rates=rates(rec),
     )
     return rec
+
+
+def rates(rec: Recording) -> dict[str, float]:
+    """Sample rate (Hz) per regular stream: the file's stated rate (E4), else the rate of
+    regular sample times (within a quarter sample, as the analysis sends them regular). RR and
+    other irregular streams have none."""
+    out: dict[str, float] = {}
+    for key, frame in rec.streams.items():
+        if "fs" in frame.attrs:
+            out[key] = float(frame.attrs["fs"])
+        elif frame.attrs["stream"] not in contract.IRREGULAR_ONLY:
+            fs = regular_rate(frame["time"].to_numpy(np.float64))
+            if fs is not None:
+                out[key] = fs
+    return out
