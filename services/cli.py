@@ -431,15 +431,29 @@ def _run_partition_worker(
     return 0
 
 
-def _worker_process(args: argparse.Namespace, name: str) -> None:
+def _worker_process(args: argparse.Namespace, name: str, supervisor: int) -> None:
     """Entry point of one worker process started by ``rekindle analysis --workers K``."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
     vars(args).update(workers=1, worker_name=name, supervised_as=name)
     setup_logging(str(args.log_level).upper(), tag=name)
+
+    def watch() -> None:
+        # a supervisor that is SIGKILLed cannot stop its workers: they stop themselves
+        while os.getppid() == supervisor:
+            time.sleep(1.0)
+        log.warning("the supervisor (pid %d) is gone: worker %s stops", supervisor, name)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="rekindle-supervisor-watch", daemon=True).start()
     sys.exit(run_command(args))
 
 
 def _supervise_workers(args: argparse.Namespace, partitions: int) -> int:
     import multiprocessing  # noqa: PLC0415
+    import os  # noqa: PLC0415
 
     from rekindle.analysis import health  # noqa: PLC0415
     from rekindle.analysis.workers import supervise, write_combined  # noqa: PLC0415
@@ -450,7 +464,9 @@ def _supervise_workers(args: argparse.Namespace, partitions: int) -> int:
 
     def spawn(name: str) -> multiprocessing.process.BaseProcess:
         return context.Process(
-            target=_worker_process, args=(args, name), name=f"rekindle-analysis-{name}"
+            target=_worker_process,
+            args=(args, name, os.getpid()),
+            name=f"rekindle-analysis-{name}",
         )
 
     def beat() -> None:

@@ -174,6 +174,15 @@ def took(log: str, worker: str, partition: int) -> int:
     return len(re.findall(rf"worker {worker} took partition {partition}/", log))
 
 
+def holdings(log: str) -> dict[str, set[int]]:
+    """The partitions each worker holds, from the log's take and give-up lines in order."""
+    held: dict[str, set[int]] = {}
+    for worker, verb, partition in re.findall(r"worker (\S+) (took|gave up) partition (\d+)/", log):
+        mine = held.setdefault(worker, set())
+        (mine.add if verb == "took" else mine.discard)(int(partition))
+    return held
+
+
 def assert_complete(influxd: InfluxD, db: str, sessions: dict[str, list[Chunk]]) -> None:
     for session, chunks in sessions.items():
         samples, features, episodes = expected(chunks)
@@ -200,10 +209,11 @@ def test_two_workers_handle_each_session_once_with_offline_episodes(
     )
     try:
         wait_for(
-            lambda: took(service.text(), "w0", 0) > 0 and took(service.text(), "w1", 1) > 0,
-            "each worker holding its partition",
+            lambda: sorted(map(len, holdings(service.text()).values())) == [1, 1],
+            "each worker holding one partition",
             service,
         )
+        owner = {p: w for w, held in holdings(service.text()).items() for p in held}
         # one heartbeat for the whole service, fresh while every worker's is
         wait_for(heartbeat.exists, "the service's heartbeat", service)
         health = subprocess.run(
@@ -231,9 +241,9 @@ def test_two_workers_handle_each_session_once_with_offline_episodes(
     assert_complete(influxd, db, sessions)
     log = service.text()
     for name in names:
-        owner = f"w{session_partition(SITE, name, 2)}"
         started = re.findall(rf"\[(w\d)\] \S+: session {SITE}/{name} started", log)
-        assert started == [owner], (name, started)
+        assert started == [owner[session_partition(SITE, name, 2)]], (name, started)
+    assert holdings(log) == {"w0": set(), "w1": set()}, "a partition was not given up at the stop"
 
 
 def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
@@ -305,3 +315,34 @@ def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
         for proc in procs:
             assert proc.terminate() == 0, proc.text()[-3000:]
     assert_complete(influxd, db, sessions)
+
+
+def test_workers_stop_when_their_supervisor_is_sigkilled(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path
+) -> None:
+    service = Analysis(
+        mqtt_broker, influxd, "workers_orphan", tmp_path, "service", ["--workers", "2"]
+    )
+    try:
+        wait_for(
+            lambda: sorted(map(len, holdings(service.text()).values())) == [1, 1],
+            "each worker holding one partition",
+            service,
+        )
+        pids = [int(p) for p in re.findall(r"worker w\d started \(pid (\d+)\)", service.text())]
+        assert len(pids) == 2
+    finally:
+        service.kill()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a stopped worker stays a zombie until init reaps it
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+    wait_for(lambda: all(gone(pid) for pid in pids), "the orphaned workers stopping")
+    assert holdings(service.text()) == {"w0": set(), "w1": set()}
+    assert service.text().count("the supervisor (pid") == 2

@@ -240,6 +240,10 @@ class AnalysisService:
         self._seq = contract.SeqTracker()
         self._inbox: queue.Queue[_Inbound] = queue.Queue()
         self._stop = threading.Event()
+        #: Stopping with a persistent session: what arrives now is left unacknowledged for the
+        #: broker to resend after the restart (or to the partition's next owner), so that the
+        #: worker's inbox drains even under a continuous stream.
+        self._refusing = False
         self._idle = threading.Event()
         self._finished = threading.Condition()
         self._connected = threading.Event()
@@ -316,6 +320,8 @@ class AnalysisService:
         if self.partition is not None and not self.partition.owns(topic):
             self._client.ack(msg.mid, msg.qos)  # another partition's session
             return
+        if self._refusing:
+            return
         self._idle.clear()
         self._inbox.put(
             _Inbound(
@@ -386,6 +392,8 @@ class AnalysisService:
         """
         if not self.persistent_session:
             self._client.unsubscribe(list(contract.subscriptions(self.site)))
+        else:
+            self._refusing = True
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
