@@ -25,6 +25,7 @@ from rekindle.analysis.batch import write_results
 from rekindle.analysis.core import AnalysisConfig
 from rekindle.analysis.core.analyzer import ANALYSED
 from rekindle.analysis.core.errors import ConfigError
+from rekindle.analysis.core.extensions import registered
 from rekindle.analysis.offline import (
     AnalysisResult,
     add_metrics,
@@ -293,9 +294,10 @@ def _counted(chunks: Iterator[Chunk], counts: dict[str, int]) -> Iterator[Chunk]
 def _warnings(rec: Recording, result: AnalysisResult, sent: Mapping[str, int]) -> list[str]:
     out: list[str] = []
     streams = {str(f.attrs["stream"]) for f in rec.streams.values()}
-    unused = sorted(streams - set(ANALYSED))
+    used = [*ANALYSED, *(s for spec in registered() for s in spec.streams if s not in ANALYSED)]
+    unused = sorted(streams - set(used))
     if unused:
-        out.append(f"not analysed: {', '.join(unused)} (the detectors use {', '.join(ANALYSED)})")
+        out.append(f"not analysed: {', '.join(unused)} (the detectors use {', '.join(used)})")
     given: dict[str, int] = {}
     for f in rec.streams.values():
         given[str(f.attrs["stream"])] = given.get(str(f.attrs["stream"]), 0) + len(f)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -208,6 +209,33 @@ def test_warnings_say_what_was_not_analysed(s02: rekindle.Recording) -> None:
     wild = eda.iloc[:400].assign(value=np.r_[np.full(10, 500.0), eda["value"].iloc[10:400]])
     _, _, info = rekindle.analyze({"eda": wild})
     assert any(w.startswith("eda: 10 of 400 samples dropped") for w in info["warnings"])
+
+
+def test_a_registered_detector_reaches_the_dataframe_and_takes_its_params(
+    s02: rekindle.Recording,
+) -> None:
+    """tests/extra_detector.py (docs/extending.md): its fields are columns of ``features``, its
+    section's parameters go by ``section.name`` as with ``--param``, and temp is analysed."""
+    from rekindle.analysis.core.extensions import register, unregister  # noqa: PLC0415
+
+    module = importlib.import_module("tests.extra_detector")
+    register(module.SPEC)
+    try:
+        stretch = {k: s02.streams[k].iloc[: 4 * 600] for k in ("eda", "temp")}
+        features, _, info = rekindle.analyze(stretch, params={"skin_temp.window_s": 5})
+        with pytest.raises(ConfigError, match=r"skin_temp: refused by the detector: window_s must"):
+            rekindle.analyze(stretch, params={"skin_temp.window_s": -1})
+    finally:
+        unregister(module.SPEC.name)
+        sys.modules.pop("tests.extra_detector", None)
+    at = list(features.columns).index("arousal_index")
+    assert list(features.columns[at + 1 : at + 3]) == ["skin_temp_c", "hr_above"]
+    temp = stretch["temp"]
+    t = float(features["time"].iloc[100])
+    inside = temp[(temp["time"] >= t - 5) & (temp["time"] < t)]["value"]
+    assert features["skin_temp_c"].iloc[100] == pytest.approx(inside.mean(), rel=1e-12)
+    assert info["params_changed"] == {"skin_temp.window_s": 5.0}
+    assert not any(w.startswith("not analysed") for w in info["warnings"])
 
 
 BAD_FRAMES: list[tuple[Any, str]] = [
