@@ -439,7 +439,24 @@ def annotation_queries() -> list[InfluxAnnotation]:
             color="purple",
             text="text",
         ).tags("device"),
+        gap_annotation(),
     ]
+
+
+def gap_annotation() -> InfluxAnnotation:
+    """Unrepaired data gaps (the ``gap`` measurement) as red regions, one per stream and gap:
+    messages that never arrived (``source=seq``) and a wearable's link that dropped (the
+    publisher's gap record). The text is the stream, the tag the device."""
+    return (
+        InfluxAnnotation(
+            "Data gaps",
+            'SELECT "stream", "device", "duration_s", "end" * 1000 AS "end" FROM "gap" ' + where(),
+            color="red",
+            text="stream",
+        )
+        .tags("device")
+        .time_end("end")
+    )
 
 
 def row(title: str) -> db.Row:

@@ -81,6 +81,19 @@ def quality_summary() -> table.Panel:
     )
 
 
+def gap_summary() -> table.Panel:
+    return _summary_table(
+        "Data gaps",
+        'SELECT count("duration_s") AS "gaps", sum("duration_s") AS "seconds missing", '
+        'max("duration_s") AS "longest s" '
+        f'FROM "gap" {where()} GROUP BY "stream"',
+        1,
+    ).description(
+        "Per stream: unrepaired gaps in the range (messages that never arrived, or a wearable's "
+        "link that dropped), the seconds of data they miss and the longest. No rows: no gap."
+    )
+
+
 def scr_summary() -> table.Panel:
     return _summary_table(
         "Skin-conductance responses",
@@ -115,6 +128,7 @@ def build() -> dm.Dashboard:
         )
         .with_panel(episode_summary().span(12).height(5))
         .with_panel(quality_summary().span(12).height(5))
+        .with_panel(gap_summary().span(12).height(5))
         .with_row(panels.row("Signals"))
         .with_panel(panels.arousal_series().span(24).height(8))
         .with_panel(panels.hr_rmssd().span(12).height(8))

@@ -340,6 +340,7 @@ def run_demo(
     result.name = name
     result.samples = stats.samples
     result.start, result.end = stats.first, stats.last
+    result.gaps = service.gap_summary(options.site, options.session)
     target = write_outputs(result, options.out)
     written = ["episodes.csv", "features.csv", "summary.json"]
     if options.report:

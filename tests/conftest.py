@@ -35,6 +35,8 @@ SLOW_FIXTURES = frozenset(
         "dashboard_data",
         "off_skin_data",
         "lost_wearable_data",
+        "gap_session",
+        "gap_data",
         "compiled",
     }
 )

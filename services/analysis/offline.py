@@ -55,6 +55,10 @@ class AnalysisResult:
     episode_metrics: list[dict[str, float | str]] = field(default_factory=list)
     #: Segments between markers and labelled phases, with their NeuroKit2 metrics.
     segments: list[Segment] = field(default_factory=list)
+    #: Unrepaired gaps per stream, (count, seconds missing), as the live service recorded them
+    #: (``AnalysisService.gap_summary``: seq gaps it gave up, publishers' gap records); empty
+    #: for a file analysed offline, which holds no gap records.
+    gaps: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def run_pipeline(
@@ -255,5 +259,9 @@ def summary(result: AnalysisResult) -> dict[str, object]:
         },
         "seconds_by_quality": states,
         "seconds_by_quality_per_stream": seconds_by_quality(result),
+        "gaps": {
+            stream: {"count": count, "seconds": seconds}
+            for stream, (count, seconds) in sorted(result.gaps.items(), key=lambda kv: kv[0])
+        },
         "params_changed": result.params,
     }

@@ -230,6 +230,9 @@ class AnalysisService:
         self._positions: dict[tuple[str, str], dict[tuple[str, str, str | None], int]] = {}
         self._device_states: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {}
         self._session_gaps: dict[tuple[str, str], int] = {}
+        #: every unrepaired gap of a session (seq gaps given up, publishers' gap records), per
+        #: stream: (count, seconds); the session summary (:meth:`gap_summary`)
+        self._gap_spans: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
         self._ack_dirty: set[tuple[str, str]] = set()
         self._republish_acks = False
         self._last_beat = -math.inf
@@ -487,6 +490,7 @@ class AnalysisService:
                     self._positions.pop(key, None)
                     self._device_states.pop(key, None)
                     self._session_gaps.pop(key, None)
+                    self._gap_spans.pop(key, None)
 
     # ------------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
@@ -507,6 +511,7 @@ class AnalysisService:
             "positions": self._positions,
             "device_states": self._device_states,
             "session_gaps": self._session_gaps,
+            "gap_spans": self._gap_spans,
             "metrics": None if self.metrics is None else self.metrics.checkpoint_state(),
         }
         tmp = path.with_name(path.name + ".tmp")
@@ -551,6 +556,7 @@ class AnalysisService:
         self._positions = state.get("positions", {})
         self._device_states = state.get("device_states", {})
         self._session_gaps = state.get("session_gaps", {})
+        self._gap_spans = state.get("gap_spans", {})
         if self.metrics is not None and state.get("metrics") is not None:
             self.metrics.restore(state["metrics"])
         self._last_seen = dict.fromkeys(self.pipelines, time.monotonic())
@@ -862,6 +868,7 @@ class AnalysisService:
         session = (msg.site, msg.session)
         self.stats.gaps += 1
         self._session_gaps[session] = self._session_gaps.get(session, 0) + 1
+        self._tally_gap(session, msg.stream, start - gap_start)
         self._ack_dirty.add(session)
         line = points.line(
             "gap",
@@ -884,6 +891,20 @@ class AnalysisService:
         )
         if line is not None:
             self.writer.add([line])
+
+    def _tally_gap(self, session: tuple[str, str], stream: str, seconds: float) -> None:
+        spans = self._gap_spans.setdefault(session, {})
+        count, total = spans.get(stream, (0, 0.0))
+        spans[stream] = (count + 1, total + max(0.0, seconds))
+
+    def gap_summary(self, site: str, session: str) -> dict[str, tuple[int, float]]:
+        """The unrepaired gaps of a session so far, per stream: (count, seconds missing).
+
+        Both kinds stored as ``gap`` points: seq gaps given up (messages that never came) and
+        the gap records of publishers (``gap`` messages: a BLE link that dropped). Kept after
+        the session ended (for the last ``MAX_ENDED_SESSIONS``) and in the checkpoint.
+        """
+        return dict(sorted(self._gap_spans.get((site, session), {}).items()))
 
     def _apply(self, msg: contract.Message, topic: str, retained: bool) -> None:
         """Handle one decoded message whose turn it is."""
@@ -914,6 +935,8 @@ class AnalysisService:
                 )
                 self._ack_dirty.add(session)
             self._last_end[stream_key(msg)] = _msg_end(msg)
+            if isinstance(msg, contract.GapMessage):
+                self._tally_gap(session, msg.gap_stream, msg.end - msg.start)
         elif not retained:
             session = (msg.site, msg.session)
             self._device_states.setdefault(session, {})[msg.device] = (msg.state, msg.run)
@@ -960,6 +983,10 @@ class AnalysisService:
             del self._last_end[stream]
         if gaps := self._session_gaps.get(key, 0):
             why += f", with {gaps} unrepaired seq gap(s) (stored as gap points)"
+        if spans := self.gap_summary(*key):
+            why += "; gaps per stream: " + ", ".join(
+                f"{stream} {count} ({seconds:.1f} s)" for stream, (count, seconds) in spans.items()
+            )
         self._ended[key] = None
         while len(self._ended) > MAX_ENDED_SESSIONS:
             self._ended.popitem(last=False)

@@ -7,6 +7,8 @@ the tests is the span of its feature rows (and of the end mark that follows them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
@@ -20,6 +22,12 @@ from tests.servers import InfluxD, Mosquitto
 
 #: How much of S02 the "lost wearable" session sends before its wristband's link drops (s).
 LOST_AFTER_S = 600.0
+#: The "gaps" session: S02's first GAPS_SESSION_S seconds; the wristband's link drops for
+#: LINK_DROP[1] s from LINK_DROP[0] s, and the EDA message starting LOST_EDA_AT_S s in is lost
+#: in transit (s after the recording's start).
+GAPS_SESSION_S = 900.0
+LINK_DROP = (300.0, 60.0)
+LOST_EDA_AT_S = 500.0
 
 
 def _dataset(influxd: InfluxD, db: str, site: str, session: str, lines: int) -> Dataset:
@@ -82,3 +90,84 @@ def lost_wearable_data(mqtt_broker: Mosquitto, influxd: InfluxD) -> Dataset:
     finally:
         service.stop()
     return _dataset(influxd, db, site, session, writer.written)
+
+
+@dataclass(frozen=True)
+class GapSession:
+    """The "gaps" session in influxd, the service's gap summary of it, and the gaps it was given
+    (per stream: count, seconds between the last sample before and the first after)."""
+
+    data: Dataset
+    summary: dict[str, tuple[int, float]]
+    expected: dict[str, tuple[int, float]]
+
+
+@pytest.fixture(scope="session")
+def gap_session(mqtt_broker: Mosquitto, influxd: InfluxD) -> GapSession:
+    """S02's first ``GAPS_SESSION_S`` seconds with two kinds of unrepaired gap, made the way the
+    pipeline makes them, through the real broker and analysis service into ``rekindle_gaps``:
+
+    * the wristband's link drops for ``LINK_DROP[1]`` s: its samples then are never published,
+      and on reconnecting the publisher sends a gap record per stream (``Publisher.send_gap``,
+      as the BLE ingest does: from the last sample before to the first sample after);
+    * one EDA message is lost in transit: its seq is taken but it is never published, so the
+      analysis service stores a seq gap when the next one arrives.
+
+    The session then ends normally.
+    """
+    db, site, session, device = "rekindle_gaps", "galway", "S02-gaps", "e4"
+    influxd.create_database(db)
+    chunks = list(open_source(fixture_path(S02)))
+    start = recording_start(chunks)
+    drop_lo, drop_hi = start + LINK_DROP[0], start + LINK_DROP[0] + LINK_DROP[1]
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=db)))
+    service = AnalysisService(settings, writer, site=site).start()
+    expected: dict[str, tuple[int, float]] = {}
+    last_end: dict[str, float] = {}
+    dropped: set[str] = set()
+    lost_eda = False
+    try:
+        with Publisher(settings, site, session, device=device) as pub:
+            pub.send_status(device, "online", start, detail="connected")
+            last = start
+            for chunk in chunks:
+                if chunk.end > start + GAPS_SESSION_S:
+                    continue
+                stream = chunk.stream
+                if chunk.end >= drop_lo and chunk.start < drop_hi:
+                    dropped.add(stream)  # the link is down: never published
+                    continue
+                if stream in dropped and chunk.start >= drop_hi and stream != "marker":
+                    dropped.discard(stream)
+                    pub.send_gap(device, stream, last_end[stream], chunk.start)
+                    count, seconds = expected.get(stream, (0, 0.0))
+                    expected[stream] = (count + 1, seconds + chunk.start - last_end[stream])
+                seq = pub.next_seq(chunk.device, stream)
+                if stream == "eda" and not lost_eda and chunk.start >= start + LOST_EDA_AT_S:
+                    lost_eda = True  # lost in transit: its seq is gone, the message never sent
+                    continue
+                if stream == "eda" and lost_eda and "eda-seq" not in expected:
+                    expected["eda-seq"] = (1, chunk.start - last_end[stream])
+                pub.publish(chunk.to_message(site, session, seq, pub.run))
+                last_end[stream] = chunk.end
+                last = max(last, chunk.end)
+            pub.send_status(device, "end", last, detail="session over")
+            pub.flush()
+        assert service.wait_sessions_finished(1, timeout=120), "the session never ended"
+    finally:
+        service.stop()
+    count, seconds = expected.pop("eda-seq")
+    eda_count, eda_seconds = expected["eda"]
+    expected["eda"] = (eda_count + count, eda_seconds + seconds)
+    return GapSession(
+        _dataset(influxd, db, site, session, writer.written),
+        service.gap_summary(site, session),
+        expected,
+    )
+
+
+@pytest.fixture(scope="session")
+def gap_data(gap_session: GapSession) -> Dataset:
+    """The "gaps" session (:func:`gap_session`) for the dashboards' gap queries."""
+    return gap_session.data

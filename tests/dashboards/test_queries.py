@@ -7,14 +7,18 @@ series the panel is meant to show: non-empty, with the expected columns holding 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rekindle.analysis import points
 from rekindle.analysis.influx import InfluxSettings, V1Transport
+from rekindle.analysis.offline import AnalysisResult, write_outputs
+from tests.dashboards.conftest import GapSession
 from tests.dashboards.grafana import (
     Dataset,
     Query,
@@ -30,6 +34,9 @@ from tests.servers import InfluxD
 class Expect:
     columns: tuple[str, ...]
     tags: tuple[str, ...] = ()
+    #: the fixture of the session the query is run on: S02 (``dashboard_data``), or the
+    #: session with real unrepaired gaps (``gap_data``) for the gap queries
+    dataset: str = "dashboard_data"
 
 
 LIVE, REVIEW, OVERVIEW = "rekindle-live", "rekindle-review", "rekindle-overview"
@@ -50,6 +57,7 @@ _ANNOTATIONS: dict[str, Expect] = {
     "Arousal episodes": Expect(("signals", "peak_index", "end", "kind")),
     "Emotional release": Expect(("signals", "recovery_depth", "end", "kind")),
     "Clinician markers": Expect(("text", "device")),
+    "Data gaps": Expect(("stream", "device", "duration_s", "end"), dataset="gap_data"),
 }
 
 EXPECTED: dict[tuple[str, str, str], Expect] = {
@@ -77,6 +85,9 @@ EXPECTED: dict[tuple[str, str, str], Expect] = {
     ),
     (REVIEW, "Signal quality summary", "A"): Expect(
         ("seconds", "quality score", "worst"), ("stream",)
+    ),
+    (REVIEW, "Data gaps", "A"): Expect(
+        ("gaps", "seconds missing", "longest s"), ("stream",), dataset="gap_data"
     ),
     (OVERVIEW, "Active sessions", "A"): Expect(("arousal now",), ("site", "session")),
     (OVERVIEW, "Arousal now", "A"): Expect(("arousal",)),
@@ -131,10 +142,11 @@ def test_query_is_bounded_by_the_time_range(query: Query) -> None:
 
 @pytest.mark.parametrize("query", DATA_QUERIES, ids=_id)
 def test_query_returns_the_expected_series(
-    query: Query, influxd: InfluxD, dashboard_data: Dataset
+    query: Query, influxd: InfluxD, request: pytest.FixtureRequest
 ) -> None:
     expect = EXPECTED[query.key]
-    series = _run(influxd, dashboard_data, query.text)
+    data: Dataset = request.getfixturevalue(expect.dataset)
+    series = _run(influxd, data, query.text)
     assert series, f"no series for {query.text}"
     for tag in expect.tags:
         assert all(tag in s.get("tags", {}) for s in series), f"series not grouped by {tag}"
@@ -150,9 +162,10 @@ def test_query_returns_the_expected_series(
 
 @pytest.mark.parametrize("query", [q for q in DATA_QUERIES if q.kind == "annotation"], ids=_id)
 def test_annotation_columns_and_regions(
-    query: Query, influxd: InfluxD, dashboard_data: Dataset
+    query: Query, influxd: InfluxD, request: pytest.FixtureRequest
 ) -> None:
-    series = _run(influxd, dashboard_data, query.text)
+    data: Dataset = request.getfixturevalue(EXPECTED[query.key].dataset)
+    series = _run(influxd, data, query.text)
     columns = series[0]["columns"]
     for key in ("textColumn", "tagsColumn", "timeEndColumn"):
         if key in query.spec:
@@ -444,3 +457,58 @@ def test_now_panels_show_lost_when_the_wearable_is_lost(
             assert displayed(influxd, data, panel, last + after_s) == ("lost", "red")
     for after_s in (OVERVIEW_RANGE_S + 1, 3600):
         assert displayed(influxd, data, panel, last + after_s) == ("lost", "red")
+
+
+# --- unrepaired gaps: on the dashboards and in the session summary -----------------------------
+
+
+def test_gap_queries_show_every_gap_of_the_session(
+    influxd: InfluxD, gap_session: GapSession
+) -> None:
+    """The review's "Data gaps" table has one row per stream with a gap, with the count and the
+    seconds the pipeline left out; the "Data gaps" annotation one region per gap; and the S02
+    session without gaps shows none."""
+    data = gap_session.data
+    table = next(q for q in DATA_QUERIES if q.key == (REVIEW, "Data gaps", "A"))
+    shown = {
+        s["tags"]["stream"]: (row[1], row[2])
+        for s in _run(influxd, data, table.text)
+        for row in s["values"]
+    }
+    assert set(shown) == set(gap_session.expected) == {"acc", "eda", "hr", "ppg", "temp"}
+    for stream, (count, seconds) in gap_session.expected.items():
+        assert shown[stream][0] == count
+        assert shown[stream][1] == pytest.approx(seconds, abs=1e-6)
+    assert shown["eda"][0] == 2, "the link drop and the message lost in transit"
+    anno = next(q for q in DATA_QUERIES if q.key == (LIVE, "Data gaps", ""))
+    (regions,) = _run(influxd, data, anno.text)
+    assert len(regions["values"]) == sum(c for c, _ in gap_session.expected.values())
+
+
+def test_no_gap_no_gap_rows(influxd: InfluxD, dashboard_data: Dataset) -> None:
+    table = next(q for q in DATA_QUERIES if q.key == (REVIEW, "Data gaps", "A"))
+    assert _run(influxd, dashboard_data, table.text) == []
+
+
+def test_session_summary_counts_gaps_and_seconds_per_stream(
+    gap_session: GapSession, tmp_path: Path
+) -> None:
+    """The service's summary of the session (``gap_summary``) holds both kinds of gap per
+    stream, and ``summary.json`` (write_outputs, as the demo writes it) carries it."""
+    assert set(gap_session.summary) == set(gap_session.expected)
+    for stream, (count, seconds) in gap_session.expected.items():
+        assert gap_session.summary[stream][0] == count
+        assert gap_session.summary[stream][1] == pytest.approx(seconds, abs=1e-6)
+    result = AnalysisResult("S02-gaps", gaps=gap_session.summary)
+    target = write_outputs(result, tmp_path)
+    doc = json.loads((target / "summary.json").read_text(encoding="utf-8"))
+    assert doc["gaps"] == {
+        stream: {"count": count, "seconds": pytest.approx(seconds)}
+        for stream, (count, seconds) in gap_session.expected.items()
+    }
+    assert (
+        json.loads((write_outputs(AnalysisResult("none"), tmp_path) / "summary.json").read_text())[
+            "gaps"
+        ]
+        == {}
+    )
