@@ -16,8 +16,11 @@ import pandas as pd
 import pytest
 
 import rekindle
+from rekindle import contract
 from rekindle.analysis.core.errors import ConfigError
 from rekindle.api import FrameError
+from rekindle.ingest.sources.recording import RecordingWriter
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.conftest import S02, fixture_path
 from tests.test_formats import T0, write_documented_csv, write_emotibit_folder
 from tests.xdf_writer import XdfStream, write_xdf
@@ -107,6 +110,37 @@ def test_read_gives_metadata_for_every_format(tmp_path: Path) -> None:
     emo = rekindle.read(tmp_path / "emo").metadata["rates"]
     assert emo["eda"] > 0
     assert set(emo) >= {"eda", "temp", "acc"}
+
+
+def test_a_rekindle_recording_equals_the_command_line(tmp_path: Path) -> None:
+    """A Rekindle recording's Recording rebuilds its chunks per second (its own message
+    boundaries are not kept): the analysis is still the command line's, bit for bit."""
+    path = tmp_path / "sim2.jsonl"
+    writer = RecordingWriter(path, "clinic", "s1")
+    for seq, chunk in enumerate(simulate(SimulationScript(), seed=2, start_time=1.7e9)):
+        _topic, body = contract.encode(chunk.to_message("clinic", "s1", seq, None))
+        writer.write(chunk.stream, body)
+    writer.close()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rekindle.cli",
+            "analyze",
+            str(path),
+            "--out",
+            str(tmp_path),
+            "--no-plots",
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    features, episodes, info = rekindle.analyze(rekindle.read(path))
+    assert info["format"] == "rekindle"
+    assert len(episodes) >= 2
+    assert _csv(features) == (tmp_path / "sim2" / "features.csv").read_bytes()
+    assert _csv(episodes) == (tmp_path / "sim2" / "episodes.csv").read_bytes()
 
 
 def test_dtypes_follow_the_table_schema(s02: rekindle.Recording) -> None:
