@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from rekindle.analysis.core import EdaDecomposition, Event, SessionAnalyzer, is_compiled
+from rekindle.analysis.core import EdaDecomposition, Event, FeatureRow, SessionAnalyzer, is_compiled
 from rekindle.ingest.sources.base import open_source
 from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.analysis_core.helpers import run
-from tests.compiled.run_core import S02, inputs
+from tests.compiled.run_core import S02, extended, inputs
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = REPO / "services" / "analysis" / "core"
@@ -121,3 +121,9 @@ def test_compiled_core_gives_the_same_events_and_portable_checkpoints(
     assert _key(result["continued"]) == _key(rest)
     from_compiled = pickle.loads(result["checkpoint"])
     assert _key(run(s02[half:], analyzer=from_compiled)) == _key(rest)
+    # a registered detector (plain Python) driven by the compiled core: the same events, also
+    # across a checkpoint, as with the pure core
+    whole, continued = result["extended"]
+    pure_whole, pure_continued = extended()
+    assert _key(whole) == _key(pure_whole) == _key(continued) == _key(pure_continued)
+    assert any(e.extra.get("skin_temp_c") is not None for e in whole if isinstance(e, FeatureRow))

@@ -41,7 +41,7 @@ def known_names() -> list[str]:
     """Every parameter name: the core's, then ``<section>.<name>`` of each registered detector."""
     names = list(_FIELDS)
     for s in registered():
-        names += [f"{s.name}.{f.name}" for f in dataclasses.fields(s.config)]  # type: ignore[arg-type]
+        names += [f"{s.name}.{f.name}" for f in dataclasses.fields(s.config)]
     return names
 
 
@@ -63,7 +63,7 @@ def _check_name(name: str) -> None:
         if found is None:
             sections = ", ".join(s.name for s in registered()) or "none is registered"
             raise ConfigError(name, f"no detector section {section!r} (registered: {sections})")
-        keys = [f.name for f in dataclasses.fields(found.config)]  # type: ignore[arg-type]
+        keys = [f.name for f in dataclasses.fields(found.config)]
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=1)
             hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
@@ -175,7 +175,7 @@ def changed(config: AnalysisConfig) -> dict[str, float | int]:
     out = {k: v for k, v in current.items() if k != SECTIONS and v != _DEFAULTS[k]}
     for s in registered():
         now = asdict(config.section(s.name))  # type: ignore[call-overload]
-        for key, value in asdict(s.config).items():  # type: ignore[call-overload]
+        for key, value in asdict(s.config).items():
             if now[key] != value:
                 out[f"{s.name}.{key}"] = now[key]
     return out

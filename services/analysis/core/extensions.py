@@ -22,7 +22,7 @@ import dataclasses
 import keyword
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from rekindle.analysis.core.errors import ConfigError
 from rekindle.analysis.core.types import FeatureRow
@@ -58,8 +58,8 @@ class DetectorSpec:
 
     name: str
     fields: tuple[FeatureField, ...]
-    config: object
-    factory: Callable[[object], Detector]
+    config: Any  # (a dataclass instance; ``object`` would do, but mypyc cannot compile it here)
+    factory: Callable[[Any], Detector]
     streams: tuple[str, ...] = ()
 
     @property
