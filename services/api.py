@@ -132,7 +132,7 @@ def _stream_frame(
         lacking = ([] if has_time else ["time"]) + missing
         raise FrameError(
             f"{key!r}",
-            f"missing column {', '.join(repr(c) for c in lacking)}; a {stream} DataFrame has "
+            f"missing column {', '.join(repr(c) for c in lacking)}; {stream} needs "
             f"columns {', '.join(wanted)} (time in unix seconds or date-times, values in "
             f"{contract.UNITS[stream]}); found {', '.join(found) or 'none'}",
         )
