@@ -14,13 +14,19 @@ output in ``.cache/``); every candidate replays those rows through the real
 :class:`~rekindle.analysis.core.arousal.ArousalDetector`, and the episodes are scored by
 ``rekindle.analysis.scoring`` exactly as ``rekindle evaluate`` scores them.
 
-Run: ``.venv/bin/python -m benchmarks.detection_cv`` (``--folds K``, ``--json``, ``--quick``:
-the small grid and 2 folds of 4 subjects the test suite uses).
+The release stage is cross-validated the same way: each release design (``RELEASE_DESIGNS``, one
+principled change each) chooses its one parameter on the training folds by release F1, with the
+whole release procedure (design chosen too) and ablations of the shipped release design.
+
+Run: ``.venv/bin/python -m benchmarks.detection_cv`` (``--folds K``, ``--json``, ``--releases``:
+the release stage only, ``--quick``: the small grid and 2 folds of 4 subjects the test suite
+uses).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -99,9 +105,61 @@ ABLATIONS: dict[str, tuple[dict[str, float], tuple[str, tuple[float, ...]] | Non
         ("eda_rise_min_us", (0.02, 0.05, 0.1, 0.2, 0.4)),
     ),
 }
-#: Release stage: the HR fall it needs (bpm), chosen on the training folds by release F1 with the
-#: default arousal design (releases never change arousal episodes).
-RELEASE_DROPS = (5.0, 8.0, 10.0, 12.0)
+#: Release designs (docs/method.md section 8), each one principled change to the previous release
+#: stage (R0: judged while the episode's index is falling or once it has closed, 30-s hold), with
+#: the parameters it chooses on the training folds by one rule (:func:`select_release`: the
+#: largest pooled release F1), always on the default arousal design (releases never change arousal
+#: episodes). Each grid is a tuple of (parameter, values); a design chooses among their product.
+#: ``release_fall_s`` stays within 0 < x <= 180 s: longer windows (or none) report a release after
+#: the simulator's slow 15-min fade (tests/analysis_core/test_simulated_sessions.py).
+ReleaseGrid = tuple[tuple[str, tuple[float, ...]], ...]
+_R0 = {"release_needs_close": 0.0, "recovery_hold_s": 30.0}
+_HOLDS = ("recovery_hold_s", (30.0, 60.0, 90.0, 120.0))
+RELEASE_DESIGNS: dict[str, tuple[dict[str, float], ReleaseGrid]] = {
+    # the previous stage; its HR fall (bpm) chosen
+    "R0 falling or closed, 30-s hold (previous)": (
+        _R0,
+        (("release_hr_drop_bpm", (5.0, 8.0, 10.0, 12.0)),),
+    ),
+    # HR recovery measured from the surge's HR peak instead of its mean over the episode
+    "R1 fall from the surge's HR peak": (
+        {**_R0, "release_hr_ref_peak": 1.0},
+        (("release_hr_drop_bpm", (5.0, 8.0, 10.0, 12.0, 15.0)),),
+    ),
+    # sympathetic withdrawal: tonic EDA must be falling, not only not rising
+    "R2 tonic EDA falling": (
+        _R0,
+        (("release_eda_fall_ln", (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)),),
+    ),
+    # timing relative to the surge's peak: no release within the first minutes after it
+    "R3 not before N s after the surge's peak": (
+        _R0,
+        (("release_after_peak_s", (0.0, 120.0, 240.0, 360.0)),),
+    ),
+    # the surge's episode must have closed, and the recovery must hold (HR that stays down)
+    "R4 episode closed, sustained recovery": ({"release_needs_close": 1.0}, (_HOLDS,)),
+    # R4 with the promptness of the fall chosen too
+    "R5 R4 + prompt-fall window chosen": (
+        {"release_needs_close": 1.0},
+        (_HOLDS, ("release_fall_s", (60.0, 120.0, 180.0))),
+    ),
+}
+#: The design the defaults ship (its ablations follow).
+SHIPPED_RELEASE = "R4 episode closed, sustained recovery"
+#: Ablations of the shipped release design (its hold still chosen on the training folds unless
+#: the ablation fixes it) and two additions to it (the ingredients of R2 and R3).
+RELEASE_ABLATIONS: dict[str, tuple[dict[str, float], bool]] = {
+    "episode need not close (falling suffices)": ({"release_needs_close": 0.0}, True),
+    "30-s hold (no sustained recovery)": ({"recovery_hold_s": 30.0}, False),
+    "no prompt fall (release_fall_s 0)": ({"release_fall_s": 0.0}, True),
+    "EDA may rise (release_eda_rise_ln 10)": ({"release_eda_rise_ln": 10.0}, True),
+    "fall from the surge's HR peak (8 bpm)": (
+        {"release_hr_ref_peak": 1.0, "release_hr_drop_bpm": 8.0},
+        True,
+    ),
+    "plus tonic EDA falling (0.05)": ({"release_eda_fall_ln": 0.05}, True),
+    "plus not before 240 s after the peak": ({"release_after_peak_s": 240.0}, True),
+}
 FIGURES = (
     "hit",
     "chance",
@@ -280,7 +338,10 @@ def run(
     small: bool = False,
     ablations: bool = True,
     sweep: Sequence[float] = (),
+    arousal: bool = True,
 ) -> dict[str, Any]:
+    """The whole cross-validation (``arousal`` False: the release stage and the defaults only,
+    as ``--releases`` runs it)."""
     names = [s.name for s in subjects]
     fold_list = folds(names, k, seed)
     base = AnalysisConfig()
@@ -300,16 +361,17 @@ def run(
         return {name: scored(cfg) for name, cfg in grid.items()}
 
     out: dict[str, Any] = {"subjects": names, "folds": fold_list, "draws": draws, "seed": seed}
-    designs: dict[str, Any] = {}
-    every: dict[str, dict[str, SubjectScore]] = {}
-    for dname, (fixed, other) in DESIGNS.items():
-        cands = grid_scores(fixed, other)
-        designs[dname] = cross_validate(cands, fold_list, draws)
-        every.update({f"{dname}: {c}": v for c, v in cands.items()})
-    out["designs"] = designs
-    # the whole procedure (design and parameters chosen on the training folds)
-    out["selected"] = cross_validate(every, fold_list, draws)
-    out["selected_on_all"] = select(every, names, draws)
+    if arousal:
+        designs: dict[str, Any] = {}
+        every: dict[str, dict[str, SubjectScore]] = {}
+        for dname, (fixed, other) in DESIGNS.items():
+            cands = grid_scores(fixed, other)
+            designs[dname] = cross_validate(cands, fold_list, draws)
+            every.update({f"{dname}: {c}": v for c, v in cands.items()})
+        out["designs"] = designs
+        # the whole procedure (design and parameters chosen on the training folds)
+        out["selected"] = cross_validate(every, fold_list, draws)
+        out["selected_on_all"] = select(every, names, draws)
     # the shipped defaults (no data-driven choice at run time: their figures on each group)
     default = scored(base)
     groups = {
@@ -320,7 +382,7 @@ def run(
     out["defaults"] = {
         g: figures([default[n] for n in ns], draws) for g, ns in groups.items() if ns
     }
-    if ablations:
+    if ablations and arousal:
         chosen_fixed, other = _design_of_defaults(base)
         out["ablations"] = {
             name: cross_validate(
@@ -328,12 +390,7 @@ def run(
             )["pooled"]
             for name, (change, own) in ABLATIONS.items()
         }
-    releases = {
-        f"release_hr_drop_bpm={d}": scored(replace(base, release_hr_drop_bpm=d))
-        for d in RELEASE_DROPS
-    }
-    out["releases"] = cross_validate(releases, fold_list, draws, select_release)
-    out["releases_on_all"] = select_release(releases, names, draws)
+    out.update(release_stage(base, scored, fold_list, names, draws, small=small))
     out["sweep"] = [
         {
             "eda_rise_ln": th,
@@ -341,6 +398,65 @@ def run(
         }
         for th in sweep
     ]
+    return out
+
+
+def release_candidates(
+    base: AnalysisConfig, fixed: Mapping[str, float], grid: ReleaseGrid
+) -> dict[str, AnalysisConfig]:
+    """Every combination of the grid's values, with ``fixed`` applied first (a grid parameter
+    overrides it)."""
+    out = {}
+    for combo in itertools.product(*(values for _, values in grid)):
+        changes: dict[str, Any] = dict(zip((n for n, _ in grid), combo, strict=True))
+        name = " ".join(f"{k}={v}" for k, v in changes.items())
+        out[name] = replace(base, **{**fixed, **changes})
+    return out
+
+
+def release_stage(
+    base: AnalysisConfig,
+    scored: Any,
+    fold_list: Sequence[Sequence[str]],
+    names: Sequence[str],
+    draws: int,
+    *,
+    small: bool = False,
+) -> dict[str, Any]:
+    """Each release design cross-validated (its parameters chosen on the training folds by
+    release F1), the whole procedure (design chosen in-fold too), the choice on all subjects, and
+    the ablations of the shipped design (:data:`SHIPPED_RELEASE`; the defaults must be in its
+    grid)."""
+    designs: dict[str, Any] = {}
+    on_all: dict[str, str] = {}
+    every: dict[str, dict[str, SubjectScore]] = {}
+    for dname, (fixed, full) in RELEASE_DESIGNS.items():
+        # (the suite's check: the first two values of each parameter)
+        grid = tuple((n, v[:2]) for n, v in full) if small else full
+        cands = {c: scored(cfg) for c, cfg in release_candidates(base, fixed, grid).items()}
+        designs[dname] = cross_validate(cands, fold_list, draws, select_release)
+        on_all[dname] = select_release(cands, names, draws)
+        every.update({f"{dname}: {c}": v for c, v in cands.items()})
+    out: dict[str, Any] = {
+        "release_designs": designs,
+        "release_designs_on_all": on_all,
+        "releases": cross_validate(every, fold_list, draws, select_release),
+        "releases_on_all": select_release(every, names, draws),
+    }
+    fixed, grid = RELEASE_DESIGNS[SHIPPED_RELEASE]
+    if base not in release_candidates(base, fixed, grid).values():
+        raise ValueError(f"the defaults are not in the grid of {SHIPPED_RELEASE!r}")
+    ablations = {}
+    for aname, (change, chosen) in RELEASE_ABLATIONS.items():
+        if small:
+            break
+        # a parameter the ablation fixes is taken out of the grid (held at the ablation's value)
+        own = tuple((n, v) for n, v in grid if chosen and n not in change)
+        cands = {
+            c: scored(cfg) for c, cfg in release_candidates(base, {**fixed, **change}, own).items()
+        }
+        ablations[aname] = cross_validate(cands, fold_list, draws, select_release)["pooled"]
+    out["release_ablations"] = ablations
     return out
 
 
@@ -394,6 +510,36 @@ def _line(label: str, figs: Mapping[str, Any], width: int = 44) -> str:
     return f"{label[:width]:<{width}} " + " ".join(_fmt(k, figs.get(k)) for k in HEAD)
 
 
+def release_lines(res: Mapping[str, Any], head: str, w: int = 44) -> list[str]:
+    """The release stage's part of the report."""
+    lines = [
+        "",
+        "Release designs (each chooses its parameter by release F1 on the training folds; "
+        "held-out, pooled):",
+        head,
+    ]
+    for name, cv in res["release_designs"].items():
+        lines.append(_line(name, cv["pooled"], w))
+    rel = res["releases"]
+    lines.append(_line("whole procedure (design chosen too)", rel["pooled"], w))
+    for name, cv in res["release_designs"].items():
+        lines += ["", f"Per fold, {name}:"]
+        for f in cv["folds"]:
+            lines.append(_line(f"fold {f['fold']}", f, w))
+            lines.append(f"{'':<{w}}   chose {f['chosen']}")
+        lines.append(f"{'':<{w}}   on all subjects: {res['release_designs_on_all'][name]}")
+    lines += ["", "Per fold, whole release procedure:"]
+    for f in rel["folds"]:
+        lines.append(_line(f"fold {f['fold']}", f, w))
+        lines.append(f"{'':<{w}}   chose {f['chosen']}")
+    lines.append(f"Chosen on all subjects by the same rule: {res['releases_on_all']}")
+    if res.get("release_ablations"):
+        lines += ["", "Ablations of the shipped release design (held-out, pooled):", head]
+        for name, figs in res["release_ablations"].items():
+            lines.append(_line(name, figs, w))
+    return lines
+
+
 def format_report(res: Mapping[str, Any]) -> str:
     w = 44
     head = f"{'':<{w}} " + " ".join(f"{h:>5}" for h in SHORT)
@@ -406,33 +552,25 @@ def format_report(res: Mapping[str, Any]) -> str:
         "the training folds; alert = median confirmation minus onset, hv = hyperventilation):",
         head,
     ]
-    for name, cv in res["designs"].items():
-        lines.append(_line(name, cv["pooled"], w))
-    lines.append(_line("whole procedure (design chosen too)", res["selected"]["pooled"], w))
-    lines += ["", "Per fold (whole procedure):", head]
-    for f in res["selected"]["folds"]:
-        lines.append(_line(f"fold {f['fold']} ({','.join(f['test'])})", f, w))
-        lines.append(f"{'':<{w}}   chose {f['chosen']}")
+    if "designs" in res:
+        for name, cv in res["designs"].items():
+            lines.append(_line(name, cv["pooled"], w))
+        lines.append(_line("whole procedure (design chosen too)", res["selected"]["pooled"], w))
+        lines += ["", "Per fold (whole procedure):", head]
+        for f in res["selected"]["folds"]:
+            lines.append(_line(f"fold {f['fold']} ({','.join(f['test'])})", f, w))
+            lines.append(f"{'':<{w}}   chose {f['chosen']}")
+        lines += ["", f"Chosen on all subjects by the same rule: {res['selected_on_all']}"]
+    else:
+        lines.append("(arousal designs not run: --releases)")
     lines += [
-        "",
-        f"Chosen on all subjects by the same rule: {res['selected_on_all']}",
         "",
         "Shipped defaults (in-sample for the chosen values):",
         head,
     ]
     for g, figs in res["defaults"].items():
         lines.append(_line(f"defaults, {g}", figs, w))
-    rel = res["releases"]
-    lines += [
-        "",
-        "Release stage (release_hr_drop_bpm chosen by release F1 on the training folds; "
-        "held-out, pooled):",
-        head,
-        _line("releases", rel["pooled"], w),
-    ]
-    for f in rel["folds"]:
-        lines.append(_line(f"fold {f['fold']}: chose {f['chosen']}", f, w))
-    lines.append(f"Chosen on all subjects by the same rule: {res['releases_on_all']}")
+    lines += release_lines(res, head, w)
     if res.get("ablations"):
         lines += ["", "Ablations of the default design (held-out, pooled):", head]
         for name, figs in res["ablations"].items():
@@ -473,6 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="2 folds of 4 subjects, a small grid, no ablations (the suite's check)",
     )
+    ap.add_argument(
+        "--releases",
+        action="store_true",
+        help="the release stage only (its designs, ablations and the defaults' figures)",
+    )
     ap.add_argument("--no-cache", action="store_true", help="recompute the per-second features")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
@@ -500,7 +643,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         subjects = load_subjects(roots, cache)
         res = run(
-            subjects, args.folds, args.seed, args.draws, sweep=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+            subjects,
+            args.folds,
+            args.seed,
+            args.draws,
+            sweep=() if args.releases else (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
+            arousal=not args.releases,
         )
     res["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:

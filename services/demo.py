@@ -137,7 +137,9 @@ class LiveView:
             f"person's own preceding minutes (50 = a +{rise_pct:.0f} % rise); AROUSAL episode = "
             f"index >= {cfg.enter_index:g} for {cfg.min_episode_s:g} s, ends below "
             f"{cfg.exit_index:g}; RELEASE = recovery after a surge (HR down by "
-            f"{cfg.release_hr_drop_bpm:g} bpm, EDA no longer rising); MARKER = a note on the "
+            f"{cfg.release_hr_drop_bpm:g} bpm for {cfg.recovery_hold_s:g} s"
+            f"{' once the episode has ended' if cfg.release_needs_close else ''}, EDA no longer "
+            "rising); MARKER = a note on the "
             "timeline (a clinician's mark, an E4 button tag); times are session time mm:ss"
         )
 

@@ -74,7 +74,27 @@ def test_two_folds_of_four_subjects(tmp_path: Path) -> None:
     assert [row["eda_rise_ln"] for row in res["sweep"]] == [0.2, 0.3]
     # a higher threshold never opens more episodes
     assert res["sweep"][1]["arousal_onsets"] <= res["sweep"][0]["arousal_onsets"]
-    assert res["releases_on_all"].startswith("release_hr_drop_bpm=")
+    # the release stage: every design cross-validated on the same folds, its choice from its own
+    # grid (the first two values of each parameter in the quick run)
+    assert list(res["release_designs"]) == list(cv.RELEASE_DESIGNS)
+    release_grid = set()
+    for dname, (fixed, full) in cv.RELEASE_DESIGNS.items():
+        quick = tuple((n, v[:2]) for n, v in full)
+        own = set(cv.release_candidates(AnalysisConfig(), fixed, quick))
+        release_grid |= {f"{dname}: {c}" for c in own}
+        design = res["release_designs"][dname]
+        assert [f["test"] for f in design["folds"]] == folds
+        assert all(f["chosen"] in own for f in design["folds"]), dname
+        assert res["release_designs_on_all"][dname] in own
+        pooled = design["pooled"]
+        for figs in (*design["folds"], pooled):
+            for k in ("release_recall", "release_precision"):
+                assert figs[k] is None or 0.0 <= figs[k] <= 1.0
+        # releases never change the arousal episodes
+        assert pooled["arousal_onsets"] == res["defaults"]["all"]["arousal_onsets"]
+    assert res["releases_on_all"] in release_grid
+    assert all(f["chosen"] in release_grid for f in res["releases"]["folds"])
+    assert cv.SHIPPED_RELEASE in cv.RELEASE_DESIGNS
     text = cv.format_report(res)
     assert "Held-out folds, pooled" in text
     assert "chance" in text

@@ -227,6 +227,78 @@ def test_release_needs_the_heart_to_come_down_while_eda_is_not_rising() -> None:
     assert "release" not in kinds[:2]
 
 
+def _releases(events: list[Episode | EpisodeStart]) -> list[Episode]:
+    return [e for e in events if isinstance(e, Episode) and e.kind == "release"]
+
+
+def test_a_dip_between_two_bursts_is_not_a_release() -> None:
+    # the surge's episode closes at ~427 s; HR dips back to calm for 60 s at 700 s and rises
+    # again: a recovery must hold recovery_hold_s (90 s), so only a 30-s hold takes the dip
+    tonic = [0.5] * 300 + [0.5 * math.exp(0.4)] * 900
+    hr = [70.0] * 300 + [90.0] * 400 + [70.0] * 60 + [90.0] * 200 + [70.0] * 240
+    assert DET.recovery_hold_s == 90.0
+    assert _releases(_drive(DET, tonic, hr)[1]) == []
+    dip = _releases(_drive(replace(DET, recovery_hold_s=30.0), tonic, hr)[1])
+    assert len(dip) == 1
+    assert 700.0 < dip[0].confirmed < 760.0  # type: ignore[operator]
+
+
+def test_release_waits_for_the_episode_to_close() -> None:
+    # EDA steps up and half back while HR falls: the index has fallen below 0.7 of its peak
+    # while the episode is still open. By default the release waits until the episode has
+    # closed; release_needs_close 0 confirms it while the episode is still open.
+    tonic = [0.5] * 300 + [0.5 * math.exp(0.4)] * 80 + [0.5 * math.exp(0.25)] * 620
+    hr = [70.0] * 300 + [90.0] * 80 + [70.0] * 620
+    cfg = replace(DET, recovery_hold_s=30.0)
+    events = [e for e in _drive(cfg, tonic, hr)[1] if isinstance(e, Episode)]
+    assert [e.kind for e in events] == ["arousal", "release"]
+    arousal, release = events
+    assert release.confirmed is not None
+    assert release.confirmed >= arousal.offset + cfg.exit_hold_s + cfg.recovery_hold_s
+    early = [e for e in _drive(replace(cfg, release_needs_close=0.0), tonic, hr)[1]]
+    kinds = [e.kind for e in early if isinstance(e, Episode)]
+    assert kinds == ["release", "arousal"]  # confirmed before the episode's close was known
+    assert _releases(early)[0].confirmed < release.confirmed  # type: ignore[operator]
+
+
+def test_release_from_the_surges_hr_peak_when_asked() -> None:
+    # HR ramps to 100 bpm during the episode and settles at 90: 10 bpm below the peak, but not
+    # 5 below the episode's mean HR (about 88)
+    tonic = [0.5] * 300 + [0.5 * math.exp(0.4)] * 900
+    hr = [70.0] * 300 + [70.0 + 30.0 * k / 100 for k in range(100)] + [100.0] * 30 + [90.0] * 770
+    assert _releases(_drive(DET, tonic, hr)[1]) == []
+    peak = replace(DET, release_hr_ref_peak=1.0, release_hr_drop_bpm=8.0)
+    assert len(_releases(_drive(peak, tonic, hr)[1])) == 1
+
+
+def test_release_can_require_tonic_eda_to_fall() -> None:
+    hr = [70.0] * 300 + [90.0] * 200 + [70.0] * 400
+    held = [0.5] * 300 + [0.5 * math.exp(0.4)] * 600  # EDA stays up: HR alone recovers
+    back = [0.5] * 300 + [0.5 * math.exp(0.4)] * 200 + [0.5] * 400  # EDA falls back too
+    falling = replace(DET, release_eda_fall_ln=0.05)
+    assert len(_releases(_drive(DET, held, hr)[1])) == 1
+    assert _releases(_drive(falling, held, hr)[1]) == []
+    assert len(_releases(_drive(falling, back, hr)[1])) == 1
+
+
+def test_release_not_before_release_after_peak_s() -> None:
+    tonic = [0.5] * 300 + [0.5 * math.exp(0.4)] * 600
+    hr = [70.0] * 300 + [90.0] * 200 + [70.0] * 400
+    cfg = replace(DET, recovery_hold_s=30.0)
+    (soon,) = _releases(_drive(cfg, tonic, hr)[1])
+    (later,) = _releases(_drive(replace(cfg, release_after_peak_s=200.0), tonic, hr)[1])
+    assert soon.confirmed < soon.peak + 200.0  # type: ignore[operator]
+    assert later.confirmed >= later.peak + 200.0 + cfg.recovery_hold_s  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("field", ["release_needs_close", "release_hr_ref_peak"])
+def test_switch_parameters_are_0_or_1(field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        AnalysisConfig(**{field: 0.5})  # type: ignore[arg-type]
+    assert err.value.field == field
+    assert "0 (off) or 1 (on)" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

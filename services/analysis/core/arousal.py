@@ -16,9 +16,10 @@ its references; in short:
 * **Sustained rise.** The index must stay at or above ``enter_index`` (with hysteresis) for
   ``min_episode_s`` before an episode is confirmed (the alert); its onset is set retrospectively
   at the EDA trough the rise started from.
-* **Release = recovery.** Once a surge has peaked and its episode has closed or is falling, a
-  release is confirmed when HR has fallen at least ``release_hr_drop_bpm`` below the surge's HR
-  peak, held for ``recovery_hold_s``, while tonic EDA is not rising.
+* **Release = recovery.** Once a surge has peaked and its episode has closed, a release is
+  confirmed when HR has fallen promptly at least ``release_hr_drop_bpm`` below the surge's HR
+  (its mean over the episode) while tonic EDA is not rising, and this has held for
+  ``recovery_hold_s`` (90 s: a heart that stays down, not a dip between bursts).
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ class _Surge:
     hr_start: float | None  # averaged HR at the onset's trough (None: unknown)
     hr_sum: float = 0.0  # HR during the episode (from onset until it closes)
     hr_n: int = 0
+    hr_peak: float = -math.inf  # highest averaged HR during the episode
     closed_at: float | None = None
     held_since: float | None = None
     done: bool = False
@@ -389,6 +391,7 @@ class ArousalDetector:
             if tk >= self._onset:
                 s.hr_sum += level
                 s.hr_n += 1
+                s.hr_peak = max(s.hr_peak, level)
         return [EpisodeStart("arousal", self._onset, t, self._peak)]
 
     def _close(self, offset: float) -> Episode:
@@ -411,11 +414,19 @@ class ArousalDetector:
             s.peak, s.peak_index = self._peak_t, self._peak
         return ep
 
-    def _eda_rising(self) -> bool:
+    def _eda_settling(self) -> bool:
+        """Tonic EDA (its averaged ln level) rose less than ``release_eda_rise_ln`` over the last
+        ``eda_avg_s`` and, when ``release_eda_fall_ln`` > 0, fell by at least that much (the
+        sympathetic side withdrawing). Unknown (too little history): settling unless a fall is
+        required."""
+        cfg = self.cfg
         hist = self._eda_hist
         if len(hist) < 2:
-            return False
-        return hist[-1][1] - hist[0][1] > self.cfg.release_eda_rise_ln
+            return cfg.release_eda_fall_ln <= 0
+        change = hist[-1][1] - hist[0][1]
+        return change <= cfg.release_eda_rise_ln and (
+            cfg.release_eda_fall_ln <= 0 or change <= -cfg.release_eda_fall_ln
+        )
 
     def _hr_fell_promptly(self, t: float, hr: float) -> bool:
         """HR came down by ``release_hr_drop_bpm`` within the last ``release_fall_s`` (a prompt
@@ -440,23 +451,28 @@ class ArousalDetector:
         if active and hr is not None:
             s.hr_sum += hr
             s.hr_n += 1
+            s.hr_peak = max(s.hr_peak, hr)
         if s.closed_at is not None and t - s.closed_at > cfg.release_window_s:
             s.done = True
             return None
-        # judged once the surge has peaked and the episode has closed or is falling
+        # judged once the surge has peaked and the episode has closed (or, with
+        # release_needs_close 0, is falling), and not before release_after_peak_s after the peak
         falling = not active or (
-            index is not None and index <= cfg.release_falling_fraction * s.peak_index
+            not cfg.release_needs_close
+            and index is not None
+            and index <= cfg.release_falling_fraction * s.peak_index
         )
         # HR is compared with its mean over the episode, not with its peak: the peak of a noisy
         # signal is biased upwards, and a fall from it happens by chance (regression to the mean)
-        surge_hr = s.hr_sum / s.hr_n if s.hr_n else None
+        surge_hr = (s.hr_peak if cfg.release_hr_ref_peak else s.hr_sum / s.hr_n) if s.hr_n else None
         recovered = (
             falling
+            and t - s.peak >= cfg.release_after_peak_s
             and hr is not None
             and surge_hr is not None
             and surge_hr - hr >= cfg.release_hr_drop_bpm
             and self._hr_fell_promptly(t, hr)
-            and not self._eda_rising()
+            and self._eda_settling()
         )
         if not recovered:
             s.held_since = None
