@@ -324,6 +324,8 @@ class MetricsRunner:
         self._running: list[tuple[MetricsJob, Future[tuple[dict[str, float | str], float]]]] = []
         self._lock = threading.Lock()
         self._outstanding = 0
+        #: Done once the metrics process has imported NeuroKit2 (after :meth:`start`).
+        self.warmed: Future[None] | None = None
 
     # ---------------------------------------------------------------------- what comes in
     def recorder(self, site: str, session: str) -> StretchRecorder:
@@ -370,6 +372,12 @@ class MetricsRunner:
         rec.waiting = []
 
     # ------------------------------------------------------------------------- the pool
+    def start(self) -> MetricsRunner:
+        """Start the metrics process now (it imports NeuroKit2, about 2 s of CPU), so that
+        this happens when the service starts rather than beside the worker mid-session."""
+        self.warmed = self._executor().submit(_warm)
+        return self
+
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(

@@ -340,9 +340,22 @@ class AnalysisService:
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
+        if self.metrics is not None:
+            self.metrics.start()
         if self.state_path is not None:
             self._restore(self.state_path)
         self._load_rejects()
+        try:
+            self._connect(timeout)
+        except BrokerError:
+            if self.metrics is not None:
+                self.metrics.close(0.0)
+            raise
+        self._worker = threading.Thread(target=self._work, name="rekindle-analysis", daemon=True)
+        self._worker.start()
+        return self
+
+    def _connect(self, timeout: float) -> None:
         try:
             self._client.connect(
                 self.mqtt_settings.host, self.mqtt_settings.port, self.mqtt_settings.keepalive
@@ -357,9 +370,6 @@ class AnalysisService:
         if not self._subscribed.wait(timeout):
             self._client.loop_stop()
             raise BrokerError(self.mqtt_settings.url, "no subscription acknowledgement in time")
-        self._worker = threading.Thread(target=self._work, name="rekindle-analysis", daemon=True)
-        self._worker.start()
-        return self
 
     def wait_idle(self, quiet_s: float = 1.0, timeout: float = 120.0) -> bool:
         """Block until nothing arrived for ``quiet_s`` and the inbox is empty (for tests/tools)."""
