@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common as cm
@@ -103,6 +104,67 @@ def scr_summary() -> table.Panel:
     )
 
 
+#: NeuroKit2 metrics shown in the metrics tables (``nk_<NeuroKit2 name>`` AS the column).
+NK_COLUMNS = (
+    ("nk_SCR_Peaks_N", "SCRs"),
+    ("nk_SCR_Peaks_Amplitude_Mean", "mean SCR amplitude µS"),
+    ("nk_EDA_Tonic_SD", "tonic SD µS"),
+    ("nk_EDA_Sympathetic", "EDA sympathetic"),
+    ("nk_clean_beats", "clean beats"),
+    ("nk_HRV_MeanNN", "mean NN ms"),
+    ("nk_HRV_SDNN", "SDNN ms"),
+    ("nk_HRV_RMSSD", "RMSSD ms"),
+    ("nk_HRV_LFHF", "LF/HF"),
+    ("nk_notes", "notes"),
+)
+
+
+def _metrics_table(title: str, measurement: str, first: str, description: str) -> table.Panel:
+    nk = ", ".join(f'"{name}" AS "{label}"' for name, label in NK_COLUMNS)
+    return (
+        table.Panel()
+        .align(cm.FieldTextAlignment.AUTO)
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .sort_by([cb.TableSortByFieldState().display_name("Time").desc(False)])
+        .with_target(
+            InfluxQL(
+                f'SELECT {first}, "duration_s", {nk} FROM "{measurement}" {where()}', "A"
+            ).table()
+        )
+        .decimals(2)
+        .override_by_name("duration_s", [dm.DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name("SCRs", [dm.DynamicConfigValue(id_val="decimals", value=0)])
+        .override_by_name("clean beats", [dm.DynamicConfigValue(id_val="decimals", value=0)])
+    )
+
+
+def episode_metrics() -> table.Panel:
+    """NeuroKit2's interval metrics of each episode (measurement ``episode_metrics``)."""
+    return _metrics_table(
+        "Episode metrics (NeuroKit2)",
+        "episode_metrics",
+        '"kind"',
+        "Per episode (Time = onset), NeuroKit2 on its raw EDA and clean RR intervals: SCR count "
+        "and mean amplitude, tonic SD, sympathetic index (eda_intervalrelated); mean NN, SDNN, "
+        "RMSSD (hrv_time, >= 20 clean beats); LF/HF (hrv_frequency, >= 2 min of clean beats). "
+        "Notes say what could not be computed. Written shortly after the episode closes.",
+    )
+
+
+def segment_metrics() -> table.Panel:
+    """NeuroKit2's interval metrics of each segment between markers and each labelled phase."""
+    return _metrics_table(
+        "Segment metrics (NeuroKit2)",
+        "segment_metrics",
+        '"kind", "label"',
+        "Per segment between clinician markers (labelled by the marker that opens it) and per "
+        "labelled phase (Time = start): the NeuroKit2 metrics of the episode table. Written "
+        "when the session ends.",
+    )
+
+
 def build() -> dm.Dashboard:
     dash = (
         db.Dashboard("Rekindle: session review")
@@ -138,6 +200,8 @@ def build() -> dm.Dashboard:
         .with_row(panels.row("Episodes and markers"))
         .with_panel(panels.episodes_table("Episodes", detail=True).span(14).height(9))
         .with_panel(panels.markers_table().span(10).height(9))
+        .with_panel(episode_metrics().span(24).height(8))
+        .with_panel(segment_metrics().span(24).height(9))
         .with_panel(panels.devices().span(24).height(5))
     )
     return dash.build()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from rekindle.analysis.core import AnalysisConfig
+from rekindle.analysis.evaluate import read_phases
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.intervals import marker_segments
 from rekindle.analysis.live_metrics import MetricsRunner, Stretch, StretchRecorder
@@ -23,10 +25,16 @@ from rekindle.analysis.offline import run_pipeline
 from rekindle.analysis.pipeline import SessionPipeline
 from rekindle.analysis.service import AnalysisService
 from rekindle.ingest.publisher import Publisher
-from rekindle.ingest.sources.base import Chunk
+from rekindle.ingest.sources.base import Chunk, open_source
 from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from rekindle.mqtturl import MqttSettings
-from tests.conftest import replay_into_influx
+from tests.conftest import (
+    S02,
+    S02_PHASES,
+    ReplayedSession,
+    fixture_path,
+    replay_into_influx,
+)
 from tests.servers import InfluxD, Mosquitto
 from tests.test_intervals import direct, raw, same
 from tests.waiting import wait_until
@@ -53,7 +61,11 @@ def stored(influxd: InfluxD, db: str, measurement: str, session: str) -> list[di
 
 
 def check_against_neurokit2(
-    influxd: InfluxD, db: str, session: str, chunks: list[Chunk]
+    influxd: InfluxD,
+    db: str,
+    session: str,
+    chunks: list[Chunk],
+    phases: Sequence[tuple[str, float, float]] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The stored metrics equal NeuroKit2 on the stretches ``rekindle analyze`` finds."""
     cfg = AnalysisConfig()
@@ -69,9 +81,10 @@ def check_against_neurokit2(
         assert point["time"] == round(point["onset"] * 1e9)  # the episode point's time
     segments = stored(influxd, db, "segment_metrics", session)
     wanted = marker_segments(offline.markers, offline.start, offline.end)
-    assert [(p["kind"], p["label"], p["start"], p["end"]) for p in segments] == [
-        ("segment", s.label, s.start, s.end) for s in wanted
-    ]
+    assert sorted((p["kind"], p["label"], p["start"], p["end"]) for p in segments) == sorted(
+        [("segment", s.label, s.start, s.end) for s in wanted]
+        + [("phase", label, a, b) for label, a, b in phases]
+    )
     for point in segments:
         same(point, direct(eda, rr, point["start"], point["end"], cfg))
     return episodes, segments
@@ -97,6 +110,25 @@ def test_replayed_session_stores_the_metrics_neurokit2_gives(
     assert [p["label"] for p in segments] == ["start", "tears"]
     # 4-Hz EDA: NeuroKit2's warning that it skips its filter is kept, not raised or printed
     assert "sampled at very low frequency" in segments[0]["nk_notes"]
+
+
+def test_s02_replayed_into_influx_has_the_metrics_neurokit2_gives(
+    influxd: InfluxD, s02_in_influx: ReplayedSession
+) -> None:
+    """Stress-Predict S02 through mosquitto, the service and influxd (the fixture the dashboard
+    tests query): its episodes, its segments between E4 tags and its labelled phases."""
+    chunks = list(open_source(fixture_path(S02)))
+    phases = [
+        (p.phase, p.start, p.end)
+        for p in read_phases(fixture_path(S02_PHASES))
+        if p.subject == "S02"
+    ]
+    episodes, segments = check_against_neurokit2(
+        influxd, s02_in_influx.db, s02_in_influx.session, chunks, phases
+    )
+    assert len(episodes) == 2
+    assert all(p["nk_HRV_RMSSD"] != "" for p in episodes)
+    assert sum(p["kind"] == "phase" for p in segments) == 10
 
 
 @pytest.mark.slow

@@ -89,6 +89,17 @@ EXPECTED: dict[tuple[str, str, str], Expect] = {
     (REVIEW, "Data gaps", "A"): Expect(
         ("gaps", "seconds missing", "longest s"), ("stream",), dataset="gap_data"
     ),
+    # S02's wrist RR is lost for most of its episodes and segments: its HRV columns may be
+    # empty there; the EDA metrics and the beat count are always there
+    (REVIEW, "Episode metrics (NeuroKit2)", "A"): Expect(
+        (
+            *("kind", "duration_s", "SCRs", "mean SCR amplitude µS", "tonic SD µS"),
+            *("clean beats", "mean NN ms", "RMSSD ms"),
+        )
+    ),
+    (REVIEW, "Segment metrics (NeuroKit2)", "A"): Expect(
+        ("kind", "label", "duration_s", "SCRs", "tonic SD µS", "clean beats", "mean NN ms")
+    ),
     (OVERVIEW, "Active sessions", "A"): Expect(("arousal now",), ("site", "session")),
     (OVERVIEW, "Arousal now", "A"): Expect(("arousal",)),
     (OVERVIEW, "Arousal now", "B"): Expect(("arousal",)),
