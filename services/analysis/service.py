@@ -410,10 +410,10 @@ class AnalysisService:
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
-        if self.metrics is not None:
-            # the jobs still running: their lines; unfinished ones stay in the checkpoint
-            self.writer.add(self.metrics.close(timeout))
         if self.persistent_session:
+            if self.metrics is not None:
+                # the jobs still running: their lines; unfinished ones stay in the checkpoint
+                self.writer.add(self.metrics.close(timeout))
             self._commit(final=True, timeout_s=timeout)
             self._client.disconnect()
             self._client.loop_stop()
