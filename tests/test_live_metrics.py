@@ -265,3 +265,20 @@ def test_recorder_keeps_only_the_last_keep_s_and_says_so() -> None:
     assert "no longer kept" in job.notes[0]
     assert job.eda is not None
     assert len(job.eda.times) == kept
+
+
+def test_runners_of_one_process_share_one_metrics_process() -> None:
+    """The services of several partitions in one worker process (--workers) share one
+    NeuroKit2 process (about 250 MB each); it ends with the last of them."""
+    first, second = MetricsRunner().start(), MetricsRunner().start()
+    pool = first._pool
+    assert pool is not None
+    assert second._pool is pool
+    assert first.warmed is not None
+    first.warmed.result(timeout=120)
+    (child,) = pool._processes.values()
+    first.close()
+    assert child.is_alive()  # still the second runner's
+    second.close()
+    child.join(timeout=60)
+    assert not child.is_alive()

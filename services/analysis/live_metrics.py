@@ -270,6 +270,45 @@ class StretchRecorder:
         )
 
 
+class _SharedPool:
+    """One metrics process per OS process, shared by its runners (``rekindle analysis
+    --workers`` runs several partitions' services in one process; each NeuroKit2 process holds
+    about 250 MB). Shut down when its last runner closes; replaced when it broke."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._users: set[int] = set()
+
+    def acquire(self, user: object) -> ProcessPoolExecutor:
+        with self._lock:
+            self._users.add(id(user))
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm
+                )
+            return self._pool
+
+    def replace(self, broken: ProcessPoolExecutor) -> None:
+        """``broken`` died: the next :meth:`acquire` starts a fresh process."""
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def release(self, user: object) -> None:
+        with self._lock:
+            self._users.discard(id(user))
+            pool = self._pool if not self._users else None
+            if pool is not None:
+                self._pool = None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_SHARED = _SharedPool()
+
+
 @dataclass(slots=True)
 class MetricsState:
     """What the checkpoint holds: the open sessions' recorders and the jobs not yet written."""
@@ -312,12 +351,10 @@ class MetricsRunner:
         *,
         keep_s: float = KEEP_S,
         phases: dict[str, list[tuple[str, float, float]]] | None = None,
-        workers: int = 1,
     ) -> None:
         self.config = config or AnalysisConfig()
         self.keep_s = keep_s
         self.phases = phases or {}
-        self.workers = workers
         self.state = MetricsState()
         self.stats = MetricsStats()
         self._pool: ProcessPoolExecutor | None = None
@@ -380,9 +417,7 @@ class MetricsRunner:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm
-            )
+            self._pool = _SHARED.acquire(self)
         return self._pool
 
     def _submit(self, job: MetricsJob, *, again: bool = False) -> None:
@@ -454,7 +489,7 @@ class MetricsRunner:
         log.error("the NeuroKit2 metrics process died; starting a new one")
         self.stats.restarts += 1
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            _SHARED.replace(self._pool)
         self._pool = None
         running = [job for job, _ in self._running]
         self._running = []
@@ -499,7 +534,7 @@ class MetricsRunner:
                 len(self._running),
             )
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            _SHARED.release(self)
             self._pool = None
         self._running = []
         return lines
