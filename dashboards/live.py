@@ -56,4 +56,9 @@ def build() -> dm.Dashboard:
         .with_panel(panels.markers_table().span(7).height(8))
         .with_panel(panels.devices().span(7).height(8))
     )
+    extra = panels.registered_features()
+    if extra is not None:
+        dash = dash.with_row(panels.row("Registered detectors")).with_panel(
+            extra.span(24).height(8)
+        )
     return dash.build()

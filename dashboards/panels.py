@@ -9,6 +9,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from rekindle.analysis.points import ENDED_CODE
+from rekindle.analysis.schema import extension_fields
 from rekindle.dashboards.influxql import DATASOURCE, SESSION_FILTER, InfluxAnnotation, InfluxQL
 
 #: Arousal index levels (the index measures the EDA rise against the preceding minutes; 50 = the
@@ -187,6 +188,39 @@ def hr_rmssd() -> timeseries.Panel:
         )
         .override_by_query("B", _right_axis("RMSSD", "ms"))
     )
+
+
+def registered_features() -> timeseries.Panel | None:
+    """One series per field of the registered detectors (docs/extending.md), from the 1 Hz
+    feature rows; None when no detector is registered (the committed dashboards)."""
+    fields = extension_fields()
+    if not fields:
+        return None
+    units = {f.unit for f in fields}
+    panel = _series("Registered detectors", units.pop() if len(units) == 1 else "").description(
+        "Per-second features of the registered detectors: "
+        + "; ".join(f"{f.name} ({f.unit or 'no unit'}): {f.description}" for f in fields)
+    )
+    for i, f in enumerate(fields):
+        label = f"{f.name} ({f.unit})" if f.unit else f.name
+        panel = panel.with_target(
+            InfluxQL(
+                f'SELECT mean("{f.name}") AS "{label}" FROM "features" {where()} '
+                "GROUP BY time($__interval) fill(none)",
+                _ref_id(i),
+            )
+        )
+    return panel
+
+
+def _ref_id(i: int) -> str:
+    """Grafana's query ids: A, B, ..., Z, AA, AB, ..."""
+    letters = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        letters = chr(ord("A") + r) + letters
+    return letters
 
 
 def eda() -> timeseries.Panel:

@@ -204,4 +204,9 @@ def build() -> dm.Dashboard:
         .with_panel(segment_metrics().span(24).height(9))
         .with_panel(panels.devices().span(24).height(5))
     )
+    extra = panels.registered_features()
+    if extra is not None:
+        dash = dash.with_row(panels.row("Registered detectors")).with_panel(
+            extra.span(24).height(8)
+        )
     return dash.build()

@@ -1,7 +1,8 @@
 """A detector registered from a module of its own (tests/extra_detector.py: skin temperature from
 the ``temp`` stream the core ignores, and "heart rate above a threshold") reaches every output
 without a change to them: features.csv, the DataFrame, the report, ``--param`` (in process and on
-the command line), the line protocol on a real influxd and the MQTT payload on a real mosquitto.
+the command line), the line protocol on a real influxd and the MQTT payload on a real mosquitto,
+and a panel of the live and review dashboards whose queries return its values.
 It changes nothing the core computes, is chunk-invariant and survives a checkpoint (pickle)."""
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ from rekindle.analysis.params import build_config, changed
 from rekindle.analysis.pipeline import to_input
 from rekindle.analysis.report import html_report
 from rekindle.analysis.service import AnalysisService
+from rekindle.dashboards.generate import render_all
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.replay import replay
 from rekindle.ingest.sources.base import Chunk, regular_chunks
 from rekindle.ingest.sources.simulator import ScriptedEpisode, SimulationScript, simulate
 from rekindle.mqtturl import MqttSettings
 from tests.conftest import REPO, S02, fixture_path
+from tests.dashboards.grafana import queries as dashboard_queries
+from tests.dashboards.grafana import render
 from tests.servers import InfluxD, Mosquitto
 from tests.waiting import GENEROUS_S, wait_until
 
@@ -265,6 +269,28 @@ def test_its_fields_reach_influxdb_and_the_mqtt_payload(
     assert points.keys() == want.keys()
     for ns, extra in want.items():
         assert points[ns] == (extra["skin_temp_c"], extra["hr_above"])
+    # the live and review dashboards generated now have a panel with one query per field, and
+    # the queries, rendered as Grafana renders them, return the stored values (1-s buckets)
+    start_ms = round(offline.features[0].time * 1000)
+    end_ms = round(offline.features[-1].time * 1000)
+    generated = {p.name: text for p, text in render_all().items()}
+    for name in ("live-session.json", "session-review.json"):
+        found = [
+            q
+            for q in dashboard_queries(json.loads(generated[name]))
+            if q.name == "Registered detectors"
+        ]
+        assert [q.ref_id for q in found] == ["A", "B"], name
+        for q, field_name in zip(found, FIELDS, strict=True):
+            rendered = render(
+                q.text,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                variables={"site": "ext", "session": "sim1"},
+            )
+            (series,) = influxd.series(rendered, "extending")
+            got = {row[0]: row[1] for row in series["values"]}
+            assert got == {ns: e[field_name] for ns, e in want.items() if e[field_name] is not None}
 
 
 def test_the_command_line_loads_it_and_takes_its_params(tmp_path: Path) -> None:
