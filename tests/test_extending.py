@@ -35,7 +35,7 @@ from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.offline import AnalysisResult, run_pipeline, write_outputs
 from rekindle.analysis.params import build_config, changed
 from rekindle.analysis.pipeline import to_input
-from rekindle.analysis.report import html_report
+from rekindle.analysis.report import html_report, write_report
 from rekindle.analysis.service import AnalysisService
 from rekindle.dashboards.generate import render_all
 from rekindle.ingest.publisher import Publisher
@@ -154,6 +154,9 @@ def test_its_fields_reach_the_csv_dataframe_report_and_params(
     page = html_report(result)
     assert "<td>skin_temp.window_s</td><td>5.0</td><td>10.0</td>" in page
     assert "<td>skin_temp_c</td><td>°C</td>" in page
+    markdown = write_report(result, tmp_path / "report.md", None).read_text(encoding="utf-8")
+    assert "| skin_temp_c | °C | " in markdown
+    assert "skin_temp.hr_threshold_bpm=70.0" in markdown
     # it changes nothing the core computes
     unregister("skin_temp")
     try:

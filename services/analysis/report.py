@@ -361,6 +361,14 @@ def write_report(result: AnalysisResult, path: Path, plot_name: str | None) -> P
         )
     if not result.episodes:
         lines.append("| (none) | | | | | | | | |")
+    lines += [
+        "",
+        "## Features (per second)",
+        "",
+        "| feature | unit | seconds with a value | mean | min | max |",
+        "|---|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in feature_summary(result)),
+    ]
     if result.markers:
         lines += ["", "## Markers", ""]
         lines += [f"- {_minutes(t, start):.1f} min: {text}" for t, text in result.markers]
