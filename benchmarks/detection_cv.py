@@ -160,6 +160,14 @@ RELEASE_ABLATIONS: dict[str, tuple[dict[str, float], bool]] = {
     "plus tonic EDA falling (0.05)": ({"release_eda_fall_ln": 0.05}, True),
     "plus not before 240 s after the peak": ({"release_after_peak_s": 240.0}, True),
 }
+#: The counts behind release recall and precision (in the JSON and the release lines).
+RELEASE_COUNTS = (
+    "release_windows",
+    "release_windows_found",
+    "releases_good",
+    "releases_false",
+    "releases_other",
+)
 FIGURES = (
     "hit",
     "chance",
@@ -236,10 +244,10 @@ def score_all(cfg: AnalysisConfig, subjects: Sequence[Subject]) -> dict[str, Sub
 
 def figures(scores: Sequence[SubjectScore], draws: int) -> dict[str, Any]:
     """The pooled figures of ``scores``, with the median alert delay (confirmation minus
-    retrospective onset of the arousal episodes)."""
+    retrospective onset of the arousal episodes) and the counts behind the release figures."""
     d = pool(scores, draws=draws).to_dict()
     delays = [v.confirmed - v.onset for s in scores for v in s.verdicts if v.kind == "arousal"]
-    out = {k: d[k] for k in FIGURES}
+    out = {k: d[k] for k in (*FIGURES, *RELEASE_COUNTS)}
     out["alert_delay_median_s"] = statistics.median(delays) if delays else None
     return out
 
@@ -510,6 +518,15 @@ def _line(label: str, figs: Mapping[str, Any], width: int = 44) -> str:
     return f"{label[:width]:<{width}} " + " ".join(_fmt(k, figs.get(k)) for k in HEAD)
 
 
+def _release_line(label: str, figs: Mapping[str, Any], width: int = 44) -> str:
+    """:func:`_line` with the release counts: windows found of windows, good/false/other."""
+    return _line(label, figs, width) + (
+        f"  found {figs['release_windows_found']}/{figs['release_windows']}"
+        f" good {figs['releases_good']} false {figs['releases_false']}"
+        f" other {figs['releases_other']}"
+    )
+
+
 def release_lines(res: Mapping[str, Any], head: str, w: int = 44) -> list[str]:
     """The release stage's part of the report."""
     lines = [
@@ -519,24 +536,24 @@ def release_lines(res: Mapping[str, Any], head: str, w: int = 44) -> list[str]:
         head,
     ]
     for name, cv in res["release_designs"].items():
-        lines.append(_line(name, cv["pooled"], w))
+        lines.append(_release_line(name, cv["pooled"], w))
     rel = res["releases"]
-    lines.append(_line("whole procedure (design chosen too)", rel["pooled"], w))
+    lines.append(_release_line("whole procedure (design chosen too)", rel["pooled"], w))
     for name, cv in res["release_designs"].items():
         lines += ["", f"Per fold, {name}:"]
         for f in cv["folds"]:
-            lines.append(_line(f"fold {f['fold']}", f, w))
+            lines.append(_release_line(f"fold {f['fold']}", f, w))
             lines.append(f"{'':<{w}}   chose {f['chosen']}")
         lines.append(f"{'':<{w}}   on all subjects: {res['release_designs_on_all'][name]}")
     lines += ["", "Per fold, whole release procedure:"]
     for f in rel["folds"]:
-        lines.append(_line(f"fold {f['fold']}", f, w))
+        lines.append(_release_line(f"fold {f['fold']}", f, w))
         lines.append(f"{'':<{w}}   chose {f['chosen']}")
     lines.append(f"Chosen on all subjects by the same rule: {res['releases_on_all']}")
     if res.get("release_ablations"):
         lines += ["", "Ablations of the shipped release design (held-out, pooled):", head]
         for name, figs in res["release_ablations"].items():
-            lines.append(_line(name, figs, w))
+            lines.append(_release_line(name, figs, w))
     return lines
 
 

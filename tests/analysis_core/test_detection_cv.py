@@ -90,12 +90,19 @@ def test_two_folds_of_four_subjects(tmp_path: Path) -> None:
         for figs in (*design["folds"], pooled):
             for k in ("release_recall", "release_precision"):
                 assert figs[k] is None or 0.0 <= figs[k] <= 1.0
+        # pooled held-out release counts are the per-fold counts added up, and give the figures
+        for k in cv.RELEASE_COUNTS:
+            assert pooled[k] == sum(f[k] for f in design["folds"]), (dname, k)
+        if pooled["release_windows"]:
+            found = pooled["release_windows_found"] / pooled["release_windows"]
+            assert pooled["release_recall"] == pytest.approx(found)
         # releases never change the arousal episodes
         assert pooled["arousal_onsets"] == res["defaults"]["all"]["arousal_onsets"]
     assert res["releases_on_all"] in release_grid
     assert all(f["chosen"] in release_grid for f in res["releases"]["folds"])
     assert cv.SHIPPED_RELEASE in cv.RELEASE_DESIGNS
     text = cv.format_report(res)
+    assert f"Per fold, {cv.SHIPPED_RELEASE}:" in text
     assert "Held-out folds, pooled" in text
     assert "chance" in text
     assert all(math.isfinite(res["defaults"]["all"][k]) for k in ("hit", "chance", "margin"))
