@@ -74,7 +74,9 @@ def generate(url: str, sessions: list[int], minutes: float, go: Any, done: Any) 
             if k < len(chunks[i]):
                 pub, chunk = pubs[i], chunks[i][k]
                 pub.publish(
-                    chunk.to_message(SITE, pub.session, pub.next_seq(chunk.device, chunk.stream))
+                    chunk.to_message(
+                        SITE, pub.session, pub.next_seq(chunk.device, chunk.stream), pub.run
+                    )
                 )
                 published += 1
     for i in sessions:
@@ -129,7 +131,8 @@ def arm(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         where = "state = 'end'"
         deadline = time.monotonic() + args.timeout
         while influx.count(f"SELECT count(state) FROM status WHERE {where}", db) < args.sessions:
-            if time.monotonic() > deadline or analysis.poll() is not None:
+            failed = [g for g in gens if g.exitcode not in (None, 0)]
+            if time.monotonic() > deadline or analysis.poll() is not None or failed:
                 raise RuntimeError(f"not every session ended: {log.read_text()[-2000:]}")
             time.sleep(0.25)
         wall = time.monotonic() - start

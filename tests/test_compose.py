@@ -374,6 +374,25 @@ def test_analysis_command(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _mounted("analysis", str(args.spool))
 
 
+def test_analysis_workers_come_from_the_env_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``ANALYSIS_WORKERS`` reaches ``--workers``; the workers' needs (a stable client id and a
+    checkpoint on the volume, for a session to move with its state) are in the command."""
+    args = _parse("analysis", monkeypatch)
+    assert args.workers == int(ENV_EXAMPLE["ANALYSIS_WORKERS"])
+    assert args.client_id is not None
+    assert _mounted("analysis", str(args.state))
+    two = ENV_FILE.read_text("utf-8").replace("ANALYSIS_WORKERS=1", "ANALYSIS_WORKERS=2")
+    assert two != ENV_FILE.read_text("utf-8")
+    env_two = tmp_path / "two-workers.env"
+    env_two.write_text(two, "utf-8")
+    result = compose("config", "--format", "json", env_file=env_two)
+    assert result.returncode == 0, result.stderr
+    command = json.loads(result.stdout)["services"]["analysis"]["command"]
+    assert command[command.index("--workers") + 1] == "2"
+
+
 def test_no_secret_in_any_command_line() -> None:
     """Passwords and tokens reach the services by environment or file, never by ``command:``
     (process arguments are readable by every user of the host)."""
