@@ -285,8 +285,10 @@ def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
             b,
         )
         b.kill()
+        killed = time.monotonic()
         procs = [a]
         wait_for(lambda: took(a.text(), "a", 1) == 2, "a taking partition 1 back", a)
+        taken_over = time.monotonic() - killed
         assert re.search(r"worker a took partition 1/2 \([1-9]\d* open session", a.text()), (
             "the sessions moved without their checkpoint"
         )
@@ -297,8 +299,13 @@ def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
         )
         # a worker joining takes a partition with its open sessions
         b = Analysis(mqtt_broker, influxd, db, tmp_path, "b2", [*worker, "b"])
+        joined = time.monotonic()
         procs = [a, b]
         wait_for(lambda: took(b.text(), "b", 1) == 1, "the new b taking partition 1", a, b)
+        print(
+            f"workers: partition taken over {taken_over:.1f} s after a SIGKILL, handed to a "
+            f"joining worker {time.monotonic() - joined:.1f} s after its start"
+        )
         assert re.search(r"worker b took partition 1/2 \([1-9]\d* open session", b.text())
         for pub in pubs:
             pub.open(2)
