@@ -187,7 +187,8 @@ def assert_complete(influxd: InfluxD, db: str, sessions: dict[str, list[Chunk]])
     for session, chunks in sessions.items():
         samples, features, episodes = expected(chunks)
         assert episodes, f"session {session} must contain an episode"
-        assert counts(influxd, db, session) == (samples, features, 1), session
+        stored = counts(influxd, db, session)
+        assert stored == (samples, features, 1), (session, stored, (samples, features, 1))
         assert stored_episodes(influxd, db, session) == episodes, session
 
 
