@@ -16,7 +16,8 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -30,13 +31,20 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rekindle.analysis import schema
 from rekindle.analysis.core import AnalysisConfig, Event, FeatureRow, SampleBatch, SessionAnalyzer
 from rekindle.analysis.core.errors import ConfigError
-from rekindle.analysis.core.extensions import register, registered, unregister
+from rekindle.analysis.core.extensions import (
+    DetectorSpec,
+    FeatureField,
+    register,
+    registered,
+    unregister,
+)
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.offline import AnalysisResult, run_pipeline, write_outputs
 from rekindle.analysis.params import build_config, changed
 from rekindle.analysis.pipeline import to_input
+from rekindle.analysis.points import event_lines
 from rekindle.analysis.report import html_report, write_report
-from rekindle.analysis.service import AnalysisService
+from rekindle.analysis.service import AnalysisService, feature_payload
 from rekindle.dashboards.generate import render_all
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.replay import replay
@@ -388,3 +396,39 @@ def test_the_example_of_docs_extending_runs() -> None:
     finally:
         unregister("hr_above")
         del sys.modules[module.__name__]
+
+
+@dataclass(frozen=True, slots=True)
+class _OddConfig:
+    every: int = 3
+
+
+class _Odd:
+    """Returns an int, NaN, a numpy float and infinity in turn (what a sloppy detector might)."""
+
+    def __init__(self, config: _OddConfig) -> None:
+        self.every = config.every
+
+    def feed(self, stream: str, device: str, times: list[float], values: list[float]) -> None:
+        """(reads no raw stream)"""
+
+    def tick(self, k: int, row: FeatureRow) -> Mapping[str, float | None]:  # noqa: ARG002
+        odd: list[float] = [1, math.nan, np.float64(2.5), math.inf]
+        return {"odd": odd[k % len(odd)]}
+
+
+def test_values_become_floats_or_none_in_every_output() -> None:
+    spec = register(DetectorSpec("odd", (FeatureField("odd", "", "test"),), _OddConfig(), _Odd))
+    try:
+        rows = run_pipeline(iter(session()[:300]), "sim").features
+    finally:
+        unregister(spec.name)
+    seen = {r.extra["odd"] for r in rows}
+    assert seen == {1.0, 2.5, None}
+    assert all(type(v) is float for v in seen if v is not None)
+    one = next(r for r in rows if r.extra["odd"] == 1.0)
+    assert ",odd=1.0," in event_lines("s", "s", [one])[0]
+    payloads = [json.dumps(feature_payload(r), allow_nan=False) for r in rows]
+    assert all('"odd": ' in p for p in payloads)
+    # unregistered since: the rows still carry the field, the table still has its column
+    assert "odd" in schema.feature_table(rows).columns

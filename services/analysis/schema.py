@@ -149,17 +149,21 @@ def key_order(key: str) -> tuple[int, str]:
 
 
 def feature_columns(rows: Sequence[FeatureRow]) -> list[str]:
-    """The columns of a features table: ``time``, the values, ``quality``, ``quality_<stream>``
+    """The columns of a features table: ``time``, the values (the built-in ones, the registered
+    detectors', then any other field the rows hold), ``quality``, ``quality_<stream>``
     (always eda, hr, rr, acc; then any other stream seen) and ``contrib_<input>`` (always eda, hr,
     rmssd; then any other input seen)."""
     streams: set[str] = set(ALWAYS_QUALITY)
     inputs: set[str] = set(ALWAYS_CONTRIB)
+    values = dict.fromkeys(f.name for f in feature_fields())
     for r in rows:
         streams.update(r.quality)
         inputs.update(r.contributions)
+        if r.extra:  # (also the fields of a detector unregistered since the rows were made)
+            values.update(dict.fromkeys(r.extra))
     return [
         FEATURE_TIME.name,
-        *(f.name for f in feature_fields()),
+        *values,
         FEATURE_QUALITY.name,
         *(f"{QUALITY_PREFIX}_{s}" for s in sorted(streams, key=key_order)),
         *(f"{CONTRIB_PREFIX}_{k}" for k in sorted(inputs, key=key_order)),

@@ -498,7 +498,10 @@ class SessionAnalyzer:
             for det, names in zip(self._ext, self._ext_fields, strict=True):
                 values = det.tick(k, row)
                 for name in names:
-                    extra[name] = values.get(name)
+                    # a float or None in every output (an int would be an InfluxDB integer
+                    # field, NaN no JSON at all)
+                    v = values.get(name)
+                    extra[name] = None if v is None or not math.isfinite(v) else float(v)
             out.append(row)
         else:
             out.append(
