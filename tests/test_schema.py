@@ -142,6 +142,8 @@ def test_storage_doc_names_every_field_of_the_points() -> None:
         assert f"`{f.name}`" in rows["episode"], f.name
     for f in schema.QUALITY_FIELDS[2:]:
         assert f"`{f.name}`" in rows["quality"], f.name
+    for f in schema.GAP_FIELDS[1:]:
+        assert f"`{f.name}`" in rows["gap"], f.name
 
 
 def test_empty_outputs_keep_their_columns_and_types() -> None:

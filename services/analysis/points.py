@@ -147,7 +147,7 @@ def message_lines(msg: contract.Message) -> list[str]:
             line(
                 "gap",
                 {**base, "stream": msg.gap_stream},
-                {"start": msg.start, "end": msg.end, "duration_s": msg.end - msg.start},
+                schema.gap_record(msg.start, msg.end),
                 to_ns(msg.start),
             )
         )

@@ -260,6 +260,33 @@ SEGMENT_FIELDS: tuple[Field, ...] = (
 )
 
 
+GAP_FIELDS: tuple[Field, ...] = (
+    Field("stream", "text", "", "the stream whose data is missing (an InfluxDB tag)"),
+    Field("start", "float", "unix s", "start of the missing data"),
+    Field("end", "float", "unix s", "end of the missing data"),
+    Field("duration_s", "float", "s", "end - start"),
+    Field("messages", "int", "", "seq gaps: the messages that never came"),
+    Field("first_seq", "int", "", "seq gaps: the first missing seq"),
+    Field("last_seq", "int", "", "seq gaps: the last missing seq"),
+)
+
+
+def gap_record(
+    start: float,
+    end: float,
+    *,
+    messages: int | None = None,
+    first_seq: int | None = None,
+    last_seq: int | None = None,
+) -> dict[str, float | int | None]:
+    """A gap (``stream`` is a tag and stays out): a gap message's span, or an unrepaired seq
+    gap with its message count and seq range."""
+    rec: dict[str, float | int | None] = {"start": start, "end": end, "duration_s": end - start}
+    if messages is not None:
+        rec.update(messages=messages, first_seq=first_seq, last_seq=last_seq)
+    return rec
+
+
 # --- tables ----------------------------------------------------------------------------------
 def cell(value: object) -> Cell:
     """One value as a table cell: numbers as float, tuples joined by commas, None kept."""
@@ -399,6 +426,11 @@ SINKS: Mapping[str, str] = {
         "`markers_frame()`, the reports."
     ),
     "segment": ("`segments.csv` (with `--metrics`, then NeuroKit2's `nk_*` metrics), the reports."),
+    "gap": (
+        "InfluxDB: measurement `gap` (tags site, session, device, stream; `source=seq` for an "
+        "unrepaired seq gap; point time `start`), from gap messages and from seq gaps the "
+        "analysis service gave up on (docs/wire-contract.md); the session summary counts them."
+    ),
 }
 
 
@@ -461,6 +493,13 @@ def markdown() -> str:
         "",
         *head,
         *_rows(SEGMENT_FIELDS),
+        "",
+        "## Gaps",
+        "",
+        SINKS["gap"],
+        "",
+        *head,
+        *_rows(GAP_FIELDS),
     ]
     return "\n".join(parts) + "\n"
 

@@ -889,14 +889,9 @@ class AnalysisService:
                 "stream": msg.stream,
                 "source": "seq",
             },
-            {
-                "start": gap_start,
-                "end": start,
-                "duration_s": start - gap_start,
-                "messages": missing,
-                "first_seq": first_missing,
-                "last_seq": msg.seq - 1,
-            },
+            schema.gap_record(
+                gap_start, start, messages=missing, first_seq=first_missing, last_seq=msg.seq - 1
+            ),
             points.to_ns(gap_start),
         )
         if line is not None:
