@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,3 +286,41 @@ def test_runners_of_one_process_share_one_metrics_process() -> None:
     second.close()
     child.join(timeout=60)
     assert not child.is_alive()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+    except FileNotFoundError:
+        return True
+
+
+def test_the_metrics_process_ends_when_the_service_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed service (the supervisor restarts it) leaves no NeuroKit2 process behind."""
+    script = (
+        "import time\n"
+        "from rekindle.analysis.live_metrics import MetricsRunner\n"
+        "r = MetricsRunner().start()\n"
+        "r.warmed.result()\n"
+        "print(*r._pool._processes, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    # (stderr to a file: the killed process' resource tracker reports its semaphores there)
+    err = tmp_path / "stderr"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), err.read_text()
+        child = int(line)
+        assert not _gone(child)
+    finally:
+        proc.kill()  # the service process this test started
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    wait_until(lambda: _gone(child), "the metrics process to end after its service")

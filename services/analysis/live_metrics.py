@@ -26,6 +26,9 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -285,7 +288,7 @@ class _SharedPool:
             self._users.add(id(user))
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm
+                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init
                 )
             return self._pool
 
@@ -328,8 +331,25 @@ class MetricsStats:
     compute_s: float = 0.0
 
 
+def _child_init() -> None:
+    """In the metrics process: leave SIGINT to the service (a Ctrl-C reaches the whole process
+    group; the service stops it), end when the service's process is gone (even SIGKILLed, which
+    a process pool does not notice by itself), then import NeuroKit2 before the first job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        sentinel = parent.sentinel
+
+        def watch() -> None:
+            multiprocessing.connection.wait([sentinel])
+            os._exit(0)
+
+        threading.Thread(target=watch, name="rekindle-metrics-parent", daemon=True).start()
+    _warm()
+
+
 def _warm() -> None:
-    """Import NeuroKit2 in the child before its first job (about 2 s), not inside one."""
+    """Import NeuroKit2 (about 2 s), so that it is not paid inside a job."""
     import neurokit2  # noqa: F401, PLC0415
 
 
