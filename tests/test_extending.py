@@ -432,3 +432,39 @@ def test_values_become_floats_or_none_in_every_output() -> None:
     assert all('"odd": ' in p for p in payloads)
     # unregistered since: the rows still carry the field, the table still has its column
     assert "odd" in schema.feature_table(rows).columns
+
+
+def test_batch_workers_run_it_too(tmp_path: Path) -> None:
+    """``analyze --jobs 2`` starts spawned workers: each imports the registered modules again
+    (without a changed parameter of the detector: a changed one would import its module on its
+    own, when the worker unpickles the configuration)."""
+    rng = np.random.default_rng(11)
+    names = []
+    for name in ("a", "b"):
+        t = START + np.arange(0.0, 300.0, 0.25)
+        eda = 2.0 + 0.01 * rng.normal(size=len(t)).cumsum() / 10
+        temp = 33.0 + 0.05 * rng.normal(size=len(t))
+        rows = ["time,eda_uS,hr_bpm,temp_degC"]
+        for i, ti in enumerate(t):
+            hr = f"{70 + 5 * math.sin(ti / 30):.2f}" if i % 4 == 0 else ""
+            rows.append(f"{ti:.2f},{eda[i]:.4f},{hr},{temp[i]:.3f}")
+        path = tmp_path / f"{name}.csv"
+        path.write_text("\n".join(rows) + "\n")
+        names.append(str(path))
+    env = {**os.environ, "REKINDLE_DETECTORS": MODULE, "PYTHONPATH": str(REPO)}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rekindle.cli", "analyze", *names, "--out", str(out), "--jobs=2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("a", "b"):
+        frame = pd.read_csv(out / name / "features.csv")
+        assert frame["skin_temp_c"].notna().mean() > 0.95, name
+        assert frame["hr_above"].notna().any(), name
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["params_changed"] == {}
