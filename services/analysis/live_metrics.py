@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rekindle import contract
-from rekindle.analysis import points
+from rekindle.analysis import points, schema
 from rekindle.analysis.core import AnalysisConfig, Episode, Event
 from rekindle.analysis.intervals import Series, marker_segments, stretch_metrics
 
@@ -114,12 +114,14 @@ def metrics_line(stretch: Stretch, metrics: dict[str, float | str]) -> str | Non
     ``offset``, ``duration_s`` as the ``episode`` point, time = onset) or ``segment_metrics``
     (tags site, session, kind; fields ``label``, ``start``, ``end``, ``duration_s`` as
     ``segments.csv``, time = start), then the ``nk_*`` metrics."""
+    duration = stretch.end - stretch.start
     fields: dict[str, points.FieldValue | None]
     if stretch.what == "episode":
-        fields = {"onset": stretch.start, "offset": stretch.end}
-    else:
-        fields = {"label": stretch.label, "start": stretch.start, "end": stretch.end}
-    fields["duration_s"] = stretch.end - stretch.start
+        fields = {"onset": stretch.start, "offset": stretch.end, "duration_s": duration}
+    else:  # the schema's segment fields, in its order (kind is the tag)
+        values: dict[str, points.FieldValue] = {"label": stretch.label, "start": stretch.start}
+        values.update(end=stretch.end, duration_s=duration)
+        fields = {f.name: values[f.name] for f in schema.SEGMENT_FIELDS if f.name != "kind"}
     fields.update(metrics)
     measurement = EPISODE_MEASUREMENT if stretch.what == "episode" else SEGMENT_MEASUREMENT
     tags = {"site": stretch.site, "session": stretch.session, "kind": stretch.kind}

@@ -414,7 +414,9 @@ SINKS: Mapping[str, str] = {
         "point time `onset`), the other fields plus `open` (true while an arousal episode is "
         "confirmed but not closed: only the open fields are written then). MQTT `out/episode`: "
         '`state` `"open"` with the open fields, then `"closed"` with every field (`signals` '
-        "as an array)."
+        "as an array). The live service's NeuroKit2 metrics of each closed episode: measurement "
+        "`episode_metrics` (tags site, session, kind; fields `onset`, `offset`, `duration_s`, "
+        "the `nk_*` metrics; point time `onset`; docs/storage.md)."
     ),
     "quality": (
         "InfluxDB: measurement `quality` every second (tag stream; fields state, code). CSV: "
@@ -425,7 +427,11 @@ SINKS: Mapping[str, str] = {
         "InfluxDB: measurement `marker` (tag device; field text). `summary.json` `markers`, "
         "`markers_frame()`, the reports."
     ),
-    "segment": ("`segments.csv` (with `--metrics`, then NeuroKit2's `nk_*` metrics), the reports."),
+    "segment": (
+        "`segments.csv` (with `--metrics`, then NeuroKit2's `nk_*` metrics), the reports. "
+        "InfluxDB (the live service, at a session's end): measurement `segment_metrics` (tags "
+        "site, session, kind; the other fields and the `nk_*` metrics; point time `start`)."
+    ),
     "gap": (
         "InfluxDB: measurement `gap` (tags site, session, device, stream; `source=seq` for an "
         "unrepaired seq gap; point time `start`), from gap messages and from seq gaps the "
