@@ -324,3 +324,20 @@ def test_the_metrics_process_ends_when_the_service_is_killed(tmp_path: Path) -> 
         if proc.stdout is not None:
             proc.stdout.close()
     wait_until(lambda: _gone(child), "the metrics process to end after its service")
+
+
+def test_no_metrics_process_before_an_episode(sim_chunks: list[Chunk]) -> None:
+    """A session's data alone starts no NeuroKit2 process (its import and 250 MB are paid at
+    the first confirmed episode, or the first job)."""
+    runner = MetricsRunner()
+    pipeline = SessionPipeline("s", "calm", store_lines=False)
+    start = min(c.start for c in sim_chunks)
+    for i, c in enumerate(sim_chunks):
+        if c.start - start > 300:  # the scripted surges start at 480 s
+            break
+        msg = c.to_message("s", "calm", i, None)
+        runner.message(msg)
+        runner.events("s", "calm", pipeline.handle(msg).events)
+    assert runner.recorder("s", "calm").counts
+    assert runner._pool is None
+    runner.close()

@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from rekindle import contract
 from rekindle.analysis import points, schema
-from rekindle.analysis.core import AnalysisConfig, Episode, Event
+from rekindle.analysis.core import AnalysisConfig, Episode, EpisodeStart, Event
 from rekindle.analysis.intervals import Series, marker_segments, stretch_metrics
 
 log = logging.getLogger(__name__)
@@ -410,11 +410,14 @@ class MetricsRunner:
                 rec.add_marker(t, text)
 
     def events(self, site: str, session: str, events: Sequence[Event]) -> None:
-        """Closed episodes wait for their data; stretches whose data is in are submitted."""
+        """Closed episodes wait for their data; stretches whose data is in are submitted. The
+        first confirmed episode starts the metrics process (see :meth:`start`)."""
         rec = self.recorder(site, session)
         for ev in events:
             if isinstance(ev, Episode):
                 rec.want(Stretch(site, session, "episode", ev.kind, ev.onset, ev.offset))
+            elif isinstance(ev, EpisodeStart) and self._pool is None:
+                self.start()
         for stretch in rec.ready(self.config.lateness_s):
             self._submit(rec.job(stretch, self.config))
 
@@ -432,8 +435,10 @@ class MetricsRunner:
 
     # ------------------------------------------------------------------------- the pool
     def start(self) -> MetricsRunner:
-        """Start the metrics process now (it imports NeuroKit2, about 2 s of CPU), so that
-        this happens when the service starts rather than beside the worker mid-session."""
+        """Start the metrics process now: it imports NeuroKit2 (about 2 s of CPU) before its
+        first job. The runner does so at the first confirmed episode, which closes 40 s or more
+        later, so a service that never sees an episode (and each test that starts one) does
+        not pay the import and the process' 250 MB; else at the first job."""
         self.warmed = self._executor().submit(_warm)
         return self
 

@@ -340,8 +340,6 @@ class AnalysisService:
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
-        if self.metrics is not None:
-            self.metrics.start()
         if self.state_path is not None:
             self._restore(self.state_path)
         self._load_rejects()
