@@ -757,7 +757,26 @@ class AnalysisService:
             self._remember(self._rejected_retained, _digest(topic, payload))
         self._deadletter(topic, payload, err)
 
-    def _process(self, topic: str, payload: bytes, received: float, retained: bool) -> None:
+    def _behind(self, msg: contract.StatusMessage) -> bool:
+        """True while messages its run published before ``msg`` (``sent``: n 0 .. sent-1) are
+        not all handled yet. A broker may deliver a status before data published earlier
+        (mosquitto does when its in-flight window frees and fills out of order), and an ``end``
+        applied early would finish the session before its last seconds. Only with a checkpoint,
+        which makes the deferred status durable (as the messages held for a gap)."""
+        if self.state_path is None or msg.sent is None or msg.sent <= 0 or msg.run is None:
+            return False
+        last = self._run_n.get((msg.site, msg.session, "", RUN_ORDER, msg.run))
+        return last is None or last < msg.sent - 1
+
+    def _process(
+        self,
+        topic: str,
+        payload: bytes,
+        received: float,
+        retained: bool,
+        *,
+        tail_given_up: bool = False,
+    ) -> None:
         if retained or self._stalling:
             digest = _digest(topic, payload)
             with self._rejects_lock:
@@ -779,7 +798,10 @@ class AnalysisService:
         if not isinstance(msg, contract.StatusMessage):
             if self._hold_if_early(msg, topic, payload, received):
                 return
-        elif not retained and self._reorder.waiting(msg.site, msg.session):
+        elif not retained and (
+            self._reorder.waiting(msg.site, msg.session)
+            or (not tail_given_up and self._behind(msg))
+        ):
             # the session's end (or any status) applies after the data published before it
             self._deferred.setdefault((msg.site, msg.session), []).append(
                 (topic, payload, received)
@@ -843,9 +865,32 @@ class AnalysisService:
             for topic, payload, received in self._deferred.pop(session):
                 self._process(topic, payload, received, False)
 
+    def _give_up_tails(self, *, everything: bool = False) -> None:
+        """Apply the statuses that waited ``gap_wait_s`` for messages published before them
+        that never came (the run's tail; nothing after them waits, so no gap is given up)."""
+        now = math.inf if everything else self.clock()
+        for session in list(self._deferred):
+            items = self._deferred[session]
+            if self._reorder.waiting(*session) or now - items[0][2] <= self._reorder.wait_s:
+                continue
+            del self._deferred[session]
+            log.warning(
+                "session %s/%s: gave up waiting for messages published before its status %s",
+                session[0],
+                session[1],
+                "(the run's last messages never came)",
+            )
+            for topic, payload, received in items:
+                self._process(topic, payload, received, False, tail_given_up=True)
+
     def _give_up_gaps(self, *, everything: bool = False) -> None:
         """Give up gaps that waited too long (all of them with ``everything``), storing a
-        ``gap`` point per stream, then handle the waiting messages in order."""
+        ``gap`` point per stream, then handle the waiting messages in order; then the statuses
+        that waited as long for the run's last messages."""
+        self._give_up_held(everything=everything)
+        self._give_up_tails(everything=everything)
+
+    def _give_up_held(self, *, everything: bool = False) -> None:
         now = math.inf if everything else time.monotonic()
         while keys := self._reorder.overdue(now):
             for key in keys:
