@@ -15,6 +15,7 @@ from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.service import AnalysisService
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.sources.base import open_source
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from rekindle.mqtturl import MqttSettings
 from tests.conftest import S02, ReplayedSession, fixture_path, recording_start
 from tests.dashboards.grafana import Dataset
@@ -171,3 +172,39 @@ def gap_session(mqtt_broker: Mosquitto, influxd: InfluxD) -> GapSession:
 def gap_data(gap_session: GapSession) -> Dataset:
     """The "gaps" session (:func:`gap_session`) for the dashboards' gap queries."""
     return gap_session.data
+
+
+@pytest.fixture(scope="session")
+def release_data(mqtt_broker: Mosquitto, influxd: InfluxD) -> Dataset:
+    """The simulated 30-min session (``sim:1``: a scripted surge with a rebound, then one without)
+    through the real broker and analysis service into ``rekindle_release``, ended normally.
+
+    S02 holds no emotional release under the release defaults (a 90-s recovery after the
+    episode has closed), so the release queries are proven on a session that has one.
+    """
+    db, site, session = "rekindle_release", "galway", "sim-1"
+    influxd.create_database(db)
+    chunks = list(simulate(SimulationScript(), seed=1))
+    devices = sorted({c.device for c in chunks})
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=db)))
+    service = AnalysisService(settings, writer, site=site).start()
+    try:
+        with Publisher(settings, site, session, device=devices[0]) as pub:
+            start = min(c.start for c in chunks)
+            for device in devices:
+                pub.send_status(device, "online", start, detail="connected")
+            for chunk in chunks:
+                seq = pub.next_seq(chunk.device, chunk.stream)
+                pub.publish(chunk.to_message(site, session, seq, pub.run))
+            last = max(c.end for c in chunks)
+            for device in devices:
+                pub.send_status(device, "end", last, detail="session over")
+            pub.flush()
+        assert service.wait_sessions_finished(1, timeout=120), "the session never ended"
+    finally:
+        service.stop()
+    data = _dataset(influxd, db, site, session, writer.written)
+    where = f"WHERE \"site\" = '{site}' AND \"session\" = '{session}' AND \"kind\" = 'release'"
+    assert influxd.series(f'SELECT * FROM "episode" {where}', db), "no release stored"
+    return data

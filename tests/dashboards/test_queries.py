@@ -34,8 +34,9 @@ from tests.servers import InfluxD
 class Expect:
     columns: tuple[str, ...]
     tags: tuple[str, ...] = ()
-    #: the fixture of the session the query is run on: S02 (``dashboard_data``), or the
-    #: session with real unrepaired gaps (``gap_data``) for the gap queries
+    #: the fixture of the session the query is run on: S02 (``dashboard_data``), the session
+    #: with real unrepaired gaps (``gap_data``) for the gap queries, or the simulated session
+    #: with an emotional release (``release_data``) for the queries of release fields
     dataset: str = "dashboard_data"
 
 
@@ -55,7 +56,9 @@ _SIGNAL_PANELS: dict[tuple[str, str], Expect] = {
 }
 _ANNOTATIONS: dict[str, Expect] = {
     "Arousal episodes": Expect(("signals", "peak_index", "end", "kind")),
-    "Emotional release": Expect(("signals", "recovery_depth", "end", "kind")),
+    "Emotional release": Expect(
+        ("signals", "recovery_depth", "end", "kind"), dataset="release_data"
+    ),
     "Clinician markers": Expect(("text", "device")),
     "Data gaps": Expect(("stream", "device", "duration_s", "end"), dataset="gap_data"),
 }
@@ -71,7 +74,8 @@ EXPECTED: dict[tuple[str, str, str], Expect] = {
     (LIVE, "Signal quality now", "A"): Expect(("last",), ("stream",)),
     (LIVE, "Episodes", "A"): Expect(("kind", "duration_s", "peak_index", "signals")),
     (REVIEW, "Episodes", "A"): Expect(
-        ("kind", "duration_s", "peak_index", "signals", "recovery_depth", "offset")
+        ("kind", "duration_s", "peak_index", "signals", "recovery_depth", "offset"),
+        dataset="release_data",
     ),
     (REVIEW, "Session summary", "A"): Expect(
         ("analysed s", "mean HR bpm", "mean EDA tonic µS", "mean arousal", "max arousal")
