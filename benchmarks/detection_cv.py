@@ -138,6 +138,12 @@ RELEASE_DESIGNS: dict[str, tuple[dict[str, float], ReleaseGrid]] = {
     ),
     # the surge's episode must have closed, and the recovery must hold (HR that stays down)
     "R4 episode closed, sustained recovery": ({"release_needs_close": 1.0}, (_HOLDS,)),
+    # parasympathetic rebound: ln RMSSD must rise above its level during the surge where it is
+    # measured (HR alone decides elsewhere)
+    "R6 ln RMSSD rebound where measured": (
+        _R0,
+        (("release_rmssd_rise_ln", (0.0, 0.1, 0.2, 0.3)),),
+    ),
     # R4 with the promptness of the fall chosen too
     "R5 R4 + prompt-fall window chosen": (
         {"release_needs_close": 1.0},
@@ -159,6 +165,7 @@ RELEASE_ABLATIONS: dict[str, tuple[dict[str, float], bool]] = {
     ),
     "plus tonic EDA falling (0.05)": ({"release_eda_fall_ln": 0.05}, True),
     "plus not before 240 s after the peak": ({"release_after_peak_s": 240.0}, True),
+    "plus ln RMSSD rebound where measured (0.1)": ({"release_rmssd_rise_ln": 0.1}, True),
 }
 #: The counts behind release recall and precision (in the JSON and the release lines).
 RELEASE_COUNTS = (

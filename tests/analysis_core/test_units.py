@@ -291,6 +291,26 @@ def test_release_not_before_release_after_peak_s() -> None:
     assert later.confirmed >= later.peak + 200.0 + cfg.recovery_hold_s  # type: ignore[operator]
 
 
+def test_release_can_require_a_vagal_rebound_where_rmssd_is_measured() -> None:
+    tonic = [0.5] * 300 + [0.5 * math.exp(0.4)] * 600
+    hr = [70.0] * 300 + [90.0] * 200 + [70.0] * 400
+
+    def releases(cfg: AnalysisConfig, ln_after: float | None) -> list[Episode]:
+        det = ArousalDetector(cfg)
+        ln_rmssd = [3.5] * 300 + [3.0] * 200 + [ln_after] * 400
+        events: list[Episode | EpisodeStart] = []
+        for k, (v, h, r) in enumerate(zip(tonic, hr, ln_rmssd, strict=True)):
+            events.extend(det.step(k, [v, None, h, r]).events)
+        events.extend(det.finish(float(len(tonic) - 1)))
+        return _releases(events)
+
+    vagal = replace(DET, release_rmssd_rise_ln=0.2)
+    assert len(releases(DET, 3.0)) == 1  # off by default: HR alone
+    assert releases(vagal, 3.0) == []  # HR fell, but ln RMSSD stayed at its surge level
+    assert len(releases(vagal, 3.5)) == 1  # ... and rebounded
+    assert len(releases(vagal, None)) == 1  # not measured after the surge: HR alone decides
+
+
 @pytest.mark.parametrize("field", ["release_needs_close", "release_hr_ref_peak"])
 def test_switch_parameters_are_0_or_1(field: str) -> None:
     with pytest.raises(ConfigError) as err:

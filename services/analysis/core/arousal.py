@@ -168,6 +168,8 @@ class _Surge:
     hr_sum: float = 0.0  # HR during the episode (from onset until it closes)
     hr_n: int = 0
     hr_peak: float = -math.inf  # highest averaged HR during the episode
+    rm_sum: float = 0.0  # averaged ln RMSSD during the episode (from onset until it closes)
+    rm_n: int = 0
     closed_at: float | None = None
     held_since: float | None = None
     done: bool = False
@@ -214,6 +216,8 @@ class ArousalDetector:
         #: release's prompt fall looks back ``release_fall_s``
         self._hr_hist: deque[tuple[int, float]] = deque()
         self._hr_keep_s = max(cfg.rise_window_s + cfg.min_episode_s, cfg.release_fall_s)
+        #: averaged ln RMSSD over the same span (a surge's ln RMSSD mean starts at its onset)
+        self._rm_hist: deque[tuple[int, float]] = deque()
         self.first_tick: int | None = None
         self.eda_seen = False
         # episode state
@@ -258,6 +262,11 @@ class ArousalDetector:
         hr_hist = self._hr_hist
         while hr_hist and hr_hist[0][0] < k - self._hr_keep_s:
             hr_hist.popleft()
+        if rm.level is not None:
+            self._rm_hist.append((k, rm.level))
+        rm_hist = self._rm_hist
+        while rm_hist and rm_hist[0][0] < k - self._hr_keep_s:
+            rm_hist.popleft()
         hist = self._eda_hist
         if eda.level is not None:
             hist.append((k, eda.level))
@@ -392,6 +401,10 @@ class ArousalDetector:
                 s.hr_sum += level
                 s.hr_n += 1
                 s.hr_peak = max(s.hr_peak, level)
+        for tk, level in self._rm_hist:
+            if tk >= self._onset:
+                s.rm_sum += level
+                s.rm_n += 1
         return [EpisodeStart("arousal", self._onset, t, self._peak)]
 
     def _close(self, offset: float) -> Episode:
@@ -428,6 +441,15 @@ class ArousalDetector:
             cfg.release_eda_fall_ln <= 0 or change <= -cfg.release_eda_fall_ln
         )
 
+    def _vagal_rebound(self, s: _Surge, rm: float | None) -> bool:
+        """ln RMSSD (30-s average) at least ``release_rmssd_rise_ln`` above its mean during the
+        surge (parasympathetic rebound). Off when the parameter is 0; when RMSSD is not measured
+        now or was not during the surge (wrist RR is often lost), HR alone decides."""
+        need = self.cfg.release_rmssd_rise_ln
+        if need <= 0 or rm is None or not s.rm_n:
+            return True
+        return rm - s.rm_sum / s.rm_n >= need
+
     def _hr_fell_promptly(self, t: float, hr: float) -> bool:
         """HR came down by ``release_hr_drop_bpm`` within the last ``release_fall_s`` (a prompt
         fall, as after a stressor ends; a state that fades over many minutes is not a release).
@@ -452,6 +474,10 @@ class ArousalDetector:
             s.hr_sum += hr
             s.hr_n += 1
             s.hr_peak = max(s.hr_peak, hr)
+        rm_now = self._rmssd.level
+        if active and rm_now is not None:
+            s.rm_sum += rm_now
+            s.rm_n += 1
         if s.closed_at is not None and t - s.closed_at > cfg.release_window_s:
             s.done = True
             return None
@@ -473,6 +499,7 @@ class ArousalDetector:
             and surge_hr - hr >= cfg.release_hr_drop_bpm
             and self._hr_fell_promptly(t, hr)
             and self._eda_settling()
+            and self._vagal_rebound(s, rm_now)
         )
         if not recovered:
             s.held_since = None
@@ -509,7 +536,7 @@ class ArousalDetector:
 
     def nbytes(self) -> int:
         """Approximate bytes held (CPython per-element cost of the windows)."""
-        n = len(self._eda_hist) + len(self._hr_hist)
+        n = len(self._eda_hist) + len(self._hr_hist) + len(self._rm_hist)
         for inp in (self._eda, self._hr, self._rmssd):
             n += len(inp.mean._buf) + len(inp.ref._buf)
         return 72 * n + 2048

@@ -161,7 +161,8 @@ class AnalysisConfig:
     #: the index peak; HR at least ``release_hr_drop_bpm`` below the surge's HR (its mean over the
     #: episode; ``release_hr_ref_peak`` 1: its peak), fallen that much within ``release_fall_s``
     #: (0 = any time), tonic EDA not rising (less than ``release_eda_rise_ln`` over the last
-    #: ``eda_avg_s``) and, when ``release_eda_fall_ln`` > 0, falling by at least that much; all
+    #: ``eda_avg_s``) and, when ``release_eda_fall_ln`` > 0, falling by at least that much (and
+    #: with ``release_rmssd_rise_ln`` > 0 ln RMSSD risen, where measured); all
     #: held for ``recovery_hold_s``, within ``release_window_s`` of the episode's close. The
     #: defaults are the design and hold the cross-validation chose (benchmarks/detection_cv.py).
     release_needs_close: float = 1.0
@@ -172,6 +173,10 @@ class AnalysisConfig:
     release_fall_s: float = 120.0
     release_eda_rise_ln: float = 0.02
     release_eda_fall_ln: float = 0.0
+    #: > 0: where ln RMSSD is measured (now and during the surge), it must also be at least this
+    #: far above its mean during the surge (a vagal rebound); 0 = off. Wrist RR is lost for much
+    #: of a session, so HR alone decides where it is not measured.
+    release_rmssd_rise_ln: float = 0.0
     #: A recovery must hold this long (s): HR that stays down, not a dip between two bursts
     #: (on the labelled data 90 s held out: precision 0.78 against 0.41 with 30 s).
     recovery_hold_s: float = 90.0
