@@ -23,8 +23,9 @@ from rekindle.analysis.core.config import DETECTOR_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "services" / "analysis" / "core"
-#: Sources whose change invalidates the cache (the processors and the per-second plumbing).
-PROCESSOR_SOURCES = ("analyzer.py", "eda.py", "cardiac.py", "types.py")
+#: Sources whose change invalidates the cache (the processors and the per-second plumbing, and
+#: the PPG beats beside the core).
+PROCESSOR_SOURCES = ("analyzer.py", "eda.py", "cardiac.py", "types.py", "../ppg.py")
 DEFAULT_CACHE = ROOT / ".cache" / "detection_features"
 
 

@@ -45,6 +45,7 @@ from rekindle.analysis.core.arousal import warmup_s as detector_warmup_s
 from rekindle.analysis.errors import AnalysisError
 from rekindle.analysis.params import add_arguments as add_param_arguments
 from rekindle.analysis.params import from_args
+from rekindle.analysis.ppg import DerivedBeats
 from rekindle.analysis.scoring import (
     Detection,
     Interval,
@@ -167,13 +168,18 @@ def replay_recording(
     :func:`analyzer_inputs`), handing every event to ``take``. Returns the span of its samples
     and the second at which the analyzer closed open episodes at the end of data."""
     analyzer = SessionAnalyzer(config)
+    beats = DerivedBeats(analyzer.cfg)  # RR from PPG, as the pipeline derives it
     t_min, t_max = math.inf, -math.inf
     for chunk, items in analyzer_inputs(_chunks(path)):
         for it in items:
-            for e in analyzer.update(it):
-                take(e)
+            for derived in beats.inputs(it):
+                for e in analyzer.update(derived):
+                    take(e)
         if chunk.stream != "marker":
             t_min, t_max = min(t_min, chunk.start), max(t_max, chunk.end)
+    for derived in beats.finish():
+        for e in analyzer.update(derived):
+            take(e)
     for e in analyzer.finish():
         take(e)
     if not math.isfinite(t_min):

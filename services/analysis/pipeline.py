@@ -35,6 +35,7 @@ from rekindle.analysis.core import (
     SessionAnalyzer,
 )
 from rekindle.analysis.core.analyzer import ANALYSED
+from rekindle.analysis.ppg import DerivedBeats
 
 
 @dataclass(slots=True)
@@ -115,6 +116,7 @@ class SessionPipeline:
     max_silence_s = MAX_SILENCE_S
     latest = -math.inf
     segments_split = 0
+    _beats: DerivedBeats | None = None
 
     def __init__(
         self,
@@ -158,25 +160,45 @@ class SessionPipeline:
         if isinstance(item, SampleBatch):
             if not len(item.times):
                 return out
-            if item.stream not in ANALYSED:
+            batches: list[SampleBatch] = []
+            if item.stream == "ppg":  # RR from PPG (rekindle.analysis.ppg), when enabled
+                batches = [
+                    b
+                    for b in self.derived_beats.inputs(item)
+                    if isinstance(b, SampleBatch) and b.stream in ANALYSED
+                ]
+            elif item.stream in ANALYSED:
+                batches = [item]
+            if item.stream not in ANALYSED and self.analyzer.accepts(item.stream):
                 # a stream only registered detectors read: analysed, but it neither moves the
                 # core's time nor starts a new segment (those follow the core's own streams)
-                if self.analyzer.accepts(item.stream):
-                    out.extend(self._events(self.analyzer.update(item)))
-                return out
-            for part in _split_at_silences(item, self.max_silence_s):
-                if self.latest > -math.inf and part.times[0] - self.latest > self.max_silence_s:
-                    out.extend(self._events(self.analyzer.finish()))
-                    self.analyzer = SessionAnalyzer(self.analyzer.cfg)
-                    self.latest = -math.inf
-                    self.segments_split += 1
-                self.latest = max(self.latest, float(part.times[-1]))
-                out.extend(self._events(self.analyzer.update(part)))
+                out.extend(self._events(self.analyzer.update(item)))
+            for batch in batches:
+                self._analyse(batch, out)
             return out
         items = item if isinstance(item, list) else [item] if item is not None else []
         for it in items:
             out.extend(self._events(self.analyzer.update(it)))
         return out
+
+    @property
+    def derived_beats(self) -> DerivedBeats:
+        """The session's PPG beat detectors (created on first use; a pipeline restored from a
+        checkpoint written before they existed gets them then)."""
+        if self._beats is None:
+            self._beats = DerivedBeats(self.analyzer.cfg)
+        return self._beats
+
+    def _analyse(self, item: SampleBatch, out: PipelineOutput) -> None:
+        """Give ``item`` to the analyzer, starting a new segment after a long silence."""
+        for part in _split_at_silences(item, self.max_silence_s):
+            if self.latest > -math.inf and part.times[0] - self.latest > self.max_silence_s:
+                out.extend(self._events(self.analyzer.finish()))
+                self.analyzer = SessionAnalyzer(self.analyzer.cfg)
+                self.latest = -math.inf
+                self.segments_split += 1
+            self.latest = max(self.latest, float(part.times[-1]))
+            out.extend(self._events(self.analyzer.update(part)))
 
     @property
     def ended(self) -> bool:
@@ -190,4 +212,8 @@ class SessionPipeline:
         self.finished = True
         if self.samples == 0:
             return PipelineOutput()  # nothing to flush: a session that never sent data
-        return self._events(self.analyzer.finish())
+        out = PipelineOutput()
+        for item in self.derived_beats.finish():
+            out.extend(self._events(self.analyzer.update(item)))
+        out.extend(self._events(self.analyzer.finish()))
+        return out

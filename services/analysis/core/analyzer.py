@@ -36,8 +36,10 @@ from rekindle.analysis.core.types import (
 
 log = logging.getLogger(__name__)
 
-#: Streams with a detector; others (ppg, ecg, temp) are accepted and ignored.
-ANALYSED = ("eda", "hr", "rr", "acc")
+#: Streams with a detector; others (ppg, ecg, temp) are accepted and ignored. ``rr_ppg`` is RR
+#: derived from PPG beside the core (``rekindle.analysis.ppg``): it is used only while the
+#: device's own RR is lost or absent (see :meth:`SessionAnalyzer._tick`).
+ANALYSED = ("eda", "hr", "rr", "rr_ppg", "acc")
 _RANK: dict[QualityState, int] = {"good": 0, "degraded": 1, "lost": 2}
 _T = TypeVar("_T", EdaTick, HrTick, RrTick)
 _F64 = np.dtype(np.float64)
@@ -155,6 +157,7 @@ class SessionAnalyzer:
         self._eda: dict[str, EdaProcessor] = {}
         self._hr: dict[str, HrProcessor] = {}
         self._rr: dict[str, RrProcessor] = {}
+        self._rr_ppg: dict[str, RrProcessor] = {}
         self._acc: dict[str, _AccProcessor] = {}
         self._max_seen = -math.inf
         self._next_tick: int | None = None
@@ -319,6 +322,8 @@ class SessionAnalyzer:
             proc = self._hr[device] = HrProcessor(self.cfg, device)
         elif stream == "rr":
             proc = self._rr[device] = RrProcessor(self.cfg, device)
+        elif stream == "rr_ppg":
+            proc = self._rr_ppg[device] = RrProcessor(self.cfg, device)
         elif stream == "acc":
             proc = self._acc[device] = _AccProcessor(self.cfg, device)
         targets = self._ext_feeds.get(stream)
@@ -464,7 +469,7 @@ class SessionAnalyzer:
                     in_gap = bool(gaps) and self._in_gap("hr", d, k)
                     hr_ticks[d] = proc_h.tick(k, motion=d in moving, in_gap=in_gap)
                 hr_value, quality["hr"] = self._pick(hr_ticks)
-        rmssd = ln_rmssd = None
+        rmssd = ln_rmssd = rr_hr = None
         rr_procs = self._rr
         if rr_procs:
             if len(rr_procs) == 1 and not gaps:
@@ -475,10 +480,20 @@ class SessionAnalyzer:
                 for d, proc_r in rr_procs.items():
                     rr_ticks[d] = proc_r.tick(k, in_gap=bool(gaps) and self._in_gap("rr", d, k))
                 rr_hr, rmssd, quality["rr"] = self._pick(rr_ticks)
-            if hr_value is None:
-                hr_value = rr_hr
-            if rmssd is not None and rmssd > 0:
-                ln_rmssd = math.log(rmssd)
+        if self._rr_ppg:
+            # RR derived from PPG: ticked always (its own quality, ``rr_ppg``), used only while
+            # the device's RR is lost or absent. A gap in a device's PPG is a gap in its beats.
+            ppg_ticks = {
+                d: p.tick(k, in_gap=bool(gaps) and self._in_gap("ppg", d, k))
+                for d, p in self._rr_ppg.items()
+            }
+            ppg_hr, ppg_rmssd, quality["rr_ppg"] = self._pick(ppg_ticks)
+            if quality.get("rr", "lost") == "lost":
+                rr_hr, rmssd = ppg_hr, ppg_rmssd
+        if hr_value is None:
+            hr_value = rr_hr
+        if rmssd is not None and rmssd > 0:
+            ln_rmssd = math.log(rmssd)
         res = self._detector.step(
             k, [tonic, scr_rate, hr_value, ln_rmssd], quality.get("eda") == "degraded"
         )
@@ -522,7 +537,7 @@ class SessionAnalyzer:
             n += proc_e.nbytes()
         for proc_h in self._hr.values():
             n += 2 * 40 * len(proc_h._window) + 512
-        for proc_r in self._rr.values():
+        for proc_r in (*self._rr.values(), *self._rr_ppg.values()):
             n += 80 * (len(proc_r._beats) + len(proc_r._diffs) + len(proc_r._events)) + 1024
         n += 160 * len(self._gaps) + 1024 * len(self._acc)
         return n

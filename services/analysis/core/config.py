@@ -37,6 +37,11 @@ _PROCESSOR_FIELDS = frozenset(
         "rmssd_window_s",
         "rmssd_min_pairs",
         "rr_lost_after_s",
+        "ppg_beats",
+        "ppg_window_s",
+        "ppg_hop_s",
+        "ppg_margin_s",
+        "ppg_min_quality",
         "motion_std_g",
     }
 )
@@ -98,6 +103,21 @@ class AnalysisConfig:
     rmssd_min_pairs: int = 20
     #: Seconds without an accepted RR interval before RR is "lost".
     rr_lost_after_s: float = 10.0
+
+    # --- beats from PPG (rekindle/analysis/ppg.py, beside the core) -----------------------------
+    #: 1: RR intervals are derived from the device's PPG/BVP (the ``rr_ppg`` stream) and used
+    #: while the device's own RR is lost (absent counts as lost); 0: PPG is ignored.
+    ppg_beats: float = 1.0
+    #: NeuroKit2's PPG peak detection runs on windows of this length (s), one every ``ppg_hop_s``.
+    ppg_window_s: float = 8.0
+    ppg_hop_s: float = 2.0
+    #: A window commits the beats at least this far (s) from its right edge, so each beat is out
+    #: ``ppg_margin_s`` to ``ppg_margin_s + ppg_hop_s`` seconds of data time after it.
+    ppg_margin_s: float = 1.5
+    #: Beats whose pulse correlates less than this with the window's mean pulse are rejected
+    #: (template matching, Orphanidou et al. 2015; chosen on the dev set with
+    #: benchmarks/ppg_agreement.py).
+    ppg_min_quality: float = 0.8
 
     # --- motion ---------------------------------------------------------------------------------
     #: Standard deviation of the ACC magnitude (g) over one second above which EDA and HR from the
@@ -227,6 +247,8 @@ class AnalysisConfig:
             "eda_rise_min_us",
             "hr_rise_bpm",
             "ln_rmssd_fall",
+            "ppg_window_s",
+            "ppg_hop_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -239,6 +261,19 @@ class AnalysisConfig:
             raise ConfigError("rr_min_ms", "must be below rr_max_ms")
         if self.exit_index > self.enter_index:
             raise ConfigError("exit_index", "must not exceed enter_index (hysteresis)")
+        if self.ppg_min_quality > 1:
+            raise ConfigError("ppg_min_quality", "must be within 0..1 (a correlation)")
+        if self.ppg_margin_s + self.ppg_hop_s + 1.0 > self.ppg_window_s:
+            raise ConfigError(
+                "ppg_window_s",
+                "must be at least ppg_margin_s + ppg_hop_s + 1 s (the beats' context)",
+            )
+        if self.ppg_beats > 0 and self.ppg_margin_s + self.ppg_hop_s + 1.0 >= self.lateness_s:
+            raise ConfigError(
+                "ppg_hop_s",
+                "ppg_margin_s + ppg_hop_s + 1 s must stay below lateness_s, or the derived beats "
+                "reach the analyzer after their second was closed",
+            )
         if self.release_falling_fraction > 1:
             raise ConfigError("release_falling_fraction", "must be within 0..1")
         for name in ("release_needs_close", "release_hr_ref_peak"):

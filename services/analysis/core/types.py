@@ -9,7 +9,9 @@ from typing import Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-StreamName: TypeAlias = Literal["eda", "hr", "rr", "acc", "temp", "ppg", "ecg"]
+#: ``rr_ppg``: RR intervals derived from PPG beside the core (``rekindle.analysis.ppg``), never
+#: on the wire.
+StreamName: TypeAlias = Literal["eda", "hr", "rr", "rr_ppg", "acc", "temp", "ppg", "ecg"]
 QualityState: TypeAlias = Literal["good", "degraded", "lost"]
 EpisodeKind: TypeAlias = Literal["arousal", "release"]
 
