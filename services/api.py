@@ -35,6 +35,7 @@ from rekindle.analysis.offline import (
     summary,
 )
 from rekindle.analysis.params import apply
+from rekindle.analysis.ppg import DERIVED_STREAM
 from rekindle.contract import SampleStream
 from rekindle.ingest.errors import IngestError
 from rekindle.ingest.sources import units as unit_table
@@ -294,7 +295,12 @@ def _counted(chunks: Iterator[Chunk], counts: dict[str, int]) -> Iterator[Chunk]
 def _warnings(rec: Recording, result: AnalysisResult, sent: Mapping[str, int]) -> list[str]:
     out: list[str] = []
     streams = {str(f.attrs["stream"]) for f in rec.streams.values()}
-    used = [*ANALYSED, *(s for spec in registered() for s in spec.streams if s not in ANALYSED)]
+    # (the core's streams as a recording holds them: PPG when its beats are derived, not the
+    # derived ``rr_ppg`` itself)
+    core = [s for s in ANALYSED if s != DERIVED_STREAM]
+    if result.params.get("ppg_beats", AnalysisConfig().ppg_beats) > 0:
+        core.append("ppg")
+    used = [*core, *(s for spec in registered() for s in spec.streams if s not in core)]
     unused = sorted(streams - set(used))
     if unused:
         out.append(f"not analysed: {', '.join(unused)} (the detectors use {', '.join(used)})")

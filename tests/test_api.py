@@ -77,7 +77,7 @@ def test_read_analyze_equals_the_command_line_bit_for_bit(
     assert info["params_changed"] == {"enter_index": 45.0, "min_episode_s": 20.0}
     assert info["version"] == rekindle.__version__
     assert info["format"] == "E4"
-    assert set(info["quality"]) == {"eda", "hr", "rr", "acc"}
+    assert set(info["quality"]) == {"eda", "hr", "rr", "acc", "rr_ppg"}  # (RR from S02's BVP)
     # write() writes what the command line writes, file for file
     api_dir = rekindle.write(info, tmp_path / "api", plots=False)
     written = sorted(p.name for p in api_dir.iterdir())
@@ -238,7 +238,7 @@ def test_warnings_say_what_was_not_analysed(s02: rekindle.Recording) -> None:
     eda = s02.streams["eda"]
     short = {"eda": eda.iloc[:200], "temp": temp.iloc[:200]}
     _, _, info = rekindle.analyze(short)
-    assert info["warnings"][0] == "not analysed: temp (the detectors use eda, hr, rr, acc)"
+    assert info["warnings"][0] == "not analysed: temp (the detectors use eda, hr, rr, acc, ppg)"
     assert any(w.startswith("no arousal index") for w in info["warnings"])
     wild = eda.iloc[:400].assign(value=np.r_[np.full(10, 500.0), eda["value"].iloc[10:400]])
     _, _, info = rekindle.analyze({"eda": wild})
