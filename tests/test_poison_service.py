@@ -224,7 +224,7 @@ def test_an_exception_while_handling_dead_letters_that_message_only(
     service = _service(mqtt_broker, influxd, tmp_path / "s", on_events=explode_once).start()
     t0 = time.time() - 100
     try:
-        for k in range(40):  # 40 s of data: events once the 10-s lateness has passed
+        for k in range(40):  # 40 s of data: events once the 6-s lateness has passed
             client.send(_eda("boom", k, t0 + k))
         _wait_for(lambda: service.stats.received >= 40, "all received")
         _wait_for(lambda: client.count() >= 1, "the dead letter")

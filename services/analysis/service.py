@@ -2,6 +2,8 @@
 
 paho's network thread only timestamps and enqueues; one named worker thread validates, routes
 and writes, so messages of a session are processed in the order the broker delivered them.
+The inbox between them is bounded (``inbox_limit``): when the worker falls behind, the network
+thread waits for room, reads nothing more, and the broker queues for us (back-pressure).
 Rejected payloads are republished on the dead-letter topic with the reason and logged once.
 
 Poison: every exception while handling one message dead-letters that message (field
@@ -79,6 +81,9 @@ MAX_REMEMBERED = 10_000
 MAX_FIELD_STATS = 200
 #: Most ended sessions remembered, so that their late markers do not reopen them.
 MAX_ENDED_SESSIONS = 10_000
+#: Most received messages held for the worker (~1 s at 500 live sessions, ~1.5 MB); then the
+#: network thread waits and the broker queues (the inbox once grew to 28.6k messages, 181 MB).
+INBOX_LIMIT = 2000
 
 
 @dataclass(slots=True)
@@ -101,6 +106,10 @@ class ServiceStats:
     markers_after_end: int = 0
     #: Longest time the worker spent on one message (s).
     longest_message_s: float = 0.0
+    #: Time paho's network thread waited for room in the full inbox (s): back-pressure.
+    inbox_full_s: float = 0.0
+    #: Most messages the inbox held at once (at most ``inbox_limit`` while running).
+    inbox_peak: int = 0
     sessions_finished: int = 0
     episodes: int = 0
     rejected_by_field: dict[str, int] = field(default_factory=dict)
@@ -195,8 +204,14 @@ class AnalysisService:
         gap_wait_s: float = 10.0,
         partition: Partition | None = None,
         metrics: MetricsRunner | None = None,
+        inbox_limit: int = INBOX_LIMIT,
     ) -> None:
         self.mqtt_settings = mqtt_settings
+        if inbox_limit < 1:
+            raise ValueError(f"inbox_limit must be at least 1, not {inbox_limit}")
+        #: Most received messages waiting for the worker; then paho's network thread waits
+        #: (back-pressure: the broker queues for us, see the module docstring).
+        self.inbox_limit = inbox_limit
         #: Only the sessions of this partition are handled; the others' messages are
         #: acknowledged unprocessed (their own partition's service handles them: workers.py).
         self.partition = partition
@@ -326,17 +341,30 @@ class AnalysisService:
         if self._refusing:
             return
         self._idle.clear()
-        self._inbox.put(
-            _Inbound(
-                topic,
-                bytes(msg.payload),
-                self.clock(),
-                bool(msg.retain),
-                msg.mid,
-                msg.qos,
-                self._connection,
-            )
+        item = _Inbound(
+            topic,
+            bytes(msg.payload),
+            self.clock(),
+            bool(msg.retain),
+            msg.mid,
+            msg.qos,
+            self._connection,
         )
+        if self._inbox.qsize() >= self.inbox_limit:
+            self._wait_for_room()
+        self._inbox.put(item)
+        self.stats.inbox_peak = max(self.stats.inbox_peak, self._inbox.qsize())
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure (network thread): wait while the inbox is full. Reading nothing more
+        from the socket makes the broker queue for us (mosquitto: up to max_queued_messages,
+        beyond which it drops QoS 1 messages, which publishers resend as they are not
+        acknowledged end to end). Stopping lifts the bound (stop() handles what is received).
+        """
+        started = time.monotonic()
+        while self._inbox.qsize() >= self.inbox_limit and not self._stop.is_set():
+            self._stop.wait(0.002)
+        self.stats.inbox_full_s += time.monotonic() - started
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
@@ -368,6 +396,11 @@ class AnalysisService:
         if not self._subscribed.wait(timeout):
             self._client.loop_stop()
             raise BrokerError(self.mqtt_settings.url, "no subscription acknowledgement in time")
+
+    @property
+    def inbox_size(self) -> int:
+        """Messages received and not yet taken by the worker."""
+        return self._inbox.qsize()
 
     def wait_idle(self, quiet_s: float = 1.0, timeout: float = 120.0) -> bool:
         """Block until nothing arrived for ``quiet_s`` and the inbox is empty (for tests/tools)."""

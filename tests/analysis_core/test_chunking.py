@@ -12,8 +12,10 @@ from rekindle.analysis.core import AnalysisConfig, Event, SampleBatch
 from tests.analysis_core.helpers import comparable, episodes, merge, rows, run, split
 from tests.analysis_core.synth import Session, make_session, one_second_batches
 
-# A short session (baseline shortened so that episodes happen) keeps each example fast.
-CONFIG = AnalysisConfig(settle_s=30.0)
+# A short session (baseline shortened so that episodes happen) keeps each example fast. The
+# batches below span up to 10 s (live publishers send <= 1 s): merged by their start, a stream's
+# batch can begin 10 s behind the newest sample, so the lateness allowance must be 10 s.
+CONFIG = AnalysisConfig(settle_s=30.0, lateness_s=10.0)
 SHORT = dict(duration=900.0)
 
 

@@ -53,8 +53,15 @@ class AnalysisConfig:
 
     # --- time handling -------------------------------------------------------------------------
     #: Data is processed behind a watermark = latest sample time seen minus this many seconds.
-    #: Samples older than the part already processed are counted as late and ignored.
-    lateness_s: float = 10.0
+    #: Samples older than the part already processed are counted as late and ignored. The rule
+    #: (docs/method.md, section 1): the allowance covers what arrives out of step on the live
+    #: path and nothing more, since it is also how late every live output is: one message span
+    #: (publishers send <= 1 s per message, at its last sample) + the BLE timestamp skew between
+    #: devices (clocks resync beyond 2 s) + one resend of a message the broker lost (publishers
+    #: resend after 3 s without progress) = 6 s. Longer repairs wait in the service's reorder
+    #: buffer (``--state``), which holds every later message of the publisher run (``n``), so
+    #: they never reach the analyzer late.
+    lateness_s: float = 6.0
 
     # --- EDA ------------------------------------------------------------------------------------
     #: Plausible EDA range (µS); outside is "no contact"/"out of range" (Kleckner et al. 2018).

@@ -1,0 +1,76 @@
+"""Back-pressure: while the worker is held up the inbox never holds more than its bound, paho's
+network thread waits (the broker queues), and once the worker goes on nothing is lost.
+
+Real mosquitto and influxd (tests/servers.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from rekindle.analysis.core import Event
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.service import AnalysisService
+from rekindle.ingest.publisher import Publisher
+from rekindle.ingest.replay import replay
+from rekindle.ingest.sources.simulator import SimulationScript, simulate
+from rekindle.mqtturl import MqttSettings
+from tests.servers import InfluxD, Mosquitto
+
+SITE = "bound"
+DB = "bound"
+LIMIT = 25
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not reached within {timeout} s"
+        time.sleep(0.02)
+
+
+def test_a_held_up_worker_fills_the_inbox_to_its_bound_only(
+    mqtt_broker: Mosquitto, influxd: InfluxD
+) -> None:
+    influxd.create_database(DB)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_once(_site: str, _session: str, _events: list[Event]) -> None:
+        if not release.is_set():
+            held.set()
+            release.wait(120)  # the worker is busy: messages keep arriving
+
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=DB)))
+    service = AnalysisService(
+        settings, writer, site=SITE, publish_features=False, on_events=hold_once, inbox_limit=LIMIT
+    ).start()
+    result: dict[str, int] = {}
+
+    def publish() -> None:
+        with Publisher(settings, SITE, "S1", device="sim") as pub:
+            stats = replay(
+                simulate(SimulationScript(duration=240.0, episodes=()), seed=5), pub, speed=None
+            )
+            result["samples"] = stats.samples
+            result["chunks"] = stats.chunks
+
+    publisher = threading.Thread(target=publish, name="test-publisher")
+    publisher.start()
+    try:
+        _wait_for(held.is_set, "the worker handling its first events")
+        _wait_for(lambda: service.stats.inbox_full_s > 0, "the network thread waiting for room")
+        assert service.inbox_size <= LIMIT
+        assert service.stats.inbox_peak == LIMIT
+        release.set()
+        publisher.join(120)
+        assert not publisher.is_alive()
+        assert service.wait_sessions_finished(1, timeout=120)
+    finally:
+        release.set()
+        service.stop()
+    assert service.stats.inbox_peak == LIMIT
+    assert service.stats.accepted == result["chunks"] + 2  # + the online and end statuses
+    stored = influxd.count("SELECT count(value) FROM signal WHERE session = 'S1'", DB)
+    assert stored == result["samples"]
