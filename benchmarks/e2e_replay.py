@@ -1,82 +1,214 @@
-"""End-to-end replay of Stress-Predict S02 at max speed: real mosquitto -> analysis -> influxd.
+"""End-to-end replay of Stress-Predict S02 (one session-hour of E4 data) at max speed: real
+mosquitto -> analysis -> influxd, against what the broker alone carries for the same messages.
 
-Starts its own mosquitto and influxd (as the test suite does), replays S02 through the live path
-twice and prints wall seconds, samples, messages and points for:
+Starts its own mosquitto and influxd (as the test suite does). Every arm publishes the same
+messages with the project's replay command in a process of its own (``rekindle replay --speed
+max``: the same chunks, topics and payloads), so its CPU does not compete with the consumer's:
 
-* batched: the service's BufferedWriter (5000 lines per POST), and
-* naive:   one POST per MQTT message (what a straightforward consumer does),
+* **raw broker**: a plain paho QoS 1 subscriber counts the messages (``--window 0``: broker
+  acknowledgements only); what the broker and paho carry, the ceiling of any consumer;
+* **batched**: the analysis service (in this process) with its writer as it runs live
+  (InfluxDB written at every commit, up to 5000 lines per POST), the publisher paced by the
+  end-to-end acknowledgements (``--window 500``, the replay default);
+* **naive**: the same service with a writer that POSTs once per MQTT message (what a
+  straightforward consumer does): ~21k POSTs.
 
-then ``speedup_vs_naive`` (naive wall / batched wall). Run: ``.venv/bin/python -m
-benchmarks.e2e_replay``.
+Each arm's wall time runs from the first message the consumer receives to the last message
+(raw) or to the session's end with every line acknowledged by InfluxDB (service arms: until
+``stop()`` returned, which makes the last commit and flushes the writer), so the
+start-up of the publishing process is left out. Prints per arm the wall seconds, wall per
+session-hour, messages and lines, and ``ratio_to_raw_broker`` (raw wall / arm wall, 100 % = as
+fast as the broker alone) and ``speedup_vs_naive``. Run:
+``.venv/bin/python -m benchmarks.e2e_replay`` (``--no-naive`` skips the slow arm).
 """
 
 from __future__ import annotations
 
-import resource
+import argparse
+import os
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from rekindle.analysis.influx import BufferedWriter, InfluxSettings, Transport, V1Transport
 from rekindle.analysis.service import AnalysisService
-from rekindle.ingest.publisher import Publisher
-from rekindle.ingest.replay import replay
-from rekindle.ingest.sources.e4 import read_e4_folder
 from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 
 S02 = Path(__file__).resolve().parent.parent / "tests/fixtures/stress_predict_e4/Raw_data/S02"
+SITE = "bench"
 
 
-def run(broker: Mosquitto, influx: InfluxD, db: str, batch_lines: int) -> dict[str, float]:
+class FirstCall:
+    """A clock that remembers when it was first read (the consumer's first message)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+
+    def __call__(self) -> float:
+        now = time.time()
+        if self.first is None:
+            self.first = time.perf_counter()
+        return now
+
+
+class PerMessageWriter(BufferedWriter):
+    """The naive consumer's writer: every message's lines in a POST of their own, at once."""
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self.posts = 0
+
+    def add(self, lines: list[str]) -> None:
+        if lines:
+            self.posts += 1
+            super().add(lines)
+            self.flush(block=True)
+
+
+def publish(broker: Mosquitto, session: str, window: int) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "rekindle.cli",
+        "replay",
+        str(S02),
+        "--session",
+        session,
+        "--site",
+        SITE,
+        "--speed",
+        "max",
+        "--mqtt",
+        broker.url,
+        "--window",
+        str(window),
+    ]
+    env = {**os.environ, "REKINDLE_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+def finish(proc: subprocess.Popen[bytes], what: str) -> str:
+    out, _ = proc.communicate(timeout=900)
+    text = out.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what}: replay exited {proc.returncode}: {text[-2000:]}")
+    return text
+
+
+def raw_broker(broker: Mosquitto) -> dict[str, float]:
+    """A plain QoS 1 subscriber: wall from the first to the ``end`` status."""
+    session = "S02raw"
+    done = threading.Event()
+    count = [0]
+    first: list[float] = []
+    last = [0.0]
+    subscribed = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        if not first:
+            first.append(now)
+        count[0] += 1
+        last[0] = now
+        if "/status/" in msg.topic and b'"end"' in msg.payload:
+            done.set()
+
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.on_message = on_message
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.subscribe(f"rekindle/v1/{SITE}/{session}/#", qos=1)
+    if not subscribed.wait(10):
+        raise RuntimeError("raw subscriber: no subscription acknowledgement")
+    proc = publish(broker, session, 0)
+    if not done.wait(900):
+        raise RuntimeError("raw subscriber never saw the end status")
+    finish(proc, "raw broker")
+    client.loop_stop()
+    client.disconnect()
+    return {"wall_s": last[0] - first[0], "messages": count[0], "lines": 0.0}
+
+
+def service_arm(broker: Mosquitto, influx: InfluxD, db: str, *, naive: bool) -> dict[str, float]:
     influx.create_database(db)
     settings = MqttSettings.from_url(broker.url)
-    writer = BufferedWriter(
-        V1Transport(InfluxSettings(influx.url, database=db)), batch_lines=batch_lines
-    )
-    service = AnalysisService(settings, writer, site="bench", publish_features=False)
-    started = time.perf_counter()
-    service.start()
-    with Publisher(settings, "bench", "S02", device="replay") as pub:
-        stats = replay(read_e4_folder(S02), pub, speed=None)
-    published = time.perf_counter() - started
-    if not service.wait_sessions_finished(1, timeout=600):
+    transport = V1Transport(InfluxSettings(influx.url, database=db))
+    writer = PerMessageWriter(transport) if naive else BufferedWriter(transport)
+    clock = FirstCall()
+    service = AnalysisService(
+        settings, writer, site=SITE, publish_features=False, clock=clock
+    ).start()
+    proc = publish(broker, db, 500)
+    if not service.wait_sessions_finished(1, timeout=900):
         raise RuntimeError("the analysis service never saw the session end")
-    service.stop()
-    wall = time.perf_counter() - started
-    points = influx.count('SELECT count("value") FROM "signal"', db)
-    return {
-        "wall_s": wall,
-        "publish_s": published,
-        "samples": stats.samples,
-        "messages": service.stats.accepted,
-        "lines_written": writer.written,
-        "signal_points_in_db": points,
-        "data_s": (stats.last or 0) - (stats.first or 0),
+    service.stop()  # (the worker's last commit and the writer's final flush)
+    done = time.perf_counter()
+    if writer.queued:
+        raise RuntimeError("InfluxDB did not take every line")
+    finish(proc, db)
+    assert clock.first is not None
+    points = influx.count(f'SELECT count("value") FROM "signal" WHERE session = \'{db}\'', db)
+    out = {
+        "wall_s": done - clock.first,
+        "messages": float(service.stats.accepted),
+        "lines": float(writer.written),
+        "signal_points": float(points),
     }
+    if isinstance(writer, PerMessageWriter):
+        out["posts"] = float(writer.posts)
+    return out
 
 
-def main() -> int:
+def data_hours() -> float:
+    from rekindle.ingest.sources.e4 import read_e4_folder  # noqa: PLC0415
+
+    first = last = None
+    for chunk in read_e4_folder(S02):
+        first = chunk.start if first is None else min(first, chunk.start)
+        last = chunk.end if last is None else max(last, chunk.end)
+    assert first is not None
+    assert last is not None
+    return (last - first) / 3600.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-naive", action="store_true", help="skip the per-message arm")
+    args = parser.parse_args(argv)
+    hours = data_hours()
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto.start(Path(tmp) / "mq")
         influx = InfluxD.start(Path(tmp) / "influx")
         try:
-            batched = run(broker, influx, "batched", 5000)
-            naive = run(broker, influx, "naive", 1)
+            arms = {"raw broker": raw_broker(broker)}
+            arms["batched"] = service_arm(broker, influx, "batched", naive=False)
+            if not args.no_naive:
+                arms["naive"] = service_arm(broker, influx, "naive", naive=True)
         finally:
             broker.stop()
             influx.stop()
-    for name, res in (("batched", batched), ("naive", naive)):
-        print(
-            f"{name:8s} wall {res['wall_s']:7.1f} s  samples {res['samples']:.0f}  "
-            f"messages {res['messages']:.0f}  lines written {res['lines_written']:.0f}  "
-            f"signal points in db {res['signal_points_in_db']:.0f}  "
-            f"({res['data_s'] / res['wall_s']:.0f}x real time)"
+    raw = arms["raw broker"]["wall_s"]
+    print(f"S02: {hours:.2f} session-hours of E4 data (ACC, BVP, EDA, HR, IBI, TEMP)")
+    for name, res in arms.items():
+        extra = f"  POSTs {res['posts']:.0f}" if "posts" in res else ""
+        stored = (
+            f"  signal points in db {res['signal_points']:.0f}" if "signal_points" in res else ""
         )
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of this process (publisher + service): {peak_mb:.0f} MB")
-    print(f"speedup_vs_naive: {naive['wall_s'] / batched['wall_s']:.1f}x")
+        print(
+            f"{name:10s} wall {res['wall_s']:6.2f} s = {res['wall_s'] / hours:6.2f} s per "
+            f"session-hour  messages {res['messages']:.0f}  lines written {res['lines']:.0f}"
+            f"{stored}{extra}  ratio_to_raw_broker {raw / res['wall_s'] * 100:5.1f} %"
+        )
+    if "naive" in arms:
+        print(f"speedup_vs_naive: {arms['naive']['wall_s'] / arms['batched']['wall_s']:.1f}x")
     return 0
 
 
