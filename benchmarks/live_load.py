@@ -399,7 +399,9 @@ def run(args: argparse.Namespace) -> int:
         "0",
     ]
     if args.workers != 1:
+        # (workers move sessions with their checkpoint and persistent MQTT session)
         cmd += ["--workers", str(args.workers)]
+        args.durable = True
     if args.durable:
         cmd += [
             "--client-id",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rekindle.analysis.core import Event
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
@@ -60,8 +61,8 @@ def test_a_held_up_worker_fills_the_inbox_to_its_bound_only(
     publisher.start()
     try:
         _wait_for(held.is_set, "the worker handling its first events")
-        _wait_for(lambda: service.stats.inbox_full_s > 0, "the network thread waiting for room")
-        assert service.inbox_size <= LIMIT
+        _wait_for(lambda: service.stats.inbox_waits > 0, "the network thread waiting for room")
+        _wait_for(lambda: service.inbox_size == LIMIT, "a full inbox behind the held worker")
         assert service.stats.inbox_peak == LIMIT
         release.set()
         publisher.join(120)
@@ -71,6 +72,44 @@ def test_a_held_up_worker_fills_the_inbox_to_its_bound_only(
         release.set()
         service.stop()
     assert service.stats.inbox_peak == LIMIT
+    assert service.stats.inbox_full_s > 0
     assert service.stats.accepted == result["chunks"] + 2  # + the online and end statuses
     stored = influxd.count("SELECT count(value) FROM signal WHERE session = 'S1'", DB)
     assert stored == result["samples"]
+
+
+def test_a_queue_larger_than_the_bound_waiting_at_start_up_is_taken(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path
+) -> None:
+    """A persistent session's queue reaches us before the subscription acknowledgement: the
+    network thread must not wait for the worker, which starts only after that."""
+    influxd.create_database(DB)
+    settings = MqttSettings.from_url(mqtt_broker.url)
+
+    def service() -> AnalysisService:
+        writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=DB)))
+        return AnalysisService(
+            settings,
+            writer,
+            site=SITE,
+            client_id="bound-persistent",
+            persistent_session=True,
+            publish_features=False,
+            state_path=tmp_path / "state",
+            inbox_limit=5,
+        )
+
+    first = service().start()  # subscribes with a persistent session, then goes away
+    first.stop()
+    with Publisher(settings, SITE, "S2", device="sim") as pub:  # queued at the broker for us
+        stats = replay(
+            simulate(SimulationScript(duration=60.0, episodes=()), seed=6), pub, speed=None
+        )
+    second = service().start()
+    try:
+        assert second.wait_sessions_finished(1, timeout=120)
+    finally:
+        second.stop()
+    assert second.stats.inbox_peak > 5  # the queue arrived before the worker ran
+    stored = influxd.count("SELECT count(value) FROM signal WHERE session = 'S2'", DB)
+    assert stored == stats.samples

@@ -81,6 +81,9 @@ MAX_REMEMBERED = 10_000
 MAX_FIELD_STATS = 200
 #: Most ended sessions remembered, so that their late markers do not reopen them.
 MAX_ENDED_SESSIONS = 10_000
+#: A session's out/ack goes out after this many of its messages or seconds (see _publish_acks).
+ACK_EVERY_MESSAGES = 100
+ACK_EVERY_S = 1.0
 #: Most received messages held for the worker (~1 s at 500 live sessions, ~1.5 MB); then the
 #: network thread waits and the broker queues (the inbox once grew to 28.6k messages, 181 MB).
 INBOX_LIMIT = 2000
@@ -106,7 +109,9 @@ class ServiceStats:
     markers_after_end: int = 0
     #: Longest time the worker spent on one message (s).
     longest_message_s: float = 0.0
-    #: Time paho's network thread waited for room in the full inbox (s): back-pressure.
+    #: Times paho's network thread found the inbox full, and how long it waited for room (s):
+    #: back-pressure.
+    inbox_waits: int = 0
     inbox_full_s: float = 0.0
     #: Most messages the inbox held at once (at most ``inbox_limit`` while running).
     inbox_peak: int = 0
@@ -249,6 +254,10 @@ class AnalysisService:
         #: stream: (count, seconds); the session summary (:meth:`gap_summary`)
         self._gap_spans: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
         self._ack_dirty: set[tuple[str, str]] = set()
+        # out/ack of a live session at most every ACK_EVERY_S (see _publish_acks)
+        self._ack_urgent: set[tuple[str, str]] = set()
+        self._ack_unsent: dict[tuple[str, str], int] = {}
+        self._ack_sent: dict[tuple[str, str], float] = {}
         self._republish_acks = False
         self._last_beat = -math.inf
         self._last_seen: dict[tuple[str, str], float] = {}
@@ -262,6 +271,7 @@ class AnalysisService:
         #: broker to resend after the restart (or to the partition's next owner), so that the
         #: worker's inbox drains even under a continuous stream.
         self._refusing = False
+        self._working = threading.Event()  # the worker runs: the inbox bound applies
         self._idle = threading.Event()
         self._finished = threading.Condition()
         self._connected = threading.Event()
@@ -350,7 +360,7 @@ class AnalysisService:
             msg.qos,
             self._connection,
         )
-        if self._inbox.qsize() >= self.inbox_limit:
+        if self._inbox.qsize() >= self.inbox_limit and self._working.is_set():
             self._wait_for_room()
         self._inbox.put(item)
         self.stats.inbox_peak = max(self.stats.inbox_peak, self._inbox.qsize())
@@ -359,10 +369,17 @@ class AnalysisService:
         """Back-pressure (network thread): wait while the inbox is full. Reading nothing more
         from the socket makes the broker queue for us (mosquitto: up to max_queued_messages,
         beyond which it drops QoS 1 messages, which publishers resend as they are not
-        acknowledged end to end). Stopping lifts the bound (stop() handles what is received).
+        acknowledged end to end). The bound holds only while the worker runs: before it starts
+        (a persistent session's queue arrives before the subscription acknowledgement, which
+        this thread must still read) and once stopping, nothing waits.
         """
         started = time.monotonic()
-        while self._inbox.qsize() >= self.inbox_limit and not self._stop.is_set():
+        self.stats.inbox_waits += 1
+        while (
+            self._inbox.qsize() >= self.inbox_limit
+            and self._working.is_set()
+            and not self._stop.is_set()
+        ):
             self._stop.wait(0.002)
         self.stats.inbox_full_s += time.monotonic() - started
 
@@ -379,6 +396,7 @@ class AnalysisService:
             raise
         self._worker = threading.Thread(target=self._work, name="rekindle-analysis", daemon=True)
         self._worker.start()
+        self._working.set()
         return self
 
     def _connect(self, timeout: float) -> None:
@@ -477,10 +495,13 @@ class AnalysisService:
         once its in-flight window is full.
         """
         if not self._pending:
+            # nothing processed since the last commit: every position is durable
             if self._republish_acks:
                 self._republish_acks = False
                 self._ack_dirty.update(self._positions)
-                self._publish_acks()
+                self._ack_urgent.update(self._positions)
+            if self._ack_dirty:
+                self._publish_acks(force=final)
             return True
         durable = (
             self.writer.flush(block=True, timeout_s=timeout_s) or self.writer.persist()
@@ -502,12 +523,34 @@ class AnalysisService:
         if self._republish_acks:
             self._republish_acks = False
             self._ack_dirty.update(self._positions)
-        self._publish_acks()
+            self._ack_urgent.update(self._positions)
+        self._publish_acks(force=final)
         return True
 
-    def _publish_acks(self) -> None:
-        """Publish (retained) how far each changed session is durably handled."""
-        for key in self._ack_dirty:
+    def _publish_acks(self, *, force: bool = False) -> None:
+        """Publish (retained) how far each changed session is durably handled; called only
+        right after a commit, when every position is durable.
+
+        A session's data moves its position with every message; its ack goes out when
+        ``ACK_EVERY_MESSAGES`` messages or ``ACK_EVERY_S`` passed since its last one (a live
+        session: about once a second instead of at every commit, which at 500 sessions was
+        ~2,000 retained publishes a second), and at once for a status, a gap, a reconnect or
+        ``force``. Publishers resend only after 3 s without progress (publisher.py).
+        """
+        now = time.monotonic()
+        due = [
+            key
+            for key in self._ack_dirty
+            if force
+            or key in self._ack_urgent
+            or self._ack_unsent.get(key, 0) >= ACK_EVERY_MESSAGES
+            or now - self._ack_sent.get(key, -math.inf) >= ACK_EVERY_S
+        ]
+        for key in due:
+            self._ack_dirty.discard(key)
+            self._ack_urgent.discard(key)
+            self._ack_unsent.pop(key, None)
+            self._ack_sent[key] = now
             positions = self._positions.get(key, {})
             ack = contract.AckMessage(
                 key[0],
@@ -524,7 +567,6 @@ class AnalysisService:
             )
             topic, payload = contract.encode_ack(ack)
             self._client.publish(topic, payload, qos=1, retain=True)
-        self._ack_dirty.clear()
         if len(self._positions) > 2 * MAX_ENDED_SESSIONS:
             for key in [k for k in self._positions if k not in self.pipelines]:
                 if key not in self._ended:
@@ -532,6 +574,7 @@ class AnalysisService:
                     self._device_states.pop(key, None)
                     self._session_gaps.pop(key, None)
                     self._gap_spans.pop(key, None)
+                    self._ack_sent.pop(key, None)
 
     # ------------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
@@ -956,6 +999,7 @@ class AnalysisService:
         self._session_gaps[session] = self._session_gaps.get(session, 0) + 1
         self._tally_gap(session, msg.stream, start - gap_start)
         self._ack_dirty.add(session)
+        self._ack_urgent.add(session)
         line = points.line(
             "gap",
             {
@@ -1015,6 +1059,7 @@ class AnalysisService:
                     position
                 )
                 self._ack_dirty.add(session)
+                self._ack_unsent[session] = self._ack_unsent.get(session, 0) + 1
             self._last_end[stream_key(msg)] = _msg_end(msg)
             if isinstance(msg, contract.GapMessage):
                 self._tally_gap(session, msg.gap_stream, msg.end - msg.start)
@@ -1022,6 +1067,7 @@ class AnalysisService:
             session = (msg.site, msg.session)
             self._device_states.setdefault(session, {})[msg.device] = (msg.state, msg.run)
             self._ack_dirty.add(session)
+            self._ack_urgent.add(session)
         self.stats.accepted += 1
         if retained and isinstance(msg, contract.StatusMessage):
             self.writer.add(points.message_lines(msg))
