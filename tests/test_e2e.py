@@ -138,6 +138,28 @@ def test_live_episodes_equal_offline_analyze(
     ) == len(rows)
 
 
+def test_live_rr_from_ppg_equals_offline(s02_in_influx: ReplayedSession, influxd: InfluxD) -> None:
+    """The live service derives S02's beats from its BVP as ``rekindle analyze`` does: the same
+    ``rr_ppg`` quality every second and the same RMSSD, most of it from derived beats (S02's
+    wrist RR is lost for most of the session)."""
+    db = s02_in_influx.db
+    where = "WHERE session = 'S02'"
+    q_rows = influxd.series(f'SELECT "code" FROM "quality" {where} AND stream = \'rr_ppg\'', db)
+    live_q = {t: c for t, c in q_rows[0]["values"]}
+    r_rows = influxd.series(f'SELECT "rmssd" FROM "features" {where} AND "rmssd" >= 0', db)
+    live_rmssd = {t: v for t, v in r_rows[0]["values"]}
+    offline = run_pipeline(read_e4_folder(fixture_path(S02)), "S02").features
+    codes = {"good": 2, "degraded": 1, "lost": 0}
+    ns = 1_000_000_000
+    off_q = {int(r.time) * ns: codes[r.quality["rr_ppg"]] for r in offline if "rr_ppg" in r.quality}
+    off_rmssd = {int(r.time) * ns: r.rmssd for r in offline if r.rmssd is not None}
+    assert len(off_q) > 3000
+    assert live_q == off_q
+    assert live_rmssd == off_rmssd
+    from_ppg = [r for r in offline if r.rmssd is not None and r.quality.get("rr") == "lost"]
+    assert len(from_ppg) > 100
+
+
 def test_replaying_again_duplicates_nothing(
     s02_in_influx: ReplayedSession, influxd: InfluxD, mqtt_broker: Mosquitto
 ) -> None:
