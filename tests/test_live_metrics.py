@@ -5,6 +5,7 @@ stretch of the session's samples; kept across a checkpoint/restart and a dead wo
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import signal
@@ -341,3 +342,39 @@ def test_no_metrics_process_before_an_episode(sim_chunks: list[Chunk]) -> None:
     assert runner.recorder("s", "calm").counts
     assert runner._pool is None
     runner.close()
+
+
+def _feed_in_a_daemon(out: Any) -> None:
+    """(In a daemonic process, which may not start processes of its own.)"""
+    chunks = list(simulate(SimulationScript(), seed=3))
+    runner = MetricsRunner()
+    pipeline = SessionPipeline("s", "x", store_lines=False)
+    episodes = 0
+    for i, c in enumerate(chunks):
+        msg = c.to_message("s", "x", i, None)
+        events = pipeline.handle(msg).events
+        episodes += sum(1 for e in events if type(e).__name__ == "Episode")
+        runner.message(msg)
+        runner.events("s", "x", events)
+    runner.session_end("s", "x", pipeline.finish().events)
+    lines = runner.collect() + runner.close()
+    out.put((episodes, runner.stats.failed, runner.stats.errors, runner.pending(), lines))
+
+
+def test_without_a_metrics_process_the_analysis_goes_on_and_says_so() -> None:
+    """Where no process can be started (here: a daemonic process), every stretch is stored with
+    the reason in nk_notes and nothing else changes; nothing waits forever."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_feed_in_a_daemon, args=(out,), daemon=True)
+    proc.start()
+    try:
+        episodes, failed, errors, pending, lines = out.get(timeout=300)
+    finally:
+        proc.join(timeout=60)
+        out.close()
+    assert episodes >= 2
+    assert errors == 0
+    assert pending == 0
+    assert failed == len(lines) == episodes + 2  # and the 2 segments
+    assert all("metrics failed: the metrics process cannot run" in line for line in lines)

@@ -56,6 +56,9 @@ STREAMS = ("eda", "rr")
 #: Times a job is sent again after its worker process died, before it is stored as failed.
 MAX_ATTEMPTS = 3
 
+#: Niceness added to the metrics process: its jobs can wait, the worker's messages cannot.
+NICE = 10
+
 EPISODE_MEASUREMENT = "episode_metrics"
 SEGMENT_MEASUREMENT = "segment_metrics"
 
@@ -329,15 +332,20 @@ class MetricsStats:
     failed: int = 0
     #: Worker processes replaced after dying.
     restarts: int = 0
+    #: Errors of the runner itself (logged; the analysis went on without those metrics).
+    errors: int = 0
     #: CPU seconds the child spent, summed over the jobs written (for the log and benchmarks).
     compute_s: float = 0.0
 
 
 def _child_init() -> None:
-    """In the metrics process: leave SIGINT to the service (a Ctrl-C reaches the whole process
-    group; the service stops it), end when the service's process is gone (even SIGKILLed, which
-    a process pool does not notice by itself), then import NeuroKit2 before the first job."""
+    """In the metrics process: run at a lower priority (``NICE``); leave SIGINT to the service
+    (a Ctrl-C reaches the whole process group; the service stops it); end when the service's
+    process is gone (even SIGKILLed, which a process pool does not notice by itself); then
+    import NeuroKit2 before the first job."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # below the service's priority: on a busy machine the worker's messages go first
+    os.nice(NICE)
     parent = multiprocessing.parent_process()
     if parent is not None:
         sentinel = parent.sentinel
@@ -383,6 +391,8 @@ class MetricsRunner:
         self._running: list[tuple[MetricsJob, Future[tuple[dict[str, float | str], float]]]] = []
         self._lock = threading.Lock()
         self._outstanding = 0
+        #: Lines of jobs that ended without the process (it could not be used).
+        self._ready: list[str] = []
         #: Done once the metrics process has imported NeuroKit2 (after :meth:`start`).
         self.warmed: Future[None] | None = None
 
@@ -395,6 +405,15 @@ class MetricsRunner:
         return rec
 
     def message(self, msg: contract.Message) -> None:
+        """:meth:`_message`; never raises (an error is logged and counted in ``stats.errors``:
+        the analysis goes on without those metrics)."""
+        try:
+            self._message(msg)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("NeuroKit2 metrics: error in message(); the analysis goes on")
+
+    def _message(self, msg: contract.Message) -> None:
         """Record what a message of an open session brings: the extent of any samples, the raw
         EDA and RR, markers."""
         if isinstance(msg, contract.SampleMessage):
@@ -410,6 +429,15 @@ class MetricsRunner:
                 rec.add_marker(t, text)
 
     def events(self, site: str, session: str, events: Sequence[Event]) -> None:
+        """:meth:`_events`; never raises (an error is logged and counted in ``stats.errors``:
+        the analysis goes on without those metrics)."""
+        try:
+            self._events(site, session, events)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("NeuroKit2 metrics: error in events(); the analysis goes on")
+
+    def _events(self, site: str, session: str, events: Sequence[Event]) -> None:
         """Closed episodes wait for their data; stretches whose data is in are submitted. The
         first confirmed episode starts the metrics process (see :meth:`start`)."""
         rec = self.recorder(site, session)
@@ -422,6 +450,15 @@ class MetricsRunner:
             self._submit(rec.job(stretch, self.config))
 
     def session_end(self, site: str, session: str, events: Sequence[Event]) -> None:
+        """:meth:`_session_end`; never raises (an error is logged and counted in ``stats.errors``:
+        the analysis goes on without those metrics)."""
+        try:
+            self._session_end(site, session, events)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("NeuroKit2 metrics: error in session_end(); the analysis goes on")
+
+    def _session_end(self, site: str, session: str, events: Sequence[Event]) -> None:
         """The session ended: its waiting episodes and its segments are submitted now."""
         rec = self.state.recorders.pop((site, session), None)
         if rec is None:
@@ -438,8 +475,12 @@ class MetricsRunner:
         """Start the metrics process now: it imports NeuroKit2 (about 2 s of CPU) before its
         first job. The runner does so at the first confirmed episode, which closes 40 s or more
         later, so a service that never sees an episode (and each test that starts one) does
-        not pay the import and the process' 250 MB; else at the first job."""
-        self.warmed = self._executor().submit(_warm)
+        not pay the import and the process' 250 MB; else at the first job. If no process can
+        be started here, that is logged and each job is stored as failed (``nk_notes``)."""
+        try:
+            self.warmed = self._executor().submit(_warm)
+        except Exception:
+            log.exception("NeuroKit2 metrics: cannot start the metrics process")
         return self
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -454,13 +495,21 @@ class MetricsRunner:
             with self._lock:
                 self._outstanding += 1
         job.attempts += 1
-        self._running.append((job, self._executor().submit(_timed_compute, job)))
+        try:
+            future = self._executor().submit(_timed_compute, job)
+        except Exception as exc:  # e.g. no process can be started here
+            log.exception("NeuroKit2 metrics: cannot hand a job to the metrics process")
+            self.stats.failed += 1
+            note = f"metrics failed: the metrics process cannot run: {type(exc).__name__}: {exc}"
+            self._ready.extend(self._done(job, {"nk_notes": note}, 0.0))
+            return
+        self._running.append((job, future))
 
     def collect(self) -> list[str]:
         """Lines of the jobs finished since the last call (never raises for a job)."""
+        lines, self._ready = self._ready, []
         if not self._running:
-            return []
-        lines: list[str] = []
+            return lines
         still: list[tuple[MetricsJob, Future[tuple[dict[str, float | str], float]]]] = []
         broken: list[MetricsJob] = []
         for job, fut in self._running:
@@ -550,7 +599,7 @@ class MetricsRunner:
         """Wait up to ``timeout_s`` for the running jobs; their lines, then the pool shut down.
         Jobs still running stay in :attr:`state` (the checkpoint)."""
         deadline = time.monotonic() + timeout_s
-        lines: list[str] = []
+        lines = self.collect()
         while self._running and time.monotonic() < deadline:
             left = max(0.0, min(0.2, deadline - time.monotonic()))
             futures.wait([f for _, f in self._running], left, futures.FIRST_COMPLETED)
