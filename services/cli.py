@@ -297,6 +297,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
         log.info("analysis parameters changed from the defaults: %s", changed)
     settings = mqtt_settings(args)
     influx = influx_settings(args)
+    _check_state_layout(args, partitions)
     if partitions is not None and args.workers > 1:
         return _supervise_workers(args, partitions)
     stop = stop_event_on_signals()
@@ -379,6 +380,36 @@ def _partitions(args: argparse.Namespace) -> int | None:
     if args.workers > 1 and args.worker_name is not None:
         raise CliError("--worker-name names one worker: the --workers supervisor names its own")
     return int(partitions)
+
+
+def _check_state_layout(args: argparse.Namespace, partitions: int | None) -> None:
+    """Refuse to start when open sessions are checkpointed in the other layout (one process vs
+    partitions): they would start again without their state, and the broker's queue for the
+    other client id would not be read."""
+    from rekindle.analysis.service import open_sessions  # noqa: PLC0415
+
+    state: Path | None = args.state
+    if state is None:
+        return
+    if partitions is not None:
+        found = {state: open_sessions(state)}
+        how = "the single-process service (no --workers/--partitions)"
+    else:
+        record = state.with_name(f"{state.name}.leases") / "partitions"
+        try:
+            count = int(record.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return
+        paths = [state.with_name(f"{state.name}.p{i}") for i in range(count)]
+        found = {path: open_sessions(path) for path in paths}
+        how = f"workers (--partitions {count})"
+    for path, sessions in found.items():
+        if sessions:
+            shown = ", ".join(f"{site}/{session}" for site, session in sessions[:5])
+            raise CliError(
+                f"{path} holds {len(sessions)} open session(s) ({shown}) of {how}: run it that "
+                "way until they end, or remove the file to start them again without their state"
+            )
 
 
 def _worker_heartbeat(args: argparse.Namespace, name: str | None) -> Path | None:

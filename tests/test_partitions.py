@@ -137,3 +137,43 @@ def test_analysis_refuses_worker_options_it_cannot_honour(options: list[str], me
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
+
+
+def _checkpoint_with_open_session(path: Path) -> None:
+    """A real checkpoint of the service holding one open session (nothing connected)."""
+    from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport  # noqa: PLC0415
+    from rekindle.analysis.pipeline import SessionPipeline  # noqa: PLC0415
+    from rekindle.analysis.service import AnalysisService  # noqa: PLC0415
+    from rekindle.mqtturl import MqttSettings  # noqa: PLC0415
+
+    writer = BufferedWriter(V1Transport(InfluxSettings("http://127.0.0.1:1", database="x")))
+    service = AnalysisService(MqttSettings.from_url("mqtt://127.0.0.1:1"), writer)
+    service.pipelines[("room-1", "S7")] = SessionPipeline("room-1", "S7", None)
+    service.checkpoint(path)
+
+
+def _analysis(*options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ANALYSIS, *options], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_open_sessions_of_the_other_layout_are_not_left_behind(tmp_path: Path) -> None:
+    state = tmp_path / "analysis.state"
+    _checkpoint_with_open_session(state)
+    durable = ["--client-id", "c", "--state", str(state)]
+    to_workers = _analysis(*durable, "--workers", "2")
+    assert to_workers.returncode == 2, to_workers.stderr
+    assert "holds 1 open session(s) (room-1/S7) of the single-process service" in (
+        to_workers.stderr
+    )
+    state.unlink()
+    leases = LeaseDir(tmp_path / "analysis.state.leases", 2, "w0")
+    leases.join()
+    leases.close()
+    _checkpoint_with_open_session(tmp_path / "analysis.state.p1")
+    to_one = _analysis(*durable)
+    assert to_one.returncode == 2, to_one.stderr
+    assert "analysis.state.p1 holds 1 open session(s) (room-1/S7) of workers (--partitions 2)" in (
+        to_one.stderr
+    )

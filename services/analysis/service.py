@@ -131,6 +131,20 @@ class _Inbound:
     connection: int = 0  # which broker connection delivered it (a mid is only valid there)
 
 
+def open_sessions(path: Path) -> list[tuple[str, str]]:
+    """The open sessions (site, session) a checkpoint file would restore; [] when there is no
+    usable checkpoint (missing, unreadable, another format or Rekindle version)."""
+    try:
+        state = pickle.loads(path.read_bytes())  # our own state file (see checkpoint)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return []
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        return []
+    if state.get("version") != __version__:
+        return []
+    return sorted(state.get("pipelines", {}))
+
+
 def _msg_start(msg: SeqMessage) -> float:
     if isinstance(msg, contract.GapMessage):
         return msg.start
