@@ -110,12 +110,13 @@ def wait_for(
         time.sleep(0.1)
 
 
-def sessions_by_partition(per_partition: int, partitions: int = 2) -> list[str]:
-    """Session names, ``per_partition`` of them hashed to each partition."""
+def sessions_by_partition(prefix: str, per_partition: int, partitions: int = 2) -> list[str]:
+    """Session names, ``per_partition`` of them hashed to each partition. Each test has its own
+    ``prefix``: the broker keeps the retained statuses (``end``) of an earlier test's sessions."""
     chosen: dict[int, list[str]] = {p: [] for p in range(partitions)}
     i = 0
     while any(len(v) < per_partition for v in chosen.values()):
-        name = f"w{i}"
+        name = f"{prefix}{i}"
         part = chosen[session_partition(SITE, name, partitions)]
         if len(part) < per_partition:
             part.append(name)
@@ -197,7 +198,7 @@ def test_two_workers_handle_each_session_once_with_offline_episodes(
 ) -> None:
     db = "workers_two"
     influxd.create_database(db)
-    names = sessions_by_partition(2)
+    names = sessions_by_partition("two", 2)
     sessions = {name: session_chunks(seed=10 + i, minutes=MINUTES) for i, name in enumerate(names)}
     heartbeat = tmp_path / "heartbeat.json"
     service = Analysis(
@@ -252,7 +253,7 @@ def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
 ) -> None:
     db = "workers_kill"
     influxd.create_database(db)
-    names = sessions_by_partition(2)
+    names = sessions_by_partition("kill", 2)
     sessions = {name: session_chunks(seed=20 + i, minutes=MINUTES) for i, name in enumerate(names)}
     on_b = [s for s in names if session_partition(SITE, s, 2) == 1]
     worker = ["--partitions", "2", "--worker-name"]
