@@ -161,7 +161,8 @@ def segment_metrics() -> table.Panel:
         '"kind", "label"',
         "Per segment between clinician markers (labelled by the marker that opens it) and per "
         "labelled phase (Time = start): the NeuroKit2 metrics of the episode table. Written "
-        "when the session ends.",
+        "once the data has passed the marker that closes the segment (the last segment and the "
+        "phases when the session ends).",
     )
 
 

@@ -859,9 +859,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--metrics",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="NeuroKit2 interval metrics (EDA, HRV time/frequency) of each closed episode and, "
-        "at the session's end, of each segment between markers, in a separate process: "
-        "measurements episode_metrics and segment_metrics (default: on)",
+        help="NeuroKit2 interval metrics (EDA, HRV time/frequency) of each closed episode and of "
+        "each segment between markers (once the data passed the marker closing it), in a "
+        "separate process: measurements episode_metrics and segment_metrics (default: on)",
     )
     p.add_argument(
         "--phases",

@@ -199,6 +199,8 @@ def test_metrics_cover_the_data_from_before_a_restart(
 class Fed:
     runner: MetricsRunner
     snapshot: bytes  # pickled state right after the session ended, jobs not yet done
+    #: Segments submitted before the session's end (once the data passed their closing marker).
+    early: list[Stretch]
 
 
 def feed(chunks: list[Chunk]) -> Fed:
@@ -210,8 +212,9 @@ def feed(chunks: list[Chunk]) -> Fed:
         events = pipeline.handle(msg).events
         runner.message(msg)
         runner.events("s", "x", events)
+    early = [j.stretch for j in runner.state.jobs if j.stretch.what == "segment"]
     runner.session_end("s", "x", pipeline.finish().events)
-    return Fed(runner, pickle.dumps(runner.checkpoint_state()))
+    return Fed(runner, pickle.dumps(runner.checkpoint_state()), early)
 
 
 def drain(runner: MetricsRunner, timeout: float = 120.0) -> list[str]:
@@ -241,6 +244,10 @@ def test_runner_restored_from_its_state_computes_the_unwritten_jobs_despite_a_ki
     jobs = fed.runner.stats.submitted
     assert jobs >= 4  # >= 2 episodes, 2 segments
     assert len(lines) == jobs
+    # the segment before 'tears' was computed when the data passed the marker, and only then
+    assert [s.label for s in fed.early] == ["start"]
+    segments = [line for line in lines if line.startswith("segment_metrics,")]
+    assert len(segments) == 2
     assert fed.runner.stats.failed == 0
     restored = MetricsRunner()
     restored.restore(pickle.loads(fed.snapshot))

@@ -5,7 +5,8 @@ The live analysis (``service.py``) asks for the metrics of :mod:`rekindle.analys
 
 * each episode, onset to offset, once it has closed and the session's data has moved past its
   offset by the core's ``lateness_s`` (so the beats and EDA samples of its last seconds are in);
-* at the session's end, each segment between markers and each labelled phase of the session.
+* each segment between markers once the data has passed the marker that closes it, and at the
+  session's end the last segment and each labelled phase of the session.
 
 Two parts:
 
@@ -160,6 +161,12 @@ def _merged(a: Block, b: Block) -> Block:
 class StretchRecorder:
     """One session's raw EDA and RR (bounded), markers, extent and waiting stretches. No I/O.
 
+    A segment between markers is wanted when its closing marker arrives and computed once the
+    data has passed it (:meth:`ready`); at the session's end the segments are cut again from
+    every marker known (a marker that arrived late splits one) and those not yet submitted with
+    the same bounds are computed (a segment's point is per kind and start, so a recomputed
+    one replaces the earlier).
+
     Each stream and device's samples are a few blocks of geometrically growing size (a new
     message's block merges with the one before it while it is at least as large): O(log n)
     arrays, so the checkpoint pickles a handful of arrays rather than one per message, and
@@ -182,6 +189,8 @@ class StretchRecorder:
         self.end: float | None = None
         self.markers: list[tuple[float, str]] = []
         self.waiting: list[Stretch] = []
+        #: Segments already submitted before the session's end (not computed twice).
+        self.submitted: set[Stretch] = set()
 
     def extent(self, start: float, end: float) -> None:
         """A sample message of any stream spans ``start`` to ``end``."""
@@ -220,6 +229,13 @@ class StretchRecorder:
             self.parts[key] = kept
 
     def add_marker(self, t: float, text: str) -> None:
+        """A marker; the segment it closes (from the marker before it, or the session's start)
+        is wanted as soon as the data has passed it, not only at the session's end."""
+        if self.start is not None and t > self.start:
+            before = [(m, x) for m, x in self.markers if self.start < m < t]
+            a, label = max(before) if before else (self.start, "start")
+            if t > a:
+                self.want(Stretch(self.site, self.session, "segment", "segment", a, t, label))
         self.markers.append((t, text))
 
     def want(self, stretch: Stretch) -> None:
@@ -447,6 +463,8 @@ class MetricsRunner:
             elif isinstance(ev, EpisodeStart) and self._pool is None:
                 self.start()
         for stretch in rec.ready(self.config.lateness_s):
+            if stretch.what == "segment":
+                rec.submitted.add(stretch)
             self._submit(rec.job(stretch, self.config))
 
     def session_end(self, site: str, session: str, events: Sequence[Event]) -> None:
@@ -466,7 +484,9 @@ class MetricsRunner:
         for ev in events:
             if isinstance(ev, Episode):
                 rec.want(Stretch(site, session, "episode", ev.kind, ev.onset, ev.offset))
-        for stretch in [*rec.waiting, *rec.segments(self.phases.get(session, ()))]:
+        episodes = [s for s in rec.waiting if s.what == "episode"]
+        final = [s for s in rec.segments(self.phases.get(session, ())) if s not in rec.submitted]
+        for stretch in [*episodes, *final]:
             self._submit(rec.job(stretch, self.config))
         rec.waiting = []
 

@@ -429,8 +429,9 @@ SINKS: Mapping[str, str] = {
     ),
     "segment": (
         "`segments.csv` (with `--metrics`, then NeuroKit2's `nk_*` metrics), the reports. "
-        "InfluxDB (the live service, at a session's end): measurement `segment_metrics` (tags "
-        "site, session, kind; the other fields and the `nk_*` metrics; point time `start`)."
+        "InfluxDB (the live service, as the data passes each marker): measurement "
+        "`segment_metrics` (tags site, session, kind; the other fields and the `nk_*` metrics; "
+        "point time `start`)."
     ),
     "gap": (
         "InfluxDB: measurement `gap` (tags site, session, device, stream; `source=seq` for an "
