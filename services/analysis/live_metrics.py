@@ -493,7 +493,7 @@ class MetricsRunner:
     # ------------------------------------------------------------------------- the pool
     def start(self) -> MetricsRunner:
         """Start the metrics process now: it imports NeuroKit2 (about 2 s of CPU) before its
-        first job. The runner does so at the first confirmed episode, which closes 40 s or more
+        first job. The runner does so at the first confirmed episode, which closes 30 s or more
         later, so a service that never sees an episode (and each test that starts one) does
         not pay the import and the process' 250 MB; else at the first job. If no process can
         be started here, that is logged and each job is stored as failed (``nk_notes``)."""
