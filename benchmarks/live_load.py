@@ -27,8 +27,10 @@ analysis figures):
   measurement window (after ``--warmup`` s);
 * **queues**: the service's inbox and InfluxDB write queue from its heartbeat file (every 5 s):
   first, last, max and the trend over the second half;
-* ``keeps_up: yes`` when the inbox is flat over the second half, the latency p99 of the last
-  third is below 5 s, every probed message became queryable and the generator held real time.
+* ``keeps_up: yes`` when the inbox is flat over the second half and below its bound in the
+  last third (a full inbox means the backlog sits at the broker), the latency p99 of the last
+  third is below 5 s and not growing (at most twice the first third's + 0.5 s), every probed
+  message became queryable and the generator held real time.
 
 Run: ``.venv/bin/python -m benchmarks.live_load --sessions 100 --duration 300``. On a shared
 machine the figures move with the other load; the line ``machine:`` prints the load average.
@@ -57,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rekindle.analysis.service import INBOX_LIMIT
 
 SITE = "load"
 #: Sessions' data start this many seconds apart within one second (spread, not in lock-step).
@@ -580,6 +584,12 @@ def report(
     reasons = []
     if trend > max(1.0, 0.01 * rate) or (inbox and inbox[-1][1] > 2 * rate):
         reasons.append("inbox growing")
+    late_inbox = [v for t, v in inbox if t >= third]
+    if late_inbox and max(late_inbox) >= 0.9 * INBOX_LIMIT:
+        reasons.append("inbox at its bound in the last third (the broker queues the backlog)")
+    first_third = [v for t, v in lat if start <= t < start + (end - start) / 3]
+    if first_third and last_third and pct(last_third, 99) > 2 * pct(first_third, 99) + 0.5:
+        reasons.append("latency p99 growing (last third vs first)")
     if not last_third or pct(last_third, 99) > 5.0:
         reasons.append("latency p99 of the last third above 5 s")
     if late_unseen > 0:
