@@ -7,8 +7,9 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
 * **Windows.** Every ``ppg_hop_s`` of data time (window ends on a fixed grid of unix time,
   ``k * ppg_hop_s``) the last ``ppg_window_s`` of PPG are cleaned as NeuroKit2's ``ppg_clean``
   cleans them (Elgendi et al. 2013: 0.5-8 Hz Butterworth band-pass, zero-phase inside the
-  window; :func:`ppg_clean`, bit-identical) and the systolic peaks found with NeuroKit2's
-  ``ppg_findpeaks`` (Elgendi et al. 2013). Each beat is
+  window; :func:`ppg_clean`, bit-identical) and the systolic peaks found by NeuroKit2's
+  ``ppg_findpeaks`` method (Elgendi et al. 2013; :func:`elgendi_peaks`, ported so that the
+  analysis does not import NeuroKit2, and tested equal to it). Each beat is
   timed at its **pulse foot** (the minimum of the cleaned pulse in the 0.4 s before its peak):
   the onset of the pulse, which is also where the Empatica E4 stamps its IBI (measured on the
   Stress-Predict recordings: the median offset from our foot to the E4's beat is 0 samples).
@@ -29,9 +30,9 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
 * **Output.** Intervals (ms) stamped at the foot that ends them, as the E4's IBI: the analyzer
   takes them as the ``rr_ppg`` stream, through the same RR artefact correction as device RR.
 
-NeuroKit2 runs here, once per window (about 0.7 ms of CPU per window, ~1.3 s per session-hour
-with the defaults; ``benchmarks/ppg_agreement.py`` measures it), not in the core's per-second
-path: this module sits beside the core, between the wire messages and the analyzer
+The detection runs here, once per window (about 0.6 ms of CPU per window, ~1.2 s per
+session-hour with the defaults; ``benchmarks/ppg_agreement.py`` measures it), not in the core's
+per-second path: this module sits beside the core, between the wire messages and the analyzer
 (:class:`DerivedBeats`), in the live service and offline alike. It does no I/O.
 """
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Final
 
@@ -215,7 +215,7 @@ class PpgBeatDetector:
         self.windows += 1
         lo = end - cfg.ppg_margin_s - cfg.ppg_hop_s
         hi = math.inf if final else end - cfg.ppg_margin_s
-        clean, peaks = _nk_peaks(x, fs) if np.ptp(x) > 0 else (x, np.empty(0, dtype=np.intp))
+        clean, peaks = _window_peaks(x, fs) if np.ptp(x) > 0 else (x, np.empty(0, dtype=np.intp))
         if len(peaks) < MIN_PEAKS:
             self._last = None
             return beats
@@ -248,38 +248,83 @@ class PpgBeatDetector:
 
 
 @functools.lru_cache(maxsize=16)
-def _elgendi_sos(fs: float) -> F64Array:
+def _elgendi_filter(fs: float) -> tuple[F64Array, F64Array, int]:
+    """The band-pass of :func:`ppg_clean` at rate ``fs``: its second-order sections, their
+    steady-state initial conditions (``sosfilt_zi``) and scipy's default odd-extension length
+    (``3 * ntaps``): designed once per rate, not once per window."""
     from scipy import signal  # noqa: PLC0415
 
     sos: F64Array = signal.butter(2, [0.5, 8.0], btype="bandpass", output="sos", fs=fs)
-    return sos
+    ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    zi: F64Array = signal.sosfilt_zi(sos)
+    return sos, zi, 3 * ntaps
 
 
 def ppg_clean(x: F64Array, fs: float) -> F64Array:
     """NeuroKit2's ``ppg_clean(method="elgendi")`` (Elgendi et al. 2013: 0.5-8 Hz, 2nd-order
-    Butterworth, zero-phase), with the filter designed once per rate instead of once per call
-    (the design is half of NeuroKit2's cost on an 8-s window); equal to NeuroKit2's output to
-    the last bit (tests/test_ppg.py)."""
+    Butterworth, zero-phase): scipy's ``sosfiltfilt`` step by step (odd extension, forward and
+    backward ``sosfilt`` from the steady state) with the filter and its initial state computed
+    once per rate instead of once per call (design and ``sosfilt_zi`` were two thirds of the cost
+    of an 8-s window); equal to NeuroKit2's output to the last bit (tests/test_ppg.py)."""
     from scipy import signal  # noqa: PLC0415
 
-    return np.asarray(signal.sosfiltfilt(_elgendi_sos(fs), x), dtype=np.float64)
+    sos, zi, edge = _elgendi_filter(fs)
+    if len(x) <= edge:
+        raise ValueError(f"a PPG window needs more than {edge} samples, got {len(x)}")
+    ext = np.concatenate((2.0 * x[0] - x[edge:0:-1], x, 2.0 * x[-1] - x[-2 : -(edge + 2) : -1]))
+    y, _ = signal.sosfilt(sos, ext, zi=zi * ext[:1])
+    y, _ = signal.sosfilt(sos, y[::-1], zi=zi * y[-1:])
+    return np.asarray(y[::-1][edge:-edge], dtype=np.float64)
 
 
-def _nk_peaks(x: F64Array, fs: float) -> tuple[F64Array, npt.NDArray[np.intp]]:
-    """The cleaned PPG (:func:`ppg_clean`) and NeuroKit2's systolic peaks (sample indices) of
-    one window."""
-    import neurokit2 as nk  # noqa: PLC0415 (heavy; only where PPG is analysed)
+#: NeuroKit2's defaults for Elgendi's detector (``_ppg_findpeaks_elgendi``), in s.
+ELGENDI_PEAK_S, ELGENDI_BEAT_S, ELGENDI_OFFSET, ELGENDI_MIN_DELAY_S = 0.111, 0.667, 0.02, 0.3
 
+
+def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
+    """NeuroKit2's ``ppg_findpeaks(method="elgendi")`` (Elgendi et al. 2013) line for line: the
+    squared positive part of the cleaned PPG, a peak-wide and a beat-wide moving average, "blocks
+    of interest" where the first exceeds the second plus 2 % of the mean, in each block at least
+    one peak-width long its most prominent maximum, at least 0.3 s after the previous peak.
+
+    It is ported rather than called so that analysing a recording does not import NeuroKit2
+    (about 2.3 CPU-s per process on this machine, more than analysing a session-hour); it gives
+    NeuroKit2's peaks on every window of the test fixtures (tests/test_ppg.py). Where NeuroKit2
+    would fail (no block at all, a window shorter than the beat-wide average) there are no peaks.
+    """
+    from scipy import ndimage, signal  # noqa: PLC0415
+
+    sqrd = np.where(clean < 0, 0.0, clean) ** 2
+    peak_n = int(np.rint(ELGENDI_PEAK_S * fs))
+    beat_n = int(np.rint(ELGENDI_BEAT_S * fs))
+    if not 1 <= peak_n <= len(clean) or not 1 <= beat_n <= len(clean):
+        return np.empty(0, dtype=np.intp)
+    ma_peak = ndimage.uniform_filter1d(sqrd, peak_n, mode="nearest")
+    ma_beat = ndimage.uniform_filter1d(sqrd, beat_n, mode="nearest")
+    waves = ma_peak > ma_beat + ELGENDI_OFFSET * np.mean(sqrd)
+    beg = np.flatnonzero(~waves[:-1] & waves[1:])
+    end = np.flatnonzero(waves[:-1] & ~waves[1:])
+    if len(beg) == 0:
+        return np.empty(0, dtype=np.intp)
+    end = end[end > beg[0]]
+    min_delay = int(np.rint(ELGENDI_MIN_DELAY_S * fs))
+    peaks = [0]
+    for b, e in zip(beg[: len(end)].tolist(), end[: len(beg)].tolist(), strict=True):
+        if e - b < peak_n:
+            continue
+        locmax, props = signal.find_peaks(clean[b:e], prominence=(None, None))
+        if len(locmax):
+            peak = b + int(locmax[np.argmax(props["prominences"])])
+            if peak - peaks[-1] > min_delay:
+                peaks.append(peak)
+    return np.asarray(peaks[1:], dtype=np.intp)
+
+
+def _window_peaks(x: F64Array, fs: float) -> tuple[F64Array, npt.NDArray[np.intp]]:
+    """The cleaned PPG (:func:`ppg_clean`) and its systolic peaks (:func:`elgendi_peaks`, sample
+    indices) of one window."""
     clean = ppg_clean(x, fs)
-    with warnings.catch_warnings():
-        # (NeuroKit2 warns on short or odd signals; a window without beats just yields none)
-        warnings.simplefilter("ignore")
-        try:
-            info = nk.ppg_findpeaks(clean, sampling_rate=fs)
-        except (IndexError, ValueError):  # (0.2.13 indexes an empty peak list on flat input)
-            return clean, np.empty(0, dtype=np.intp)
-    peaks = np.asarray(info["PPG_Peaks"], dtype=np.intp)
-    return clean, peaks
+    return clean, elgendi_peaks(clean, fs)
 
 
 class DerivedBeats:
