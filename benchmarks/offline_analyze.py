@@ -4,7 +4,8 @@ after the vectorised readers, in the same run; optionally a batch with ``--jobs`
 * before: git's version ``--before`` (default ``d7d3817``, main just before the numpy E4 reader
   and the cheaper chunk->message conversion: per-row Python parsing), exported with
   ``git archive`` to a temporary folder;
-* after:  this working tree.
+* after:  this working tree, with its defaults and with ``--param ppg_beats=0`` (no beats
+  derived from the PPG: what they cost).
 
 Each arm runs the real command line in a fresh interpreter (``python -m rekindle.cli analyze``;
 startup and imports included, as a user sees it), ``--repeat`` times alternately; the medians of
@@ -161,11 +162,17 @@ def child_cpu() -> float:
 
 
 def analyze(
-    tree: Path, sources: list[Path], out: Path, jobs: int | None = None
+    tree: Path,
+    sources: list[Path],
+    out: Path,
+    jobs: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[float, float]:
     """Wall and CPU seconds of one ``rekindle analyze`` run of ``tree``'s code."""
-    cmd = [sys.executable, "-m", "rekindle.cli", "--log-level", "WARNING", "analyze"]
-    cmd += [str(s) for s in sources] + ["--out", str(out), "--no-plots"]
+    # (revisions before the import name rekindle had the package services)
+    package = "rekindle" if (tree / "rekindle").exists() else "services"
+    cmd = [sys.executable, "-m", f"{package}.cli", "--log-level", "WARNING", "analyze"]
+    cmd += [str(s) for s in sources] + ["--out", str(out), "--no-plots", *extra]
     if jobs is not None:
         cmd += ["--jobs", str(jobs)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -178,9 +185,15 @@ def analyze(
 
 
 def export(rev: str, into: Path) -> Path:
-    """``rev``'s tree (``services/`` and ``dashboards/``) in ``into``."""
+    """``rev``'s tree (``services/``, ``dashboards/`` and the ``rekindle`` link) in ``into``."""
+    has_link = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{rev}:rekindle"],
+        check=False,
+        capture_output=True,
+    )
+    paths = ["services", "dashboards", *(["rekindle"] if has_link.returncode == 0 else [])]
     blob = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "services", "dashboards"],
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev, *paths],
         capture_output=True,
         check=True,
     ).stdout
@@ -205,11 +218,18 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rekindle-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        arms = {"before": export(args.before, tmp / "before"), "after": REPO}
+        # the third arm: this tree without the beats derived from PPG (docs/method.md 3a), what
+        # they cost
+        no_ppg = ("--param", "ppg_beats=0")
+        arms: dict[str, tuple[Path, tuple[str, ...]]] = {
+            "before": (export(args.before, tmp / "before"), ()),
+            "after": (REPO, ()),
+            "after-no-ppg": (REPO, no_ppg),
+        }
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
         for i in range(args.repeat):
-            for name, tree in arms.items():
-                figures[name].append(analyze(tree, [S02], tmp / f"out-{name}-{i}"))
+            for name, (tree, extra) in arms.items():
+                figures[name].append(analyze(tree, [S02], tmp / f"out-{name}-{i}", extra=extra))
         hours = hours_of(tmp / "out-after-0")
         print(f"S02: {hours:.3f} session-hours, {args.repeat} runs per arm (medians)")
         med: dict[str, tuple[float, float]] = {}
@@ -217,7 +237,11 @@ def main() -> int:
             wall = statistics.median(w for w, _ in figures[name]) / hours
             cpu = statistics.median(c for _, c in figures[name]) / hours
             med[name] = (wall, cpu)
-            label = f"{name} ({args.before})" if name == "before" else "after (this tree)"
+            label = {
+                "before": f"before ({args.before})",
+                "after": "after (this tree)",
+                "after-no-ppg": "after, ppg_beats=0",
+            }[name]
             print(f"  {label:<22} wall {wall:6.2f} s/session-hour   CPU {cpu:6.2f} s/session-hour")
         print(
             f"  ratio before/after:    wall {med['before'][0] / med['after'][0]:.1f}x"
@@ -229,8 +253,9 @@ def main() -> int:
             for f in ("episodes.csv", "features.csv")
         )
         print(f"  identical episodes.csv and features.csv: {'yes' if same else 'no'}")
-        met = "met" if med["after"][0] <= 1.0 else "NOT met"
-        print(f"  target <= 1 s wall per session-hour: {met}")
+        for name in ("after", "after-no-ppg"):
+            met = "met" if med[name][0] <= 1.0 else "NOT met"
+            print(f"  target <= 1 s wall per session-hour ({name}): {met}")
         figures_in = in_process(args.repeat, tmp / "in-process")
         print("in-process, this tree (read + analyse + CSV outputs, no interpreter start):")
         for name, (wall, cpu) in figures_in.items():
