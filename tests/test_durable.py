@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,20 @@ class AnalysisProcess:
     """``rekindle analysis`` in its own process, with its log in a file."""
 
     def __init__(
-        self, broker: Mosquitto, influx_url: str, db: str, workdir: Path, name: str
+        self,
+        broker: Mosquitto,
+        influx_url: str,
+        db: str,
+        workdir: Path,
+        name: str,
+        extra: Sequence[str] = (),
+        *,
+        wait_subscribed: bool = True,
     ) -> None:
+        """Started with the durable options (client id, ``--state``, ``--spool`` in ``workdir``)
+        and ``extra``; waits until it subscribed unless ``wait_subscribed`` is false (workers
+        log their partitions' subscriptions instead)."""
+        self.name = name
         self.log = workdir / f"{name}.log"
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(
@@ -55,12 +67,14 @@ class AnalysisProcess:
                 str(workdir / "analysis.state"),
                 "--spool",
                 str(workdir / "analysis.wal"),
+                *extra,
             ],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         )
-        wait_for(lambda: "subscribed" in self.text(), "the analysis service never subscribed", self)
+        if wait_subscribed:
+            wait_for(lambda: "subscribed" in self.text(), "the service never subscribed", self)
 
     def text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
@@ -74,7 +88,7 @@ class AnalysisProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=120)
+                self.proc.wait(timeout=180)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -85,17 +99,21 @@ class AnalysisProcess:
 def wait_for(
     condition: Callable[[], bool],
     what: str,
-    proc: AnalysisProcess | None = None,
+    *procs: AnalysisProcess,
     timeout: float = DEADLINE_S,
 ) -> None:
+    """Wait for ``condition``; fail at once if one of ``procs`` exits, and with their logs at
+    the deadline."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if proc is not None and proc.proc.poll() is not None:
-            pytest.fail(f"analysis exited with {proc.proc.returncode}: {proc.text()[-3000:]}")
+        for proc in procs:
+            if proc.proc.poll() is not None:
+                pytest.fail(
+                    f"{proc.name} exited with {proc.proc.returncode}: {proc.text()[-3000:]}"
+                )
         if time.monotonic() > deadline:
-            pytest.fail(
-                f"{what} within {timeout:.0f} s" + (f": {proc.text()[-2000:]}" if proc else "")
-            )
+            logs = "\n".join(f"--- {p.name}:\n{p.text()[-2000:]}" for p in procs)
+            pytest.fail(f"{what} within {timeout:.0f} s\n{logs}")
         time.sleep(0.1)
 
 

@@ -10,104 +10,39 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import pytest
 
 from rekindle.analysis.partition import session_partition
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.sources.base import Chunk
 from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
-from tests.test_durable import SITE, counts, expected, session_chunks, stored_episodes
+from tests.test_durable import (
+    SITE,
+    AnalysisProcess,
+    counts,
+    expected,
+    session_chunks,
+    stored_episodes,
+    wait_for,
+)
 
 DEADLINE_S = 240.0
 MINUTES = 12  # one arousal episode per simulated session (two streams of surges need 20)
 REPO = Path(__file__).resolve().parent.parent
 
 
-class Analysis:
-    """``rekindle analysis`` with ``extra`` options in its own process, log in a file."""
-
-    def __init__(
-        self,
-        broker: Mosquitto,
-        influxd: InfluxD,
-        db: str,
-        workdir: Path,
-        name: str,
-        extra: Sequence[str],
-    ) -> None:
-        self.name = name
-        self.log = workdir / f"{name}.log"
-        self._out = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rekindle.cli",
-                "analysis",
-                "--mqtt",
-                broker.url,
-                "--influx",
-                influxd.url,
-                "--influx-db",
-                db,
-                "--site",
-                SITE,
-                "--client-id",
-                f"rekindle-analysis-{db}",
-                "--state",
-                str(workdir / "analysis.state"),
-                "--spool",
-                str(workdir / "analysis.wal"),
-                *extra,
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._out.close()
-
-    def terminate(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-        return self.proc.returncode
-
-
-def wait_for(
-    condition: Callable[[], bool], what: str, *procs: Analysis, timeout: float = DEADLINE_S
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        for proc in procs:
-            if proc.proc.poll() is not None:
-                pytest.fail(
-                    f"{proc.name} exited with {proc.proc.returncode}: {proc.text()[-3000:]}"
-                )
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p.name}:\n{p.text()[-2000:]}" for p in procs)
-            pytest.fail(f"{what} within {timeout:.0f} s\n{logs}")
-        time.sleep(0.1)
+def Analysis(  # noqa: N802 (reads as the class it returns)
+    broker: Mosquitto, influxd: InfluxD, db: str, workdir: Path, name: str, extra: Sequence[str]
+) -> AnalysisProcess:
+    """``rekindle analysis`` with the durable options and ``extra`` (``--workers``,
+    ``--partitions``...) in its own process, log in a file."""
+    return AnalysisProcess(broker, influxd.url, db, workdir, name, extra, wait_subscribed=False)
 
 
 def sessions_by_partition(prefix: str, per_partition: int, partitions: int = 2) -> list[str]:
