@@ -245,6 +245,7 @@ class Sampler(threading.Thread):
         while not self.stop.wait(1.0):
             row = {"t": time.time()}
             row["cpu"], row["rss"] = cpu_rss(_proc_tree(self.analysis_pid))
+            row["rss_main"] = cpu_rss([self.analysis_pid])[1]
             for name, pid in self.servers.items():
                 row[name] = cpu_rss([pid])[0]
             self.samples.append(row)
@@ -432,7 +433,7 @@ def run(args: argparse.Namespace) -> int:
             print(log_path.read_text()[-3000:], file=sys.stderr)
             return 1
         outputs = Outputs(broker.url)
-        idle_cpu, idle_rss = cpu_rss(_proc_tree(analysis.pid))
+        idle_cpu, idle_rss = cpu_rss([analysis.pid])
         ctx = mp.get_context("spawn")
         ready, go = ctx.Queue(), ctx.Queue()
         shares = [list(range(k, n, args.procs)) for k in range(args.procs)]
@@ -559,11 +560,13 @@ def report(
         servers = {
             name: (window[-1][name] - window[0][name]) / span for name in ("mosquitto", "influxd")
         }
-        rss = window[-1]["rss"]
+        rss, rss_main = window[-1]["rss"], window[-1]["rss_main"]
         print(
             f"analysis CPU {cpu * 100:.1f} % of a core = {cpu * 3600 / n:.2f} CPU-s per "
-            f"session-hour; RSS {rss:.0f} MB ({(rss - idle_rss) / n:.2f} MB per session over "
-            f"the idle {idle_rss:.0f} MB; per-session state grows for ~10 min)"
+            f"session-hour; RSS {rss:.0f} MB with its child processes (the NeuroKit2 metrics "
+            f"pool, workers), the service process alone {rss_main:.0f} MB = "
+            f"{(rss_main - idle_rss) / n:.2f} MB per session over the idle {idle_rss:.0f} MB "
+            "(per-session state grows for ~10 min)"
         )
         print(
             "servers CPU: "
