@@ -119,12 +119,29 @@ def holdings(log: str) -> dict[str, set[int]]:
     return held
 
 
-def assert_complete(influxd: InfluxD, db: str, sessions: dict[str, list[Chunk]]) -> None:
+def wal_lines(workdir: Path) -> dict[str, int]:
+    """Lines left in each partition's write-ahead log (durable, not yet in InfluxDB)."""
+    return {
+        p.name: len(p.read_bytes().splitlines())
+        for p in sorted(workdir.glob("analysis.wal*"))
+        if p.is_file()
+    }
+
+
+def assert_complete(
+    influxd: InfluxD, db: str, sessions: dict[str, list[Chunk]], workdir: Path
+) -> None:
     for session, chunks in sessions.items():
         samples, features, episodes = expected(chunks)
         assert episodes, f"session {session} must contain an episode"
         stored = counts(influxd, db, session)
-        assert stored == (samples, features, 1), (session, stored, (samples, features, 1))
+        # (on a mismatch, say whether lines were left durable in a write-ahead log at the stop)
+        assert stored == (samples, features, 1), (
+            session,
+            stored,
+            (samples, features, 1),
+            wal_lines(workdir),
+        )
         assert stored_episodes(influxd, db, session) == episodes, session
 
 
@@ -175,7 +192,7 @@ def test_two_workers_handle_each_session_once_with_offline_episodes(
             assert pub.error is None, pub.error
     finally:
         assert service.terminate() == 0, service.text()[-3000:]
-    assert_complete(influxd, db, sessions)
+    assert_complete(influxd, db, sessions, tmp_path)
     log = service.text()
     for name in names:
         started = re.findall(rf"\[(w\d)\] \S+: session {SITE}/{name} started", log)
@@ -258,7 +275,7 @@ def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
     finally:
         for proc in procs:
             assert proc.terminate() == 0, proc.text()[-3000:]
-    assert_complete(influxd, db, sessions)
+    assert_complete(influxd, db, sessions, tmp_path)
 
 
 def test_workers_stop_when_their_supervisor_is_sigkilled(
