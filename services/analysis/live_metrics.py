@@ -32,7 +32,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -420,14 +420,18 @@ class MetricsRunner:
             rec = self.state.recorders[key] = StretchRecorder(site, session, self.keep_s)
         return rec
 
-    def message(self, msg: contract.Message) -> None:
-        """:meth:`_message`; never raises (an error is logged and counted in ``stats.errors``:
-        the analysis goes on without those metrics)."""
+    def _guarded(self, what: str, step: Callable[..., None], *args: object) -> None:
+        """Run one of the service's hooks; never raises: an error is logged and counted in
+        ``stats.errors``, and the analysis goes on without those metrics."""
         try:
-            self._message(msg)
+            step(*args)
         except Exception:
             self.stats.errors += 1
-            log.exception("NeuroKit2 metrics: error in message(); the analysis goes on")
+            log.exception("NeuroKit2 metrics: error in %s(); the analysis goes on", what)
+
+    def message(self, msg: contract.Message) -> None:
+        """:meth:`_message` through :meth:`_guarded` (never raises)."""
+        self._guarded("message", self._message, msg)
 
     def _message(self, msg: contract.Message) -> None:
         """Record what a message of an open session brings: the extent of any samples, the raw
@@ -445,13 +449,8 @@ class MetricsRunner:
                 rec.add_marker(t, text)
 
     def events(self, site: str, session: str, events: Sequence[Event]) -> None:
-        """:meth:`_events`; never raises (an error is logged and counted in ``stats.errors``:
-        the analysis goes on without those metrics)."""
-        try:
-            self._events(site, session, events)
-        except Exception:
-            self.stats.errors += 1
-            log.exception("NeuroKit2 metrics: error in events(); the analysis goes on")
+        """:meth:`_events` through :meth:`_guarded` (never raises)."""
+        self._guarded("events", self._events, site, session, events)
 
     def _events(self, site: str, session: str, events: Sequence[Event]) -> None:
         """Closed episodes wait for their data; stretches whose data is in are submitted. The
@@ -468,13 +467,8 @@ class MetricsRunner:
             self._submit(rec.job(stretch, self.config))
 
     def session_end(self, site: str, session: str, events: Sequence[Event]) -> None:
-        """:meth:`_session_end`; never raises (an error is logged and counted in ``stats.errors``:
-        the analysis goes on without those metrics)."""
-        try:
-            self._session_end(site, session, events)
-        except Exception:
-            self.stats.errors += 1
-            log.exception("NeuroKit2 metrics: error in session_end(); the analysis goes on")
+        """:meth:`_session_end` through :meth:`_guarded` (never raises)."""
+        self._guarded("session_end", self._session_end, site, session, events)
 
     def _session_end(self, site: str, session: str, events: Sequence[Event]) -> None:
         """The session ended: its waiting episodes and its segments are submitted now."""
