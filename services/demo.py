@@ -257,7 +257,7 @@ class LiveView:
                 f"{ev.peak_index:.0f} at {self.session_clock(ev.peak)} ({', '.join(ev.signals)})"
             )
         latency = "" if ev.recovery_latency is None else f" {ev.recovery_latency:.0f} s after"
-        depth = "" if ev.recovery_depth is None else f", {100 * ev.recovery_depth:.0f}% recovered"
+        depth = "" if ev.recovery_depth is None else f", {_depth_words(ev.recovery_depth)}"
         text = (
             f"recovery{latency} the peak of the surge that began at "
             f"{self.session_clock(ev.onset)} ({', '.join(ev.signals)}{depth})"
@@ -267,6 +267,14 @@ class LiveView:
         if self._open_since is not None and self._open_since <= ev.onset:
             text += "; the arousal episode is still open"
         return f"RELEASE confirmed: {text}"
+
+
+def _depth_words(depth: float) -> str:
+    """A release's recovery depth for staff: "108% recovered" reads as a glitch, though a heart
+    rate that falls below where it was before the surge is an ordinary, complete recovery."""
+    if depth >= 1.0:
+        return "HR back below its pre-surge level"
+    return f"{100 * depth:.0f}% recovered"
 
 
 def _tapped(chunks: Iterator[Chunk], view: LiveView) -> Iterator[Chunk]:

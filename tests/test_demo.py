@@ -205,3 +205,11 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert "\nsummary: " in rest
     assert "received signal 2, stopping" in (out / "demo.log").read_text()
     assert (out / "sim-1" / "summary.json").exists()
+
+
+def test_view_words_a_release_deeper_than_the_surge_as_a_full_recovery() -> None:
+    view = LiveView(io.StringIO(), AnalysisConfig(), interval_s=1e9)
+    deep = Episode("release", 500.0, 530.0, 700.0, 90.0, ("hr",), 1.08, 120.0, confirmed=700.0)
+    text = view.episode_text(deep, live=False)
+    assert "(hr, HR back below its pre-surge level)" in text
+    assert "108%" not in text

@@ -145,10 +145,10 @@ class Episode:
     threshold (with hysteresis), ``peak`` is when it peaked and ``peak_index`` its value.
 
     For ``release``: ``onset``, ``peak`` and ``peak_index`` are those of the surge (the arousal
-    episode); ``offset`` is when recovery was confirmed. ``recovery_depth`` is the fraction of the
-    surge (in robust z units above baseline) that the best-recovering signal gave back (1.0 = back
-    at baseline; may exceed 1). ``recovery_latency`` is seconds from the surge peak until the
-    recovery criterion was first met.
+    episode); ``offset`` is when recovery was confirmed. ``recovery_depth`` is the heart rate's
+    fall below its mean during the surge as a fraction of the surge's rise above its pre-surge
+    trough (1.0 = back where it started; above 1 = below it: docs/method.md). ``recovery_latency``
+    is seconds from the surge peak until the recovery criterion was first met.
 
     ``confirmed`` is the feature second at which the episode was declared (the alert time): for an
     arousal episode when its minimum duration was reached (``onset`` is retrospective, earlier),
