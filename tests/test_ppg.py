@@ -279,3 +279,39 @@ def test_peaks_are_neurokit2s_on_every_window(folder: Path) -> None:
         assert np.array_equal(elgendi_peaks(clean, fs), expected), f"window at sample {i}"
         compared += 1
     assert compared > 500
+
+
+def test_peaks_are_neurokit2s_with_plateaus_and_several_maxima_per_block() -> None:
+    """The shortcut of ``elgendi_peaks`` (one strict maximum per block) and its fallback
+    (``find_peaks`` on blocks with several maxima or equal neighbours) against NeuroKit2 on
+    seeded pulses with noise, quantised so that plateaus occur."""
+    import neurokit2 as nk  # noqa: PLC0415
+
+    fs = 64.0
+    t = np.arange(512) / fs
+    rng = np.random.default_rng(11)
+    fallbacks = 0
+    for step in (0.0, 0.02, 0.2):
+        for _ in range(20):
+            x = np.sin(2 * np.pi * 1.2 * t) ** 9 + 0.4 * np.sin(2 * np.pi * 2.4 * t + 1.0)
+            x = x + rng.normal(0.0, 0.15, len(t))
+            if step:
+                x = np.round(x / step) * step
+            try:
+                expected = np.asarray(nk.ppg_findpeaks(x, sampling_rate=fs)["PPG_Peaks"])
+            except IndexError:
+                expected = np.empty(0, dtype=np.intp)
+            assert np.array_equal(elgendi_peaks(x, fs), expected)
+            fallbacks += int(step > 0 and bool(np.any(np.diff(x) == 0)))
+    assert fallbacks > 10
+
+
+def test_filter_loop_is_scipys_sosfilt() -> None:
+    from scipy import signal  # noqa: PLC0415
+
+    from rekindle.analysis.ppg import _elgendi_filter, _sosfilt  # noqa: PLC0415
+
+    sos, zi, _ = _elgendi_filter(64.0)
+    x = np.random.default_rng(3).normal(size=700)
+    assert np.array_equal(_sosfilt(sos, x, zi * x[0]), signal.sosfilt(sos, x, zi=zi * x[0])[0])
+    assert np.array_equal(_sosfilt(sos, x[::-1], zi), signal.sosfilt(sos, x[::-1], zi=zi)[0])

@@ -30,8 +30,9 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
 * **Output.** Intervals (ms) stamped at the foot that ends them, as the E4's IBI: the analyzer
   takes them as the ``rr_ppg`` stream, through the same RR artefact correction as device RR.
 
-The detection runs here, once per window (about 0.6 ms of CPU per window, ~1.2 s per
-session-hour with the defaults; ``benchmarks/ppg_agreement.py`` measures it), not in the core's
+The detection runs here, once per window (about 0.2 ms of CPU per window, ~0.35 s per
+session-hour with the defaults, plus ~0.65 CPU-s once per process to import ``scipy.signal``;
+``benchmarks/offline_analyze.py`` measures it), not in the core's
 per-second path: this module sits beside the core, between the wire messages and the analyzer
 (:class:`DerivedBeats`), in the live service and offline alike. It does no I/O.
 """
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -122,14 +124,17 @@ def pulse_quality(clean: F64Array, peaks: npt.NDArray[np.intp], fs: float) -> F6
 
 
 def pulse_feet(clean: F64Array, peaks: npt.NDArray[np.intp], fs: float) -> list[int]:
-    """The pulse foot of each peak: the sample of the minimum of ``clean`` in the
-    ``FOOT_SEARCH_S`` before it."""
+    """The pulse foot of each peak: the sample of the (first) minimum of ``clean`` in the
+    ``FOOT_SEARCH_S`` before it, peak included."""
     w = max(1, round(FOOT_SEARCH_S * fs))
-    out = []
-    for p in peaks.tolist():
-        f0 = max(0, p - w)
-        out.append(f0 + int(np.argmin(clean[f0 : p + 1])))
-    return out
+    out = np.empty(len(peaks), dtype=np.intp)
+    full = peaks >= w  # (the whole span lies in the signal: one argmin over all such peaks)
+    if full.any():
+        starts = peaks[full] - w
+        out[full] = starts + np.argmin(clean[starts[:, None] + np.arange(w + 1)], axis=1)
+    for i in np.flatnonzero(~full).tolist():
+        out[i] = int(np.argmin(clean[: int(peaks[i]) + 1]))
+    return [int(f) for f in out]
 
 
 class PpgBeatDetector:
@@ -260,20 +265,51 @@ def _elgendi_filter(fs: float) -> tuple[F64Array, F64Array, int]:
     return sos, zi, 3 * ntaps
 
 
+def _sosfilt_public(sos: F64Array, x: F64Array, zi: F64Array) -> F64Array:
+    from scipy import signal  # noqa: PLC0415
+
+    y, _ = signal.sosfilt(sos, x, zi=zi)
+    return np.asarray(y, dtype=np.float64)
+
+
+@functools.cache
+def _sosfilt_kernel() -> Callable[[F64Array, F64Array, F64Array], None] | None:
+    """scipy's compiled loop behind ``signal.sosfilt`` (``_sosfilt(sos, x, zi)``, in place on a
+    C-contiguous ``(1, n)`` signal and ``(1, sections, 2)`` state), or None where this scipy
+    has none of that name. ``signal.sosfilt`` spends ~30 us per call validating and reshaping
+    around a ~3 us loop on an 8-s window, and :func:`ppg_clean` runs two per window."""
+    try:
+        from scipy.signal._sosfilt import _sosfilt  # noqa: PLC0415 (private; see the fallback)
+    except ImportError:
+        return None
+    return _sosfilt  # type: ignore[no-any-return]
+
+
+def _sosfilt(sos: F64Array, x: F64Array, zi: F64Array) -> F64Array:
+    """``signal.sosfilt(sos, x, zi=zi)[0]`` for 1-D float64 ``x`` and ``zi`` of shape
+    ``(sections, 2)``, the same loop on the same numbers (tests/test_ppg.py compares both)."""
+    kernel = _sosfilt_kernel()
+    if kernel is None:
+        return _sosfilt_public(sos, x, zi)
+    y = np.array(x, dtype=np.float64, order="C").reshape(1, -1)
+    state = np.array(zi, dtype=np.float64, order="C").reshape(1, *zi.shape)
+    kernel(sos, y, state)
+    return y.reshape(-1)
+
+
 def ppg_clean(x: F64Array, fs: float) -> F64Array:
     """NeuroKit2's ``ppg_clean(method="elgendi")`` (Elgendi et al. 2013: 0.5-8 Hz, 2nd-order
     Butterworth, zero-phase): scipy's ``sosfiltfilt`` step by step (odd extension, forward and
     backward ``sosfilt`` from the steady state) with the filter and its initial state computed
     once per rate instead of once per call (design and ``sosfilt_zi`` were two thirds of the cost
-    of an 8-s window); equal to NeuroKit2's output to the last bit (tests/test_ppg.py)."""
-    from scipy import signal  # noqa: PLC0415
-
+    of an 8-s window) and scipy's filter loop called without its wrapper (:func:`_sosfilt`);
+    equal to NeuroKit2's output to the last bit (tests/test_ppg.py)."""
     sos, zi, edge = _elgendi_filter(fs)
     if len(x) <= edge:
         raise ValueError(f"a PPG window needs more than {edge} samples, got {len(x)}")
     ext = np.concatenate((2.0 * x[0] - x[edge:0:-1], x, 2.0 * x[-1] - x[-2 : -(edge + 2) : -1]))
-    y, _ = signal.sosfilt(sos, ext, zi=zi * ext[:1])
-    y, _ = signal.sosfilt(sos, y[::-1], zi=zi * y[-1:])
+    y = _sosfilt(sos, ext, zi * ext[0])
+    y = _sosfilt(sos, y[::-1], zi * y[-1])
     return np.asarray(y[::-1][edge:-edge], dtype=np.float64)
 
 
@@ -291,6 +327,12 @@ def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
     (about 2.3 CPU-s per process on this machine, more than analysing a session-hour); it gives
     NeuroKit2's peaks on every window of the test fixtures (tests/test_ppg.py). Where NeuroKit2
     would fail (no block at all, a window shorter than the beat-wide average) there are no peaks.
+
+    NeuroKit2 calls ``scipy.signal.find_peaks(block, prominence=...)`` on every block (~10 per
+    8-s window, ~15 us each). Here the local maxima of the whole window are found once: a block
+    whose inside holds exactly one strict local maximum and no two equal neighbouring samples
+    has that maximum as its only ``find_peaks`` peak, hence its most prominent (7 blocks in 8 on
+    S02); any other block (several maxima, a plateau) still goes through ``find_peaks``.
     """
     from scipy import ndimage, signal  # noqa: PLC0415
 
@@ -307,16 +349,35 @@ def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
     if len(beg) == 0:
         return np.empty(0, dtype=np.intp)
     end = end[end > beg[0]]
+    n = min(len(beg), len(end))
+    beg, end = beg[:n], end[:n]
+    wide = end - beg >= peak_n
+    beg, end = beg[wide], end[wide]
+    # per block [b, e): the strict local maxima at b+1 .. e-2 (find_peaks never takes a
+    # slice's first or last sample) and the pairs of equal neighbours (j, j+1) at b .. e-2
+    rise = clean[1:] > clean[:-1]
+    fall = clean[1:] < clean[:-1]
+    maxima = np.flatnonzero(rise[:-1] & fall[1:]) + 1
+    after = np.searchsorted(maxima, beg + 1)
+    count = np.searchsorted(maxima, end - 1) - after
+    first = maxima[np.minimum(after, len(maxima) - 1)] if len(maxima) else beg
+    flats = np.flatnonzero(~(rise | fall))  # (equal neighbours, or a NaN)
+    plain = np.searchsorted(flats, end - 1) == np.searchsorted(flats, beg)
     min_delay = int(np.rint(ELGENDI_MIN_DELAY_S * fs))
     peaks = [0]
-    for b, e in zip(beg[: len(end)].tolist(), end[: len(beg)].tolist(), strict=True):
-        if e - b < peak_n:
-            continue
-        locmax, props = signal.find_peaks(clean[b:e], prominence=(None, None))
-        if len(locmax):
+    blocks = (beg.tolist(), end.tolist(), count.tolist(), first.tolist(), plain.tolist())
+    for b, e, k, m, simple in zip(*blocks, strict=True):
+        if simple and k <= 1:
+            if k == 0:
+                continue
+            peak = m
+        else:
+            locmax, props = signal.find_peaks(clean[b:e], prominence=(None, None))
+            if not len(locmax):
+                continue
             peak = b + int(locmax[np.argmax(props["prominences"])])
-            if peak - peaks[-1] > min_delay:
-                peaks.append(peak)
+        if peak - peaks[-1] > min_delay:
+            peaks.append(peak)
     return np.asarray(peaks[1:], dtype=np.intp)
 
 
