@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import pickle
 import queue
 import threading
@@ -46,6 +45,7 @@ import paho.mqtt.client as mqtt
 
 from rekindle import __version__, contract
 from rekindle.analysis import health, points, schema
+from rekindle.analysis.committer import MAX_JOBS, CommitJob, Committer, write_atomic
 from rekindle.analysis.core import (
     AnalysisConfig,
     Episode,
@@ -81,7 +81,7 @@ MAX_REMEMBERED = 10_000
 MAX_FIELD_STATS = 200
 #: Most ended sessions remembered, so that their late markers do not reopen them.
 MAX_ENDED_SESSIONS = 10_000
-#: A session's out/ack goes out after this many of its messages or seconds (see _publish_acks).
+#: A session's out/ack goes out after this many of its messages or seconds (see _due_acks).
 ACK_EVERY_MESSAGES = 100
 ACK_EVERY_S = 1.0
 #: Most received messages held for the worker (~1 s at 500 live sessions, ~1.5 MB); then the
@@ -224,6 +224,7 @@ class AnalysisService:
         partition: Partition | None = None,
         metrics: MetricsRunner | None = None,
         inbox_limit: int = INBOX_LIMIT,
+        commit_jobs: int = MAX_JOBS,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         if inbox_limit < 1:
@@ -248,8 +249,14 @@ class AnalysisService:
         self.idle_commit_s = idle_commit_s
         #: NeuroKit2's interval metrics of episodes and segments (None: not computed).
         self.metrics = metrics
-        self._stalled = False  # the last commit could not make its messages durable
+        self._stalled = False  # the committer could not make its head job durable yet
         self._pending: list[_Inbound] = []
+        #: Lines produced since the last commit point (handed to the committer with it).
+        self._lines: list[str] = []
+        #: Owns ``writer`` while the service runs: durable lines, checkpoint, then acks.
+        self._committer = Committer(
+            writer, checkpoint_path=state_path, deliver=self._deliver, max_jobs=commit_jobs
+        )
         self._pending_since = 0.0
         self._connection = 0
         self._ack_lock = threading.Lock()
@@ -268,7 +275,7 @@ class AnalysisService:
         #: stream: (count, seconds); the session summary (:meth:`gap_summary`)
         self._gap_spans: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
         self._ack_dirty: set[tuple[str, str]] = set()
-        # out/ack of a live session at most every ACK_EVERY_S (see _publish_acks)
+        # out/ack of a live session at most every ACK_EVERY_S (see _due_acks)
         self._ack_urgent: set[tuple[str, str]] = set()
         self._ack_unsent: dict[tuple[str, str], int] = {}
         self._ack_sent: dict[tuple[str, str], float] = {}
@@ -408,6 +415,7 @@ class AnalysisService:
             if self.metrics is not None:
                 self.metrics.close(0.0)
             raise
+        self._committer.start()
         self._worker = threading.Thread(target=self._work, name="rekindle-analysis", daemon=True)
         self._worker.start()
         self._working.set()
@@ -476,11 +484,14 @@ class AnalysisService:
         if self.persistent_session:
             if self.metrics is not None:
                 # the jobs still running: their lines; unfinished ones stay in the checkpoint
-                self.writer.add(self.metrics.close(timeout))
+                self._lines.extend(self.metrics.close(timeout))
             self._commit(final=True, timeout_s=timeout)
+            self._committer.close(timeout)
             self._client.disconnect()
             self._client.loop_stop()
         else:
+            # the commits handed over complete first; from here this thread owns the writer
+            self._committer.close(timeout)
             # without a persistent session nothing is resent: handle everything received
             self._client.disconnect()
             self._client.loop_stop()
@@ -488,7 +499,8 @@ class AnalysisService:
                 item = self._inbox.get_nowait()
                 self.process(item.topic, item.payload, item.received, retained=item.retained)
             if self.metrics is not None:
-                self.writer.add(self.metrics.close(timeout))
+                self._lines.extend(self.metrics.close(timeout))
+        self.writer.add(self._take_lines())
         self.writer.close(timeout_s=timeout)
         if self.state_path is not None:
             self.checkpoint(self.state_path)
@@ -502,48 +514,53 @@ class AnalysisService:
 
     # ------------------------------------------------------------------------------ commits
     def _commit(self, *, final: bool = False, timeout_s: float = 60.0) -> bool:
-        """Make everything processed so far durable, then acknowledge it to the broker.
+        """Hand everything processed so far to the committer, which makes it durable, writes
+        the checkpoint snapshot taken here, and only then acknowledges it (committer.py).
 
-        Returns False when it could not be made durable yet (InfluxDB away and no write-ahead
-        log): the messages stay unacknowledged, so the broker keeps them, and stops sending more
-        once its in-flight window is full.
+        Waits while the committer's queue is full (back-pressure). Returns False while the
+        committer cannot make its oldest job durable (InfluxDB away and no write-ahead log):
+        its messages stay unacknowledged, so the broker keeps them, and stops sending more once
+        its in-flight window is full.
         """
-        if not self._pending:
-            # nothing processed since the last commit: every position is durable
-            if self._republish_acks:
-                self._republish_acks = False
-                self._ack_dirty.update(self._positions)
-                self._ack_urgent.update(self._positions)
-            if self._ack_dirty:
-                self._publish_acks(force=final)
-            return True
-        durable = (
-            self.writer.flush(block=True, timeout_s=timeout_s) or self.writer.persist()
-            if final
-            else self.writer.persist()
-        )
-        if not durable:
-            return False
-        if self.state_path is not None:
-            self.checkpoint(self.state_path)
-        with self._ack_lock:
-            if self._connected.is_set():
-                for item in self._pending:
-                    if item.qos and item.connection == self._connection:
-                        self._client.ack(item.mid, item.qos)
-        # messages of an older connection are resent by the broker: their seq drops them
-        self._pending.clear()
-        self.commits += 1
         if self._republish_acks:
             self._republish_acks = False
             self._ack_dirty.update(self._positions)
             self._ack_urgent.update(self._positions)
-        self._publish_acks(force=final)
-        return True
+        pending, self._pending = self._pending, []
+        job = CommitJob(
+            self._take_lines(),
+            # the snapshot is taken now: later changes to the sessions must not leak into it
+            self._checkpoint_bytes() if pending and self.state_path is not None else None,
+            [(item.mid, item.qos, item.connection) for item in pending if item.qos],
+            self._due_acks(force=final) if self._ack_dirty else [],
+            final=final,
+        )
+        if job.lines or job.acks or job.publishes or job.checkpoint is not None or final:
+            self._committer.submit(job, None if final else self._stop)
+        if final:
+            self._committer.wait_drained(timeout_s)
+        if pending:
+            self.commits += 1
+        return not self._committer.stalled
 
-    def _publish_acks(self, *, force: bool = False) -> None:
-        """Publish (retained) how far each changed session is durably handled; called only
-        right after a commit, when every position is durable.
+    def _take_lines(self) -> list[str]:
+        lines, self._lines = self._lines, []
+        return lines
+
+    def _deliver(self, job: CommitJob) -> None:
+        """Acknowledge a durable, checkpointed commit (the committer's thread)."""
+        with self._ack_lock:
+            if self._connected.is_set():
+                for mid, qos, connection in job.acks:
+                    # messages of an older connection are resent: their seq drops them
+                    if connection == self._connection:
+                        self._client.ack(mid, qos)
+        for topic, payload in job.publishes:
+            self._client.publish(topic, payload, qos=1, retain=True)
+
+    def _due_acks(self, *, force: bool = False) -> list[tuple[str, bytes]]:
+        """The (retained) ``out/ack`` messages saying how far each changed session is handled,
+        for the committer to publish once the commit they are built at is durable.
 
         A session's data moves its position with every message; its ack goes out when
         ``ACK_EVERY_MESSAGES`` messages or ``ACK_EVERY_S`` passed since its last one (a live
@@ -552,6 +569,7 @@ class AnalysisService:
         ``force``. Publishers resend only after 3 s without progress (publisher.py).
         """
         now = time.monotonic()
+        publishes: list[tuple[str, bytes]] = []
         due = [
             key
             for key in self._ack_dirty
@@ -579,8 +597,7 @@ class AnalysisService:
                 dict(self._device_states.get(key, {})),
                 self._session_gaps.get(key, 0),
             )
-            topic, payload = contract.encode_ack(ack)
-            self._client.publish(topic, payload, qos=1, retain=True)
+            publishes.append(contract.encode_ack(ack))
         if len(self._positions) > 2 * MAX_ENDED_SESSIONS:
             for key in [k for k in self._positions if k not in self.pipelines]:
                 if key not in self._ended:
@@ -589,6 +606,7 @@ class AnalysisService:
                     self._session_gaps.pop(key, None)
                     self._gap_spans.pop(key, None)
                     self._ack_sent.pop(key, None)
+        return publishes
 
     # ------------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
@@ -596,6 +614,10 @@ class AnalysisService:
 
         The file is a pickle: it must be writable only by the service (as any state file).
         """
+        write_atomic(path, self._checkpoint_bytes())
+        log.debug("checkpoint: %d open session(s) to %s", len(self.pipelines), path)
+
+    def _checkpoint_bytes(self) -> bytes:
         state = {
             "format": CHECKPOINT_FORMAT,
             "version": __version__,
@@ -612,18 +634,7 @@ class AnalysisService:
             "gap_spans": self._gap_spans,
             "metrics": None if self.metrics is None else self.metrics.checkpoint_state(),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log.debug("checkpoint: %d open session(s) to %s", len(self.pipelines), path)
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, path: Path) -> None:
         if not path.exists():
@@ -768,10 +779,8 @@ class AnalysisService:
                     self._expire_idle_sessions()
                     self._give_up_gaps()
                     self._stalled = not self._commit()
-                    if not self._stalled:
-                        self.writer.flush(block=False)  # the write-ahead log, once InfluxDB is back
-                        if not self._pending:
-                            self._idle.set()
+                    if not self._stalled and self._committer.drained():
+                        self._idle.set()
                     if self._stop.is_set():
                         return
                     continue
@@ -780,11 +789,14 @@ class AnalysisService:
                 self._pending.append(item)
                 self.process(item.topic, item.payload, item.received, retained=item.retained)
                 self._collect_metrics()
-                # Commit at once when the broker has nothing more for us right now and we hold
-                # a window's worth, or when the oldest unacknowledged message waited
+                # Commit at once when we hold ack_batch messages and either the broker has
+                # nothing more for us right now or the committer is free (its write then
+                # overlaps our work on the next messages, and the broker's in-flight window
+                # does not run dry), or when the oldest unacknowledged message waited
                 # commit_interval_s (a continuous stream).
                 if (
-                    self._inbox.empty() and len(self._pending) >= self.ack_batch
+                    len(self._pending) >= self.ack_batch
+                    and (self._inbox.empty() or self._committer.drained())
                 ) or time.monotonic() - self._pending_since >= self.commit_interval_s:
                     self._stalled = not self._commit()
             except Exception:
@@ -1029,7 +1041,7 @@ class AnalysisService:
             points.to_ns(gap_start),
         )
         if line is not None:
-            self.writer.add([line])
+            self._lines.append(line)
 
     def _tally_gap(self, session: tuple[str, str], stream: str, seconds: float) -> None:
         spans = self._gap_spans.setdefault(session, {})
@@ -1084,7 +1096,7 @@ class AnalysisService:
             self._ack_urgent.add(session)
         self.stats.accepted += 1
         if retained and isinstance(msg, contract.StatusMessage):
-            self.writer.add(points.message_lines(msg))
+            self._lines.extend(points.message_lines(msg))
             return
         key = (msg.site, msg.session)
         pipeline = self.pipelines.get(key)
@@ -1092,7 +1104,7 @@ class AnalysisService:
             if isinstance(msg, contract.MarkerMessage):
                 # a clinician's note after the end belongs to the ended session: store it there
                 self.stats.markers_after_end += 1
-                self.writer.add(points.message_lines(msg))
+                self._lines.extend(points.message_lines(msg))
                 self._seq.forget_session(*key)
                 log.info("marker after the end of session %s/%s stored on it", *key)
                 return
@@ -1112,7 +1124,7 @@ class AnalysisService:
             # second up, past the end status): a "now" panel's latest value is then the end
             end_t = max([msg.t, *(ev.time + 0.001 for ev in out.events if type(ev) is FeatureRow)])
             out.lines.append(points.session_end_line(msg.site, msg.session, end_t))
-        self.writer.add(out.lines)
+        self._lines.extend(out.lines)
         if out.events:
             self._publish_events(msg.site, msg.session, out.events)
 
@@ -1144,7 +1156,7 @@ class AnalysisService:
     def _collect_metrics(self) -> None:
         """Store the metrics the NeuroKit2 process has finished (from the worker only)."""
         if self.metrics is not None and (lines := self.metrics.collect()):
-            self.writer.add(lines)
+            self._lines.extend(lines)
 
     def wait_metrics(self, timeout: float = 120.0) -> bool:
         """Block until every NeuroKit2 metrics job submitted so far is handed to the writer
@@ -1162,7 +1174,7 @@ class AnalysisService:
         now = time.monotonic()
         for key in [k for k, seen in self._last_seen.items() if now - seen > self.session_idle_s]:
             out = self._finish(key, f"closed after {self.session_idle_s:.0f} s without data")
-            self.writer.add(out.lines)
+            self._lines.extend(out.lines)
             if out.events:
                 self._publish_events(key[0], key[1], out.events)
 
