@@ -7,9 +7,10 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
 * **Windows.** Every ``ppg_hop_s`` of data time (window ends on a fixed grid of unix time,
   ``k * ppg_hop_s``) the last ``ppg_window_s`` of PPG are cleaned as NeuroKit2's ``ppg_clean``
   cleans them (Elgendi et al. 2013: 0.5-8 Hz Butterworth band-pass, zero-phase inside the
-  window; :func:`ppg_clean`, bit-identical) and the systolic peaks found by NeuroKit2's
-  ``ppg_findpeaks`` method (Elgendi et al. 2013; :func:`elgendi_peaks`, ported so that the
-  analysis does not import NeuroKit2, and tested equal to it). Each beat is
+  window; :func:`ppg_clean`, within 1e-12 of the signal's range) and the systolic peaks found by
+  NeuroKit2's ``ppg_findpeaks`` method (Elgendi et al. 2013; :func:`elgendi_peaks`), both ported
+  to numpy so that the analysis imports neither NeuroKit2 nor ``scipy.signal``, and tested equal
+  to them. Each beat is
   timed at its **pulse foot** (the minimum of the cleaned pulse in the 0.4 s before its peak):
   the onset of the pulse, which is also where the Empatica E4 stamps its IBI (measured on the
   Stress-Predict recordings: the median offset from our foot to the E4's beat is 0 samples).
@@ -30,9 +31,8 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
 * **Output.** Intervals (ms) stamped at the foot that ends them, as the E4's IBI: the analyzer
   takes them as the ``rr_ppg`` stream, through the same RR artefact correction as device RR.
 
-The detection runs here, once per window (about 0.2 ms of CPU per window, ~0.35 s per
-session-hour with the defaults, plus ~0.65 CPU-s once per process to import ``scipy.signal``;
-``benchmarks/offline_analyze.py`` measures it), not in the core's
+The detection runs here, once per window (about 0.2 ms of CPU per window, ~0.45 s per
+session-hour with the defaults; ``benchmarks/offline_analyze.py`` measures it), not in the core's
 per-second path: this module sits beside the core, between the wire messages and the analyzer
 (:class:`DerivedBeats`), in the live service and offline alike. It does no I/O.
 """
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -252,65 +251,136 @@ class PpgBeatDetector:
         return beats
 
 
+#: The band-pass of :func:`ppg_clean` (Hz): NeuroKit2's ``ppg_clean(method="elgendi")``.
+BAND_HZ = (0.5, 8.0)
+
+
 @functools.lru_cache(maxsize=16)
 def _elgendi_filter(fs: float) -> tuple[F64Array, F64Array, int]:
-    """The band-pass of :func:`ppg_clean` at rate ``fs``: its second-order sections, their
-    steady-state initial conditions (``sosfilt_zi``) and scipy's default odd-extension length
-    (``3 * ntaps``): designed once per rate, not once per window."""
-    from scipy import signal  # noqa: PLC0415
-
-    sos: F64Array = signal.butter(2, [0.5, 8.0], btype="bandpass", output="sos", fs=fs)
+    """The band-pass of :func:`ppg_clean` at rate ``fs``: the second-order sections of
+    ``scipy.signal.butter(2, BAND_HZ, "bandpass", output="sos", fs=fs)``, their steady-state
+    initial conditions (``sosfilt_zi``) and scipy's default odd-extension length (``3 *
+    ntaps``), computed as scipy computes them (pre-warped bilinear transform of the 2nd-order
+    Butterworth prototype, poles nearest the unit circle in the last section) in numpy: importing
+    ``scipy.signal`` costs ~0.65 CPU-s per process (it imports ``scipy.stats``), more than the
+    beats of a session-hour. Equal to scipy's within 1e-12 (tests/test_ppg.py)."""
+    lo, hi = BAND_HZ
+    warped = 4.0 * np.tan(np.pi * np.array([lo, hi]) / fs)  # (scipy's fs = 2 convention)
+    bw, wo = float(warped[1] - warped[0]), math.sqrt(float(warped[0] * warped[1]))
+    low_pass = -np.exp(1j * np.pi * np.array([-1.0, 1.0]) / 4.0) * bw / 2.0  # buttap(2)
+    root = np.sqrt(low_pass**2 - wo**2)
+    analog = np.concatenate((low_pass + root, low_pass - root))  # lp2bp
+    poles = (4.0 + analog) / (4.0 - analog)  # bilinear; zeros: 2 at +1 (from 0), 2 at -1
+    gain = float(np.real(bw**2 * 16.0 / np.prod(4.0 - analog)))
+    far, near = sorted(poles[poles.imag > 0].tolist(), key=abs)
+    sos = np.array(
+        [
+            [gain, 2.0 * gain, gain, 1.0, -2.0 * far.real, abs(far) ** 2],
+            [1.0, -2.0, 1.0, 1.0, -2.0 * near.real, abs(near) ** 2],
+        ]
+    )
+    zi = np.zeros((len(sos), 2))
+    scale = 1.0
+    for k, (b0, b1, b2, _, a1, a2) in enumerate(sos.tolist()):  # (scipy's lfilter_zi)
+        zi[k] = scale * np.linalg.solve(
+            np.array([[1.0 + a1, -1.0], [a2, 1.0]]), np.array([b1 - a1 * b0, b2 - a2 * b0])
+        )
+        scale *= (b0 + b1 + b2) / (1.0 + a1 + a2)
     ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-    zi: F64Array = signal.sosfilt_zi(sos)
     return sos, zi, 3 * ntaps
 
 
-def _sosfilt_public(sos: F64Array, x: F64Array, zi: F64Array) -> F64Array:
-    from scipy import signal  # noqa: PLC0415
-
-    y, _ = signal.sosfilt(sos, x, zi=zi)
-    return np.asarray(y, dtype=np.float64)
-
-
-@functools.cache
-def _sosfilt_kernel() -> Callable[[F64Array, F64Array, F64Array], None] | None:
-    """scipy's compiled loop behind ``signal.sosfilt`` (``_sosfilt(sos, x, zi)``, in place on a
-    C-contiguous ``(1, n)`` signal and ``(1, sections, 2)`` state), or None where this scipy
-    has none of that name. ``signal.sosfilt`` spends ~30 us per call validating and reshaping
-    around a ~3 us loop on an 8-s window, and :func:`ppg_clean` runs two per window."""
-    try:
-        from scipy.signal._sosfilt import _sosfilt  # noqa: PLC0415 (private; see the fallback)
-    except ImportError:
-        return None
-    return _sosfilt  # type: ignore[no-any-return]
+def _cascade(sos: F64Array, x0: float, zi: F64Array, n: int) -> F64Array:
+    """``n`` samples of the cascade's output (direct form II transposed, as ``sosfilt``) for
+    the input ``x0, 0, 0, ...`` from the state ``zi``."""
+    state = zi.tolist()
+    coef = sos.tolist()
+    out = np.empty(n)
+    for t in range(n):
+        x = x0 if t == 0 else 0.0
+        for k, (b0, b1, b2, _, a1, a2) in enumerate(coef):
+            z = state[k]
+            y = b0 * x + z[0]
+            z[0] = b1 * x - a1 * y + z[1]
+            z[1] = b2 * x - a2 * y
+            x = y
+        out[t] = x
+    return out
 
 
-def _sosfilt(sos: F64Array, x: F64Array, zi: F64Array) -> F64Array:
-    """``signal.sosfilt(sos, x, zi=zi)[0]`` for 1-D float64 ``x`` and ``zi`` of shape
-    ``(sections, 2)``, the same loop on the same numbers (tests/test_ppg.py compares both)."""
-    kernel = _sosfilt_kernel()
-    if kernel is None:
-        return _sosfilt_public(sos, x, zi)
-    y = np.array(x, dtype=np.float64, order="C").reshape(1, -1)
-    state = np.array(zi, dtype=np.float64, order="C").reshape(1, *zi.shape)
-    kernel(sos, y, state)
-    return y.reshape(-1)
+@functools.lru_cache(maxsize=16)
+def _responses(fs: float, size: int) -> tuple[F64Array, F64Array]:
+    """The band-pass's first ``size`` samples of impulse response (from rest) and of response
+    to the steady state ``zi`` with no input: ``sosfilt(sos, x, zi=zi * x[0])`` is
+    ``convolve(x, h)[:n] + x[0] * r[:n]`` for any ``n <= size`` (the filter is linear)."""
+    sos, zi, _ = _elgendi_filter(fs)
+    return _cascade(sos, 1.0, np.zeros_like(zi), size), _cascade(sos, 0.0, zi, size)
 
 
 def ppg_clean(x: F64Array, fs: float) -> F64Array:
     """NeuroKit2's ``ppg_clean(method="elgendi")`` (Elgendi et al. 2013: 0.5-8 Hz, 2nd-order
     Butterworth, zero-phase): scipy's ``sosfiltfilt`` step by step (odd extension, forward and
-    backward ``sosfilt`` from the steady state) with the filter and its initial state computed
-    once per rate instead of once per call (design and ``sosfilt_zi`` were two thirds of the cost
-    of an 8-s window) and scipy's filter loop called without its wrapper (:func:`_sosfilt`);
-    equal to NeuroKit2's output to the last bit (tests/test_ppg.py)."""
-    sos, zi, edge = _elgendi_filter(fs)
+    backward pass from the steady state) in numpy, each pass one convolution with the filter's
+    impulse response plus its response to the initial state (:func:`_responses`, computed once
+    per rate), so that the beats need neither scipy's import (~0.65 CPU-s per process) nor a
+    Python loop per sample. Equal to NeuroKit2's output within 1e-12 of the signal's range (the
+    convolution sums in another order than scipy's recursion; tests/test_ppg.py), with the same
+    peaks on every window of the test fixtures."""
+    _, _, edge = _elgendi_filter(fs)
     if len(x) <= edge:
         raise ValueError(f"a PPG window needs more than {edge} samples, got {len(x)}")
     ext = np.concatenate((2.0 * x[0] - x[edge:0:-1], x, 2.0 * x[-1] - x[-2 : -(edge + 2) : -1]))
-    y = _sosfilt(sos, ext, zi * ext[0])
-    y = _sosfilt(sos, y[::-1], zi * y[-1])
+    n = len(ext)
+    h, r = _responses(fs, -(-n // 1024) * 1024)
+    h, r = h[:n], r[:n]
+    y = np.convolve(ext, h)[:n] + ext[0] * r
+    y = np.convolve(y[::-1], h)[:n] + y[-1] * r
     return np.asarray(y[::-1][edge:-edge], dtype=np.float64)
+
+
+def _moving_average(x: F64Array, size: int) -> F64Array:
+    """``scipy.ndimage.uniform_filter1d(x, size, mode="nearest")`` to the last bit: the edges
+    repeated, the first window summed in order, then a running sum (added and dropped sample by
+    sample, as ndimage's loop) divided by ``size``."""
+    before = size // 2
+    ext = np.concatenate((np.full(before, x[0]), x, np.full(size - before - 1, x[-1])))
+    steps = ext[size:] - ext[: len(x) - 1]
+    sums = np.cumsum(np.concatenate((np.cumsum(ext[:size])[-1:], steps)))
+    return np.asarray(sums / size, dtype=np.float64)
+
+
+def _most_prominent(block: list[float]) -> int | None:
+    """The peak ``scipy.signal.find_peaks(block, prominence=(None, None))`` ranks first by
+    prominence (its ``argmax``), found as scipy finds local maxima (plateaus at their middle)
+    and prominences (the lower of the two minima reached before a higher sample or the end),
+    or None when the block has no local maximum."""
+    peaks = []
+    i, last = 1, len(block) - 1
+    while i < last:
+        if block[i - 1] < block[i]:
+            ahead = i + 1
+            while ahead < last and block[ahead] == block[i]:
+                ahead += 1
+            if block[ahead] < block[i]:
+                peaks.append((i + ahead - 1) // 2)
+                i = ahead
+        i += 1
+    if not peaks:
+        return None
+    prominences = []
+    for p in peaks:
+        top = block[p]
+        left = right = top
+        j = p
+        while j >= 0 and block[j] <= top:
+            left = min(left, block[j])
+            j -= 1
+        j = p
+        while j <= last and block[j] <= top:
+            right = min(right, block[j])
+            j += 1
+        prominences.append(top - max(left, right))
+    return peaks[int(np.argmax(np.asarray(prominences)))]
 
 
 #: NeuroKit2's defaults for Elgendi's detector (``_ppg_findpeaks_elgendi``), in s.
@@ -334,15 +404,13 @@ def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
     has that maximum as its only ``find_peaks`` peak, hence its most prominent (7 blocks in 8 on
     S02); any other block (several maxima, a plateau) still goes through ``find_peaks``.
     """
-    from scipy import ndimage, signal  # noqa: PLC0415
-
     sqrd = np.where(clean < 0, 0.0, clean) ** 2
     peak_n = int(np.rint(ELGENDI_PEAK_S * fs))
     beat_n = int(np.rint(ELGENDI_BEAT_S * fs))
     if not 1 <= peak_n <= len(clean) or not 1 <= beat_n <= len(clean):
         return np.empty(0, dtype=np.intp)
-    ma_peak = ndimage.uniform_filter1d(sqrd, peak_n, mode="nearest")
-    ma_beat = ndimage.uniform_filter1d(sqrd, beat_n, mode="nearest")
+    ma_peak = _moving_average(sqrd, peak_n)
+    ma_beat = _moving_average(sqrd, beat_n)
     waves = ma_peak > ma_beat + ELGENDI_OFFSET * np.mean(sqrd)
     beg = np.flatnonzero(~waves[:-1] & waves[1:])
     end = np.flatnonzero(waves[:-1] & ~waves[1:])
@@ -372,10 +440,10 @@ def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
                 continue
             peak = m
         else:
-            locmax, props = signal.find_peaks(clean[b:e], prominence=(None, None))
-            if not len(locmax):
+            best = _most_prominent(clean[b:e].tolist())
+            if best is None:
                 continue
-            peak = b + int(locmax[np.argmax(props["prominences"])])
+            peak = b + best
         if peak - peaks[-1] > min_delay:
             peaks.append(peak)
     return np.asarray(peaks[1:], dtype=np.intp)
