@@ -44,6 +44,7 @@ import numpy.typing as npt
 from rekindle import contract
 from rekindle.analysis import points, schema
 from rekindle.analysis.core import AnalysisConfig, Episode, EpisodeStart, Event
+from rekindle.analysis.core.analyzer import LATENESS_SPAN_S
 from rekindle.analysis.intervals import Series, marker_segments, stretch_metrics
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,9 @@ class StretchRecorder:
     cut off whenever the newest has advanced by a tenth of ``keep_s``.
     """
 
+    #: Longest sample message seen (s of data): the data is out of step by up to that much.
+    span_s = 0.0
+
     def __init__(self, site: str, session: str, keep_s: float = KEEP_S) -> None:
         self.site = site
         self.session = session
@@ -196,6 +200,7 @@ class StretchRecorder:
         """A sample message of any stream spans ``start`` to ``end``."""
         self.start = start if self.start is None else min(self.start, start)
         self.end = end if self.end is None else max(self.end, end)
+        self.span_s = max(self.span_s, end - start)
 
     def add(self, stream: str, device: str, times: F64, values: F64) -> None:
         if stream not in STREAMS or not len(times):
@@ -461,7 +466,9 @@ class MetricsRunner:
                 rec.want(Stretch(site, session, "episode", ev.kind, ev.onset, ev.offset))
             elif isinstance(ev, EpisodeStart) and self._pool is None:
                 self.start()
-        for stretch in rec.ready(self.config.lateness_s):
+        # the core's allowance, widened as its analyzer widens it for long messages
+        lateness = self.config.lateness_s + max(0.0, rec.span_s - LATENESS_SPAN_S)
+        for stretch in rec.ready(lateness):
             if stretch.what == "segment":
                 rec.submitted.add(stretch)
             self._submit(rec.job(stretch, self.config))

@@ -116,6 +116,7 @@ class SessionPipeline:
     max_silence_s = MAX_SILENCE_S
     latest = -math.inf
     segments_split = 0
+    span_s = 0.0
     _beats: DerivedBeats | None = None
 
     def __init__(
@@ -156,6 +157,12 @@ class SessionPipeline:
             return out
         if isinstance(msg, contract.SampleMessage):
             self.samples += len(msg)
+            if len(msg) > 1:
+                # streams are out of step by up to one message span (docs/method.md, section 1)
+                span = msg.end - (msg.t[0] if msg.t is not None else msg.t0 or 0.0)
+                if span > self.span_s:
+                    self.span_s = span
+                    self.analyzer.allow_span(span)
         item = to_input(msg)
         if isinstance(item, SampleBatch):
             if not len(item.times):
@@ -195,6 +202,7 @@ class SessionPipeline:
             if self.latest > -math.inf and part.times[0] - self.latest > self.max_silence_s:
                 out.extend(self._events(self.analyzer.finish()))
                 self.analyzer = SessionAnalyzer(self.analyzer.cfg)
+                self.analyzer.allow_span(self.span_s)
                 self.latest = -math.inf
                 self.segments_split += 1
             self.latest = max(self.latest, float(part.times[-1]))

@@ -45,6 +45,9 @@ _T = TypeVar("_T", EdaTick, HrTick, RrTick)
 _F64 = np.dtype(np.float64)
 #: Motion seen on a device's ACC keeps its EDA/HR "degraded" this long (s).
 MOTION_HOLD_S = 2.0
+#: The message span that ``lateness_s`` allows for (publishers send <= 1 s per message,
+#: docs/method.md section 1); :meth:`SessionAnalyzer.allow_span` widens it for longer ones.
+LATENESS_SPAN_S = 1.0
 
 
 @dataclass(slots=True)
@@ -200,6 +203,16 @@ class SessionAnalyzer:
                 self._gaps_built = self._gaps_version
         # (markers are stored and shown by the pipeline; the detector's references are local)
         return []
+
+    def allow_span(self, span_s: float) -> None:
+        """This session's inputs come in messages spanning up to ``span_s`` seconds of data
+        (a replay at ``--speed max`` joins seconds into longer messages): widen the allowance
+        to ``lateness_s - LATENESS_SPAN_S + span_s``, the rule of ``lateness_s`` with this span
+        in place of 1 s, so that streams out of step by one message span are not late. Never
+        narrows it, and changes no result whose inputs were not late (only how far behind the
+        newest data a second is processed)."""
+        wanted = self.cfg.lateness_s - LATENESS_SPAN_S + span_s
+        self._lateness = max(self._lateness, wanted)
 
     def finish(self) -> list[Event]:
         """End of data: process everything, close open episodes at the last data time."""
