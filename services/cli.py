@@ -257,7 +257,12 @@ def open_chunks(
 # ------------------------------------------------------------------------------- sub-commands
 
 
+#: Data per message of a replay at ``--speed max`` (s): see rekindle.ingest.coalesce.
+MAX_SPEED_MESSAGE_S = 30.0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    from rekindle import contract  # noqa: PLC0415
     from rekindle.ingest.publisher import Publisher  # noqa: PLC0415
     from rekindle.ingest.replay import parse_speed, replay  # noqa: PLC0415
 
@@ -269,6 +274,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stop = stop_event_on_signals()
     if args.window < 0:
         raise CliError(f"--window must be 0 (off) or a positive number, not {args.window}")
+    if args.message_s is not None and not 0 < args.message_s <= contract.MAX_SPAN_S:
+        raise CliError(
+            f"--message-s must be within (0, {contract.MAX_SPAN_S:g}], not {args.message_s:g}"
+        )
     # Connect first: a broker that is down is reported at once, not after reading the recording.
     with Publisher(
         settings,
@@ -279,6 +288,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         ack_window=args.window or None,
     ) as pub:
         _, chunks = open_chunks(args.source, speed=speed, options=read_options(args))
+        message_s = args.message_s
+        if message_s is None:
+            message_s = MAX_SPEED_MESSAGE_S if speed is None else 1.0
+        if message_s > 1.0:
+            from rekindle.ingest.coalesce import coalesce  # noqa: PLC0415
+
+            chunks = coalesce(chunks, message_s)
         stats = replay(chunks, pub, speed=speed, stop=stop)
     print(
         f"replayed {stats.samples} samples in {stats.chunks} messages "
@@ -786,6 +802,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="at most N messages not yet acknowledged end to end by the analysis service "
         "(out/ack); they are resent after a broker restart. 0: broker acknowledgements only "
         "(default 500, below mosquitto's default max_queued_messages of 1000)",
+    )
+    p.add_argument(
+        "--message-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="join each stream's samples into messages of up to S seconds of data (fewer "
+        "messages; the analysis widens its lateness allowance to match). Default "
+        f"{MAX_SPEED_MESSAGE_S:g} with --speed max, else 1 (as live publishers send)",
     )
     p.set_defaults(func=cmd_replay)
 

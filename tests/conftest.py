@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from rekindle.analysis.core import Event
 from rekindle.analysis.evaluate import read_phases
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.live_metrics import MetricsRunner
@@ -97,6 +98,7 @@ def replay_into_influx(
     site: str,
     session: str,
     metrics: MetricsRunner | None = None,
+    on_events: Callable[[str, str, list[Event]], None] | None = None,
 ) -> ReplayedSession:
     """Run the real analysis service and replay ``source`` at max speed into it (with
     ``metrics``, also until every NeuroKit2 metrics job is handed to the writer)."""
@@ -104,7 +106,9 @@ def replay_into_influx(
     settings = MqttSettings.from_url(broker.url)
     writer = BufferedWriter(V1Transport(InfluxSettings(influx.url, database=db)))
     started = time.monotonic()
-    service = AnalysisService(settings, writer, site=site, metrics=metrics).start()
+    service = AnalysisService(
+        settings, writer, site=site, metrics=metrics, on_events=on_events
+    ).start()
     try:
         with Publisher(settings, site, session, device="replay") as pub:
             chunks = open_source(source) if isinstance(source, Path) else source

@@ -1,5 +1,6 @@
 """End to end on real servers: S02 replayed through mosquitto and the analysis service into
-influxd; live episodes equal offline ``rekindle analyze``; replaying again duplicates nothing."""
+influxd; live episodes equal offline ``rekindle analyze``; replaying again duplicates nothing,
+also in the 30-s messages of ``rekindle replay --speed max``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from rekindle.analysis.core import Episode, Event
 from rekindle.analysis.offline import run_pipeline
+from rekindle.ingest.coalesce import coalesce
+from rekindle.ingest.sources.base import open_source
 from rekindle.ingest.sources.e4 import read_e4_folder
 from tests.conftest import S02, ReplayedSession, fixture_path, replay_into_influx
 from tests.servers import InfluxD, Mosquitto
@@ -163,15 +167,32 @@ def test_live_rr_from_ppg_equals_offline(s02_in_influx: ReplayedSession, influxd
 def test_replaying_again_duplicates_nothing(
     s02_in_influx: ReplayedSession, influxd: InfluxD, mqtt_broker: Mosquitto
 ) -> None:
+    """Again, in the messages of ``rekindle replay --speed max`` (30 s of data each, see
+    rekindle.ingest.coalesce): every point lands on the one stored before, and the episodes
+    are those of ``rekindle analyze`` (1-s messages)."""
     db = s02_in_influx.db
+    episodes: list[Episode] = []
+
+    def on_events(_site: str, _session: str, events: list[Event]) -> None:
+        episodes.extend(e for e in events if isinstance(e, Episode))
+
     before = stream_counts(influxd, db)
     episodes_before = count(influxd, db, "session = 'S02'", "episode", "onset")
     markers_before = count(influxd, db, "session = 'S02'", "marker", "text")
     features_before = count(influxd, db, "session = 'S02'", "features", "arousal_index")
     again = replay_into_influx(
-        mqtt_broker, influxd, fixture_path(S02), db=db, site="galway", session="S02"
+        mqtt_broker,
+        influxd,
+        coalesce(open_source(fixture_path(S02)), 30.0),
+        db=db,
+        site="galway",
+        session="S02",
+        on_events=on_events,
     )
     assert again.service.rejected == 0
+    assert again.replay.chunks < 1000  # (18k messages of 1 s)
+    offline = run_pipeline(read_e4_folder(fixture_path(S02)), "S02").episodes
+    assert episodes == offline
     assert stream_counts(influxd, db) == before
     assert count(influxd, db, "session = 'S02'", "episode", "onset") == episodes_before
     assert count(influxd, db, "session = 'S02'", "marker", "text") == markers_before

@@ -1,0 +1,133 @@
+"""Fewer, longer messages for a replay at ``--speed max``: consecutive chunks of a stream joined.
+
+Live, publishers send at most 1 s per message (when its last sample is measured). A replay as
+fast as the broker acknowledges gains nothing from that: every message costs the same on the
+wire and in the analysis (decode, PUBACK, seq tracking, end-to-end acknowledgement) whatever
+it holds, so a session-hour in 1-s messages (18k for an E4 export) spends most of its time on
+messages rather than samples. :func:`coalesce` joins the chunks of each (device, stream) that
+fall in one ``span_s`` cell of data time (``floor(start / span_s)``) into one chunk, keeping
+every sample and its time to the last bit:
+
+* a regular chunk continues a regular run only when the joined message gives every sample
+  the same integer nanoseconds as its own message did (``t0`` + ``i / fs`` as
+  :meth:`rekindle.contract.SampleMessage.times_ns` computes them), so storage and analysis
+  see the same times; otherwise (a rate that is not a power of two, a gap) a new run starts;
+* irregular chunks join irregular runs (their times are listed); markers are never joined;
+* a run stops at the contract's limits (4096 values, an estimate of the payload well under
+  256 KiB).
+
+Order: when the data enters a new cell, every run of the cells before is sent, ordered by its
+start. Every message therefore starts no earlier than any message sent before it, and
+streams are out of step by at most one message span: the analysis widens its lateness
+allowance by the span it sees (docs/method.md, section 1), so nothing arrives late.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rekindle import contract
+from rekindle.ingest.sources.base import Chunk
+
+#: Bytes one JSON number may take in a payload (``-1.2345678901234567e-05`` and a comma).
+_NUMBER_BYTES = 25
+#: Payload budget of one joined message (the contract allows 256 KiB).
+_PAYLOAD_BUDGET = 192 * 1024
+
+
+def _width(stream: str) -> int:
+    return 3 if stream == "acc" else 1
+
+
+def _ns(t0: float, fs: float, first: int, n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Sample times (ns) of indices ``first .. first + n - 1`` of a regular message at ``t0``,
+    as :meth:`rekindle.contract.SampleMessage.times_ns` computes them."""
+    idx = np.arange(first, first + n, dtype=np.float64)
+    return round(t0 * 1e9) + np.rint(idx * (1e9 / fs)).astype(np.int64)
+
+
+@dataclass(slots=True)
+class _Run:
+    first: Chunk
+    parts: list[Chunk] = field(default_factory=list)
+    count: int = 0
+
+    def chunk(self) -> Chunk:
+        if len(self.parts) == 1:
+            return self.first
+        c = self.first
+        values: tuple[Any, ...] = tuple(v for p in self.parts for v in p.values)
+        if c.t is None:
+            return Chunk(c.stream, c.device, values, c.t0, c.fs)
+        times = tuple(t for p in self.parts for t in p.t or ())
+        return Chunk(c.stream, c.device, values, t=times)
+
+    def room(self, chunk: Chunk, span_s: float) -> bool:
+        """Whether ``chunk`` can join this run as one valid message with the same times."""
+        c = self.first
+        if chunk.stream == "marker" or (chunk.t is None) != (c.t is None):
+            return False
+        n = self.count + len(chunk.values)
+        per_value = _NUMBER_BYTES * (_width(c.stream) + (0 if c.t is None else 1))
+        if n > contract.MAX_VALUES or n * per_value > _PAYLOAD_BUDGET:
+            return False
+        if chunk.end - c.start > min(contract.MAX_SPAN_S, 2 * span_s):
+            return False
+        if c.t is not None:
+            return True
+        assert c.t0 is not None
+        assert c.fs is not None
+        assert chunk.t0 is not None
+        if chunk.fs != c.fs:
+            return False
+        own = _ns(chunk.t0, c.fs, 0, len(chunk.values))
+        joined = _ns(c.t0, c.fs, self.count, len(chunk.values))
+        return bool(np.array_equal(own, joined))
+
+    def add(self, chunk: Chunk) -> None:
+        self.parts.append(chunk)
+        self.count += len(chunk.values)
+
+
+def coalesce(chunks: Iterable[Chunk], span_s: float) -> Iterator[Chunk]:
+    """``chunks`` (time-ordered by start) joined per stream into cells of ``span_s`` seconds of
+    data time; see the module docstring. ``span_s <= 1`` gives the chunks back unchanged."""
+    if span_s <= 1.0:
+        yield from chunks
+        return
+    open_runs: dict[tuple[str, str], _Run] = {}
+    done: list[_Run] = []
+    cell: float | None = None
+
+    def flush() -> Iterator[Chunk]:
+        runs = sorted([*done, *open_runs.values()], key=lambda r: r.first.start)
+        done.clear()
+        open_runs.clear()
+        for run in runs:
+            yield run.chunk()
+
+    for chunk in chunks:
+        here = math.floor(chunk.start / span_s)
+        if cell is not None and here > cell:
+            yield from flush()
+        cell = here if cell is None else max(cell, here)
+        key = (chunk.device, chunk.stream)
+        run = open_runs.get(key)
+        if run is not None and run.room(chunk, span_s):
+            run.add(chunk)
+            continue
+        if run is not None:
+            done.append(run)
+            del open_runs[key]
+        fresh = _Run(chunk)
+        fresh.add(chunk)
+        if chunk.stream == "marker":
+            done.append(fresh)
+        else:
+            open_runs[key] = fresh
+    yield from flush()
