@@ -72,7 +72,9 @@ class PerMessageWriter(BufferedWriter):
             self.flush(block=True)
 
 
-def publish(broker: Mosquitto, session: str, window: int) -> subprocess.Popen[bytes]:
+def publish(
+    broker: Mosquitto, session: str, window: int, message_s: float | None
+) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
         "-m",
@@ -89,6 +91,7 @@ def publish(broker: Mosquitto, session: str, window: int) -> subprocess.Popen[by
         broker.url,
         "--window",
         str(window),
+        *([] if message_s is None else ["--message-s", f"{message_s:g}"]),
     ]
     env = {**os.environ, "REKINDLE_LOG_LEVEL": "WARNING"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -102,9 +105,9 @@ def finish(proc: subprocess.Popen[bytes], what: str) -> str:
     return text
 
 
-def raw_broker(broker: Mosquitto) -> dict[str, float]:
+def raw_broker(broker: Mosquitto, message_s: float | None, tag: str) -> dict[str, float]:
     """A plain QoS 1 subscriber: wall from the first to the ``end`` status."""
-    session = "S02raw"
+    session = f"S02raw{tag}"
     done = threading.Event()
     count = [0]
     first: list[float] = []
@@ -128,7 +131,7 @@ def raw_broker(broker: Mosquitto) -> dict[str, float]:
     client.subscribe(f"rekindle/v1/{SITE}/{session}/#", qos=1)
     if not subscribed.wait(10):
         raise RuntimeError("raw subscriber: no subscription acknowledgement")
-    proc = publish(broker, session, 0)
+    proc = publish(broker, session, 0, message_s)
     if not done.wait(900):
         raise RuntimeError("raw subscriber never saw the end status")
     finish(proc, "raw broker")
@@ -137,7 +140,9 @@ def raw_broker(broker: Mosquitto) -> dict[str, float]:
     return {"wall_s": last[0] - first[0], "messages": count[0], "lines": 0.0}
 
 
-def service_arm(broker: Mosquitto, influx: InfluxD, db: str, *, naive: bool) -> dict[str, float]:
+def service_arm(
+    broker: Mosquitto, influx: InfluxD, db: str, *, naive: bool, message_s: float | None
+) -> dict[str, float]:
     influx.create_database(db)
     settings = MqttSettings.from_url(broker.url)
     transport = V1Transport(InfluxSettings(influx.url, database=db))
@@ -146,11 +151,13 @@ def service_arm(broker: Mosquitto, influx: InfluxD, db: str, *, naive: bool) -> 
     service = AnalysisService(
         settings, writer, site=SITE, publish_features=False, clock=clock
     ).start()
-    proc = publish(broker, db, 500)
+    cpu0 = time.process_time()
+    proc = publish(broker, db, 500, message_s)
     if not service.wait_sessions_finished(1, timeout=900):
         raise RuntimeError("the analysis service never saw the session end")
     service.stop()  # (the worker's last commit and the writer's final flush)
     done = time.perf_counter()
+    cpu = time.process_time() - cpu0
     if writer.queued:
         raise RuntimeError("InfluxDB did not take every line")
     finish(proc, db)
@@ -161,6 +168,7 @@ def service_arm(broker: Mosquitto, influx: InfluxD, db: str, *, naive: bool) -> 
         "messages": float(service.stats.accepted),
         "lines": float(writer.written),
         "signal_points": float(points),
+        "cpu_s": cpu,
     }
     if isinstance(writer, PerMessageWriter):
         out["posts"] = float(writer.posts)
@@ -182,33 +190,54 @@ def data_hours() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-naive", action="store_true", help="skip the per-message arm")
+    parser.add_argument(
+        "--message-s",
+        default="1,30",
+        help="comma-separated data seconds per message to compare (replay --message-s; "
+        "default 1,30: live-sized messages and the --speed max default)",
+    )
     args = parser.parse_args(argv)
+    spans = [float(x) for x in args.message_s.split(",")]
     hours = data_hours()
+    runs: list[tuple[float, dict[str, dict[str, float]]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto.start(Path(tmp) / "mq")
         influx = InfluxD.start(Path(tmp) / "influx")
         try:
-            arms = {"raw broker": raw_broker(broker)}
-            arms["batched"] = service_arm(broker, influx, "batched", naive=False)
-            if not args.no_naive:
-                arms["naive"] = service_arm(broker, influx, "naive", naive=True)
+            for i, span in enumerate(spans):
+                tag = f"{i}"
+                arms = {"raw broker": raw_broker(broker, span, tag)}
+                arms["batched"] = service_arm(
+                    broker, influx, f"batched{tag}", naive=False, message_s=span
+                )
+                if not args.no_naive and i == 0:
+                    arms["naive"] = service_arm(
+                        broker, influx, f"naive{tag}", naive=True, message_s=span
+                    )
+                runs.append((span, arms))
         finally:
             broker.stop()
             influx.stop()
-    raw = arms["raw broker"]["wall_s"]
     print(f"S02: {hours:.2f} session-hours of E4 data (ACC, BVP, EDA, HR, IBI, TEMP)")
-    for name, res in arms.items():
-        extra = f"  POSTs {res['posts']:.0f}" if "posts" in res else ""
-        stored = (
-            f"  signal points in db {res['signal_points']:.0f}" if "signal_points" in res else ""
-        )
-        print(
-            f"{name:10s} wall {res['wall_s']:6.2f} s = {res['wall_s'] / hours:6.2f} s per "
-            f"session-hour  messages {res['messages']:.0f}  lines written {res['lines']:.0f}"
-            f"{stored}{extra}  ratio_to_raw_broker {raw / res['wall_s'] * 100:5.1f} %"
-        )
-    if "naive" in arms:
-        print(f"speedup_vs_naive: {arms['naive']['wall_s'] / arms['batched']['wall_s']:.1f}x")
+    for span, arms in runs:
+        raw = arms["raw broker"]["wall_s"]
+        print(f"--- replay --speed max --message-s {span:g}")
+        for name, res in arms.items():
+            extra = f"  POSTs {res['posts']:.0f}" if "posts" in res else ""
+            stored = (
+                f"  signal points in db {res['signal_points']:.0f}  process CPU "
+                f"{res['cpu_s']:.2f} s"
+                if "signal_points" in res
+                else ""
+            )
+            print(
+                f"{name:10s} wall {res['wall_s']:6.2f} s = {res['wall_s'] / hours:6.2f} s per "
+                f"session-hour  messages {res['messages']:.0f}  lines written {res['lines']:.0f}"
+                f"{stored}{extra}  ratio_to_raw_broker {raw / res['wall_s'] * 100:5.1f} %"
+            )
+        if "naive" in arms:
+            speedup = arms["naive"]["wall_s"] / arms["batched"]["wall_s"]
+            print(f"speedup_vs_naive: {speedup:.1f}x")
     return 0
 
 
