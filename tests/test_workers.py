@@ -190,6 +190,10 @@ def test_two_workers_handle_each_session_once_with_offline_episodes(
         for pub in pubs:
             pub.thread.join(60)
             assert pub.error is None, pub.error
+        # acknowledged end to end means durable: in InfluxDB *or* a partition's write-ahead
+        # log, which a running worker drains into InfluxDB once it answers (a busy influxd
+        # can leave lines there for a while): wait for that before counting InfluxDB
+        wait_for(lambda: not any(wal_lines(tmp_path).values()), "the WALs drained", service)
     finally:
         assert service.terminate() == 0, service.text()[-3000:]
     assert_complete(influxd, db, sessions, tmp_path)
@@ -272,6 +276,8 @@ def test_worker_sigkilled_mid_session_its_sessions_continue_on_the_other(
         for pub in pubs:
             pub.thread.join(60)
             assert pub.error is None, pub.error
+        # (as in the test above: durable in a write-ahead log until a worker drains it)
+        wait_for(lambda: not any(wal_lines(tmp_path).values()), "the WALs drained", a, b)
     finally:
         for proc in procs:
             assert proc.terminate() == 0, proc.text()[-3000:]
