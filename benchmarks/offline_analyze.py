@@ -5,7 +5,10 @@ after the vectorised readers, in the same run; optionally a batch with ``--jobs`
   and the cheaper chunk->message conversion: per-row Python parsing), exported with
   ``git archive`` to a temporary folder;
 * after:  this working tree, with its defaults and with ``--param ppg_beats=0`` (no beats
-  derived from the PPG: what they cost).
+  derived from the PPG: what they cost);
+* ``--compare REV`` (default ``b40cc2d``, main before the cheaper PPG beats: scipy's filter and
+  ``find_peaks`` per window, ``scipy.signal`` imported), with its defaults, exported the same
+  way: the before of later work, in the same run.
 
 Each arm runs the real command line in a fresh interpreter (``python -m rekindle.cli analyze``;
 startup and imports included, as a user sees it), ``--repeat`` times alternately; the medians of
@@ -212,6 +215,9 @@ def hours_of(out: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="d7d3817", help="git revision of the naive arm")
+    parser.add_argument(
+        "--compare", default="b40cc2d", help="another revision, run with its defaults"
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=Path, default=None, help="folder of recordings")
     parser.add_argument("--jobs", type=int, default=2)
@@ -223,6 +229,7 @@ def main() -> int:
         no_ppg = ("--param", "ppg_beats=0")
         arms: dict[str, tuple[Path, tuple[str, ...]]] = {
             "before": (export(args.before, tmp / "before"), ()),
+            "compare": (export(args.compare, tmp / "compare"), ()),
             "after": (REPO, ()),
             "after-no-ppg": (REPO, no_ppg),
         }
@@ -239,6 +246,7 @@ def main() -> int:
             med[name] = (wall, cpu)
             label = {
                 "before": f"before ({args.before})",
+                "compare": f"before ({args.compare})",
                 "after": "after (this tree)",
                 "after-no-ppg": "after, ppg_beats=0",
             }[name]
@@ -247,12 +255,26 @@ def main() -> int:
             f"  ratio before/after:    wall {med['before'][0] / med['after'][0]:.1f}x"
             f"             CPU {med['before'][1] / med['after'][1]:.1f}x"
         )
+        print(
+            f"  ratio {args.compare}/after:  wall {med['compare'][0] / med['after'][0]:.1f}x"
+            f"             CPU {med['compare'][1] / med['after'][1]:.1f}x"
+        )
         same = all(
             (tmp / "out-before-0/S02" / f).read_bytes()
             == (tmp / "out-after-0/S02" / f).read_bytes()
             for f in ("episodes.csv", "features.csv")
         )
-        print(f"  identical episodes.csv and features.csv: {'yes' if same else 'no'}")
+        print(
+            f"  identical episodes.csv and features.csv ({args.before}): {'yes' if same else 'no'}"
+        )
+        same = all(
+            (tmp / "out-compare-0/S02" / f).read_bytes()
+            == (tmp / "out-after-0/S02" / f).read_bytes()
+            for f in ("episodes.csv", "features.csv")
+        )
+        print(
+            f"  identical episodes.csv and features.csv ({args.compare}): {'yes' if same else 'no'}"
+        )
         for name in ("after", "after-no-ppg"):
             met = "met" if med[name][0] <= 1.0 else "NOT met"
             print(f"  target <= 1 s wall per session-hour ({name}): {met}")

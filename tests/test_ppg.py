@@ -354,3 +354,13 @@ def test_moving_average_and_most_prominent_peak_are_scipys() -> None:
         peaks, props = signal.find_peaks(block, prominence=(None, None))
         expected = int(peaks[np.argmax(props["prominences"])]) if len(peaks) else None
         assert _most_prominent(block.tolist()) == expected
+
+
+def test_median_is_numpys() -> None:
+    from rekindle.analysis.ppg import _median  # noqa: PLC0415
+
+    rng = np.random.default_rng(8)
+    for n in (1, 2, 3, 10, 511, 512):
+        x = np.diff(np.sort(rng.uniform(0, 8, n + 1)))
+        assert _median(x) == float(np.median(x))
+        assert _median(np.full(n, 1 / 64)) == float(np.median(np.full(n, 1 / 64)))

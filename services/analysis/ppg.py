@@ -122,6 +122,18 @@ def pulse_quality(clean: F64Array, peaks: npt.NDArray[np.intp], fs: float) -> F6
     return r
 
 
+def _median(x: F64Array) -> float:
+    """``float(np.median(x))`` of a non-empty 1-D array without NaN, the same number (the middle
+    sample, or the mean of the middle two) from one ``partition`` instead of ``np.median``'s
+    ~20 us of generic handling per call."""
+    n = len(x)
+    k = (n - 1) // 2
+    if n % 2:
+        return float(np.partition(x, k)[k])
+    part = np.partition(x, (k, k + 1))
+    return float((part[k] + part[k + 1]) / 2.0)
+
+
 def pulse_feet(clean: F64Array, peaks: npt.NDArray[np.intp], fs: float) -> list[int]:
     """The pulse foot of each peak: the sample of the (first) minimum of ``clean`` in the
     ``FOOT_SEARCH_S`` before it, peak included."""
@@ -207,7 +219,7 @@ class PpgBeatDetector:
             self._last = None
             return beats
         dt = np.diff(t)
-        fs = 1.0 / float(np.median(dt))
+        fs = 1.0 / _median(dt)
         gaps = np.flatnonzero(dt > GAP_PERIODS / fs)
         if len(gaps):  # only the contiguous stretch that reaches the window's end
             s = int(gaps[-1]) + 1
