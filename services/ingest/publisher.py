@@ -14,7 +14,8 @@ the message, and a broker that crashes, or drops messages for a slow subscriber 
 ``max_queued_messages``), loses messages it had acknowledged. With ``ack_window=N`` the
 publisher subscribes to the analysis service's retained ``out/ack`` of its session and keeps
 every message until the analysis reports it durably handled; it resends what is unconfirmed
-after a reconnect and when the acknowledgements stop advancing for ``resend_after_s``, and it
+after a reconnect and when the acknowledgements stop advancing for ``resend_after_s`` (then
+twice as long after each resend without progress, up to ``MAX_RESEND_AFTER_S``), and it
 never has more than N messages unconfirmed (so a replay at ``max`` cannot outrun the consumer
 on any broker configuration). The analysis drops the resent duplicates by ``seq``. When no
 analysis acknowledges anything within ``first_ack_timeout_s``, the publisher says so in the log
@@ -43,6 +44,10 @@ from rekindle.ingest.errors import PublishError
 from rekindle.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
+
+#: Longest wait between resends while the acknowledgements do not advance (the wait starts at
+#: ``resend_after_s`` and doubles after each resend without progress).
+MAX_RESEND_AFTER_S = 30.0
 
 _M = TypeVar("_M", bound=Message)
 
@@ -102,6 +107,9 @@ class Publisher:
         self._analysis_states: dict[str, tuple[str, str | None]] = {}
         self._acks_seen = 0
         self._last_progress = time.monotonic()
+        #: The wait before the next resend while acknowledgements do not advance: doubles
+        #: after each such resend up to MAX_RESEND_AFTER_S, back to resend_after_s on progress.
+        self._resend_wait = resend_after_s
         self._resend_wanted = False
         self._ever_connected = False
         self._first_ack_due = time.monotonic() + first_ack_timeout_s  # reset by start()
@@ -176,6 +184,7 @@ class Publisher:
                     progress = True
             if progress:
                 self._last_progress = time.monotonic()
+                self._resend_wait = self.resend_after_s
             self._ack_cond.notify_all()
 
     @property
@@ -292,10 +301,15 @@ class Publisher:
             now = time.monotonic()
             stalled = bool(self._unconfirmed) or not self._statuses_confirmed()
             due = self._resend_wanted or (
-                stalled and self._acks_seen and now - self._last_progress > self.resend_after_s
+                stalled and self._acks_seen and now - self._last_progress > self._resend_wait
             )
             if not due:
                 return
+            if not self._resend_wanted:
+                # an analysis that is behind (not one that lost our messages) would otherwise
+                # get every publisher's whole window again every few seconds, fall further
+                # behind and never catch up (seen at 500 sessions on a loaded machine)
+                self._resend_wait = min(2 * self._resend_wait, MAX_RESEND_AFTER_S)
             self._resend_wanted = False
             self._last_progress = now
             items = list(self._unconfirmed.values())
