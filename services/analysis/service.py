@@ -1,7 +1,8 @@
 """The live analysis service: MQTT in, per-session pipelines, InfluxDB and MQTT out.
 
-paho's network thread only timestamps and enqueues; one named worker thread validates, routes
-and writes, so messages of a session are processed in the order the broker delivered them.
+paho's network thread only timestamps and enqueues; one named worker thread validates and
+routes, so messages of a session are processed in the order the broker delivered them, and a
+committer thread (committer.py) writes and acknowledges what the worker hands it at each commit.
 The inbox between them is bounded (``inbox_limit``): when the worker falls behind, the network
 thread waits for room, reads nothing more, and the broker queues for us (back-pressure).
 Rejected payloads are republished on the dead-letter topic with the reason and logged once.
@@ -15,9 +16,10 @@ limit anyway, :meth:`AnalysisService.check_stall` remembers it as *stalling* (th
 exits so the supervisor restarts the process, see ``rekindle analysis --stall-limit``); when that
 message is delivered again it is dead-lettered without being handled.
 
-Durability: messages are acknowledged to the broker by hand (paho ``manual_ack``), in *commits*.
-A commit first makes every line produced so far durable (written to InfluxDB, or appended to the
-write-ahead log and fsynced: :meth:`BufferedWriter.persist`), then writes the checkpoint (every
+Durability: messages are acknowledged to the broker by hand (paho ``manual_ack``), in *commits*
+(completed by the committer, in order, from what the worker handed over). A commit first makes
+every line produced so far durable (written to InfluxDB, or appended to the write-ahead log and
+fsynced: :meth:`BufferedWriter.persist`), then writes the checkpoint (every
 open session's state and the last applied ``seq`` per stream, fsynced), and only then sends the
 PUBACKs of the messages processed since the previous commit. A process killed at any point
 therefore either had a message acknowledged *and* covered by the checkpoint, or gets it again
