@@ -48,6 +48,8 @@ MOTION_HOLD_S = 2.0
 #: The message span that ``lateness_s`` allows for (publishers send <= 1 s per message,
 #: docs/method.md section 1); :meth:`SessionAnalyzer.allow_span` widens it for longer ones.
 LATENESS_SPAN_S = 1.0
+#: Processed samples a stream's pending buffer may keep before they are dropped.
+COMPACT_AFTER = 64
 
 
 @dataclass(slots=True)
@@ -378,8 +380,11 @@ class SessionAnalyzer:
                     p.pos = i1
             tick(k, out)
         self._next_tick = last_tick + 1
+        # Drop the processed prefix soon: a processed sample held here costs ~64 B (two list
+        # slots and two float objects), and up to 4,096 of them per stream (the old bound) were
+        # ~0.5 MB per session; what stays is the lateness allowance's few seconds.
         for p in entries:
-            if p.pos > 4096 or p.pos == len(p.times):
+            if p.pos > COMPACT_AFTER or p.pos == len(p.times):
                 p.compact()
         return out
 
