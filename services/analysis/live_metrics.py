@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rekindle import contract
-from rekindle.analysis import points, schema
+from rekindle.analysis import packing, points, schema
 from rekindle.analysis.core import AnalysisConfig, Episode, EpisodeStart, Event
 from rekindle.analysis.core.analyzer import LATENESS_SPAN_S
 from rekindle.analysis.intervals import Series, marker_segments, stretch_metrics
@@ -135,28 +135,115 @@ def metrics_line(stretch: Stretch, metrics: dict[str, float | str]) -> str | Non
 
 @dataclass(slots=True)
 class Block:
-    """Samples of one stream and device in arrival order (not necessarily sorted)."""
+    """Samples of one stream and device in arrival order (not necessarily sorted): the layout
+    of checkpoints written before :class:`SampleStore` (read by
+    :meth:`StretchRecorder.__setstate__`)."""
 
     times: F64
     values: F64
     first: float
     last: float
 
+
+#: Samples per sealed (packed) chunk of a :class:`SampleStore` (~4 min of 4-Hz EDA).
+CHUNK = 1024
+#: First capacity of a store's unsealed tail (doubled up to :data:`CHUNK`).
+_TAIL_START = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    times: packing.Packed
+    values: packing.Packed
+    first: float
+    last: float
+
     @classmethod
-    def of(cls, times: F64, values: F64) -> Block:
-        return cls(times, values, float(times.min()), float(times.max()))
+    def of(cls, times: F64, values: F64) -> _Chunk:
+        first, last = float(times.min()), float(times.max())
+        return cls(packing.pack(times), packing.pack(values), first, last)
 
     def __len__(self) -> int:
-        return len(self.times)
+        return self.times.n
+
+    def arrays(self) -> tuple[F64, F64]:
+        return packing.unpack(self.times), packing.unpack(self.values)
 
 
-def _merged(a: Block, b: Block) -> Block:
-    return Block(
-        np.concatenate([a.times, b.times]),
-        np.concatenate([a.values, b.values]),
-        min(a.first, b.first),
-        max(a.last, b.last),
-    )
+class SampleStore:
+    """One stream and device's samples in arrival order, compact and exact: sealed chunks of
+    :data:`CHUNK` samples packed losslessly (:mod:`rekindle.analysis.packing`: ~3 B a sample
+    of 4-Hz EDA, ~6 B an RR interval, against 16 B as float64 pairs), and an unsealed tail in
+    float64 arrays. What comes out (:meth:`candidates`) is bit for bit what went in."""
+
+    __slots__ = ("_n", "_t", "_v", "chunks")
+
+    def __init__(self) -> None:
+        self.chunks: list[_Chunk] = []
+        self._t: F64 = np.empty(0)
+        self._v: F64 = np.empty(0)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.chunks) + self._n
+
+    def __getstate__(self) -> tuple[list[_Chunk], F64, F64]:
+        return self.chunks, self._t[: self._n].copy(), self._v[: self._n].copy()
+
+    def __setstate__(self, state: tuple[list[_Chunk], F64, F64]) -> None:
+        self.chunks, self._t, self._v = state
+        self._n = len(self._t)
+
+    def add(self, times: F64, values: F64) -> None:
+        i, n = 0, len(times)
+        while i < n:
+            if self._n == CHUNK:
+                self._seal()
+            if self._n == len(self._t):
+                cap = min(CHUNK, max(_TAIL_START, 2 * len(self._t)))
+                t, v = np.empty(cap), np.empty(cap)
+                t[: self._n], v[: self._n] = self._t[: self._n], self._v[: self._n]
+                self._t, self._v = t, v
+            take = min(n - i, len(self._t) - self._n)
+            self._t[self._n : self._n + take] = times[i : i + take]
+            self._v[self._n : self._n + take] = values[i : i + take]
+            self._n += take
+            i += take
+
+    def _seal(self) -> None:
+        self.chunks.append(_Chunk.of(self._t[: self._n], self._v[: self._n]))
+        self._n = 0
+
+    def prune(self, horizon: float) -> int:
+        """Drop the samples before ``horizon``; how many were dropped."""
+        dropped = 0
+        kept: list[_Chunk] = []
+        for c in self.chunks:
+            if c.first >= horizon:
+                kept.append(c)
+                continue
+            times, values = c.arrays()
+            keep = times >= horizon
+            dropped += len(c) - int(keep.sum())
+            if keep.any():
+                kept.append(_Chunk.of(times[keep], values[keep]))
+        self.chunks = kept
+        keep = self._t[: self._n] >= horizon
+        if not keep.all():
+            k = int(keep.sum())
+            dropped += self._n - k
+            self._t[:k], self._v[:k] = self._t[: self._n][keep], self._v[: self._n][keep]
+            self._n = k
+        return dropped
+
+    def candidates(self, start: float, end: float) -> tuple[F64, F64]:
+        """Every sample with ``start <= t < end`` (and maybe others), in arrival order."""
+        parts = [c.arrays() for c in self.chunks if c.last >= start and c.first < end]
+        parts.append((self._t[: self._n], self._v[: self._n]))
+        return (
+            np.concatenate([t for t, _ in parts]),
+            np.concatenate([v for _, v in parts]),
+        )
 
 
 class StretchRecorder:
@@ -168,11 +255,10 @@ class StretchRecorder:
     the same bounds are computed (a segment's point is per kind and start, so a recomputed
     one replaces the earlier).
 
-    Each stream and device's samples are a few blocks of geometrically growing size (a new
-    message's block merges with the one before it while it is at least as large): O(log n)
-    arrays, so the checkpoint pickles a handful of arrays rather than one per message, and
-    each sample is copied O(log n) times. Samples older than ``keep_s`` before the newest are
-    cut off whenever the newest has advanced by a tenth of ``keep_s``.
+    Each stream and device's samples are a :class:`SampleStore` (packed chunks of
+    :data:`CHUNK` samples: a checkpoint pickles a few arrays per chunk, not one per message).
+    Samples older than ``keep_s`` before the newest are cut off whenever the newest has
+    advanced by a tenth of ``keep_s``.
     """
 
     #: Longest sample message seen (s of data): the data is out of step by up to that much.
@@ -182,7 +268,7 @@ class StretchRecorder:
         self.site = site
         self.session = session
         self.keep_s = keep_s
-        self.parts: dict[tuple[str, str], list[Block]] = {}
+        self.stores: dict[tuple[str, str], SampleStore] = {}
         self.counts: dict[tuple[str, str], int] = {}
         self.pruned_at = -math.inf
         #: Newest sample time of the kept streams; samples older than ``newest - keep_s`` go.
@@ -196,6 +282,18 @@ class StretchRecorder:
         #: Segments already submitted before the session's end (not computed twice).
         self.submitted: set[Stretch] = set()
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Also a checkpoint of the layout before :class:`SampleStore` (``parts``: lists of
+        :class:`Block` in arrival order)."""
+        parts = state.pop("parts", None)
+        self.__dict__.update(state)
+        if isinstance(parts, dict):
+            self.stores = {}
+            for key, blocks in parts.items():
+                store = self.stores[key] = SampleStore()
+                for b in blocks:
+                    store.add(b.times, b.values)
+
     def extent(self, start: float, end: float) -> None:
         """A sample message of any stream spans ``start`` to ``end``."""
         self.start = start if self.start is None else min(self.start, start)
@@ -206,13 +304,12 @@ class StretchRecorder:
         if stream not in STREAMS or not len(times):
             return
         key = (stream, device)
-        blocks = self.parts.setdefault(key, [])
-        blocks.append(Block.of(times, values))
-        while len(blocks) > 1 and len(blocks[-1]) >= len(blocks[-2]):
-            last = blocks.pop()
-            blocks[-1] = _merged(blocks[-1], last)
+        store = self.stores.get(key)
+        if store is None:
+            store = self.stores[key] = SampleStore()
+        store.add(times, values)
         self.counts[key] = self.counts.get(key, 0) + len(times)
-        self.newest = max(self.newest, blocks[-1].last)
+        self.newest = max(self.newest, float(times.max()))
         if self.newest - self.pruned_at >= self.keep_s / 10:
             self.prune()
 
@@ -220,18 +317,11 @@ class StretchRecorder:
         """Drop the samples older than ``keep_s`` before the newest."""
         self.pruned_at = self.newest
         horizon = self.newest - self.keep_s
-        for key, blocks in self.parts.items():
-            kept: list[Block] = []
-            for b in blocks:
-                if b.first >= horizon:
-                    kept.append(b)
-                    continue
-                keep = b.times >= horizon
-                self.counts[key] -= int(len(b) - keep.sum())
+        for key, store in self.stores.items():
+            dropped = store.prune(horizon)
+            if dropped:
+                self.counts[key] -= dropped
                 self.kept_from = max(self.kept_from, horizon)
-                if keep.any():
-                    kept.append(Block.of(b.times[keep], b.values[keep]))
-            self.parts[key] = kept
 
     def add_marker(self, t: float, text: str) -> None:
         """A marker; the segment it closes (from the marker before it, or the session's start)
@@ -271,15 +361,11 @@ class StretchRecorder:
 
     def series(self, stream: str, start: float, end: float) -> Series | None:
         """``start <= t < end`` of the stream's device with most samples kept, in time order."""
-        keys = [k for k in self.parts if k[0] == stream and self.counts.get(k, 0) > 0]
+        keys = [k for k in self.stores if k[0] == stream and self.counts.get(k, 0) > 0]
         if not keys:
             return None
         key = max(keys, key=lambda k: self.counts[k])
-        chosen = [b for b in self.parts[key] if b.last >= start and b.first < end]
-        if not chosen:
-            return Series(np.empty(0), np.empty(0))
-        times = np.concatenate([b.times for b in chosen])
-        values = np.concatenate([b.values for b in chosen])
+        times, values = self.stores[key].candidates(start, end)
         order = np.argsort(times, kind="stable")
         return Series(*Series(times[order], values[order]).between(start, end))
 
