@@ -50,7 +50,9 @@ DRAIN_S = 300.0
 REPO = Path(__file__).resolve().parents[1]
 
 if TYPE_CHECKING:
+    from rekindle.analysis.influx import BufferedWriter
     from rekindle.analysis.live_metrics import MetricsRunner
+    from rekindle.analysis.service import AnalysisService
 
 
 def rss_kb(pid: int | str = "self") -> int:
@@ -123,6 +125,15 @@ def session_messages(hours: float, acc_hz: float) -> list[tuple[float, str, byte
     return out
 
 
+def discard(service: AnalysisService, writer: BufferedWriter) -> None:
+    """Drop the lines produced so far (the service's own list where it has one, else those
+    added to the writer)."""
+    take = getattr(service, "_take_lines", None)
+    if take is not None:
+        take()
+    writer.flush()
+
+
 def drain(metrics: MetricsRunner, timeout_s: float = 300.0) -> None:
     """Wait for the metrics process to finish the jobs handed to it (in real time it keeps up:
     a job takes well under a second, a session has one every few minutes)."""
@@ -165,7 +176,7 @@ def measure(sessions: int, hours: float, acc_hz: float, report_h: list[float]) -
     writer.flush()
     service._finish(("mem", "warm-up"), "warm-up done")
     drain(metrics)
-    writer.flush()
+    discard(service, writer)
     topics = [f"rekindle/v1/mem/s{k:04d}/" for k in range(sessions)]
     gc.collect()
     base_kb = rss_kb()
@@ -181,12 +192,12 @@ def measure(sessions: int, hours: float, acc_hz: float, report_h: list[float]) -
                 service.process(prefix + suffix, payload, msgs[i][0])
             i += 1
             if i % 25 == 0:
-                writer.flush()
+                discard(service, writer)
                 metrics.collect()
             if msgs[i - 1][0] >= drained + DRAIN_S:
                 drained = msgs[i - 1][0]
                 drain(metrics)
-        writer.flush()
+        discard(service, writer)
         drain(metrics)
         gc.collect()
         pipes = deep_size([service.pipelines])
