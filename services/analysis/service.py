@@ -1075,8 +1075,29 @@ class AnalysisService:
         """
         return dict(sorted(self._gap_spans.get((site, session), {}).items()))
 
+    def _resent_after_end(self, msg: contract.Message) -> bool:
+        """A message that the publisher run of an ended session had sent before its end: a
+        resend (its publisher had not seen the acknowledgement yet, and resends what is
+        unconfirmed after 3 s without progress), not new data. Its session's seq positions
+        are forgotten at the end, so without this it would start the session again from the
+        resent messages alone."""
+        key = (msg.site, msg.session)
+        if key not in self._ended or msg.run is None:
+            return False
+        if isinstance(msg, contract.StatusMessage):
+            return self._device_states.get(key, {}).get(msg.device) == ("end", msg.run)
+        last = self._positions.get(key, {}).get((msg.device, msg.stream, msg.run))
+        return last is not None and msg.seq <= last
+
     def _apply(self, msg: contract.Message, topic: str, retained: bool) -> None:
         """Handle one decoded message whose turn it is."""
+        if not retained and self._ended and self._resent_after_end(msg):
+            self.stats.duplicates += 1
+            session = (msg.site, msg.session)
+            self._ack_dirty.add(session)  # its publisher waits for the acknowledgement
+            self._ack_urgent.add(session)
+            log.debug("message on %s resent after its session ended: dropped", topic)
+            return
         if not isinstance(msg, contract.StatusMessage):
             jumps = self._seq.jumps
             accept, missing = self._seq.check(msg)
