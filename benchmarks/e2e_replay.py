@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,18 @@ from tests.servers import InfluxD, Mosquitto
 
 S02 = Path(__file__).resolve().parent.parent / "tests/fixtures/stress_predict_e4/Raw_data/S02"
 SITE = "bench"
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's waited-for children (the publishing processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class FirstCall:
@@ -131,13 +144,19 @@ def raw_broker(broker: Mosquitto, message_s: float | None, tag: str) -> dict[str
     client.subscribe(f"rekindle/v1/{SITE}/{session}/#", qos=1)
     if not subscribed.wait(10):
         raise RuntimeError("raw subscriber: no subscription acknowledgement")
+    pub0 = children_cpu_s()
     proc = publish(broker, session, 0, message_s)
     if not done.wait(900):
         raise RuntimeError("raw subscriber never saw the end status")
     finish(proc, "raw broker")
     client.loop_stop()
     client.disconnect()
-    return {"wall_s": last[0] - first[0], "messages": count[0], "lines": 0.0}
+    return {
+        "wall_s": last[0] - first[0],
+        "messages": count[0],
+        "lines": 0.0,
+        "publisher_cpu_s": children_cpu_s() - pub0,
+    }
 
 
 def service_arm(
@@ -152,15 +171,20 @@ def service_arm(
         settings, writer, site=SITE, publish_features=False, clock=clock
     ).start()
     cpu0 = time.process_time()
+    servers0 = proc_cpu_s(influx.proc.pid), proc_cpu_s(broker.proc.pid)
+    pub0 = children_cpu_s()
     proc = publish(broker, db, 500, message_s)
     if not service.wait_sessions_finished(1, timeout=900):
         raise RuntimeError("the analysis service never saw the session end")
     service.stop()  # (the worker's last commit and the writer's final flush)
     done = time.perf_counter()
     cpu = time.process_time() - cpu0
+    influx_cpu = proc_cpu_s(influx.proc.pid) - servers0[0]
+    broker_cpu = proc_cpu_s(broker.proc.pid) - servers0[1]
     if writer.queued:
         raise RuntimeError("InfluxDB did not take every line")
     finish(proc, db)
+    pub_cpu = children_cpu_s() - pub0
     assert clock.first is not None
     points = influx.count(f'SELECT count("value") FROM "signal" WHERE session = \'{db}\'', db)
     out = {
@@ -169,6 +193,9 @@ def service_arm(
         "lines": float(writer.written),
         "signal_points": float(points),
         "cpu_s": cpu,
+        "influxd_cpu_s": influx_cpu,
+        "mosquitto_cpu_s": broker_cpu,
+        "publisher_cpu_s": pub_cpu,
     }
     if isinstance(writer, PerMessageWriter):
         out["posts"] = float(writer.posts)
@@ -224,9 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--- replay --speed max --message-s {span:g}")
         for name, res in arms.items():
             extra = f"  POSTs {res['posts']:.0f}" if "posts" in res else ""
+            if "signal_points" not in res:
+                extra += f"  publisher CPU {res['publisher_cpu_s']:.2f} s"
             stored = (
-                f"  signal points in db {res['signal_points']:.0f}  process CPU "
-                f"{res['cpu_s']:.2f} s"
+                f"  signal points in db {res['signal_points']:.0f}  CPU s: service "
+                f"{res['cpu_s']:.2f} influxd {res['influxd_cpu_s']:.2f} mosquitto "
+                f"{res['mosquitto_cpu_s']:.2f} publisher {res['publisher_cpu_s']:.2f}"
                 if "signal_points" in res
                 else ""
             )
