@@ -22,6 +22,7 @@ from rekindle import cli, contract
 from rekindle.analysis import health
 from rekindle.analysis.core import Event
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
+from rekindle.analysis.live_metrics import MetricsRunner
 from rekindle.analysis.service import AnalysisService
 from rekindle.mqtturl import MqttSettings
 from tests.fuzz_payloads import STALLING, fuzz_cases
@@ -245,15 +246,19 @@ def test_a_stuck_worker_goes_stale_and_its_message_is_dead_lettered_after_restar
 ) -> None:
     release = threading.Event()
 
-    def hang(_site: str, _session: str, _events: list[Event]) -> None:
-        release.wait(60)
+    class Hang(MetricsRunner):
+        """Hangs the worker in its handling of the first message (the metrics hook: one
+        20-s message alone gives no feature second, whose span widens the lateness)."""
+
+        def message(self, msg: contract.Message) -> None:  # noqa: ARG002
+            release.wait(60)
 
     beat = tmp_path / "heartbeat.json"
     state = tmp_path / "analysis.state"
     client = Client(mqtt_broker)
     topic, payload = contract.encode(_eda("stuck", 0, time.time() - 100, n=80))  # 20 s of data
     client.publish(topic, payload, retain=True)
-    service = _service(mqtt_broker, influxd, state, on_events=hang, heartbeat_path=beat).start()
+    service = _service(mqtt_broker, influxd, state, metrics=Hang(), heartbeat_path=beat).start()
     try:
         # what 'rekindle analysis' runs: it returns (the process exits 70) on the stall
         assert cli.run_analysis(service, threading.Event(), 0.5) == cli.EXIT_STUCK
