@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.record import Recorder
 from rekindle.ingest.replay import replay
+from rekindle.ingest.sources import open_spec
+from rekindle.ingest.sources.base import Chunk
 from rekindle.ingest.sources.recording import read_recording
 from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from rekindle.mqtturl import MqttSettings
@@ -82,4 +86,14 @@ def test_record_cli_stops_at_session_end(mqtt_broker: Mosquitto, tmp_path: Path)
             rec.kill()
     assert rec.returncode == 0, stderr
     assert "recorded" in stdout
-    assert len(list(read_recording(out))) > 1000
+    # every sample of the source, whatever the messages' spans (`replay --speed max` joins
+    # each stream's chunks into messages of up to 30 s: rekindle.ingest.coalesce)
+    _name, source = open_spec("sim:4", speed=None)
+    assert _samples_per_stream(read_recording(out)) == _samples_per_stream(source)
+
+
+def _samples_per_stream(chunks: Iterable[Chunk]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for chunk in chunks:
+        counts[chunk.stream] += len(chunk.values)
+    return counts
