@@ -31,7 +31,6 @@ InfluxDB overwrites rather than duplicates them.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -164,15 +163,6 @@ def _msg_end(msg: SeqMessage) -> float:
     if isinstance(msg, contract.MarkerMessage):
         return msg.t[-1] if msg.t else 0.0
     return msg.end
-
-
-def _preload(config: AnalysisConfig | None) -> None:
-    """Import what the PPG beats (ppg.py) import on their first window, scipy's signal and
-    ndimage (~1.6 s of CPU), at start rather than inside the first PPG message: that message
-    would otherwise hold the worker (and every session's data behind it) for as long."""
-    if (config or AnalysisConfig()).ppg_beats > 0:
-        for name in ("scipy.signal", "scipy.ndimage"):
-            importlib.import_module(name)
 
 
 def _digest(topic: str, payload: bytes) -> str:
@@ -418,7 +408,6 @@ class AnalysisService:
 
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
-        _preload(self.config)
         if self.state_path is not None:
             self._restore(self.state_path)
         self._load_rejects()
