@@ -181,6 +181,14 @@ class SampleMessage:
         return [ns / 1e9 for ns in self.times_ns()]
 
     @property
+    def start(self) -> float:
+        """Time of the first sample (unix seconds); ``t0`` for a regular message."""
+        if self.t is not None:
+            return self.t[0] if self.t else 0.0
+        assert self.t0 is not None
+        return self.t0
+
+    @property
     def end(self) -> float:
         """Time of the last sample (unix seconds); ``t0`` for an empty regular message."""
         if self.t is not None:

@@ -531,7 +531,7 @@ class MetricsRunner:
             if not len(msg):
                 return
             rec = self.recorder(msg.site, msg.session)
-            rec.extent(msg.t[0] if msg.t is not None else float(msg.t0 or 0.0), msg.end)
+            rec.extent(msg.start, msg.end)
             if msg.stream in STREAMS:
                 rec.add(msg.stream, msg.device, *_samples(msg))
         elif isinstance(msg, contract.MarkerMessage):

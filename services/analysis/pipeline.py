@@ -159,7 +159,7 @@ class SessionPipeline:
             self.samples += len(msg)
             if len(msg) > 1:
                 # streams are out of step by up to one message span (docs/method.md, section 1)
-                span = msg.end - (msg.t[0] if msg.t is not None else msg.t0 or 0.0)
+                span = msg.end - msg.start
                 if span > self.span_s:
                     self.span_s = span
                     self.analyzer.allow_span(span)
