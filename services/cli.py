@@ -31,6 +31,7 @@ from rekindle.cliconfig import (
     setting_source,
     stop_event_on_signals,
 )
+from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S
 
 if TYPE_CHECKING:
     import threading
@@ -255,10 +256,6 @@ def open_chunks(
 
 
 # ------------------------------------------------------------------------------- sub-commands
-
-
-#: Data per message of a replay at ``--speed max`` (s): see rekindle.ingest.coalesce.
-MAX_SPEED_MESSAGE_S = 30.0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -5,14 +5,18 @@ the analyzer widens its lateness allowance by the span it sees (docs/method.md, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
 from rekindle import contract
+from rekindle.analysis.batch import write_results
 from rekindle.analysis.core import Episode, FeatureRow
+from rekindle.analysis.offline import add_metrics, run_pipeline
+from rekindle.analysis.params import apply
 from rekindle.analysis.pipeline import SessionPipeline, sample_times_ns
-from rekindle.ingest.coalesce import coalesce
-from rekindle.ingest.sources.base import Chunk, regular_chunks
+from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S, coalesce
+from rekindle.ingest.sources.base import Chunk, open_source, regular_chunks
 from rekindle.ingest.sources.e4 import read_e4_folder
 from tests.conftest import S02, fixture_path
 
@@ -93,3 +97,38 @@ def test_analysis_of_longer_messages_equals_one_second_messages(span_s: float) -
     assert len(rows) > 800
     assert joined_rows == rows
     assert joined_episodes == episodes
+
+
+def test_a_regular_chunk_off_by_a_microsecond_starts_a_new_run() -> None:
+    """At 64 Hz (a whole number of ns per sample) a chunk continues a run only at exactly the
+    nanosecond the run puts its first sample at; a microsecond off, the run starts again."""
+    chunks = list(regular_chunks("ppg", "h", 1_700_000_000.25, 64.0, [1.0] * 640))
+    assert len(list(coalesce(chunks, 30.0))) == 1
+    moved = chunks[4]
+    assert moved.t0 is not None
+    chunks[4] = Chunk(moved.stream, moved.device, moved.values, moved.t0 + 1e-6, moved.fs)
+    joined = list(coalesce(chunks, 30.0))
+    assert samples_by_stream(joined) == samples_by_stream(chunks)
+    assert [len(c.values) for c in joined] == [256, 64, 320]
+
+
+@pytest.mark.parametrize("params", [{}, {"enter_index": 45, "min_episode_s": 20}])
+def test_rekindle_analyze_of_s02_equals_one_second_messages_bit_for_bit(
+    tmp_path: Path, params: dict[str, float]
+) -> None:
+    """``rekindle analyze`` (and ``rekindle.analyze``, both through ``run_pipeline``) feeds the
+    pipeline the 30-s messages of ``replay --speed max``: every file it writes equals the one
+    written from 1-s messages, byte for byte, on the whole of S02 (with NeuroKit2's metrics and
+    segments; with parameters that give a release episode too)."""
+    config = apply(params)
+    written = {}
+    for message_s in (1.0, MAX_SPEED_MESSAGE_S):
+        chunks = open_source(fixture_path(S02))
+        result = run_pipeline(chunks, "S02", config=config, keep=("eda", "rr"), message_s=message_s)
+        add_metrics(result, config)
+        folder = write_results(result, tmp_path / f"{message_s:g}", plots=False)
+        written[message_s] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    assert {"episodes.csv", "features.csv", "segments.csv", "summary.json"} <= set(written[1.0])
+    assert written[MAX_SPEED_MESSAGE_S] == written[1.0]
+    if params:
+        assert b"release" in written[1.0]["episodes.csv"]

@@ -169,7 +169,7 @@ def test_replaying_again_duplicates_nothing(
 ) -> None:
     """Again, in the messages of ``rekindle replay --speed max`` (30 s of data each, see
     rekindle.ingest.coalesce): every point lands on the one stored before, and the episodes
-    are those of ``rekindle analyze`` (1-s messages)."""
+    are those of the offline pipeline in 1-s messages."""
     db = s02_in_influx.db
     episodes: list[Episode] = []
 
@@ -191,7 +191,7 @@ def test_replaying_again_duplicates_nothing(
     )
     assert again.service.rejected == 0
     assert again.replay.chunks < 1000  # (18k messages of 1 s)
-    offline = run_pipeline(read_e4_folder(fixture_path(S02)), "S02").episodes
+    offline = run_pipeline(read_e4_folder(fixture_path(S02)), "S02", message_s=1.0).episodes
     assert episodes == offline
     assert stream_counts(influxd, db) == before
     assert count(influxd, db, "session = 'S02'", "episode", "onset") == episodes_before

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from rekindle.analysis.schema import (
     overall_quality,
     text_column,
 )
+from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S, coalesce
 from rekindle.ingest.sources.base import Chunk
 
 #: Output formats of ``rekindle analyze --format``; CSV is always written.
@@ -69,25 +70,42 @@ def run_pipeline(
     session: str = "offline",
     config: AnalysisConfig | None = None,
     keep: Iterable[str] = (),
+    message_s: float = MAX_SPEED_MESSAGE_S,
 ) -> AnalysisResult:
     """The session's events, markers and extent; with ``keep`` (stream names, e.g. ``("eda",
     "rr")``) also those streams' raw samples (of the device with most samples) for the batch
-    metrics of :mod:`rekindle.analysis.intervals`."""
+    metrics of :mod:`rekindle.analysis.intervals`.
+
+    The pipeline gets the messages of ``rekindle replay --speed max``: each stream's chunks
+    joined into messages of up to ``message_s`` of data (:func:`rekindle.ingest.coalesce`,
+    every sample at its own nanosecond). The analysis does not depend on how the samples are
+    batched (the core widens its lateness allowance by the longest message span, docs/method.md
+    section 1): the outputs equal those of 1-s messages (``message_s=1``) bit for bit
+    (tests/test_outputs.py), at a fraction of the per-message cost."""
     pipeline = SessionPipeline(site, session, config, store_lines=False)
     result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []
     kept = frozenset(keep)
     raw: dict[tuple[str, str], list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]] = {}
-    for seq, chunk in enumerate(chunks):
-        msg = chunk.to_message(site, session, seq, None)
-        if chunk.stream in kept:
-            raw.setdefault((chunk.stream, chunk.device), []).append(_samples(chunk))
-        if chunk.stream == "marker":
-            result.markers.extend(zip(chunk.t or (), (str(v) for v in chunk.values), strict=True))
-        else:
-            result.start = chunk.start if result.start is None else min(result.start, chunk.start)
-            result.end = chunk.end if result.end is None else max(result.end, chunk.end)
-        events.extend(pipeline.handle(msg).events)
+
+    def tapped() -> Iterator[Chunk]:
+        # markers, extent and kept samples from the source's own chunks (their float times
+        # as the source gave them)
+        for chunk in chunks:
+            if chunk.stream in kept:
+                raw.setdefault((chunk.stream, chunk.device), []).append(_samples(chunk))
+            if chunk.stream == "marker":
+                result.markers.extend(
+                    zip(chunk.t or (), (str(v) for v in chunk.values), strict=True)
+                )
+            else:
+                start, end = chunk.start, chunk.end
+                result.start = start if result.start is None else min(result.start, start)
+                result.end = end if result.end is None else max(result.end, end)
+            yield chunk
+
+    for seq, chunk in enumerate(coalesce(tapped(), message_s)):
+        events.extend(pipeline.handle(chunk.to_message(site, session, seq, None)).events)
     events.extend(pipeline.finish().events)
     result.samples = pipeline.samples
     result.episodes = [e for e in events if isinstance(e, Episode)]

@@ -24,6 +24,8 @@ allowance by the span it sees (docs/method.md, section 1), so nothing arrives la
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +36,9 @@ import numpy as np
 from rekindle import contract
 from rekindle.ingest.sources.base import Chunk
 
+#: Data per message (s) of ``rekindle replay --speed max`` and of ``rekindle analyze`` (which
+#: feeds the pipeline the messages such a replay publishes).
+MAX_SPEED_MESSAGE_S = 30.0
 #: Bytes one JSON number may take in a payload (``-1.2345678901234567e-05`` and a comma).
 _NUMBER_BYTES = 25
 #: Payload budget of one joined message (the contract allows 256 KiB).
@@ -44,11 +49,20 @@ def _width(stream: str) -> int:
     return 3 if stream == "acc" else 1
 
 
-def _ns(t0: float, fs: float, first: int, n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Sample times (ns) of indices ``first .. first + n - 1`` of a regular message at ``t0``,
-    as :meth:`rekindle.contract.SampleMessage.times_ns` computes them."""
-    idx = np.arange(first, first + n, dtype=np.float64)
-    return round(t0 * 1e9) + np.rint(idx * (1e9 / fs)).astype(np.int64)
+@functools.lru_cache(maxsize=64)
+def _offsets(fs: float) -> tuple[int | None, np.ndarray[Any, np.dtype[np.int64]]]:
+    """Sample ``i`` of a regular message at ``t0`` is at ``round(t0 * 1e9) + offsets[i]`` ns,
+    as :meth:`rekindle.contract.SampleMessage.times_ns` computes it (``round(i * (1e9 / fs))``,
+    the same float operations, for every index a message may have); and the sample period in
+    whole ns when every offset is exactly that period times the index (``1e9 / fs`` an integer:
+    64 Hz, 4 Hz...), else None."""
+    offsets = np.rint(np.arange(contract.MAX_VALUES + 1, dtype=np.float64) * (1e9 / fs)).astype(
+        np.int64
+    )
+    offsets.setflags(write=False)
+    step = 1e9 / fs
+    exact = step == math.floor(step) and step * contract.MAX_VALUES < 2**53
+    return (int(step) if exact else None), offsets
 
 
 @dataclass(slots=True)
@@ -61,10 +75,10 @@ class _Run:
         if len(self.parts) == 1:
             return self.first
         c = self.first
-        values: tuple[Any, ...] = tuple(v for p in self.parts for v in p.values)
+        values: tuple[Any, ...] = tuple(itertools.chain.from_iterable(p.values for p in self.parts))
         if c.t is None:
             return Chunk(c.stream, c.device, values, c.t0, c.fs)
-        times = tuple(t for p in self.parts for t in p.t or ())
+        times = tuple(itertools.chain.from_iterable(p.t or () for p in self.parts))
         return Chunk(c.stream, c.device, values, t=times)
 
     def room(self, chunk: Chunk, span_s: float) -> bool:
@@ -85,9 +99,14 @@ class _Run:
         assert chunk.t0 is not None
         if chunk.fs != c.fs:
             return False
-        own = _ns(chunk.t0, c.fs, 0, len(chunk.values))
-        joined = _ns(c.t0, c.fs, self.count, len(chunk.values))
-        return bool(np.array_equal(own, joined))
+        # sample j of the chunk: its own message puts it at round(chunk.t0 * 1e9) + offsets[j],
+        # the joined one at round(c.t0 * 1e9) + offsets[count + j]
+        shift = round(chunk.t0 * 1e9) - round(c.t0 * 1e9)
+        step, offsets = _offsets(c.fs)
+        if step is not None:
+            return shift == self.count * step
+        k = len(chunk.values)
+        return bool(np.array_equal(offsets[self.count : self.count + k] - offsets[:k], shift))
 
     def add(self, chunk: Chunk) -> None:
         self.parts.append(chunk)
