@@ -586,6 +586,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             options=options,
             metrics=metrics,
             phases=phases,
+            parallel_beats=True,
         )
         if result.error is not None:
             raise CliError(result.error)

@@ -48,13 +48,15 @@ def analyze_file(
     options: ReadOptions | None = None,
     metrics: bool = False,
     phases: Sequence[tuple[str, str, float, float]] = (),
+    parallel_beats: bool = False,
 ) -> FileResult:
     """Read, analyse and write the outputs of one recording (the whole job of ``analyze``):
     the tables in ``formats``, ``summary.json``, ``report.md``, ``report.html`` and, with
     ``plots``, ``session.png`` (also embedded in the HTML report). With ``metrics``, NeuroKit2's
     interval metrics per episode, per segment between markers and per phase of ``phases``
     (``(subject, phase, start, end)``, the rows whose subject is this recording's name) go into
-    ``episodes.csv``, ``segments.csv`` and the reports."""
+    ``episodes.csv``, ``segments.csv`` and the reports. ``parallel_beats``: the beats from PPG
+    in a second process (``run_pipeline``), for a process that has the machine to itself."""
     from rekindle.analysis.offline import add_metrics, run_pipeline  # noqa: PLC0415
     from rekindle.ingest.sources import open_spec  # noqa: PLC0415
 
@@ -62,7 +64,13 @@ def analyze_file(
     name = source
     try:
         name, chunks = open_spec(source, options=options)
-        result = run_pipeline(chunks, name, config=config, keep=("eda", "rr") if metrics else ())
+        result = run_pipeline(
+            chunks,
+            name,
+            config=config,
+            keep=("eda", "rr") if metrics else (),
+            parallel_beats=parallel_beats,
+        )
         if metrics:
             mine = [(p, a, b) for subject, p, a, b in phases if subject == name]
             add_metrics(result, config, mine)
@@ -117,6 +125,8 @@ def run_batch(
         metrics=metrics,
         phases=phases,
         options=options,
+        # (one file at a time: its beats from PPG can use the other core)
+        parallel_beats=jobs <= 1 or len(sources) <= 1,
     )
     if jobs <= 1 or len(sources) <= 1:
         for i, source in enumerate(sources):

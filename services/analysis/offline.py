@@ -10,12 +10,15 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from rekindle import contract
+from rekindle.analysis import parallel_beats as parallel
 from rekindle.analysis.core import AnalysisConfig, Episode, Event, FeatureRow
 from rekindle.analysis.errors import OutputError
 from rekindle.analysis.intervals import Segment, Series, metric_columns
@@ -71,6 +74,7 @@ def run_pipeline(
     config: AnalysisConfig | None = None,
     keep: Iterable[str] = (),
     message_s: float = MAX_SPEED_MESSAGE_S,
+    parallel_beats: bool = False,
 ) -> AnalysisResult:
     """The session's events, markers and extent; with ``keep`` (stream names, e.g. ``("eda",
     "rr")``) also those streams' raw samples (of the device with most samples) for the batch
@@ -81,8 +85,14 @@ def run_pipeline(
     every sample at its own nanosecond). The analysis does not depend on how the samples are
     batched (the core widens its lateness allowance by the longest message span, docs/method.md
     section 1): the outputs equal those of 1-s messages (``message_s=1``) bit for bit
-    (tests/test_outputs.py), at a fraction of the per-message cost."""
-    pipeline = SessionPipeline(site, session, config, store_lines=False)
+    (tests/test_coalesce.py), at a fraction of the per-message cost.
+
+    ``parallel_beats``: derive the beats from PPG in a second process
+    (:mod:`rekindle.analysis.parallel_beats`; the same outputs, less wall time on a machine with
+    a free core) when it is available and the beats are on; the messages are then all built
+    before the analysis starts. Only for a process whose other threads do not matter to a
+    ``fork`` (the command line; not a batch's worker beside others)."""
+    cfg = config or AnalysisConfig()
     result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []
     kept = frozenset(keep)
@@ -104,9 +114,19 @@ def run_pipeline(
                 result.end = end if result.end is None else max(result.end, end)
             yield chunk
 
-    for seq, chunk in enumerate(coalesce(tapped(), message_s)):
-        events.extend(pipeline.handle(chunk.to_message(site, session, seq, None)).events)
-    events.extend(pipeline.finish().events)
+    messages: Iterable[contract.Message] = (
+        chunk.to_message(site, session, seq, None)
+        for seq, chunk in enumerate(coalesce(tapped(), message_s))
+    )
+    with ExitStack() as stack:
+        beats = None
+        if parallel_beats and cfg.ppg_beats > 0 and parallel.available():
+            messages = list(messages)
+            beats = stack.enter_context(parallel.BeatsProcess(cfg, parallel.ppg_inputs(messages)))
+        pipeline = SessionPipeline(site, session, config, store_lines=False, beats=beats)
+        for msg in messages:
+            events.extend(pipeline.handle(msg).events)
+        events.extend(pipeline.finish().events)
     result.samples = pipeline.samples
     result.episodes = [e for e in events if isinstance(e, Episode)]
     result.features = [e for e in events if isinstance(e, FeatureRow)]

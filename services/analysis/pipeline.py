@@ -35,7 +35,7 @@ from rekindle.analysis.core import (
     SessionAnalyzer,
 )
 from rekindle.analysis.core.analyzer import ANALYSED
-from rekindle.analysis.ppg import DerivedBeats
+from rekindle.analysis.ppg import BeatSource, DerivedBeats
 
 
 @dataclass(slots=True)
@@ -117,7 +117,7 @@ class SessionPipeline:
     latest = -math.inf
     segments_split = 0
     span_s = 0.0
-    _beats: DerivedBeats | None = None
+    _beats: BeatSource | None = None
 
     def __init__(
         self,
@@ -127,7 +127,10 @@ class SessionPipeline:
         *,
         store_lines: bool = True,
         max_silence_s: float = MAX_SILENCE_S,
+        beats: BeatSource | None = None,
     ) -> None:
+        """``beats``: where the beats derived from PPG come from (default: a
+        :class:`DerivedBeats` of ``config``, created on the first PPG message)."""
         self.site = site
         self.store_lines = store_lines
         self.session = session
@@ -141,6 +144,7 @@ class SessionPipeline:
         self.episodes: list[Episode] = []
         self.samples = 0
         self.finished = False
+        self._beats = beats
 
     def _events(self, events: list[Event]) -> PipelineOutput:
         self.episodes.extend(e for e in events if isinstance(e, Episode))
@@ -189,7 +193,7 @@ class SessionPipeline:
         return out
 
     @property
-    def derived_beats(self) -> DerivedBeats:
+    def derived_beats(self) -> BeatSource:
         """The session's PPG beat detectors (created on first use; a pipeline restored from a
         checkpoint written before they existed gets them then)."""
         if self._beats is None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -466,6 +466,19 @@ def _window_peaks(x: F64Array, fs: float) -> tuple[F64Array, npt.NDArray[np.intp
     indices) of one window."""
     clean = ppg_clean(x, fs)
     return clean, elgendi_peaks(clean, fs)
+
+
+class BeatSource(Protocol):
+    """What the pipeline asks for beats derived from PPG: :class:`DerivedBeats`, or offline
+    :class:`rekindle.analysis.parallel_beats.BeatsProcess`."""
+
+    def inputs(self, item: AnalyzerInput) -> list[AnalyzerInput]:
+        """``item`` followed by the ``rr_ppg`` batches that its PPG completed."""
+        ...
+
+    def finish(self) -> list[AnalyzerInput]:
+        """End of data: the last intervals."""
+        ...
 
 
 class DerivedBeats:

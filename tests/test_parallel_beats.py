@@ -1,0 +1,78 @@
+"""Offline, the beats derived from PPG in a second process (rekindle.analysis.parallel_beats):
+the pipeline gets them at the points where it would have derived them itself, so everything it
+produces is the same to the last bit; a child that dies is our error, not a hang."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from rekindle import contract
+from rekindle.analysis.batch import analyze_file
+from rekindle.analysis.core import AnalysisConfig, Event
+from rekindle.analysis.parallel_beats import BeatsProcess, BeatsProcessError, available, ppg_inputs
+from rekindle.analysis.pipeline import SessionPipeline
+from rekindle.ingest.coalesce import coalesce
+from rekindle.ingest.sources.e4 import read_e4_folder
+from tests.conftest import S02, fixture_path
+
+pytestmark = pytest.mark.skipif(not available(), reason="needs fork and two CPUs")
+
+CFG = AnalysisConfig()
+
+
+def s02_messages(span_s: float) -> list[contract.Message]:
+    chunks = coalesce(read_e4_folder(fixture_path(S02)), span_s)
+    return [c.to_message("s", "p", seq, None) for seq, c in enumerate(chunks)]
+
+
+def analyse(messages: list[contract.Message], beats: BeatsProcess | None) -> list[Event]:
+    pipeline = SessionPipeline("s", "p", CFG, store_lines=False, beats=beats)
+    events: list[Event] = []
+    for msg in messages:
+        events.extend(pipeline.handle(msg).events)
+    events.extend(pipeline.finish().events)
+    return events
+
+
+@pytest.mark.parametrize("span_s", [1.0, 30.0])
+def test_the_pipeline_gets_the_same_beats_at_the_same_points(span_s: float) -> None:
+    messages = s02_messages(span_s)
+    with BeatsProcess(CFG, ppg_inputs(messages)) as beats:
+        parallel = analyse(messages, beats)
+    alone = analyse(messages, None)
+    assert len(alone) > 3000
+    # (pickled: every event, its arrays included, to the last bit)
+    assert [pickle.dumps(e) for e in parallel] == [pickle.dumps(e) for e in alone]
+
+
+def test_rekindle_analyze_writes_the_same_files(tmp_path: Path) -> None:
+    written = {}
+    for parallel in (False, True):
+        result = analyze_file(
+            str(fixture_path(S02)),
+            tmp_path / str(parallel),
+            None,
+            plots=False,
+            metrics=True,
+            parallel_beats=parallel,
+        )
+        assert result.target is not None, result.error
+        written[parallel] = {p.name: p.read_bytes() for p in sorted(result.target.iterdir())}
+    assert "segments.csv" in written[True]
+    assert written[True] == written[False]
+
+
+def test_a_child_that_fails_is_an_analysis_error() -> None:
+    bad = contract.SampleMessage("s", "p", "ppg", "d", 0, ("x",), t0=1.7e9, fs=64.0)  # type: ignore[arg-type]
+    with BeatsProcess(CFG, [bad]) as beats, pytest.raises(BeatsProcessError, match="exit code 1"):
+        beats.finish()
+
+
+def test_a_pipeline_that_stops_early_stops_the_child() -> None:
+    messages = ppg_inputs(s02_messages(30.0))
+    with BeatsProcess(CFG, messages) as beats:
+        beats.inputs(None)  # type: ignore[arg-type]
+    assert not beats.running
