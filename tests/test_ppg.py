@@ -4,6 +4,7 @@ pipeline (offline and the live service's checkpoints) using them."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from collections.abc import Sequence
@@ -249,6 +250,31 @@ def test_derived_beats_pass_other_inputs_and_ignore_ppg_when_off() -> None:
     assert DerivedBeats().inputs(batch) == [batch]
     assert DerivedBeats(replace(CFG, ppg_beats=0)).inputs(ppg) == [ppg]
     assert DerivedBeats().inputs(ppg) == [ppg]  # (two samples complete no interval)
+
+
+#: Digests of the beats of S02 and S05 (BVP fed in 10-s parts) as the code computed them before
+#: its per-window numpy calls were trimmed (main 9233a98); the trimming keeps every number.
+BEATS_DIGEST = {
+    "S02": "cdfea20e154e5b0e65fc4f45a4906972cc58d77e438c69bec77823c33472633c",
+    "S05": "3779e09796a61d8c2c3c197841ba723200cf429da8b4e28775681bb055b8c769",
+}
+
+
+def _digest(beats: Beats) -> str:
+    """The beats' times, links and intervals to the last bit, their template correlations to
+    1e-9 (those go through a BLAS product whose last bits may vary between CPUs)."""
+    h = hashlib.sha256()
+    for values in (beats.times, beats.rr_times, beats.rr_ms):
+        h.update(np.asarray(values, dtype=np.float64).tobytes())
+    h.update(np.asarray(beats.linked, dtype=np.bool_).tobytes())
+    h.update(np.round(np.asarray(beats.quality, dtype=np.float64), 9).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("folder", [S02, S05_PPG], ids=["S02", "S05"])
+def test_beats_are_those_computed_before_the_numpy_calls_were_trimmed(folder: Path) -> None:
+    times, values, fs = _bvp(folder)
+    assert _digest(_detect(times, values, round(10 * fs))) == BEATS_DIGEST[folder.name]
 
 
 def test_cleaning_is_neurokit2s() -> None:

@@ -104,15 +104,16 @@ def pulse_quality(clean: F64Array, peaks: npt.NDArray[np.intp], fs: float) -> F6
     """Template-matching quality of each pulse (Orphanidou et al. 2015): the correlation of the
     pulse around each peak with the mean pulse of ``clean``; ``-1`` where the pulse does not fit
     in the signal or is flat."""
-    a = max(1, round(PULSE_BEFORE_S * fs))
-    b = max(1, round(PULSE_AFTER_S * fs))
+    a, offsets = _pulse_offsets(fs)
+    b = len(offsets) - a
     r = np.full(len(peaks), -1.0)
     inside = (peaks >= a) & (peaks + b < len(clean))
     if not inside.any():
         return r
-    segs = clean[peaks[inside][:, None] + np.arange(-a, b)[None, :]]
-    segs = segs - segs.mean(axis=1, keepdims=True)
-    template = segs.mean(axis=0)
+    segs = clean[peaks[inside][:, None] + offsets[None, :]]
+    # (np.mean(axis=...): numpy's own sum along that axis divided by the count)
+    segs = segs - np.add.reduce(segs, axis=1, keepdims=True) / segs.shape[1]
+    template = np.add.reduce(segs, axis=0) / segs.shape[0]
     num = segs @ template
     den = np.sqrt((segs * segs).sum(axis=1) * float(template @ template))
     ok = den > 0
@@ -120,6 +121,16 @@ def pulse_quality(clean: F64Array, peaks: npt.NDArray[np.intp], fs: float) -> F6
     r_in[ok] = num[ok] / den[ok]
     r[inside] = r_in
     return r
+
+
+@functools.lru_cache(maxsize=16)
+def _pulse_offsets(fs: float) -> tuple[int, npt.NDArray[np.intp]]:
+    """Samples before each peak in its pulse segment, and the segment's offsets from the peak."""
+    a = max(1, round(PULSE_BEFORE_S * fs))
+    b = max(1, round(PULSE_AFTER_S * fs))
+    offsets = np.arange(-a, b)
+    offsets.setflags(write=False)
+    return a, offsets
 
 
 def _median(x: F64Array) -> float:
@@ -137,15 +148,28 @@ def _median(x: F64Array) -> float:
 def pulse_feet(clean: F64Array, peaks: npt.NDArray[np.intp], fs: float) -> list[int]:
     """The pulse foot of each peak: the sample of the (first) minimum of ``clean`` in the
     ``FOOT_SEARCH_S`` before it, peak included."""
-    w = max(1, round(FOOT_SEARCH_S * fs))
+    offsets = _foot_offsets(fs)
+    w = len(offsets) - 1
+    full = peaks >= w
+    if full.all():  # (the usual case: every search span lies in the signal)
+        starts = peaks - w
+        feet = starts + np.argmin(clean[starts[:, None] + offsets], axis=1)
+        return list(feet.tolist())
     out = np.empty(len(peaks), dtype=np.intp)
-    full = peaks >= w  # (the whole span lies in the signal: one argmin over all such peaks)
     if full.any():
         starts = peaks[full] - w
-        out[full] = starts + np.argmin(clean[starts[:, None] + np.arange(w + 1)], axis=1)
+        out[full] = starts + np.argmin(clean[starts[:, None] + offsets], axis=1)
     for i in np.flatnonzero(~full).tolist():
         out[i] = int(np.argmin(clean[: int(peaks[i]) + 1]))
-    return [int(f) for f in out]
+    return list(out.tolist())
+
+
+@functools.lru_cache(maxsize=16)
+def _foot_offsets(fs: float) -> npt.NDArray[np.intp]:
+    """``0 .. w`` for a foot search span of ``w`` samples before the peak."""
+    offsets = np.arange(max(1, round(FOOT_SEARCH_S * fs)) + 1)
+    offsets.setflags(write=False)
+    return offsets
 
 
 class PpgBeatDetector:
@@ -353,12 +377,19 @@ def ppg_clean(x: F64Array, fs: float) -> F64Array:
 def _moving_average(x: F64Array, size: int) -> F64Array:
     """``scipy.ndimage.uniform_filter1d(x, size, mode="nearest")`` to the last bit: the edges
     repeated, the first window summed in order, then a running sum (added and dropped sample by
-    sample, as ndimage's loop) divided by ``size``."""
-    before = size // 2
-    ext = np.concatenate((np.full(before, x[0]), x, np.full(size - before - 1, x[-1])))
-    steps = ext[size:] - ext[: len(x) - 1]
-    sums = np.cumsum(np.concatenate((np.cumsum(ext[:size])[-1:], steps)))
-    return np.asarray(sums / size, dtype=np.float64)
+    sample, as ndimage's loop) divided by ``size``. (Written into two buffers: on an 8-s window
+    numpy's per-call cost, not the arithmetic, is what this takes.)"""
+    n, before = len(x), size // 2
+    ext = np.empty(n + size - 1)
+    ext[:before] = x[0]
+    ext[before : before + n] = x
+    ext[before + n :] = x[-1]
+    sums = np.empty(n)
+    sums[0] = np.add.accumulate(ext[:size])[-1]
+    np.subtract(ext[size:], ext[: n - 1], out=sums[1:])
+    np.add.accumulate(sums, out=sums)
+    sums /= size
+    return sums
 
 
 def _most_prominent(block: list[float]) -> int | None:
@@ -369,30 +400,36 @@ def _most_prominent(block: list[float]) -> int | None:
     peaks = []
     i, last = 1, len(block) - 1
     while i < last:
-        if block[i - 1] < block[i]:
+        top = block[i]
+        if block[i - 1] < top:
             ahead = i + 1
-            while ahead < last and block[ahead] == block[i]:
+            while ahead < last and block[ahead] == top:
                 ahead += 1
-            if block[ahead] < block[i]:
+            if block[ahead] < top:
                 peaks.append((i + ahead - 1) // 2)
                 i = ahead
         i += 1
-    if not peaks:
-        return None
-    prominences = []
+    best: int | None = None
+    best_prominence = -math.inf
     for p in peaks:
         top = block[p]
         left = right = top
         j = p
         while j >= 0 and block[j] <= top:
-            left = min(left, block[j])
+            if block[j] < left:  # noqa: PLR1730 (min() per sample costs 2x here)
+                left = block[j]
             j -= 1
         j = p
         while j <= last and block[j] <= top:
-            right = min(right, block[j])
+            if block[j] < right:  # noqa: PLR1730
+                right = block[j]
             j += 1
-        prominences.append(top - max(left, right))
-    return peaks[int(np.argmax(np.asarray(prominences)))]
+        prominence = top - (left if left >= right else right)
+        if prominence != prominence:  # noqa: PLR0124 (NaN: numpy's argmax takes the first)
+            return p
+        if best is None or prominence > best_prominence:
+            best, best_prominence = p, prominence
+    return best
 
 
 #: NeuroKit2's defaults for Elgendi's detector (``_ppg_findpeaks_elgendi``), in s.
@@ -416,21 +453,24 @@ def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
     has that maximum as its only ``find_peaks`` peak, hence its most prominent (7 blocks in 8 on
     S02); any other block (several maxima, a plateau) still goes through ``find_peaks``.
     """
-    sqrd = np.where(clean < 0, 0.0, clean) ** 2
-    peak_n = int(np.rint(ELGENDI_PEAK_S * fs))
-    beat_n = int(np.rint(ELGENDI_BEAT_S * fs))
+    peak_n, beat_n, min_delay = _elgendi_sizes(fs)
     if not 1 <= peak_n <= len(clean) or not 1 <= beat_n <= len(clean):
         return np.empty(0, dtype=np.intp)
+    sqrd = np.maximum(clean, 0.0)  # (squared below: -0.0 and 0.0 alike give 0.0)
+    sqrd *= sqrd
     ma_peak = _moving_average(sqrd, peak_n)
     ma_beat = _moving_average(sqrd, beat_n)
-    waves = ma_peak > ma_beat + ELGENDI_OFFSET * np.mean(sqrd)
-    beg = np.flatnonzero(~waves[:-1] & waves[1:])
-    end = np.flatnonzero(waves[:-1] & ~waves[1:])
-    if len(beg) == 0:
+    # (np.mean of a 1-D array: the same pairwise sum divided by the count)
+    ma_beat += ELGENDI_OFFSET * (float(np.add.reduce(sqrd)) / len(sqrd))
+    waves = ma_peak > ma_beat
+    # the edges of the blocks alternate: a begin (False -> True) then an end (True -> False)
+    edges = np.flatnonzero(waves[1:] != waves[:-1])
+    if waves[0]:
+        edges = edges[1:]  # (an end before any begin)
+    if len(edges) == 0:
         return np.empty(0, dtype=np.intp)
-    end = end[end > beg[0]]
-    n = min(len(beg), len(end))
-    beg, end = beg[:n], end[:n]
+    beg, end = edges[0::2], edges[1::2]
+    beg = beg[: len(end)]
     wide = end - beg >= peak_n
     beg, end = beg[wide], end[wide]
     # per block [b, e): the strict local maxima at b+1 .. e-2 (find_peaks never takes a
@@ -441,11 +481,13 @@ def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
     after = np.searchsorted(maxima, beg + 1)
     count = np.searchsorted(maxima, end - 1) - after
     first = maxima[np.minimum(after, len(maxima) - 1)] if len(maxima) else beg
-    flats = np.flatnonzero(~(rise | fall))  # (equal neighbours, or a NaN)
-    plain = np.searchsorted(flats, end - 1) == np.searchsorted(flats, beg)
-    min_delay = int(np.rint(ELGENDI_MIN_DELAY_S * fs))
+    if np.count_nonzero(rise) + np.count_nonzero(fall) == len(rise):
+        plain: list[bool] = [True] * len(beg)  # (no equal neighbours, no NaN: the usual case)
+    else:
+        flats = np.flatnonzero(~(rise | fall))  # (equal neighbours, or a NaN)
+        plain = (np.searchsorted(flats, end - 1) == np.searchsorted(flats, beg)).tolist()
     peaks = [0]
-    blocks = (beg.tolist(), end.tolist(), count.tolist(), first.tolist(), plain.tolist())
+    blocks = (beg.tolist(), end.tolist(), count.tolist(), first.tolist(), plain)
     for b, e, k, m, simple in zip(*blocks, strict=True):
         if simple and k <= 1:
             if k == 0:
@@ -459,6 +501,16 @@ def elgendi_peaks(clean: F64Array, fs: float) -> npt.NDArray[np.intp]:
         if peak - peaks[-1] > min_delay:
             peaks.append(peak)
     return np.asarray(peaks[1:], dtype=np.intp)
+
+
+@functools.lru_cache(maxsize=16)
+def _elgendi_sizes(fs: float) -> tuple[int, int, int]:
+    """Samples of the peak-wide and beat-wide averages and of the minimum delay at ``fs``."""
+    return (
+        int(np.rint(ELGENDI_PEAK_S * fs)),
+        int(np.rint(ELGENDI_BEAT_S * fs)),
+        int(np.rint(ELGENDI_MIN_DELAY_S * fs)),
+    )
 
 
 def _window_peaks(x: F64Array, fs: float) -> tuple[F64Array, npt.NDArray[np.intp]]:
