@@ -122,7 +122,9 @@ def run_pipeline(
         beats = None
         if parallel_beats and cfg.ppg_beats > 0 and parallel.available():
             messages = list(messages)
-            beats = stack.enter_context(parallel.BeatsProcess(cfg, parallel.ppg_inputs(messages)))
+            ppg = parallel.ppg_inputs(messages)
+            if ppg:
+                beats = stack.enter_context(parallel.BeatsProcess(cfg, ppg))
         pipeline = SessionPipeline(site, session, config, store_lines=False, beats=beats)
         for msg in messages:
             events.extend(pipeline.handle(msg).events)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -55,6 +56,8 @@ def ppg_inputs(messages: Sequence[contract.Message]) -> list[contract.SampleMess
 def _derive(
     config: AnalysisConfig, messages: list[contract.SampleMessage], out: Connection
 ) -> None:
+    # (Ctrl-C reaches the whole process group: the parent handles it and stops this child)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     beats = DerivedBeats(config)
     for msg in messages:
         item = to_input(msg)
