@@ -25,8 +25,11 @@ its references; in short:
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
+from operator import itemgetter
 
 from rekindle.analysis.core.config import AnalysisConfig
 from rekindle.analysis.core.types import Episode, EpisodeStart
@@ -119,7 +122,10 @@ class _Quantile:
         while buf and buf[0][0] < k - self.window - self.gap:
             buf.popleft()
         hi = k - self.gap
-        vals = sorted(x for t, x in buf if t <= hi)
+        # (buf is in time order, so the values up to ``hi`` are a prefix of it, found by
+        # bisection instead of testing every entry: the same values in the same order)
+        m = bisect_right(buf, hi, key=itemgetter(0))
+        vals: list[float] = sorted(map(itemgetter(1), islice(buf, m)))
         if len(vals) < max(1, math.ceil(self.window / 2)):
             return None
         return self.sign * vals[math.floor(self.q * (len(vals) - 1))]
