@@ -11,7 +11,6 @@ import functools
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,8 @@ from rekindle.ingest.errors import IngestError
 from rekindle.ingest.sources.base import ReadOptions
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from rekindle.analysis.offline import AnalysisResult
 
 
@@ -132,6 +133,8 @@ def run_batch(
         for i, source in enumerate(sources):
             yield i, job(source)
         return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait  # noqa: PLC0415
+
     from rekindle.analysis import plugins  # noqa: PLC0415
 
     context = multiprocessing.get_context("spawn")

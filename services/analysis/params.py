@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -65,11 +63,15 @@ def _check_name(name: str) -> None:
             raise ConfigError(name, f"no detector section {section!r} (registered: {sections})")
         keys = [f.name for f in dataclasses.fields(found.config)]
         if key not in keys:
+            import difflib  # noqa: PLC0415 (errors only: every start skips its import)
+
             close = difflib.get_close_matches(key, keys, n=1)
             hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
             raise ConfigError(name, f"no such parameter of the {section!r} detector{hint}")
         return
     if name not in _FIELDS:
+        import difflib  # noqa: PLC0415
+
         close = difflib.get_close_matches(name, known_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(name, f"no such analysis parameter{hint}")
@@ -121,6 +123,8 @@ def _table_values(table: Mapping[str, object], prefix: str = "") -> dict[str, fl
 def read_file(path: Path) -> dict[str, float | int]:
     """Parameters from a TOML file (top level, or an ``[analysis]`` table; a detector's in a
     table of its name)."""
+    import tomllib  # noqa: PLC0415 (only with a parameter file)
+
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
