@@ -12,7 +12,14 @@ import pytest
 from rekindle import contract
 from rekindle.analysis.batch import analyze_file
 from rekindle.analysis.core import AnalysisConfig, Event
-from rekindle.analysis.parallel_beats import BeatsProcess, BeatsProcessError, available, ppg_inputs
+from rekindle.analysis.parallel_beats import (
+    BeatsProcess,
+    BeatsProcessError,
+    available,
+    in_time_order,
+    ppg_inputs,
+    ppg_messages,
+)
 from rekindle.analysis.pipeline import SessionPipeline
 from rekindle.ingest.coalesce import coalesce
 from rekindle.ingest.sources.e4 import read_e4_folder
@@ -46,6 +53,22 @@ def test_the_pipeline_gets_the_same_beats_at_the_same_points(span_s: float) -> N
     assert len(alone) > 3000
     # (pickled: every event, its arrays included, to the last bit)
     assert [pickle.dumps(e) for e in parallel] == [pickle.dumps(e) for e in alone]
+
+
+@pytest.mark.parametrize("span_s", [1.0, 10.0, 30.0, 60.0])
+def test_the_ppg_messages_made_from_the_ppg_alone_are_the_pipelines(span_s: float) -> None:
+    """What the child makes of the PPG chunks alone equals the PPG messages that coalescing
+    every stream gives the pipeline (the same samples at the same times, message for message)."""
+    chunks = list(read_e4_folder(fixture_path(S02)))
+    assert in_time_order(chunks)
+    assert not in_time_order([chunks[-1], chunks[0]])
+
+    def key(m: contract.SampleMessage) -> tuple[object, ...]:
+        return (m.stream, m.device, m.values, m.t0, m.fs, m.t)
+
+    expected = [key(m) for m in ppg_inputs(s02_messages(span_s))]
+    assert len(expected) > 2962 / max(span_s, 1.0) / 2
+    assert [key(m) for m in ppg_messages(chunks, span_s)] == expected
 
 
 def test_rekindle_analyze_writes_the_same_files(tmp_path: Path) -> None:

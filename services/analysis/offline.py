@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from rekindle import contract
 from rekindle.analysis import parallel_beats as parallel
 from rekindle.analysis.core import AnalysisConfig, Episode, Event, FeatureRow
 from rekindle.analysis.errors import OutputError
@@ -89,9 +88,9 @@ def run_pipeline(
 
     ``parallel_beats``: derive the beats from PPG in a second process
     (:mod:`rekindle.analysis.parallel_beats`; the same outputs, less wall time on a machine with
-    a free core) when it is available and the beats are on; the messages are then all built
-    before the analysis starts. Only for a process whose other threads do not matter to a
-    ``fork`` (the command line; not a batch's worker beside others)."""
+    a free core) when it is available, the beats are on and the chunks are in time order; the
+    chunks are then all read before the analysis starts. Only for a process whose other threads
+    do not matter to a ``fork`` (the command line; not a batch's worker beside others)."""
     cfg = config or AnalysisConfig()
     result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []
@@ -114,20 +113,16 @@ def run_pipeline(
                 result.end = end if result.end is None else max(result.end, end)
             yield chunk
 
-    messages: Iterable[contract.Message] = (
-        chunk.to_message(site, session, seq, None)
-        for seq, chunk in enumerate(coalesce(tapped(), message_s))
-    )
     with ExitStack() as stack:
         beats = None
         if parallel_beats and cfg.ppg_beats > 0 and parallel.available():
-            messages = list(messages)
-            ppg = parallel.ppg_inputs(messages)
-            if ppg:
+            chunks = list(chunks)  # (read before the fork: a file is never read by both)
+            if parallel.in_time_order(chunks) and any(c.stream == "ppg" for c in chunks):
+                ppg = parallel.ppg_messages(chunks, message_s)
                 beats = stack.enter_context(parallel.BeatsProcess(cfg, ppg))
         pipeline = SessionPipeline(site, session, config, store_lines=False, beats=beats)
-        for msg in messages:
-            events.extend(pipeline.handle(msg).events)
+        for seq, chunk in enumerate(coalesce(tapped(), message_s)):
+            events.extend(pipeline.handle(chunk.to_message(site, session, seq, None)).events)
         events.extend(pipeline.finish().events)
     result.samples = pipeline.samples
     result.episodes = [e for e in events if isinstance(e, Episode)]

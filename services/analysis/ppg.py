@@ -31,10 +31,12 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
 * **Output.** Intervals (ms) stamped at the foot that ends them, as the E4's IBI: the analyzer
   takes them as the ``rr_ppg`` stream, through the same RR artefact correction as device RR.
 
-The detection runs here, once per window (about 0.2 ms of CPU per window, ~0.45 s per
-session-hour with the defaults; ``benchmarks/offline_analyze.py`` measures it), not in the core's
-per-second path: this module sits beside the core, between the wire messages and the analyzer
-(:class:`DerivedBeats`), in the live service and offline alike. It does no I/O.
+The detection runs here, once per window (about 0.2-0.3 ms of CPU per window on the 2-core
+development machine, ~0.4 s per session-hour with the defaults; ``benchmarks/offline_analyze.py``
+measures it), not in the core's per-second path: this module sits beside the core, between the
+wire messages and the analyzer (:class:`DerivedBeats`), in the live service and offline alike;
+``rekindle analyze`` runs it in a second process (:mod:`rekindle.analysis.parallel_beats`). It
+does no I/O.
 """
 
 from __future__ import annotations
