@@ -6,9 +6,12 @@ after the vectorised readers, in the same run; optionally a batch with ``--jobs`
   ``git archive`` to a temporary folder;
 * after:  this working tree, with its defaults and with ``--param ppg_beats=0`` (no beats
   derived from the PPG: what they cost);
-* ``--compare REV`` (default ``b40cc2d``, main before the cheaper PPG beats: scipy's filter and
-  ``find_peaks`` per window, ``scipy.signal`` imported), with its defaults, exported the same
-  way: the before of later work, in the same run.
+* ``--compare REV[,REV...]`` (default ``b40cc2d,9233a98``: main before the cheaper PPG beats,
+  scipy's filter and ``find_peaks`` per window with ``scipy.signal`` imported; and main before
+  the 30-s messages offline, the beats in a second process and the cheaper windows), each with
+  its defaults, exported the same way: the befores of later work, in the same run.
+
+The load average (1 min) is printed before and after the timed runs.
 
 Each arm runs the real command line in a fresh interpreter (``python -m rekindle.cli analyze``;
 startup and imports included, as a user sees it), ``--repeat`` times alternately; the medians of
@@ -216,7 +219,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="d7d3817", help="git revision of the naive arm")
     parser.add_argument(
-        "--compare", default="b40cc2d", help="another revision, run with its defaults"
+        "--compare",
+        default="b40cc2d,9233a98",
+        help="other revisions (comma-separated), each run with its defaults",
     )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=Path, default=None, help="folder of recordings")
@@ -227,16 +232,27 @@ def main() -> int:
         # the third arm: this tree without the beats derived from PPG (docs/method.md 3a), what
         # they cost
         no_ppg = ("--param", "ppg_beats=0")
+        compares = [rev for rev in args.compare.split(",") if rev]
         arms: dict[str, tuple[Path, tuple[str, ...]]] = {
             "before": (export(args.before, tmp / "before"), ()),
-            "compare": (export(args.compare, tmp / "compare"), ()),
+            **{f"compare {rev}": (export(rev, tmp / f"compare-{rev}"), ()) for rev in compares},
             "after": (REPO, ()),
             "after-no-ppg": (REPO, no_ppg),
         }
+        labels = {
+            "before": f"before ({args.before})",
+            **{f"compare {rev}": f"before ({rev})" for rev in compares},
+            "after": "after (this tree)",
+            "after-no-ppg": "after, ppg_beats=0",
+        }
+        revs = {"before": args.before, **{f"compare {rev}": rev for rev in compares}}
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
+        print(f"load average (1 min) before: {os.getloadavg()[0]:.2f}")
         for i in range(args.repeat):
             for name, (tree, extra) in arms.items():
-                figures[name].append(analyze(tree, [S02], tmp / f"out-{name}-{i}", extra=extra))
+                out = tmp / f"out-{name.replace(' ', '-')}-{i}"
+                figures[name].append(analyze(tree, [S02], out, extra=extra))
+        print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
         hours = hours_of(tmp / "out-after-0")
         print(f"S02: {hours:.3f} session-hours, {args.repeat} runs per arm (medians)")
         med: dict[str, tuple[float, float]] = {}
@@ -244,37 +260,23 @@ def main() -> int:
             wall = statistics.median(w for w, _ in figures[name]) / hours
             cpu = statistics.median(c for _, c in figures[name]) / hours
             med[name] = (wall, cpu)
-            label = {
-                "before": f"before ({args.before})",
-                "compare": f"before ({args.compare})",
-                "after": "after (this tree)",
-                "after-no-ppg": "after, ppg_beats=0",
-            }[name]
-            print(f"  {label:<22} wall {wall:6.2f} s/session-hour   CPU {cpu:6.2f} s/session-hour")
-        print(
-            f"  ratio before/after:    wall {med['before'][0] / med['after'][0]:.1f}x"
-            f"             CPU {med['before'][1] / med['after'][1]:.1f}x"
-        )
-        print(
-            f"  ratio {args.compare}/after:  wall {med['compare'][0] / med['after'][0]:.1f}x"
-            f"             CPU {med['compare'][1] / med['after'][1]:.1f}x"
-        )
-        same = all(
-            (tmp / "out-before-0/S02" / f).read_bytes()
-            == (tmp / "out-after-0/S02" / f).read_bytes()
-            for f in ("episodes.csv", "features.csv")
-        )
-        print(
-            f"  identical episodes.csv and features.csv ({args.before}): {'yes' if same else 'no'}"
-        )
-        same = all(
-            (tmp / "out-compare-0/S02" / f).read_bytes()
-            == (tmp / "out-after-0/S02" / f).read_bytes()
-            for f in ("episodes.csv", "features.csv")
-        )
-        print(
-            f"  identical episodes.csv and features.csv ({args.compare}): {'yes' if same else 'no'}"
-        )
+            print(
+                f"  {labels[name]:<22} wall {wall:6.2f} s/session-hour   CPU {cpu:6.2f} "
+                "s/session-hour"
+            )
+        for name, rev in revs.items():
+            print(
+                f"  ratio {rev}/after:"
+                f"  wall {med[name][0] / med['after'][0]:.1f}x"
+                f"             CPU {med[name][1] / med['after'][1]:.1f}x"
+            )
+        for name, rev in revs.items():
+            same = all(
+                (tmp / f"out-{name.replace(' ', '-')}-0/S02" / f).read_bytes()
+                == (tmp / "out-after-0/S02" / f).read_bytes()
+                for f in ("episodes.csv", "features.csv")
+            )
+            print(f"  identical episodes.csv and features.csv ({rev}): {'yes' if same else 'no'}")
         for name in ("after", "after-no-ppg"):
             met = "met" if med[name][0] <= 1.0 else "NOT met"
             print(f"  target <= 1 s wall per session-hour ({name}): {met}")
