@@ -901,8 +901,9 @@ def samples(
 # ------------------------------------------------------------------ end-to-end acknowledgement
 
 #: Revision of the v1 contract. 2 added the retained ``out/ack`` (end-to-end acknowledgement),
-#: the ``gap`` points of unrepaired ``seq`` gaps and the rule that ``seq`` starts at 0 per run.
-CONTRACT_REVISION: Final = 2
+#: the ``gap`` points of unrepaired ``seq`` gaps and the rule that ``seq`` starts at 0 per run;
+#: 3 the ``held`` ranges of ``out/ack`` (optional: earlier publishers ignore them).
+CONTRACT_REVISION: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -918,6 +919,21 @@ class AckPosition:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldRange:
+    """Messages ``first``..``last`` (their ``n``) of publisher run ``run`` that the analysis
+    has received and keeps durably while it waits for earlier ones of the run (a gap): not lost,
+    and evidence that what the run sent before them and is not covered yet was."""
+
+    run: str
+    first: int
+    last: int
+
+
+#: Most held ranges an ``out/ack`` lists (the first ones, in order of ``n``).
+MAX_ACK_HELD: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
 class AckMessage:
     """The analysis service's retained ``out/ack`` of one session."""
 
@@ -929,6 +945,8 @@ class AckMessage:
     devices: Mapping[str, tuple[str, str | None]]
     #: seq gaps given up so far in this session (messages that never arrived)
     gaps: int = 0
+    #: messages received after a gap, waiting for it to be filled (contract revision 3)
+    held: tuple[HeldRange, ...] = ()
 
 
 def encode_ack(ack: AckMessage) -> tuple[str, bytes]:
@@ -942,6 +960,8 @@ def encode_ack(ack: AckMessage) -> tuple[str, bytes]:
         "devices": {d: {"state": st, "run": run} for d, (st, run) in ack.devices.items()},
         "gaps": ack.gaps,
     }
+    if ack.held:
+        body["held"] = [{"run": h.run, "first": h.first, "last": h.last} for h in ack.held]
     payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return output_topic(ack.site, ack.session, "ack"), payload
 
@@ -982,6 +1002,20 @@ def decode_ack(topic: str, payload: bytes) -> AckMessage:
             raise ContractError(f"devices.{name}", "expected {state, run}")
         states[str(name)] = (str(item.get("state")), item.get("run"))
     gaps = obj.get("gaps", 0)
+    held_items = obj.get("held", [])
+    if not isinstance(held_items, list):
+        raise ContractError("held", "expected a list of {run, first, last}")
+    held = []
+    for i, item in enumerate(held_items[:MAX_ACK_HELD]):
+        first = item.get("first") if isinstance(item, dict) else None
+        last = item.get("last") if isinstance(item, dict) else None
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("run"), str)
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in (first, last))
+        ):
+            raise ContractError(f"held[{i}]", "needs a string run and integer first and last")
+        held.append(HeldRange(item["run"], first, last))  # type: ignore[arg-type]
     return AckMessage(
         parts[2],
         parts[3],
@@ -989,4 +1023,5 @@ def decode_ack(topic: str, payload: bytes) -> AckMessage:
         tuple(positions),
         states,
         gaps if isinstance(gaps, int) and not isinstance(gaps, bool) else 0,
+        tuple(held),
     )

@@ -81,6 +81,10 @@ class ReorderBuffer:
             or now - min(h.since for h in table.values()) > self.wait_s
         ]
 
+    def orders(self, key: StreamKey) -> list[int]:
+        """The positions waiting in ``key``, in order."""
+        return sorted(self._held.get(key, {}))
+
     def waiting(self, site: str, session: str) -> bool:
         return any(k[0] == site and k[1] == session for k in self._held)
 

@@ -598,6 +598,7 @@ class AnalysisService:
                 ),
                 dict(self._device_states.get(key, {})),
                 self._session_gaps.get(key, 0),
+                self._held_ranges(key),
             )
             publishes.append(contract.encode_ack(ack))
         if len(self._positions) > 2 * MAX_ENDED_SESSIONS:
@@ -609,6 +610,24 @@ class AnalysisService:
                     self._gap_spans.pop(key, None)
                     self._ack_sent.pop(key, None)
         return publishes
+
+    def _held_ranges(self, session: tuple[str, str]) -> tuple[contract.HeldRange, ...]:
+        """The ``n`` ranges of each run of ``session`` waiting behind a gap, for ``out/ack``
+        (its publisher resends what it sent before them and is not covered: lost)."""
+        ranges: list[contract.HeldRange] = []
+        for key in self._reorder.streams(*session):
+            if key[3] != RUN_ORDER or key[4] is None:
+                continue
+            orders = self._reorder.orders(key)
+            first = prev = orders[0]
+            for n in [*orders[1:], None]:
+                if n is not None and n == prev + 1:
+                    prev = n
+                    continue
+                ranges.append(contract.HeldRange(key[4], first, prev))
+                if n is not None:
+                    first = prev = n
+        return tuple(ranges[: contract.MAX_ACK_HELD])
 
     # ------------------------------------------------------------------------ checkpoints
     def checkpoint(self, path: Path) -> None:
@@ -949,6 +968,7 @@ class AnalysisService:
             return False
         if self._reorder.hold(key, order, Held(msg, topic, payload, received, time.monotonic())):
             self.stats.held += 1
+            self._ack_dirty.add((msg.site, msg.session))  # out/ack lists it as held
             log.debug("%s %d on %s waits for its predecessors", key[3], order, topic)
         else:
             self.stats.duplicates += 1

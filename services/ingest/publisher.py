@@ -13,11 +13,27 @@ End-to-end acknowledgement (``ack_window``): a broker acknowledgement only says 
 the message, and a broker that crashes, or drops messages for a slow subscriber (mosquitto's
 ``max_queued_messages``), loses messages it had acknowledged. With ``ack_window=N`` the
 publisher subscribes to the analysis service's retained ``out/ack`` of its session and keeps
-every message until the analysis reports it durably handled; it resends what is unconfirmed
-after a reconnect and when the acknowledgements stop advancing for ``resend_after_s`` (then
-twice as long after each resend without progress, up to ``MAX_RESEND_AFTER_S``), and it
-never has more than N messages unconfirmed (so a replay at ``max`` cannot outrun the consumer
-on any broker configuration). The analysis drops the resent duplicates by ``seq``. When no
+every message until the analysis reports it durably handled, and it never has more than N
+messages unconfirmed (so a replay at ``max`` cannot outrun the consumer on any broker
+configuration). It resends, as TCP retransmits, on evidence of loss, so that an analysis that
+is merely behind is not sent its backlog again (at 500 live sessions a timer that resent every
+window after a few seconds without progress doubled the input, and the analysis never caught
+up):
+
+* after a reconnect, everything unconfirmed (a broker that went away may have lost any of it);
+* *shown lost*: an acknowledgement that covers a message sent once only shows that the
+  analysis has handled it, so it has also handled everything this connection sent before it:
+  MQTT keeps one client's QoS 1 messages in order through the broker, and the analysis handles
+  one session in arrival order. What is still unconfirmed and was last sent before it was lost
+  (a broker that dropped it for a slow subscriber, an analysis restarted without its session),
+  and is resent at once, in its order. A live session's next messages are the evidence;
+* *tail*: when nothing newer is sent or acknowledged for the retransmission timeout (the end of
+  a replay or a session), everything unconfirmed. The timeout follows the measured end-to-end
+  acknowledgement time (RFC 6298: smoothed round trip plus four times its variation, from
+  messages sent once only (Karn), at least ``resend_after_s``) and doubles after each such
+  resend without progress, up to ``MAX_RESEND_AFTER_S``.
+
+The analysis drops the resent duplicates by ``seq``. When no
 analysis acknowledges anything within ``first_ack_timeout_s``, the publisher says so in the log
 and goes on with broker acknowledgements only. On close, what is still unconfirmed goes to the
 spool, so a later process resends it.
@@ -45,9 +61,29 @@ from rekindle.mqtturl import MqttSettings, make_client, reason_ok
 
 log = logging.getLogger(__name__)
 
-#: Longest wait between resends while the acknowledgements do not advance (the wait starts at
-#: ``resend_after_s`` and doubles after each resend without progress).
-MAX_RESEND_AFTER_S = 30.0
+#: Longest retransmission timeout (it follows the measured acknowledgement time, at least
+#: ``resend_after_s``, and doubles after each resend without progress).
+MAX_RESEND_AFTER_S = 60.0
+
+
+@dataclasses.dataclass(slots=True)
+class _Unconfirmed:
+    """A message kept until the analysis acknowledges it end to end."""
+
+    topic: str
+    payload: bytes
+    #: place of its last send among this publisher's sends (``Publisher._sends``)
+    order: int
+    #: monotonic time of its first send
+    sent: float
+    #: monotonic time of its last send
+    last: float
+    #: its ``n`` when it is of this publisher's run (else None)
+    n: int | None = None
+    #: sent again since: its acknowledgement then says neither how long the round trip took
+    #: nor which copy arrived (Karn)
+    resent: bool = False
+
 
 _M = TypeVar("_M", bound=Message)
 
@@ -101,15 +137,37 @@ class Publisher:
         self._e2e = ack_window is not None
         self._ack_topic = contract.output_topic(site, session, "ack")
         self._ack_cond = threading.Condition()
-        self._unconfirmed: OrderedDict[tuple[str, str, int], tuple[str, bytes]] = OrderedDict()
+        self._unconfirmed: OrderedDict[tuple[str, str, int], _Unconfirmed] = OrderedDict()
         self._stream_seqs: dict[tuple[str, str], deque[int]] = {}
+        #: every send of an unconfirmed message in order: (its place, key); an entry is stale
+        #: once its message is confirmed or sent again
+        self._send_log: deque[tuple[int, tuple[str, str, int]]] = deque()
+        self._sends = 0
+        #: messages shown lost by an acknowledgement, for the publishing thread to resend
+        self._lost: list[tuple[str, str, int]] = []
+        #: this run's unconfirmed messages by ``n``, and those the last ``out/ack`` says the
+        #: analysis holds behind a gap (received: not lost)
+        self._by_n: dict[int, tuple[str, str, int]] = {}
+        self._held: set[tuple[str, str, int]] = set()
         self._statuses: dict[str, tuple[str, bytes, str]] = {}
+        #: place of each device's status among the sends
+        self._status_order: dict[str, int] = {}
+        self._statuses_lost = False
         self._analysis_states: dict[str, tuple[str, str | None]] = {}
         self._acks_seen = 0
-        self._last_progress = time.monotonic()
-        #: The wait before the next resend while acknowledgements do not advance: doubles
-        #: after each such resend up to MAX_RESEND_AFTER_S, back to resend_after_s on progress.
+        #: monotonic time of the last new message, acknowledgement progress or resend
+        self._last_activity = time.monotonic()
+        #: RFC 6298 estimate of the end-to-end acknowledgement time (None before a sample)
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        #: retransmission timeout from that estimate (at least resend_after_s)
+        self._rto = resend_after_s
+        #: the timeout in force: the RTO, doubled after each resend without progress up to
+        #: MAX_RESEND_AFTER_S, back to the RTO on progress
         self._resend_wait = resend_after_s
+        #: messages resent because an acknowledgement showed them lost / at a timeout
+        self.resent_lost = 0
+        self.resent_timeout = 0
         self._resend_wanted = False
         self._ever_connected = False
         self._first_ack_due = time.monotonic() + first_ack_timeout_s  # reset by start()
@@ -171,21 +229,94 @@ class Publisher:
         except contract.ContractError as exc:
             log.warning("ignored an end-to-end acknowledgement on %s: %s", msg.topic, exc)
             return
+        now = time.monotonic()
         with self._ack_cond:
             self._acks_seen += 1
             self._analysis_states.update(ack.devices)
             progress = False
+            #: the latest send the analysis is shown to have handled (-1: none)
+            handled = -1
+            newest: _Unconfirmed | None = None
             for pos in ack.positions:
                 if pos.run != self.run:
                     continue
                 seqs = self._stream_seqs.get((pos.device, pos.stream))
                 while seqs and seqs[0] <= pos.seq:
-                    self._unconfirmed.pop((pos.device, pos.stream, seqs.popleft()), None)
+                    done = self._unconfirmed.pop((pos.device, pos.stream, seqs.popleft()), None)
+                    if done is None:
+                        continue
                     progress = True
+                    if done.n is not None:
+                        self._by_n.pop(done.n, None)
+                    if not done.resent and done.order > handled:
+                        handled, newest = done.order, done
+            self._held = set()
+            for rng in ack.held:
+                if rng.run != self.run:
+                    continue
+                span = rng.last - rng.first + 1
+                ns = (
+                    range(rng.first, rng.last + 1)
+                    if span <= len(self._by_n)
+                    else [n for n in self._by_n if rng.first <= n <= rng.last]
+                )
+                for n in ns:
+                    key = self._by_n.get(n)
+                    entry = None if key is None else self._unconfirmed.get(key)
+                    if key is None or entry is None:
+                        continue
+                    self._held.add(key)
+                    if not entry.resent and entry.order > handled:
+                        handled = entry.order  # received: what was sent before it was too
+            if newest is not None:
+                self._rtt_sample(now - newest.sent)
+            if handled >= 0:
+                self._find_lost(handled)
             if progress:
-                self._last_progress = time.monotonic()
-                self._resend_wait = self.resend_after_s
+                self._last_activity = now
+                self._resend_wait = self._rto
             self._ack_cond.notify_all()
+
+    def _find_lost(self, handled: int) -> None:
+        """What is unconfirmed and was last sent before send ``handled``, which the analysis
+        handled: lost (see the module docstring)."""
+        log_, now, again = self._send_log, time.monotonic(), []
+        while log_ and log_[0][0] < handled:
+            order, key = log_.popleft()
+            entry = self._unconfirmed.get(key)
+            if entry is None or entry.order != order:
+                continue  # confirmed, or sent again since
+            if key in self._held:
+                again.append((order, key))  # received, waiting behind the gap
+                continue
+            if entry.resent and now - entry.last < self._rto:
+                # its copy went missing too, or the analysis dead-lettered it (its position
+                # moves once the analysis gives the gap up): not more than once a timeout
+                again.append((order, key))
+            else:
+                self._lost.append(key)
+        log_.extend(again)
+        self._statuses_lost = self._statuses_lost or any(
+            order < handled
+            and self._analysis_states.get(device) != (self._statuses[device][2], self.run)
+            for device, order in self._status_order.items()
+        )
+
+    def _rtt_sample(self, rtt: float) -> None:
+        """RFC 6298 (2.2, 2.3): the smoothed acknowledgement time and its variation."""
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        rto = max(self.resend_after_s, self._srtt + 4 * self._rttvar)
+        self._rto = min(rto, MAX_RESEND_AFTER_S)
+
+    @property
+    def retransmission_timeout(self) -> float:
+        """Seconds without a new message or progress before what is unconfirmed is resent."""
+        with self._ack_cond:
+            return self._resend_wait
 
     @property
     def unconfirmed(self) -> int:
@@ -237,10 +368,20 @@ class Publisher:
         retain = isinstance(msg, contract.StatusMessage)
         if self._e2e:
             with self._ack_cond:
+                order = self._sends
+                self._sends += 1
+                self._last_activity = time.monotonic()
                 if isinstance(msg, contract.StatusMessage):
                     self._statuses[msg.device] = (topic, payload, msg.state)
+                    self._status_order[msg.device] = order
                 else:
-                    self._unconfirmed[(msg.device, msg.stream, msg.seq)] = (topic, payload)
+                    key = (msg.device, msg.stream, msg.seq)
+                    now = self._last_activity
+                    n = msg.n if msg.run == self.run else None
+                    self._unconfirmed[key] = _Unconfirmed(topic, payload, order, now, now, n)
+                    if n is not None:
+                        self._by_n[n] = key
+                    self._send_log.append((order, key))
                     self._stream_seqs.setdefault((msg.device, msg.stream), deque()).append(msg.seq)
         if self.spool is not None and not self._connected.is_set():
             self._spool_append(topic, payload, retain)
@@ -273,6 +414,10 @@ class Publisher:
         self._e2e = False
         self._unconfirmed.clear()
         self._stream_seqs.clear()
+        self._send_log.clear()
+        self._lost.clear()
+        self._by_n.clear()
+        self._held.clear()
 
     def _await_window(self) -> None:
         """Block while ``ack_window`` messages are unconfirmed (resending when due)."""
@@ -293,35 +438,63 @@ class Publisher:
         )
 
     def _maybe_resend(self) -> None:
-        """Resend everything unconfirmed after a reconnect, or when the acknowledgements have
-        not advanced for ``resend_after_s`` (from the publishing thread)."""
+        """Resend (from the publishing thread) everything unconfirmed after a reconnect or at
+        a timeout, else what an acknowledgement showed lost (see the module docstring)."""
         if not self._connected.is_set():
             return
         with self._ack_cond:
             now = time.monotonic()
-            stalled = bool(self._unconfirmed) or not self._statuses_confirmed()
-            due = self._resend_wanted or (
-                stalled and self._acks_seen and now - self._last_progress > self._resend_wait
-            )
-            if not due:
+            waiting = bool(self._unconfirmed) or not self._statuses_confirmed()
+            timeout = waiting and self._acks_seen and now - self._last_activity > self._resend_wait
+            if self._resend_wanted or timeout:
+                keys = list(self._unconfirmed)
+                statuses_due = True
+                if self._resend_wanted:
+                    why = "after a reconnect"
+                else:
+                    why = f"nothing sent or acknowledged for {self._resend_wait:.1f} s"
+                    self.resent_timeout += len(keys)
+                    # no progress for a whole timeout: wait twice as long for the next one
+                    self._resend_wait = min(2 * self._resend_wait, MAX_RESEND_AFTER_S)
+                self._resend_wanted = False
+                self._lost.clear()
+                self._statuses_lost = False
+            elif self._lost or self._statuses_lost:
+                keys = [
+                    k
+                    for k in dict.fromkeys(self._lost)
+                    if k in self._unconfirmed and k not in self._held
+                ]
+                statuses_due = self._statuses_lost
+                self._lost.clear()
+                self._statuses_lost = False
+                self.resent_lost += len(keys)
+                why = "shown lost by the acknowledgement of a later message"
+            else:
                 return
-            if not self._resend_wanted:
-                # an analysis that is behind (not one that lost our messages) would otherwise
-                # get every publisher's whole window again every few seconds, fall further
-                # behind and never catch up (seen at 500 sessions on a loaded machine)
-                self._resend_wait = min(2 * self._resend_wait, MAX_RESEND_AFTER_S)
-            self._resend_wanted = False
-            self._last_progress = now
-            items = list(self._unconfirmed.values())
-            statuses = [
-                (topic, payload)
-                for device, (topic, payload, state) in self._statuses.items()
-                if self._analysis_states.get(device) != (state, self.run)
-            ]
+            self._last_activity = now
+            items = []
+            for key in keys:
+                entry = self._unconfirmed[key]
+                entry.resent = True
+                entry.last = now
+                entry.order = self._sends
+                self._sends += 1
+                self._send_log.append((entry.order, key))
+                items.append((entry.topic, entry.payload))
+            statuses = []
+            for device, (topic, payload, state) in self._statuses.items():
+                if statuses_due and self._analysis_states.get(device) != (state, self.run):
+                    self._status_order[device] = self._sends
+                    self._sends += 1
+                    statuses.append((topic, payload))
+        if not items and not statuses:
+            return
         log.info(
-            "resending %d message(s) and %d status(es) not yet acknowledged end to end",
+            "resending %d message(s) and %d status(es) not yet acknowledged end to end (%s)",
             len(items),
             len(statuses),
+            why,
         )
         for topic, payload in items:
             self._send(topic, payload, False)
@@ -498,8 +671,8 @@ class Publisher:
             with self._ack_cond:
                 left = list(self._unconfirmed.values()) if self._e2e else []
             if left and self.spool is not None:
-                for topic, payload in left:
-                    self._spool_append(topic, payload, False)
+                for entry in left:
+                    self._spool_append(entry.topic, entry.payload, False)
                 log.warning(
                     "%d message(s) not acknowledged end to end: kept in %s", len(left), self.spool
                 )
