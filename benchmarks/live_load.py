@@ -416,6 +416,8 @@ def run(args: argparse.Namespace) -> int:
             "--state",
             str(tmp / "analysis.state"),
         ]
+        if args.checkpoint_every is not None:
+            cmd += ["--checkpoint-every", f"{args.checkpoint_every:g}"]
     log_path = tmp / "analysis.log"
     procs: list[mp.process.BaseProcess] = []
     outputs = None
@@ -510,7 +512,17 @@ def report(
     print(
         f"live_load: {n} sessions x {args.duration:.0f} s in real time, workers {args.workers}, "
         f"acc {args.acc_hz:g} Hz, durable "
-        + ("yes (--state --spool --client-id)" if args.durable else "no")
+        + (
+            "yes (--state --spool --client-id"
+            + (
+                ""
+                if args.checkpoint_every is None
+                else f" --checkpoint-every {args.checkpoint_every:g}"
+            )
+            + ")"
+            if args.durable
+            else "no"
+        )
     )
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     gen_delay = max(g["delay_p99"] for g in gen)
@@ -620,6 +632,13 @@ def main(argv: list[str] | None = None) -> int:
         "--durable",
         action="store_true",
         help="run the analysis as compose does (--client-id, --spool, --state)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the analysis's --checkpoint-every when durable (compose: 2; default: its own)",
     )
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.duration <= args.warmup:

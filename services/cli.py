@@ -330,6 +330,7 @@ def _analysis_service(
 ) -> AnalysisService:
     """The service ``rekindle analysis`` runs; with ``partition``, that partition's service:
     its own client id, checkpoint, write-ahead log, dead-letter file and heartbeat."""
+    from rekindle.analysis.committer import CHECKPOINT_EVERY_S  # noqa: PLC0415
     from rekindle.analysis.influx import BufferedWriter, make_transport  # noqa: PLC0415
     from rekindle.analysis.service import AnalysisService  # noqa: PLC0415
 
@@ -369,6 +370,9 @@ def _analysis_service(
         heartbeat_path=own(args.heartbeat),
         partition=partition,
         metrics=metrics,
+        checkpoint_every_s=(
+            CHECKPOINT_EVERY_S if args.checkpoint_every is None else args.checkpoint_every
+        ),
     )
 
 
@@ -838,6 +842,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=None,
         help="checkpoint file: open sessions are saved here every minute and on stop, and "
         "restored on start (use with --client-id so the broker queues messages meanwhile)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --state, write the checkpoint (and out/ack, which it covers) at most every "
+        "S seconds instead of at every commit (default 0); e.g. 2 when every publisher keeps "
+        "what out/ack does not cover, as rekindle ingest and replay do: with broker "
+        "acknowledgements alone a crash would lose the last S seconds from the analysis state "
+        "(docs/scaling.md)",
     )
     p.add_argument(
         "--heartbeat",

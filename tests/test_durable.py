@@ -125,13 +125,20 @@ def session_chunks(seed: int, minutes: float) -> list[Chunk]:
 
 
 def publish_session(
-    broker: Mosquitto, session: str, chunks: list[Chunk], published: threading.Event
+    broker: Mosquitto,
+    session: str,
+    chunks: list[Chunk],
+    published: threading.Event,
+    ack_window: int | None = None,
+    resent: list[int] | None = None,
 ) -> threading.Thread:
-    """Publish the session at broker speed in a thread, then ``end``; set ``published`` after."""
+    """Publish the session at broker speed in a thread, then ``end``; set ``published`` after
+    (with ``ack_window``, once the analysis acknowledged everything end to end, appending to
+    ``resent`` how many messages the publisher resent)."""
 
     def run() -> None:
         settings = MqttSettings.from_url(broker.url)
-        with Publisher(settings, SITE, session, device="sim") as pub:
+        with Publisher(settings, SITE, session, device="sim", ack_window=ack_window) as pub:
             pub.send_status("sim", "online", chunks[0].start)
             for chunk in chunks:
                 pub.publish(
@@ -141,6 +148,8 @@ def publish_session(
                 )
             pub.send_status("sim", "end", chunks[-1].end)
             pub.flush(timeout=DEADLINE_S)
+        if resent is not None:
+            resent.append(pub.resent)
         published.set()
 
     thread = threading.Thread(target=run, name=f"publish-{session}", daemon=True)
@@ -217,6 +226,40 @@ def test_analysis_sigkilled_mid_session_loses_and_duplicates_nothing(
     assert counts(influxd, db, session) == (samples, features, 1)
     assert stored_episodes(influxd, db, session) == episodes
     assert "restored 1 open session" in second.text()
+
+
+def test_analysis_sigkilled_between_checkpoints_loses_nothing_of_e2e_publishers(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path
+) -> None:
+    """With ``--checkpoint-every`` the broker's copies are acknowledged before a checkpoint
+    covers them; a publisher that keeps what out/ack does not cover resends them after the
+    crash, and the session is complete and analysed as offline."""
+    db, session = "durable_cadence", "c1"
+    influxd.create_database(db)
+    chunks = session_chunks(seed=4, minutes=20)
+    samples, features, episodes = expected(chunks)
+    # one checkpoint at the first commit, the next one long after the kill
+    cadence = ["--checkpoint-every", "3600"]
+    first = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "first", cadence)
+    published = threading.Event()
+    resent: list[int] = []
+    publisher = publish_session(
+        mqtt_broker, session, chunks, published, ack_window=len(chunks), resent=resent
+    )
+    wait_for(lambda: counts(influxd, db, session)[0] >= samples // 3, "a third stored", first)
+    first.kill()
+    assert counts(influxd, db, session)[0] < samples, "complete before the kill: nothing tested"
+    second = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "second", cadence)
+    try:
+        wait_for(published.is_set, "the publisher's session acknowledged end to end", second)
+        publisher.join(30)
+        wait_for(lambda: counts(influxd, db, session)[2] == 1, "the session's end stored", second)
+    finally:
+        assert second.terminate() == 0, second.text()[-3000:]
+    assert counts(influxd, db, session) == (samples, features, 1)
+    assert stored_episodes(influxd, db, session) == episodes
+    assert len(resent) == 1
+    assert resent[0] > len(chunks) // 10  # about the third the broker no longer had
 
 
 def test_analysis_sigkilled_while_influxdb_is_away_loses_nothing(

@@ -152,3 +152,12 @@ def test_held_ranges_round_trip_and_bad_ones_are_named() -> None:
     bad = payload.replace(b'"first":9', b'"first":"9"')
     with pytest.raises(contract.ContractError, match=r"held\[0\].*integer first and last"):
         contract.decode_ack(topic, bad)
+
+
+def test_the_cli_states_the_checkpoint_cadence_it_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    from rekindle.analysis.committer import CHECKPOINT_EVERY_S  # noqa: PLC0415
+    from rekindle.cli import build_parser  # noqa: PLC0415
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["analysis", "--help"])
+    assert f"(default {CHECKPOINT_EVERY_S:g});" in " ".join(capsys.readouterr().out.split())

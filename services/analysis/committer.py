@@ -37,6 +37,14 @@ from rekindle.analysis.influx import BufferedWriter
 
 log = logging.getLogger(__name__)
 
+#: With a checkpoint, it is written at most this often (``--checkpoint-every``; and at once
+#: while messages wait behind a gap, whose only durable copy it is); PUBACKs go out at every
+#: commit once its lines are durable, ``out/ack`` only with the checkpoint that covers it
+#: (``AnalysisService._snapshot_due``). 0, the default: at every commit, which publishers that
+#: rely on broker acknowledgements alone need; when every publisher keeps what ``out/ack`` does
+#: not cover (``rekindle ingest``/``replay`` do), 2 s carries 500 sessions (docs/scaling.md).
+CHECKPOINT_EVERY_S = 0.0
+
 #: Most commit jobs waiting for the committer; then the worker waits (back-pressure).
 MAX_JOBS = 4
 

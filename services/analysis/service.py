@@ -47,7 +47,13 @@ import paho.mqtt.client as mqtt
 
 from rekindle import __version__, contract
 from rekindle.analysis import health, points, schema
-from rekindle.analysis.committer import MAX_JOBS, CommitJob, Committer, write_atomic
+from rekindle.analysis.committer import (
+    CHECKPOINT_EVERY_S,
+    MAX_JOBS,
+    CommitJob,
+    Committer,
+    write_atomic,
+)
 from rekindle.analysis.core import (
     AnalysisConfig,
     Episode,
@@ -223,6 +229,7 @@ class AnalysisService:
         ack_batch: int = 16,
         idle_commit_s: float = 0.005,
         gap_wait_s: float = 10.0,
+        checkpoint_every_s: float = CHECKPOINT_EVERY_S,
         partition: Partition | None = None,
         metrics: MetricsRunner | None = None,
         inbox_limit: int = INBOX_LIMIT,
@@ -266,6 +273,11 @@ class AnalysisService:
         # seq gaps: later messages wait for a resend (only with a checkpoint, which makes the
         # waiting messages durable); statuses of a session wait behind its waiting messages
         self._reorder = ReorderBuffer(wait_s=gap_wait_s)
+        self.checkpoint_every_s = checkpoint_every_s
+        #: messages handled since the last checkpoint snapshot, and when that was taken
+        self._unsnapshotted = 0
+        self._last_snapshot = -math.inf
+        self.snapshots = 0
         self._deferred: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
         self._last_end: dict[StreamKey, float] = {}
         self._run_n: dict[StreamKey, int] = {}
@@ -529,12 +541,22 @@ class AnalysisService:
             self._ack_dirty.update(self._positions)
             self._ack_urgent.update(self._positions)
         pending, self._pending = self._pending, []
+        self._unsnapshotted += len(pending)
+        snapshot = None
+        if self.state_path is not None and self._unsnapshotted and self._snapshot_due(final):
+            # the snapshot is taken now: later changes to the sessions must not leak into it
+            snapshot = self._checkpoint_bytes()
+            self._unsnapshotted = 0
+            self._last_snapshot = time.monotonic()
+            self.snapshots += 1
+        # out/ack promises that a restart needs none of what it covers: with a checkpoint,
+        # only the commit that writes one covers anything
+        acks_due = self._ack_dirty and (self.state_path is None or snapshot is not None or final)
         job = CommitJob(
             self._take_lines(),
-            # the snapshot is taken now: later changes to the sessions must not leak into it
-            self._checkpoint_bytes() if pending and self.state_path is not None else None,
+            snapshot,
             [(item.mid, item.qos, item.connection) for item in pending if item.qos],
-            self._due_acks(force=final) if self._ack_dirty else [],
+            self._due_acks(force=final) if acks_due else [],
             final=final,
         )
         if job.lines or job.acks or job.publishes or job.checkpoint is not None or final:
@@ -544,6 +566,30 @@ class AnalysisService:
         if pending:
             self.commits += 1
         return not self._committer.stalled
+
+    def _snapshot_due(self, final: bool) -> bool:
+        """Whether this commit writes the checkpoint.
+
+        The PUBACKs of a commit go out once its lines are durable; the checkpoint, which costs
+        the worker ~0.3 ms per open session (``benchmarks/checkpoint_cost.py``: ~65 ms for 250
+        sessions, and mosquitto's in-flight window makes a commit every ~100 messages), is
+        written every ``checkpoint_every_s`` (0: at every commit), at once while messages wait
+        behind a gap or statuses behind them (acknowledged, their only durable copy is the
+        checkpoint), and when ``out/ack`` is urgent (a status: a publisher's ``end`` waits for
+        it). Everything handled since the last checkpoint is stored in InfluxDB (or the
+        write-ahead log) but not yet covered by ``out/ack``: after a crash its publishers resend
+        it (they keep what ``out/ack`` does not cover; the restarted service lists what comes
+        after the gap as ``held``), and it is analysed again. Only a publisher that relies on
+        broker acknowledgements alone loses it from the analysis state (its samples are stored).
+        """
+        return (
+            final
+            or self.checkpoint_every_s <= 0
+            or time.monotonic() - self._last_snapshot >= self.checkpoint_every_s
+            or len(self._reorder) > 0
+            or bool(self._deferred)
+            or bool(self._ack_urgent)  # a status, a gap, a reconnect: out/ack at once
+        )
 
     def _take_lines(self) -> list[str]:
         lines, self._lines = self._lines, []
