@@ -549,9 +549,10 @@ class AnalysisService:
             self._unsnapshotted = 0
             self._last_snapshot = time.monotonic()
             self.snapshots += 1
-        # out/ack promises that a restart needs none of what it covers: with a checkpoint,
-        # only the commit that writes one covers anything
-        acks_due = self._ack_dirty and (self.state_path is None or snapshot is not None or final)
+        # out/ack promises that a restart needs none of what it covers: with a checkpoint, only
+        # once one (this job's, or an earlier job's, written before this job completes) covers
+        # everything handled
+        acks_due = self._ack_dirty and (self.state_path is None or self._unsnapshotted == 0)
         job = CommitJob(
             self._take_lines(),
             snapshot,
