@@ -44,7 +44,11 @@ def default_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     server.stop()
 
 
-def analysis(broker: Mosquitto, influx: InfluxD, db: str, tmp_path: Path) -> AnalysisService:
+def analysis(
+    broker: Mosquitto, influx: InfluxD, db: str, tmp_path: Path, *, persistent: bool = True
+) -> AnalysisService:
+    """The service with a checkpoint and a write-ahead log in ``tmp_path``; with
+    ``persistent`` (default) its MQTT session outlives it, so the broker keeps its queue."""
     writer = BufferedWriter(
         V1Transport(InfluxSettings(influx.url, database=db)), spool_path=tmp_path / "wal.lp"
     )
@@ -53,7 +57,7 @@ def analysis(broker: Mosquitto, influx: InfluxD, db: str, tmp_path: Path) -> Ana
         writer,
         site=SITE,
         client_id=f"rekindle-analysis-{db}",
-        persistent_session=True,
+        persistent_session=persistent,
         state_path=tmp_path / "analysis.state",
     )
 

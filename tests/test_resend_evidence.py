@@ -6,50 +6,23 @@ them lost, and the session ends with every sample stored once and the offline ep
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rekindle import contract
-from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.service import AnalysisService
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.sources.base import Chunk
 from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
 from tests.test_durable import counts, expected, session_chunks, stored_episodes
+from tests.test_e2e_ack import SITE, analysis, wait_for
 
-SITE = "evidence"
 DEADLINE_S = 300.0
 #: Pause between two messages: a session publishing live (not a replay at max), so that the
 #: publisher is never quiet and its retransmission timer never fires.
 PACE_S = 0.01
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout:.0f} s")
-        time.sleep(0.02)
-
-
-def analysis(
-    broker: Mosquitto, influx: InfluxD, db: str, tmp_path: Path, *, persistent: bool
-) -> AnalysisService:
-    writer = BufferedWriter(
-        V1Transport(InfluxSettings(influx.url, database=db)), spool_path=tmp_path / "wal.lp"
-    )
-    return AnalysisService(
-        MqttSettings.from_url(broker.url),
-        writer,
-        site=SITE,
-        client_id=f"rekindle-analysis-{db}",
-        persistent_session=persistent,
-        state_path=tmp_path / "analysis.state",
-        publish_features=False,
-    )
 
 
 def publish(pub: Publisher, chunk: Chunk) -> None:
