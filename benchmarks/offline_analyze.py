@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import heapq
-import io
 import json
 import math
 import os
@@ -44,13 +43,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import export
 from rekindle import contract
 from rekindle.analysis.offline import run_pipeline, write_outputs
 from rekindle.ingest.sources import e4
@@ -188,24 +187,6 @@ def analyze(
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
     return wall, cpu
-
-
-def export(rev: str, into: Path) -> Path:
-    """``rev``'s tree (``services/``, ``dashboards/`` and the ``rekindle`` link) in ``into``."""
-    has_link = subprocess.run(
-        ["git", "-C", str(REPO), "cat-file", "-e", f"{rev}:rekindle"],
-        check=False,
-        capture_output=True,
-    )
-    paths = ["services", "dashboards", *(["rekindle"] if has_link.returncode == 0 else [])]
-    blob = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", rev, *paths],
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def hours_of(out: Path) -> float:

@@ -25,32 +25,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
+from benchmarks.common import START, simulated_wire
 from rekindle import contract
 from rekindle.analysis import points
 from rekindle.analysis.pipeline import SessionPipeline
-from rekindle.ingest.sources.base import merge_in_time, regular_chunks
-from rekindle.ingest.sources.simulator import DEVICE_EDA, SimulationScript, simulate
+from rekindle.ingest.sources.simulator import SimulationScript
 
 HOUR = 3600.0
-START = 1.7e9
 
 
 def session_hour(acc_hz: float) -> list[tuple[str, bytes]]:
     """The (topic, payload) of every message of one simulated session-hour, in publish order."""
-    streams = [simulate(SimulationScript(duration=HOUR), seed=3, start_time=START)]
-    if acc_hz > 0:
-        rng = np.random.default_rng(3)
-        acc = np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.01, (int(HOUR * acc_hz), 3))
-        streams.append(regular_chunks("acc", DEVICE_EDA, START, acc_hz, np.round(acc, 4)))
-    seqs: dict[tuple[str, str], int] = {}
-    out = []
-    for chunk in sorted(merge_in_time(streams), key=lambda c: c.end):
-        seq = seqs.get((chunk.device, chunk.stream), 0)
-        seqs[(chunk.device, chunk.stream)] = seq + 1
-        out.append(contract.encode(chunk.to_message("bench", "S1", seq, "run-1")))
-    return out
+    wire = simulated_wire(SimulationScript(duration=HOUR), acc_hz, "bench", "S1")
+    return [(topic, payload) for _chunk, topic, payload in wire]
 
 
 def general_lines(msg: contract.Message) -> list[str]:

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterable
@@ -41,8 +39,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.common import START, export, simulated_wire
+
 HOUR = 3600.0
-START = 1.7e9
 #: Data seconds of the warm-up session.
 WARM_S = 600.0
 #: Every this many data seconds the metrics jobs are waited for (as in real time).
@@ -95,13 +94,9 @@ def deep_size(objs: Iterable[object]) -> int:
 
 def session_messages(hours: float, acc_hz: float) -> list[tuple[float, str, bytes]]:
     """(end time, stream topic suffix, payload) of one simulated session, in publish order."""
-    from rekindle import contract  # noqa: PLC0415
-    from rekindle.ingest.sources.base import merge_in_time, regular_chunks  # noqa: PLC0415
     from rekindle.ingest.sources.simulator import (  # noqa: PLC0415
-        DEVICE_EDA,
         ScriptedEpisode,
         SimulationScript,
-        simulate,
     )
 
     duration = hours * HOUR
@@ -110,19 +105,10 @@ def session_messages(hours: float, acc_hz: float) -> list[tuple[float, str, byte
         for i, t in enumerate(np.arange(480.0, duration - 300.0, 1200.0))
     )
     script = SimulationScript(duration=duration, episodes=episodes)
-    streams = [simulate(script, seed=3, start_time=START)]
-    if acc_hz > 0:
-        rng = np.random.default_rng(3)
-        acc = np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.01, (int(duration * acc_hz), 3))
-        streams.append(regular_chunks("acc", DEVICE_EDA, START, acc_hz, np.round(acc, 4)))
-    seqs: dict[tuple[str, str], int] = {}
-    out = []
-    for chunk in sorted(merge_in_time(streams), key=lambda c: c.end):
-        seq = seqs.get((chunk.device, chunk.stream), 0)
-        seqs[(chunk.device, chunk.stream)] = seq + 1
-        topic, payload = contract.encode(chunk.to_message("mem", "S", seq, "run-1"))
-        out.append((chunk.end, topic.split("/S/", 1)[1], payload))
-    return out
+    return [
+        (chunk.end, topic.split("/S/", 1)[1], payload)
+        for chunk, topic, payload in simulated_wire(script, acc_hz, "mem", "S")
+    ]
 
 
 def discard(service: AnalysisService, writer: BufferedWriter) -> None:
@@ -234,17 +220,6 @@ def measure(sessions: int, hours: float, acc_hz: float, report_h: list[float]) -
             flush=True,
         )
     metrics.close()
-
-
-def export(rev: str, into: Path) -> Path:
-    blob = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "services", "rekindle"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def main() -> int:
