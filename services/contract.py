@@ -1007,15 +1007,17 @@ def decode_ack(topic: str, payload: bytes) -> AckMessage:
         raise ContractError("held", "expected a list of {run, first, last}")
     held = []
     for i, item in enumerate(held_items[:MAX_ACK_HELD]):
-        first = item.get("first") if isinstance(item, dict) else None
-        last = item.get("last") if isinstance(item, dict) else None
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("run"), str)
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in (first, last))
+        fields = item if isinstance(item, dict) else {}
+        run, first, last = fields.get("run"), fields.get("first"), fields.get("last")
+        if not (
+            isinstance(run, str)
+            and isinstance(first, int)
+            and isinstance(last, int)
+            and not isinstance(first, bool)
+            and not isinstance(last, bool)
         ):
             raise ContractError(f"held[{i}]", "needs a string run and integer first and last")
-        held.append(HeldRange(item["run"], first, last))  # type: ignore[arg-type]
+        held.append(HeldRange(run, first, last))
     return AckMessage(
         parts[2],
         parts[3],

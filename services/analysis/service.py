@@ -31,6 +31,7 @@ InfluxDB overwrites rather than duplicates them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -665,15 +666,12 @@ class AnalysisService:
         for key in self._reorder.streams(*session):
             if key[3] != RUN_ORDER or key[4] is None:
                 continue
-            orders = self._reorder.orders(key)
-            first = prev = orders[0]
-            for n in [*orders[1:], None]:
-                if n is not None and n == prev + 1:
-                    prev = n
-                    continue
-                ranges.append(contract.HeldRange(key[4], first, prev))
-                if n is not None:
-                    first = prev = n
+            # consecutive positions share position - index
+            for _, run in itertools.groupby(
+                enumerate(self._reorder.orders(key)), lambda pair: pair[1] - pair[0]
+            ):
+                ns = [n for _, n in run]
+                ranges.append(contract.HeldRange(key[4], ns[0], ns[-1]))
         return tuple(ranges[: contract.MAX_ACK_HELD])
 
     # ------------------------------------------------------------------------ checkpoints
