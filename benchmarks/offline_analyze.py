@@ -14,7 +14,8 @@ after the vectorised readers, in the same run; optionally a batch with ``--jobs`
 The load average (1 min) is printed before and after the timed runs.
 
 Each arm runs the real command line in a fresh interpreter (``python -m rekindle.cli analyze``;
-startup and imports included, as a user sees it), ``--repeat`` times alternately; the medians of
+startup and imports included, as a user sees it, with each tree's bytecode cached by one
+untimed warm-up run as an installed package has it), ``--repeat`` times alternately; the medians of
 wall seconds and CPU seconds (user + sys of the child) are printed per session-hour, with the
 ratio before/after and whether the two arms wrote identical ``episodes.csv``/``features.csv``
 (they differ legitimately when a later commit changed the outputs).
@@ -180,7 +181,11 @@ def analyze(
     cmd += [str(s) for s in sources] + ["--out", str(out), "--no-plots", *extra]
     if jobs is not None:
         cmd += ["--jobs", str(jobs)]
+    # (bytecode cached, as an installed package has it: pip compiles it at install time; a
+    # PYTHONDONTWRITEBYTECODE in the caller's environment would make every run compile every
+    # module of the tree from source, ~0.2 s that no user pays)
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     cpu0, wall0 = child_cpu(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
     wall, cpu = time.perf_counter() - wall0, child_cpu() - cpu0
@@ -228,6 +233,8 @@ def main() -> int:
         }
         revs = {"before": args.before, **{f"compare {rev}": rev for rev in compares}}
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
+        for name, (tree, extra) in arms.items():  # (warm-up: each tree's bytecode cached)
+            analyze(tree, [S02], tmp / f"warm-{name.replace(' ', '-')}", extra=extra)
         print(f"load average (1 min) before: {os.getloadavg()[0]:.2f}")
         for i in range(args.repeat):
             for name, (tree, extra) in arms.items():

@@ -90,13 +90,20 @@ def write_results(
     """Everything ``rekindle analyze`` writes for one analysed recording, under
     ``out_dir/<name>``: the tables in ``formats``, ``summary.json``, ``report.md``,
     ``report.html`` and, with ``plots``, ``session.png``. Returns that folder."""
-    from rekindle.analysis.offline import write_outputs  # noqa: PLC0415
-    from rekindle.analysis.report import write_html, write_plot, write_report  # noqa: PLC0415
+    from rekindle.analysis.offline import summary, write_outputs  # noqa: PLC0415
+    from rekindle.analysis.report import (  # noqa: PLC0415
+        feature_summary,
+        write_html,
+        write_plot,
+        write_report,
+    )
 
-    target = write_outputs(result, out_dir, formats)
+    info, features = summary(result), feature_summary(result)  # (once for all three files)
+    target = write_outputs(result, out_dir, formats, info=info)
     plot = write_plot(result, target / "session.png") if plots else None
-    write_report(result, target / "report.md", None if plot is None else plot.name)
-    write_html(result, target / "report.html", plot)
+    plot_name = None if plot is None else plot.name
+    write_report(result, target / "report.md", plot_name, info=info, features=features)
+    write_html(result, target / "report.html", plot, info=info, features=features)
     return target
 
 

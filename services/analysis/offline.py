@@ -236,9 +236,16 @@ def write_parquet(table: Table, path: Path) -> Path:
     return path
 
 
-def write_outputs(result: AnalysisResult, out_dir: Path, formats: Iterable[str] = ("csv",)) -> Path:
+def write_outputs(
+    result: AnalysisResult,
+    out_dir: Path,
+    formats: Iterable[str] = ("csv",),
+    *,
+    info: dict[str, object] | None = None,
+) -> Path:
     """Write ``episodes.csv``, ``features.csv`` and ``summary.json`` under ``out_dir/name``, and
-    ``episodes.parquet``/``features.parquet`` beside them when ``"parquet"`` is in ``formats``."""
+    ``episodes.parquet``/``features.parquet`` beside them when ``"parquet"`` is in ``formats``
+    (``info``: :func:`summary` of ``result`` when the caller has it already)."""
     wanted = set(formats)
     unknown = wanted - set(FORMATS)
     if unknown:
@@ -257,7 +264,9 @@ def write_outputs(result: AnalysisResult, out_dir: Path, formats: Iterable[str] 
         write_csv(table, target / f"{name}.csv")
         if "parquet" in wanted:
             write_parquet(table, target / f"{name}.parquet")
-    (target / "summary.json").write_text(json.dumps(summary(result), indent=2) + "\n")
+    (target / "summary.json").write_text(
+        json.dumps(summary(result) if info is None else info, indent=2) + "\n"
+    )
     return target
 
 

@@ -321,8 +321,17 @@ def _quality_lines(result: AnalysisResult) -> list[str]:
     return lines
 
 
-def write_report(result: AnalysisResult, path: Path, plot_name: str | None) -> Path:
-    info = summary(result)
+def write_report(
+    result: AnalysisResult,
+    path: Path,
+    plot_name: str | None,
+    *,
+    info: dict[str, object] | None = None,
+    features: list[list[str]] | None = None,
+) -> Path:
+    """``report.md``; ``info`` (:func:`~rekindle.analysis.offline.summary`) and ``features``
+    (:func:`feature_summary`) of ``result`` when the caller has them already."""
+    info = summary(result) if info is None else info
     start = result.start or 0.0
     lines = [
         f"# Rekindle session report: {result.name}",
@@ -367,7 +376,10 @@ def write_report(result: AnalysisResult, path: Path, plot_name: str | None) -> P
         "",
         "| feature | unit | seconds with a value | mean | min | max |",
         "|---|---|---|---|---|---|",
-        *("| " + " | ".join(row) + " |" for row in feature_summary(result)),
+        *(
+            "| " + " | ".join(row) + " |"
+            for row in (feature_summary(result) if features is None else features)
+        ),
     ]
     if result.markers:
         lines += ["", "## Markers", ""]
@@ -492,15 +504,22 @@ def feature_summary(result: AnalysisResult) -> list[list[str]]:
     return out
 
 
-def _features_table(result: AnalysisResult) -> str:
-    rows = ([_e(c) for c in row] for row in feature_summary(result))
+def _features_table(features: list[list[str]]) -> str:
+    rows = ([_e(c) for c in row] for row in features)
     head = ["feature", "unit", "seconds with a value", "mean", "min", "max"]
     return _table(head, rows, "features")
 
 
-def html_report(result: AnalysisResult, plot: Path | None = None) -> str:
-    """The report of one recording as one self-contained HTML document."""
-    info = summary(result)
+def html_report(
+    result: AnalysisResult,
+    plot: Path | None = None,
+    *,
+    info: dict[str, object] | None = None,
+    features: list[list[str]] | None = None,
+) -> str:
+    """The report of one recording as one self-contained HTML document (``info`` and
+    ``features`` as for :func:`write_report`)."""
+    info = summary(result) if info is None else info
     start = result.start or 0.0
     cfg = config_of(result)
     duration = float(str(info["duration_s"]))
@@ -561,7 +580,10 @@ def html_report(result: AnalysisResult, plot: Path | None = None) -> str:
             "in <code>segments.csv</code>.</p>",
             _html_table(_shown(segment_table(result.segments)), start, "segments"),
         ]
-    out += ["<h2>Features (per second)</h2>", _features_table(result)]
+    out += [
+        "<h2>Features (per second)</h2>",
+        _features_table(feature_summary(result) if features is None else features),
+    ]
     out.append("<h2>Markers</h2>")
     if result.markers:
         out.append(
@@ -606,8 +628,16 @@ def html_report(result: AnalysisResult, plot: Path | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_html(result: AnalysisResult, path: Path, plot: Path | None = None) -> Path:
-    path.write_text(html_report(result, plot), encoding="utf-8")
+def write_html(
+    result: AnalysisResult,
+    path: Path,
+    plot: Path | None = None,
+    *,
+    info: dict[str, object] | None = None,
+    features: list[list[str]] | None = None,
+) -> Path:
+    page = html_report(result, plot, info=info, features=features)
+    path.write_text(page, encoding="utf-8")
     return path
 
 
