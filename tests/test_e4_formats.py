@@ -7,6 +7,7 @@ import gzip
 import itertools
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,45 @@ def test_values_equal_a_per_row_parse_of_the_files() -> None:
     intervals = [float(ln.split(",")[1]) * 1000.0 for ln in ibi[1:]]
     assert export.beat_times.tolist() == [t0 + o for o in offsets]
     assert export.rr_ms.tolist() == intervals
+
+
+def _in_body(text: str, edit: Callable[[str], str]) -> str:
+    """``edit`` applied to the rows after a signal file's two header rows."""
+    first, second, body = text.split("\n", 2)
+    return f"{first}\n{second}\n{edit(body)}"
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [
+        ("crlf", lambda text: text.replace("\n", "\r\n")),
+        ("blank rows", lambda text: _in_body(text, lambda body: body.replace("\n", "\n\n", 40))),
+        (
+            "whitespace-only row",
+            lambda text: _in_body(text, lambda body: body.replace("\n", "\n   \n", 5)),
+        ),
+        ("cr only", lambda text: text.replace("\n", "\r")),
+        ("headers only", lambda text: "\n".join(text.splitlines()[:2]) + "\n"),
+    ],
+)
+def test_line_endings_and_blank_rows_read_as_the_row_parse(
+    tmp_path: Path, name: str, edit: object
+) -> None:
+    """The whole-text parse of a signal file (its fast path) and the line-by-line one (its
+    fallback for rows it cannot take) give the values a per-row parse gives."""
+    assert callable(edit)
+    folder = tmp_path / name.replace(" ", "-")
+    folder.mkdir()
+    text = edit((fixture_path(S02) / "EDA.csv").read_text())
+    (folder / "EDA.csv").write_text(text, newline="")
+    lines = text.splitlines()
+    rows = [float(ln.split(",")[0]) for ln in lines[2:] if ln.strip()]
+    (series,) = load_e4(folder).regular
+    assert series.t0 == float(lines[0].split(",")[0])
+    assert series.fs == float(lines[1].split(",")[0])
+    assert series.values.tolist() == rows
+    if name == "headers only":
+        assert rows == []
 
 
 def test_chunks_keep_the_contract_rules_of_the_row_reader() -> None:

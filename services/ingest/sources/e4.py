@@ -190,16 +190,44 @@ def _header_value(where: Path, lines: list[str], index: int, what: str) -> float
         raise SourceError(where, f"not a number in {lines[index]!r} ({what})", index + 1) from exc
 
 
+def _fast_table(text: str, head: int, width: int) -> tuple[list[str], F64Array] | None:
+    """The first ``head`` lines and the rest as a table, parsed from the text as it is (no list
+    of lines: ~2x cheaper on BVP's 228k rows), when its lines end in ``\n`` or ``\r\n`` and
+    every row parses; None otherwise (then :func:`_table` parses the lines, and names the bad
+    one)."""
+    parts = text.split("\n", head)
+    if len(parts) <= head:
+        return None
+    lines = [p.removesuffix("\r") for p in parts[:head]]
+    if any(len(line.splitlines()) > 1 for line in lines):
+        return None  # (other line breaks: the general path splits them as str.splitlines)
+    if not parts[head] or parts[head].isspace():
+        return lines, np.empty((0, width), dtype=np.float64)
+    try:
+        table = np.loadtxt(
+            io.StringIO(parts[head]),
+            delimiter=",",
+            usecols=range(width),
+            ndmin=2,
+            dtype=np.float64,
+            comments=None,
+        )
+    except ValueError:
+        return None  # (a bad row, or a row of blanks, which the general path skips)
+    return lines, table
+
+
 def _regular(where: Path, text: str, stream: SampleStream, scale: float) -> RegularSeries:
-    lines = text.splitlines()
+    width = 3 if stream == "acc" else 1
+    fast = _fast_table(text, 2, width)
+    lines = text.splitlines() if fast is None else fast[0]
     if len(lines) < 2:
         raise SourceError(where, "needs a start-time row and a sample-rate row")
     t0 = _header_value(where, lines, 0, "start time")
     fs = _header_value(where, lines, 1, "sample rate")
     if not fs > 0:
         raise SourceError(where, f"sample rate {fs} must be positive", 2)
-    width = 3 if stream == "acc" else 1
-    table = _table(where, lines[2:], 3, width)
+    table = _table(where, lines[2:], 3, width) if fast is None else fast[1]
     values = table * scale if scale != 1.0 else table
     return RegularSeries(stream, t0, fs, values if width == 3 else values[:, 0])
 
