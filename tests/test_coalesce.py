@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rekindle import contract
@@ -15,9 +16,9 @@ from rekindle.analysis.core import Episode, FeatureRow
 from rekindle.analysis.offline import add_metrics, run_pipeline
 from rekindle.analysis.params import apply
 from rekindle.analysis.pipeline import SessionPipeline, sample_times_ns
-from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S, coalesce
+from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S, coalesce, coalesced_regular
 from rekindle.ingest.sources.base import Chunk, open_source, regular_chunks
-from rekindle.ingest.sources.e4 import read_e4_folder
+from rekindle.ingest.sources.e4 import load_e4, read_e4_folder
 from tests.conftest import S02, fixture_path
 
 #: The first quarter hour of S02 (EDA, BVP -> derived beats, IBI, HR, ACC, TEMP, a tag).
@@ -122,13 +123,74 @@ def test_rekindle_analyze_of_s02_equals_one_second_messages_bit_for_bit(
     segments; with parameters that give a release episode too)."""
     config = apply(params)
     written = {}
-    for message_s in (1.0, MAX_SPEED_MESSAGE_S):
-        chunks = open_source(fixture_path(S02))
+    # (read in 1-s chunks, and as ``rekindle analyze`` reads: already in the 30-s messages)
+    arms = [(1.0, 1.0), (1.0, MAX_SPEED_MESSAGE_S), (MAX_SPEED_MESSAGE_S, MAX_SPEED_MESSAGE_S)]
+    for read_s, message_s in arms:
+        chunks = open_source(fixture_path(S02), message_s=read_s)
         result = run_pipeline(chunks, "S02", config=config, keep=("eda", "rr"), message_s=message_s)
         add_metrics(result, config)
-        folder = write_results(result, tmp_path / f"{message_s:g}", plots=False)
-        written[message_s] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-    assert {"episodes.csv", "features.csv", "segments.csv", "summary.json"} <= set(written[1.0])
-    assert written[MAX_SPEED_MESSAGE_S] == written[1.0]
+        folder = write_results(result, tmp_path / f"{read_s:g}-{message_s:g}", plots=False)
+        written[read_s, message_s] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    one = written[1.0, 1.0]
+    assert {"episodes.csv", "features.csv", "segments.csv", "summary.json"} <= set(one)
+    assert written[1.0, MAX_SPEED_MESSAGE_S] == one
+    assert written[MAX_SPEED_MESSAGE_S, MAX_SPEED_MESSAGE_S] == one
     if params:
-        assert b"release" in written[1.0]["episodes.csv"]
+        assert b"release" in one["episodes.csv"]
+
+
+def _series(stream: str, n: int, seed: int) -> np.ndarray:
+    """A series with the defects a recording has: NaN samples and stretches, samples outside
+    the contract's range (single, and a whole second), for ``acc`` as ``(n, 3)``."""
+    rng = np.random.default_rng(seed)
+    low, high = contract.PHYSICAL_RANGE[stream]  # type: ignore[index]
+    span = min(high, 50.0) - max(low, -50.0)
+    x = max(low, -50.0) + span * (0.25 + 0.5 * rng.random((n, 3) if stream == "acc" else n))
+    singles = max(2, n // 400)  # (at most one in a few seconds: most seconds stay whole)
+    x[rng.integers(0, n, size=singles)] = np.nan
+    x[n // 3 : n // 3 + n // 20] = np.nan
+    x[rng.integers(0, n, size=singles)] = high + 1.0
+    x[n // 2 : n // 2 + n // 50] = low - 1.0
+    return x
+
+
+@pytest.mark.parametrize(
+    ("stream", "fs", "t0", "seconds"),
+    [
+        ("ppg", 64.0, 1_700_000_000.25, 400),
+        ("acc", 32.0, 1_700_000_000.0, 400),
+        ("eda", 4.0, 1_700_000_000.7, 900),
+        ("hr", 1.0, 1_700_000_003.0, 600),
+        ("ecg", 100.0, 1_700_000_000.3, 130),
+        ("eda", 7.3, 1_700_000_000.123, 300),
+        ("temp", 0.5, 1_700_000_001.0, 900),
+        ("ecg", 1000.0, 1_700_000_000.001, 40),
+    ],
+)
+@pytest.mark.parametrize("span_s", [1.0, 10.0, MAX_SPEED_MESSAGE_S])
+def test_coalesced_regular_is_coalesce_of_the_one_second_chunks(
+    stream: contract.SampleStream, fs: float, t0: float, seconds: int, span_s: float
+) -> None:
+    """The chunks a reader hands ``rekindle analyze`` directly are those ``coalesce`` makes of
+    the series' 1-s chunks: the same values, times, kinds and splits (cells, the contract's
+    limits, a rate whose joined times would move, gaps and rejected samples)."""
+    values = _series(stream, int(seconds * fs), seed=int(fs * 10))
+    expected = list(coalesce(regular_chunks(stream, "d", t0, fs, values), span_s))
+    got = list(coalesced_regular(stream, "d", t0, fs, values, span_s))
+    assert len(expected) > 1
+    assert any(c.t is None for c in expected)
+    if fs >= 2:  # (at 1 Hz or less a second holds one sample: a bad one is simply dropped)
+        assert any(c.t is not None for c in expected), "no second with a rejected sample"
+    assert got == expected
+
+
+def test_e4_chunks_for_analyze_are_the_messages_coalesce_makes_on_s02() -> None:
+    """The E4 reader's chunks for ``rekindle analyze`` (regular series already in 30-s
+    messages), once through ``coalesce`` as the pipeline does, are the messages of the 1-s
+    chunks of a replay: same order, same samples, same seq."""
+    export = load_e4(fixture_path(S02))
+    one = list(messages(coalesce(export.chunks(), MAX_SPEED_MESSAGE_S)))
+    direct = list(messages(coalesce(export.chunks(MAX_SPEED_MESSAGE_S), MAX_SPEED_MESSAGE_S)))
+    assert len(one) > 500
+    assert direct == one
+    assert list(export.chunks(1.0)) == list(read_e4_folder(fixture_path(S02)))

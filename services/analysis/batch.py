@@ -59,12 +59,14 @@ def analyze_file(
     ``episodes.csv``, ``segments.csv`` and the reports. ``parallel_beats``: the beats from PPG
     in a second process (``run_pipeline``), for a process that has the machine to itself."""
     from rekindle.analysis.offline import add_metrics, run_pipeline  # noqa: PLC0415
+    from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S  # noqa: PLC0415
     from rekindle.ingest.sources import open_spec  # noqa: PLC0415
 
     started = time.perf_counter()
     name = source
     try:
-        name, chunks = open_spec(source, options=options)
+        # (the regular series already in the messages run_pipeline coalesces them into)
+        name, chunks = open_spec(source, options=options, message_s=MAX_SPEED_MESSAGE_S)
         result = run_pipeline(
             chunks,
             name,

@@ -19,13 +19,15 @@ def open_spec(
     speed: float | None = None,
     now: float | None = None,
     options: ReadOptions | None = None,
+    message_s: float = 1.0,
 ) -> tuple[str, Iterator[Chunk]]:
     """A source named on the command line: ``sim`` / ``sim:SEED`` (the simulated wearable) or
     the path of a recording. Returns a display name and the chunks.
 
     A simulated session replayed at ``speed`` is placed in time so that its last sample is
     "now" when the replay ends (at 1x it runs in step with the wall clock); with ``speed=None``
-    (offline or ``max``) it starts at a fixed time, so results are reproducible.
+    (offline or ``max``) it starts at a fixed time, so results are reproducible. ``message_s``:
+    see :func:`rekindle.ingest.sources.formats.open_recording`.
     """
     if spec == "sim" or spec.startswith("sim:"):
         seed_text = spec.partition(":")[2] or "1"
@@ -43,7 +45,7 @@ def open_spec(
             start = wall - script.duration * (1.0 - 1.0 / speed)
         return f"sim-{seed}", simulate(script, seed=seed, start_time=start)
     path = Path(spec)
-    return display_name(path), open_source(path, options)
+    return display_name(path), open_source(path, options, message_s=message_s)
 
 
 def display_name(path: Path) -> str:

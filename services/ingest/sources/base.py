@@ -154,12 +154,14 @@ def merge_in_time(streams: Iterable[Iterator[Chunk]]) -> Iterator[Chunk]:
     return heapq.merge(*streams, key=lambda c: c.start)
 
 
-def open_source(path: Path, options: ReadOptions | None = None) -> Iterator[Chunk]:
+def open_source(
+    path: Path, options: ReadOptions | None = None, *, message_s: float = 1.0
+) -> Iterator[Chunk]:
     """Chunks of a recording in any supported format: E4 folder or zip, CSV, EmotiBit, XDF,
-    Rekindle recording (see :mod:`rekindle.ingest.sources.formats`)."""
+    Rekindle recording (see :mod:`rekindle.ingest.sources.formats`, also for ``message_s``)."""
     from rekindle.ingest.sources import formats  # noqa: PLC0415 (avoids an import cycle)
 
-    return formats.open_recording(path, options)
+    return formats.open_recording(path, options, message_s=message_s)
 
 
 def binned_chunks(

@@ -24,8 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from rekindle.contract import SampleStream
+from rekindle.ingest.coalesce import coalesced_regular
 from rekindle.ingest.errors import SourceError
-from rekindle.ingest.sources.base import Chunk, irregular_chunks, merge_in_time, regular_chunks
+from rekindle.ingest.sources.base import Chunk, irregular_chunks, merge_in_time
 
 #: E4 file stem -> (contract stream, scale to contract units)
 REGULAR_FILES: dict[str, tuple[SampleStream, float]] = {
@@ -60,9 +61,15 @@ class E4Export:
     rr_ms: F64Array
     tags: F64Array
 
-    def chunks(self) -> Iterator[Chunk]:
+    def chunks(self, message_s: float = 1.0) -> Iterator[Chunk]:
+        """The export's chunks in time order: 1 s of data each (as a live publisher sends), or,
+        with ``message_s`` > 1, each regular series in the chunks that
+        :func:`~rekindle.ingest.coalesce.coalesce` would make of its 1-s chunks
+        (:func:`~rekindle.ingest.coalesce.coalesced_regular`; RR and tags stay in 1-s chunks):
+        what ``rekindle analyze`` reads, the same messages once coalesced."""
         streams: list[Iterator[Chunk]] = [
-            regular_chunks(s.stream, DEVICE, s.t0, s.fs, s.values) for s in self.regular
+            coalesced_regular(s.stream, DEVICE, s.t0, s.fs, s.values, message_s)
+            for s in self.regular
         ]
         if len(self.beat_times):
             streams.append(
@@ -275,13 +282,15 @@ def load_e4(path: Path) -> E4Export:
         raise SourceError(path, f"cannot read: {exc}") from exc
 
 
-def read_e4_folder(folder: Path) -> Iterator[Chunk]:
-    """All streams of an E4 export folder as one time-ordered chunk iterator."""
+def read_e4_folder(folder: Path, message_s: float = 1.0) -> Iterator[Chunk]:
+    """All streams of an E4 export folder as one time-ordered chunk iterator
+    (:meth:`E4Export.chunks`)."""
     if not folder.is_dir():
         raise SourceError(folder, "not a folder")
-    return load_e4(folder).chunks()
+    return load_e4(folder).chunks(message_s)
 
 
-def read_e4_zip(path: Path) -> Iterator[Chunk]:
-    """All streams of an E4 Connect zip export as one time-ordered chunk iterator."""
-    return load_e4(path).chunks()
+def read_e4_zip(path: Path, message_s: float = 1.0) -> Iterator[Chunk]:
+    """All streams of an E4 Connect zip export as one time-ordered chunk iterator
+    (:meth:`E4Export.chunks`)."""
+    return load_e4(path).chunks(message_s)

@@ -22,7 +22,10 @@ class Format:
     needs: str
     #: None when ``path`` is of this format, else why not (shown when no format fits).
     check: Callable[[Path], str | None]
-    open: Callable[[Path, ReadOptions], Iterator[Chunk]]
+    #: The recording's chunks: ``(path, options, message_s)``; ``message_s`` > 1 lets a reader
+    #: hand out its regular series already in the chunks ``coalesce(..., message_s)`` makes
+    #: (the E4 reader does; the others give 1-s chunks and leave that to ``coalesce``).
+    open: Callable[[Path, ReadOptions, float], Iterator[Chunk]]
 
 
 E4_STEMS = ("EDA", "HR", "IBI", "BVP", "TEMP", "ACC")
@@ -88,37 +91,37 @@ def _check_rekindle(path: Path) -> str | None:
     return None
 
 
-def _open_e4(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
+def _open_e4(path: Path, _options: ReadOptions, message_s: float) -> Iterator[Chunk]:
     from rekindle.ingest.sources import e4  # noqa: PLC0415
 
-    return e4.read_e4_folder(path)
+    return e4.read_e4_folder(path, message_s)
 
 
-def _open_zip(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
+def _open_zip(path: Path, _options: ReadOptions, message_s: float) -> Iterator[Chunk]:
     from rekindle.ingest.sources import e4  # noqa: PLC0415
 
-    return e4.read_e4_zip(path)
+    return e4.read_e4_zip(path, message_s)
 
 
-def _open_csv(path: Path, options: ReadOptions) -> Iterator[Chunk]:
+def _open_csv(path: Path, options: ReadOptions, _message_s: float) -> Iterator[Chunk]:
     from rekindle.ingest.sources import csvfile  # noqa: PLC0415
 
     return csvfile.read_csv(path, options)
 
 
-def _open_emotibit(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
+def _open_emotibit(path: Path, _options: ReadOptions, _message_s: float) -> Iterator[Chunk]:
     from rekindle.ingest.sources import emotibit  # noqa: PLC0415
 
     return emotibit.read_emotibit(path)
 
 
-def _open_xdf(path: Path, options: ReadOptions) -> Iterator[Chunk]:
+def _open_xdf(path: Path, options: ReadOptions, _message_s: float) -> Iterator[Chunk]:
     from rekindle.ingest.sources import xdf  # noqa: PLC0415
 
     return xdf.read_xdf(path, options)
 
 
-def _open_rekindle(path: Path, _options: ReadOptions) -> Iterator[Chunk]:
+def _open_rekindle(path: Path, _options: ReadOptions, _message_s: float) -> Iterator[Chunk]:
     from rekindle.ingest.sources import recording  # noqa: PLC0415
 
     return recording.read_recording(path)
@@ -178,9 +181,13 @@ def detect(path: Path) -> Format:
     raise SourceError(path, f"not a supported recording: tried {tried}\n" + "\n".join(reasons))
 
 
-def open_recording(path: Path, options: ReadOptions | None = None) -> Iterator[Chunk]:
-    """Chunks of a recording in any supported format (see :data:`FORMATS`)."""
-    return detect(path).open(path, options or ReadOptions())
+def open_recording(
+    path: Path, options: ReadOptions | None = None, *, message_s: float = 1.0
+) -> Iterator[Chunk]:
+    """Chunks of a recording in any supported format (see :data:`FORMATS`), 1 s of data each;
+    ``message_s`` > 1: chunks that ``coalesce(..., message_s)`` leaves as they are, where the
+    reader can make them directly (E4), for an analysis that coalesces them anyway."""
+    return detect(path).open(path, options or ReadOptions(), message_s)
 
 
 def list_formats() -> str:

@@ -176,7 +176,7 @@ def read(path: str | Path, options: ReadOptions | None = None) -> Recording:
     elif fmt.name == "XDF":
         rec = _from_series(xdf.load_xdf(path, options))
     else:
-        rec = _from_chunks(fmt.open(path, options or ReadOptions()))
+        rec = _from_chunks(fmt.open(path, options or ReadOptions(), 1.0))
     rec.metadata.update(
         source=str(path),
         name=display_name(path),
