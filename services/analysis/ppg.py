@@ -32,8 +32,9 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
   takes them as the ``rr_ppg`` stream, through the same RR artefact correction as device RR.
 
 The detection runs here, once per window (about 0.2-0.3 ms of CPU per window on the 2-core
-development machine, ~0.4 s per session-hour with the defaults; ``benchmarks/offline_analyze.py``
-measures it), not in the core's per-second path: this module sits beside the core, between the
+development machine, 0.4-0.5 s per session-hour with the defaults: S02's 1,781 windows took
+0.37-0.50 CPU-s in 30-s messages, whose windows are cleaned together, and 0.50-0.52 s in 1-s
+ones; ``benchmarks/offline_analyze.py`` measures the whole analysis), not in the core's per-second path: this module sits beside the core, between the
 wire messages and the analyzer (:class:`DerivedBeats`), in the live service and offline alike;
 ``rekindle analyze`` runs it in a second process (:mod:`rekindle.analysis.parallel_beats`). It
 does no I/O.
@@ -196,68 +197,92 @@ class PpgBeatDetector:
 
     def feed(self, times: F64Array, values: F64Array) -> Beats:
         """Add samples (unix s, in order); return the beats and intervals that became final."""
-        out = Beats([], [], [], [], [])
         if len(self._t) and len(times):
             keep = times > self._t[-1]
             if not keep.all():
                 self.out_of_order += int((~keep).sum())
                 times, values = times[keep], values[keep]
         if not len(times):
-            return out
+            return Beats([], [], [], [], [])
         self._t = np.concatenate([self._t, times]) if len(self._t) else times
         self._x = np.concatenate([self._x, values]) if len(self._x) else values
         hop, window = self.cfg.ppg_hop_s, self.cfg.ppg_window_s
         if self._next_end is None:
             self._next_end = (math.floor(float(self._t[0]) / hop) + 1) * hop
         last = float(self._t[-1])
+        windows: list[_Window | None] = []
         while last >= self._next_end:
             end = self._next_end
             i0 = int(np.searchsorted(self._t, end - window))
             if i0 < len(self._t) and self._t[i0] >= end:
                 # nothing in this window (a silence): jump to the first window with data
-                self._last = None
+                windows.append(None)
                 self._next_end = (math.floor(float(self._t[i0]) / hop) + 1) * hop
                 continue
-            out.extend(self._window(end))
+            windows.append(self._prepare(end))
             self._next_end = end + hop
         drop = int(np.searchsorted(self._t, self._next_end - window))
         if drop:
             self._t = self._t[drop:]
             self._x = self._x[drop:]
-        return out
+        return self._commit(windows)
 
     def finish(self) -> Beats:
         """End of data: process the window that ends after the last sample."""
         if self._next_end is None or not len(self._t):
             return Beats([], [], [], [], [])
-        beats = self._window(self._next_end, final=True)
+        beats = self._commit([self._prepare(self._next_end, final=True)])
         self._t = self._x = _EMPTY
         return beats
 
-    def _window(self, end: float, *, final: bool = False) -> Beats:
-        """Detect the beats of the window ending at ``end`` and commit those of its region."""
+    def _prepare(self, end: float, *, final: bool = False) -> _Window | None:
+        """The samples of the window ending at ``end`` that its beats are detected on (the
+        contiguous stretch that reaches its end), or None when it has too few for beats."""
         cfg = self.cfg
         i1 = int(np.searchsorted(self._t, end))
         i0 = int(np.searchsorted(self._t, end - cfg.ppg_window_s))
         t, x = self._t[i0:i1], self._x[i0:i1]
-        beats = Beats([], [], [], [], [])
         if len(t) < 16:
-            self._last = None
-            return beats
+            return None
         dt = np.diff(t)
         fs = 1.0 / _median(dt)
         gaps = np.flatnonzero(dt > GAP_PERIODS / fs)
         if len(gaps):  # only the contiguous stretch that reaches the window's end
             s = int(gaps[-1]) + 1
             t, x = t[s:], x[s:]
-        finite = np.isfinite(x)
-        if len(t) < 16 or t[-1] - t[0] < 0.5 * cfg.ppg_window_s or not finite.all():
-            self._last = None
-            return beats
+        if len(t) < 16 or t[-1] - t[0] < 0.5 * cfg.ppg_window_s or not np.isfinite(x).all():
+            return None
         self.windows += 1
-        lo = end - cfg.ppg_margin_s - cfg.ppg_hop_s
-        hi = math.inf if final else end - cfg.ppg_margin_s
-        clean, peaks = _window_peaks(x, fs) if np.ptp(x) > 0 else (x, np.empty(0, dtype=np.intp))
+        return _Window(end, final, t, x, fs, bool(np.ptp(x) > 0))
+
+    def _commit(self, windows: list[_Window | None]) -> Beats:
+        """Clean the windows (:func:`ppg_clean`; those of equal length and rate in one call,
+        :func:`ppg_clean_rows`), then detect and commit their beats in time order."""
+        groups: dict[tuple[int, float], list[_Window]] = {}
+        for w in windows:
+            if w is not None and w.varies:
+                groups.setdefault((len(w.x), w.fs), []).append(w)
+        for (_, fs), group in groups.items():
+            rows = ppg_clean_rows(np.stack([w.x for w in group]), fs)
+            for w, clean in zip(group, rows, strict=True):
+                w.clean = clean
+        out = Beats([], [], [], [], [])
+        for w in windows:
+            if w is None:
+                self._last = None
+            else:
+                out.extend(self._beats(w))
+        return out
+
+    def _beats(self, w: _Window) -> Beats:
+        """Detect the beats of a cleaned window and commit those of its region."""
+        cfg = self.cfg
+        beats = Beats([], [], [], [], [])
+        t, fs = w.t, w.fs
+        lo = w.end - cfg.ppg_margin_s - cfg.ppg_hop_s
+        hi = math.inf if w.final else w.end - cfg.ppg_margin_s
+        clean = w.clean if w.clean is not None else w.x
+        peaks = elgendi_peaks(clean, fs) if w.varies else np.empty(0, dtype=np.intp)
         if len(peaks) < MIN_PEAKS:
             self._last = None
             return beats
@@ -287,6 +312,20 @@ class PpgBeatDetector:
                 beats.rr_ms.append((tf - prev[0]) * 1000.0)
             self._last = (tf, q)
         return beats
+
+
+@dataclass(slots=True)
+class _Window:
+    """One window's samples for beat detection (:meth:`PpgBeatDetector._prepare`)."""
+
+    end: float
+    final: bool
+    t: F64Array
+    x: F64Array
+    fs: float
+    #: whether the PPG varies in the window (a flat window has no beats and is not cleaned)
+    varies: bool
+    clean: F64Array | None = None
 
 
 #: The band-pass of :func:`ppg_clean` (Hz): NeuroKit2's ``ppg_clean(method="elgendi")``.
@@ -355,25 +394,73 @@ def _responses(fs: float, size: int) -> tuple[F64Array, F64Array]:
     return _cascade(sos, 1.0, np.zeros_like(zi), size), _cascade(sos, 0.0, zi, size)
 
 
+def _fft_size(n: int) -> int:
+    """The FFT length for the convolutions of an ``n``-sample signal: the smallest ``2**a *
+    3**b`` (a fast length for numpy's pocketfft) of at least ``2 * n``."""
+    target = 2 * n
+    best = 1 << (target - 1).bit_length()
+    three = 3
+    while three < best:
+        size = three
+        while size < target:
+            size *= 2
+        best = min(best, size)
+        three *= 3
+    return best
+
+
+@functools.lru_cache(maxsize=16)
+def _transfer(fs: float, size: int) -> tuple[npt.NDArray[np.complex128], F64Array]:
+    """The spectrum (``rfft`` at ``size``) of the first ``size // 2`` samples of the band-pass's
+    impulse response, and as many samples of its response to the steady state
+    (:func:`_responses`). For ``x`` of ``n <= size // 2`` samples, ``irfft(rfft(x, size) *
+    H, size)[:n]`` is ``convolve(x, h)[:n]`` up to rounding: the samples of ``h`` beyond
+    ``size // 2`` reach no output before ``n``, and the linear convolution of what is kept is
+    shorter than ``size`` (no wrap-around)."""
+    half = size // 2
+    h, r = _responses(fs, -(-half // 1024) * 1024)  # (one response per rate for most sizes)
+    h, r = h[:half], r[:half]
+    spectrum = np.fft.rfft(h, size)
+    spectrum.setflags(write=False)
+    return spectrum, r
+
+
 def ppg_clean(x: F64Array, fs: float) -> F64Array:
     """NeuroKit2's ``ppg_clean(method="elgendi")`` (Elgendi et al. 2013: 0.5-8 Hz, 2nd-order
     Butterworth, zero-phase): scipy's ``sosfiltfilt`` step by step (odd extension, forward and
-    backward pass from the steady state) in numpy, each pass one convolution with the filter's
-    impulse response plus its response to the initial state (:func:`_responses`, computed once
-    per rate), so that the beats need neither scipy's import (~0.65 CPU-s per process) nor a
-    Python loop per sample. Equal to NeuroKit2's output within 1e-12 of the signal's range (the
-    convolution sums in another order than scipy's recursion; tests/test_ppg.py), with the same
-    peaks on every window of the test fixtures."""
+    backward pass from the steady state) in numpy, each pass a convolution with the filter's
+    impulse response (by FFT, at a length fixed by the signal's length) plus its response to
+    the initial state (:func:`_transfer`, computed once per rate and length), so that the beats
+    need neither scipy's import (~0.65 CPU-s per process) nor a Python loop per sample. Equal to
+    NeuroKit2's output within 1e-12 of the signal's range (the FFT rounds otherwise than scipy's
+    recursion; tests/test_ppg.py), with the same peaks on every window of the test fixtures."""
+    clean: F64Array = ppg_clean_rows(x[None, :], fs)[0]
+    return clean
+
+
+def ppg_clean_rows(xs: F64Array, fs: float) -> F64Array:
+    """:func:`ppg_clean` of each row of ``xs`` (signals of equal length), in one FFT per pass
+    for all rows (on 15 windows of 8 s at 64 Hz, ~50 us per window instead of ~110 alone).
+    Each row's result is the same to the last bit as cleaning that row alone, whatever the
+    other rows (numpy's FFT transforms each row by the same steps; every other step is
+    element-wise; tests/test_ppg.py)."""
     _, _, edge = _elgendi_filter(fs)
-    if len(x) <= edge:
-        raise ValueError(f"a PPG window needs more than {edge} samples, got {len(x)}")
-    ext = np.concatenate((2.0 * x[0] - x[edge:0:-1], x, 2.0 * x[-1] - x[-2 : -(edge + 2) : -1]))
-    n = len(ext)
-    h, r = _responses(fs, -(-n // 1024) * 1024)
-    h, r = h[:n], r[:n]
-    y = np.convolve(ext, h)[:n] + ext[0] * r
-    y = np.convolve(y[::-1], h)[:n] + y[-1] * r
-    return np.asarray(y[::-1][edge:-edge], dtype=np.float64)
+    m, w = xs.shape
+    if w <= edge:
+        raise ValueError(f"a PPG window needs more than {edge} samples, got {w}")
+    n = w + 2 * edge
+    size = _fft_size(n)
+    spectrum, r = _transfer(fs, size)
+    r = r[:n]
+    ext = np.empty((m, n))
+    ext[:, :edge] = 2.0 * xs[:, :1] - xs[:, edge:0:-1]
+    ext[:, edge : edge + w] = xs
+    ext[:, edge + w :] = 2.0 * xs[:, -1:] - xs[:, -2 : -(edge + 2) : -1]
+    y = np.fft.irfft(np.fft.rfft(ext, size) * spectrum, size)[:, :n]
+    y += ext[:, :1] * r
+    z = np.fft.irfft(np.fft.rfft(y[:, ::-1], size) * spectrum, size)[:, :n]
+    z += y[:, -1:] * r
+    return np.ascontiguousarray(z[:, ::-1][:, edge : n - edge])
 
 
 def _moving_average(x: F64Array, size: int) -> F64Array:
@@ -513,13 +600,6 @@ def _elgendi_sizes(fs: float) -> tuple[int, int, int]:
         int(np.rint(ELGENDI_BEAT_S * fs)),
         int(np.rint(ELGENDI_MIN_DELAY_S * fs)),
     )
-
-
-def _window_peaks(x: F64Array, fs: float) -> tuple[F64Array, npt.NDArray[np.intp]]:
-    """The cleaned PPG (:func:`ppg_clean`) and its systolic peaks (:func:`elgendi_peaks`, sample
-    indices) of one window."""
-    clean = ppg_clean(x, fs)
-    return clean, elgendi_peaks(clean, fs)
 
 
 class BeatSource(Protocol):
