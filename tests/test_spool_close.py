@@ -21,6 +21,8 @@ from tests.servers import InfluxD, Mosquitto
 from tests.test_durable import DEADLINE_S, counts, expected, session_chunks, stored_episodes
 
 SITE = "spool-close"
+#: Most seconds a ``stop(timeout=2.0)`` with InfluxDB away may take (its steps each get 2 s).
+STOP_BOUND_S = 20.0
 
 
 @pytest.fixture
@@ -85,6 +87,43 @@ def test_close_with_influxdb_away_spools_what_is_queued_and_a_new_writer_writes_
         restarted.stop()
 
 
+@pytest.mark.parametrize("persistent", [False, True], ids=["clean-session", "persistent"])
+def test_stop_with_influxdb_away_keeps_to_its_timeout(
+    mqtt_broker: Mosquitto, own_influxd: InfluxD, tmp_path: Path, persistent: bool
+) -> None:
+    """``stop(timeout=...)`` with InfluxDB away and a write-ahead log gives up on InfluxDB
+    after its timeout and spools: the final commit of a persistent session once retried for
+    the committer's 60-s default instead (it takes the job before ``close()`` passes the
+    timeout on)."""
+    db, session = f"spool_stop_{int(persistent)}", f"s{int(persistent)}"
+    own_influxd.create_database(db)
+    chunks = session_chunks(seed=7, minutes=2)
+    own_influxd.stop()
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    wal = tmp_path / "analysis.wal"
+    service = AnalysisService(
+        settings,
+        BufferedWriter(V1Transport(InfluxSettings(own_influxd.url, database=db)), spool_path=wal),
+        site=SITE,
+        state_path=tmp_path / "analysis.state",
+        client_id=f"rekindle-analysis-{db}" if persistent else None,
+        persistent_session=persistent,
+    ).start()
+    with Publisher(settings, SITE, session, device="sim") as pub:
+        for chunk in chunks[:200]:
+            seq = pub.next_seq(chunk.device, chunk.stream)
+            pub.publish(chunk.to_message(SITE, session, seq, pub.run))
+        pub.flush(timeout=DEADLINE_S)
+    _wait(lambda: service.stats.accepted >= 200, "200 messages handled")
+    _wait(wal.exists, "lines in the write-ahead log")
+    stopping = time.monotonic()
+    service.stop(timeout=1.0)
+    stop_s = time.monotonic() - stopping
+    assert stop_s < STOP_BOUND_S, f"stop(timeout=1.0) took {stop_s:.1f} s"
+    assert service.writer.queued == 0, "close() left lines in memory only"
+    assert _wal_lines(wal) == service.writer.spooled > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("persistent", [False, True], ids=["clean-session", "persistent"])
 def test_service_stopped_with_influxdb_away_loses_nothing_on_restart(
@@ -130,7 +169,11 @@ def test_service_stopped_with_influxdb_away_loses_nothing_on_restart(
     publisher.start()
     _wait(lambda: first.stats.accepted >= len(chunks) // 3, "a third of the session handled")
     spooled_before = first.writer.spooled
+    stopping = time.monotonic()
     first.stop(timeout=2.0)  # InfluxDB away: the flush gives up, the queue goes to the log
+    stop_s = time.monotonic() - stopping
+    # a few times the 2-s budget (worker, final commit, writer), far below the 60-s default
+    assert stop_s < STOP_BOUND_S, f"stop(timeout=2.0) took {stop_s:.1f} s"
     assert not published.is_set(), "the session was over before the stop: nothing tested"
     assert first.writer.queued == 0, "close() left lines in memory only"
     assert _wal_lines(wal) == first.writer.spooled > 0

@@ -60,8 +60,11 @@ class CommitJob:
     acks: list[tuple[int, int, int]] = field(default_factory=list)
     #: ``out/ack`` messages (topic, payload) to publish, retained, once durable.
     publishes: list[tuple[str, bytes]] = field(default_factory=list)
-    #: The last commit before stopping: retry writing until ``timeout_s`` of :meth:`close`.
+    #: The last commit before stopping: retry writing to InfluxDB for up to ``timeout_s``
+    #: (the stop's own budget: the committer may take the job before :meth:`Committer.close`
+    #: tells it one), then append to the write-ahead log.
     final: bool = False
+    timeout_s: float = 60.0
     added: bool = False
 
 
@@ -75,6 +78,7 @@ def merge(jobs: list[CommitJob]) -> CommitJob:
         [ack for job in jobs for ack in job.acks],
         [pub for job in jobs for pub in job.publishes],
         final=any(job.final for job in jobs),
+        timeout_s=min((job.timeout_s for job in jobs if job.final), default=60.0),
     )
 
 
@@ -220,9 +224,11 @@ class Committer:
         while True:
             final = job.final or self._closing
             if final:
+                timeout_s = self._close_timeout_s
+                if job.final:
+                    timeout_s = min(timeout_s, job.timeout_s)
                 durable = (
-                    self.writer.flush(block=True, timeout_s=self._close_timeout_s)
-                    or self.writer.persist()
+                    self.writer.flush(block=True, timeout_s=timeout_s) or self.writer.persist()
                 )
             else:
                 durable = self.writer.persist()

@@ -560,6 +560,7 @@ class AnalysisService:
             [(item.mid, item.qos, item.connection) for item in pending if item.qos],
             self._due_acks(force=final) if acks_due else [],
             final=final,
+            timeout_s=timeout_s,
         )
         if job.lines or job.acks or job.publishes or job.checkpoint is not None or final:
             self._committer.submit(job, None if final else self._stop)
