@@ -33,11 +33,11 @@ Stress-Predict has RR for 774 of its 2,962 s) while the 64-Hz BVP it derives the
 
 The detection runs here, once per window (about 0.2-0.3 ms of CPU per window on the 2-core
 development machine, 0.4-0.5 s per session-hour with the defaults: S02's 1,781 windows took
-0.37-0.50 CPU-s in 30-s messages, whose windows are cleaned together, and 0.50-0.52 s in 1-s
-ones; ``benchmarks/offline_analyze.py`` measures the whole analysis), not in the core's per-second path: this module sits beside the core, between the
-wire messages and the analyzer (:class:`DerivedBeats`), in the live service and offline alike;
-``rekindle analyze`` runs it in a second process (:mod:`rekindle.analysis.parallel_beats`). It
-does no I/O.
+0.37-0.50 CPU-s in 30-s messages, whose windows are cleaned together, and 0.50-0.52 s in 1-s ones;
+``benchmarks/offline_analyze.py`` measures the whole analysis), not in the core's per-second path:
+this module sits beside the core, between the wire messages and the analyzer
+(:class:`DerivedBeats`), in the live service and offline alike; ``rekindle analyze`` runs it in a
+second process (:mod:`rekindle.analysis.parallel_beats`). It does no I/O.
 """
 
 from __future__ import annotations
