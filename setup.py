@@ -14,6 +14,7 @@ Metadata and packages are in ``pyproject.toml``; this file only adds the extensi
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -27,8 +28,21 @@ def core_modules() -> list[str]:
     return sorted(str(p) for p in CORE.glob("*.py") if p.name != "__init__.py")
 
 
+# pip runs this file twice: ``dist_info`` for the metadata, then ``bdist_wheel``. The metadata does
+# not depend on the extensions, and mypycify type-checks and translates the whole core each time
+# it is called (~20 s with the interpreter's exit), so only a run that builds calls it.
+METADATA_ONLY = frozenset({"dist_info", "egg_info"})
+BUILDS = frozenset({"build", "build_ext", "bdist_wheel", "editable_wheel", "install", "develop"})
+
+
+def metadata_only(argv: list[str]) -> bool:
+    """Whether this run of setup.py only writes metadata (no command that builds extensions)."""
+    args = set(argv[1:])
+    return bool(args & METADATA_ONLY) and not args & BUILDS
+
+
 def ext_modules() -> list[object]:
-    if os.environ.get("REKINDLE_COMPILE", "") != "1":
+    if os.environ.get("REKINDLE_COMPILE", "") != "1" or metadata_only(sys.argv):
         return []
     from mypyc.build import mypycify  # noqa: PLC0415 (only a compiling build needs mypy)
 
