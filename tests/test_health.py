@@ -78,8 +78,14 @@ def test_unhealthy_says_why_and_what_to_do_in_one_line(
 
 
 def test_health_command_follows_the_real_worker(
-    influxd: InfluxD, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    influxd: InfluxD,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # a beat every second instead of every 5 s: each wait below is for the next beat; the
+    # cadence is not what is checked (the worker reads health.EVERY_S at each beat)
+    monkeypatch.setattr(health, "EVERY_S", 1.0)
     beat_file = tmp_path / "heartbeat.json"
     cmd = ["health", "--heartbeat", str(beat_file), "--max-age", "3"]
     assert main(cmd) == 1
