@@ -19,6 +19,7 @@ from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.replay import ReplayStats, replay
 from rekindle.ingest.sources.base import Chunk, open_source
 from rekindle.mqtturl import MqttSettings
+from tests.compiled.build import BackgroundBuild
 from tests.servers import InfluxD, Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+#: The compiled core's build, started once the run is known to need it (see ``compiled_build``).
+COMPILED_BUILD = pytest.StashKey[BackgroundBuild]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the compiled core now if a selected test needs it: the build (one core,
+    ~40 s) then runs beside the tests before it (the fixture ``compiled`` waits for it)."""
+    if session.config.option.collectonly:
+        return
+    if any("compiled" in getattr(item, "fixturenames", ()) for item in session.items):
+        session.config.stash[COMPILED_BUILD] = BackgroundBuild()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    build = config.stash.get(COMPILED_BUILD, None)
+    if build is not None:
+        build.close()
+
+
+@pytest.fixture(scope="session")
+def compiled_build(request: pytest.FixtureRequest) -> BackgroundBuild:
+    """The compiled core's build in the background (started here if collection did not)."""
+    stash = request.config.stash
+    if COMPILED_BUILD not in stash:
+        stash[COMPILED_BUILD] = BackgroundBuild()
+    return stash[COMPILED_BUILD]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from rekindle.analysis.core import EdaDecomposition, Event, FeatureRow, SessionA
 from rekindle.ingest.sources.base import open_source
 from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from tests.analysis_core.helpers import run
+from tests.compiled.build import BackgroundBuild
 from tests.compiled.run_core import S02, extended, inputs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,40 +25,10 @@ CORE = REPO / "services" / "analysis" / "core"
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The compiled wheel installed into a folder of its own (returned)."""
-    root = tmp_path_factory.mktemp("compiled")
-    src = root / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
-        shutil.copy2(REPO / name, src / name)
-    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.c")
-    for name in ("services", "dashboards"):  # with their links (services/dashboards)
-        shutil.copytree(REPO / name, src / name, ignore=skip, symlinks=True)
-    (src / "rekindle").symlink_to("services", target_is_directory=True)  # the import name
-    env = {**os.environ, "REKINDLE_COMPILE": "1"}
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    build = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(src)],
-        cwd=src,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    (wheel,) = (root / "dist").glob("rekindle-*.whl")
-    target = root / "site"
-    install = subprocess.run(
-        [*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
-    return target
+def compiled(compiled_build: BackgroundBuild) -> Path:
+    """The compiled wheel installed into a folder of its own (returned): built as the Dockerfile
+    does by tests/compiled/build.py, in the background since collection."""
+    return compiled_build.wait()
 
 
 def _key(events: list[Event]) -> list[tuple[str, object]]:
