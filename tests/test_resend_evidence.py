@@ -22,7 +22,7 @@ from tests.test_e2e_ack import SITE, analysis, wait_for
 DEADLINE_S = 300.0
 #: Pause between two messages: a session publishing live (not a replay at max), so that the
 #: publisher is never quiet and its retransmission timer never fires.
-PACE_S = 0.01
+PACE_S = 0.005
 
 
 def publish(pub: Publisher, chunk: Chunk) -> None:
