@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rekindle import contract
-from rekindle.ingest.sources.base import Chunk, regular_chunks
+from rekindle.ingest.sources.base import Chunk, regular_blocks, regular_chunks
 
 #: Data per message (s) of ``rekindle replay --speed max`` and of ``rekindle analyze`` (which
 #: feeds the pipeline the messages such a replay publishes).
@@ -176,20 +176,10 @@ def coalesced_regular(
     if span_s <= 1.0:
         yield from regular_chunks(stream, device, t0, fs, values)
         return
-    per = max(1, math.floor(fs * 1.0))
-    low, high = contract.PHYSICAL_RANGE[stream]
-    arr = np.asarray(values, dtype=np.float64)
-    if stream == "acc":
-        arr = arr.reshape(-1, 3)
-    n = len(arr)
-    if n == 0:
+    blocks = regular_blocks(stream, fs, values)
+    if blocks is None:
         return
-    inside = (arr >= low) & (arr <= high)
-    ok = np.asarray(inside.all(axis=1)) if stream == "acc" else inside
-    starts = np.arange(0, n, per)
-    good = np.add.reduceat(ok.astype(np.int64), starts).tolist()
-    sizes = np.diff(np.append(starts, n)).tolist()
-    items: list[Any] = list(zip(*arr.T.tolist(), strict=True)) if stream == "acc" else arr.tolist()
+    items, ok = blocks.items, blocks.ok
     width = _width(stream)
     limit_span = min(contract.MAX_SPAN_S, 2 * span_s)
     step, offsets = _offsets(fs)
@@ -215,7 +205,7 @@ def coalesced_regular(
                     times.append(t0 + i / fs)
         return Chunk(stream, device, tuple(vals), t=tuple(times))
 
-    for start, g, size in zip(starts.tolist(), good, sizes, strict=True):
+    for start, g, size in zip(blocks.starts, blocks.good, blocks.sizes, strict=True):
         if not g:
             continue
         regular = g == size

@@ -86,6 +86,46 @@ class Chunk:
         return cls(msg.stream, msg.device, msg.values, msg.t0, msg.fs, msg.t)
 
 
+@dataclass(frozen=True, slots=True)
+class RegularBlocks:
+    """A regular series cut into blocks of ``seconds`` (:func:`regular_blocks`)."""
+
+    #: first sample index, samples inside the contract's physical range, and size, per block
+    starts: list[int]
+    good: list[int]
+    sizes: list[int]
+    #: every sample: whether it is inside the range, and as a Python float (``acc``: a triple)
+    ok: npt.NDArray[np.bool_]
+    items: list[Any]
+
+
+def regular_blocks(
+    stream: SampleStream,
+    fs: float,
+    values: Sequence[float] | Sequence[tuple[float, float, float]] | npt.ArrayLike,
+    seconds: float = 1.0,
+) -> RegularBlocks | None:
+    """The blocks of ``seconds`` (at least one sample each) that :func:`regular_chunks` makes
+    chunks of, with the range check vectorised; None for an empty series."""
+    per = max(1, math.floor(fs * seconds))
+    low, high = contract.PHYSICAL_RANGE[stream]
+    arr = np.asarray(values, dtype=np.float64)
+    if stream == "acc":
+        arr = arr.reshape(-1, 3)
+    n = len(arr)
+    if n == 0:
+        return None
+    inside: npt.NDArray[np.bool_] = (arr >= low) & (arr <= high)
+    ok: npt.NDArray[np.bool_] = np.asarray(inside.all(axis=1)) if stream == "acc" else inside
+    starts = np.arange(0, n, per)
+    good = np.add.reduceat(ok.astype(np.int64), starts).tolist()
+    sizes = np.diff(np.append(starts, n)).tolist()
+    # Python floats (and (x, y, z) tuples) once for the whole series, then sliced per chunk.
+    # (acc: zip of the three columns makes the triples directly, 2x cheaper than rows.)
+    items: list[Any] = list(zip(*arr.T.tolist(), strict=True)) if stream == "acc" else arr.tolist()
+    return RegularBlocks(starts.tolist(), good, sizes, ok, items)
+
+
 def regular_chunks(
     stream: SampleStream,
     device: str,
@@ -101,25 +141,11 @@ def regular_chunks(
     becomes irregular) so one bad sample never costs a whole message. ``values`` may be a list
     or a numpy array (``(n, 3)`` for ``acc``); the range check is vectorised.
     """
-    per = max(1, math.floor(fs * seconds))
-    low, high = contract.PHYSICAL_RANGE[stream]
-    arr = np.asarray(values, dtype=np.float64)
-    if stream == "acc":
-        arr = arr.reshape(-1, 3)
-    n = len(arr)
-    if n == 0:
+    blocks = regular_blocks(stream, fs, values, seconds)
+    if blocks is None:
         return
-    inside: npt.NDArray[np.bool_] = (arr >= low) & (arr <= high)
-    ok: npt.NDArray[np.bool_] = np.asarray(inside.all(axis=1)) if stream == "acc" else inside
-    starts = np.arange(0, n, per)
-    good_per_block = np.add.reduceat(ok.astype(np.int64), starts)
-    sizes = np.diff(np.append(starts, n))
-    # Python floats (and (x, y, z) tuples) once for the whole series, then sliced per chunk.
-    # (acc: zip of the three columns makes the triples directly, 2x cheaper than rows.)
-    items: list[Any] = list(zip(*arr.T.tolist(), strict=True)) if stream == "acc" else arr.tolist()
-    for start, good, size in zip(
-        starts.tolist(), good_per_block.tolist(), sizes.tolist(), strict=True
-    ):
+    items, ok = blocks.items, blocks.ok
+    for start, good, size in zip(blocks.starts, blocks.good, blocks.sizes, strict=True):
         part = items[start : start + size]
         if good == size:
             yield Chunk(stream, device, tuple(part), t0 + start / fs, fs)
