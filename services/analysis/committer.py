@@ -48,6 +48,10 @@ CHECKPOINT_EVERY_S = 0.0
 #: Most commit jobs waiting for the committer; then the worker waits (back-pressure).
 MAX_JOBS = 4
 
+#: How long a stop retries InfluxDB for its last lines unless it says otherwise (s): the
+#: default of :meth:`Committer.close` and of a final :class:`CommitJob`.
+STOP_TIMEOUT_S = 60.0
+
 
 @dataclass(slots=True)
 class CommitJob:
@@ -64,7 +68,7 @@ class CommitJob:
     #: (the stop's own budget: the committer may take the job before :meth:`Committer.close`
     #: tells it one), then append to the write-ahead log.
     final: bool = False
-    timeout_s: float = 60.0
+    timeout_s: float = STOP_TIMEOUT_S
     added: bool = False
 
 
@@ -78,7 +82,7 @@ def merge(jobs: list[CommitJob]) -> CommitJob:
         [ack for job in jobs for ack in job.acks],
         [pub for job in jobs for pub in job.publishes],
         final=any(job.final for job in jobs),
-        timeout_s=min((job.timeout_s for job in jobs if job.final), default=60.0),
+        timeout_s=min((job.timeout_s for job in jobs if job.final), default=STOP_TIMEOUT_S),
     )
 
 
@@ -128,7 +132,7 @@ class Committer:
         self._jobs: deque[CommitJob] = deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._close_timeout_s = 60.0
+        self._close_timeout_s = STOP_TIMEOUT_S
         #: The job at the head could not be made durable at its last attempt.
         self.stalled = False
         self._thread: threading.Thread | None = None
@@ -174,7 +178,7 @@ class Committer:
                 self._cond.wait(min(remaining, 0.1))
         return True
 
-    def close(self, timeout_s: float = 60.0) -> None:
+    def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Complete every job handed over (a job that cannot be made durable is retried for
         up to ``timeout_s``, then left unacknowledged), then end the thread."""
         with self._cond:
