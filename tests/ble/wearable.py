@@ -175,8 +175,11 @@ class Wearable:
         await adapter.call_remove_device(f"{path}/dev_{self.address.replace(':', '_')}")
         self.emit("gone")
         await asyncio.sleep(seconds)
+        # "back" is the moment before advertising resumes: the central can find the device
+        # from then on (bluezoo may announce it before start_advertising returns here)
+        back = time.time()
         await self.server.app.start_advertising(self.server.adapter)
-        self.emit("back")
+        self.emit("back", t=back, advertising_t=time.time())
 
     def _notify(self, char_uuid: str, service_uuid: str, value: bytes) -> None:
         self.server.get_characteristic(char_uuid).value = bytearray(value)
