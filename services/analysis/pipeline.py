@@ -15,7 +15,6 @@ analyzer counts it as late), as before.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from rekindle.analysis.core import (
     SessionAnalyzer,
 )
 from rekindle.analysis.core.analyzer import ANALYSED
+from rekindle.analysis.points import sample_times_ns
 from rekindle.analysis.ppg import BeatSource, DerivedBeats
 
 
@@ -48,26 +48,6 @@ class PipelineOutput:
     def extend(self, other: PipelineOutput) -> None:
         self.lines.extend(other.lines)
         self.events.extend(other.events)
-
-
-def sample_times_ns(msg: contract.SampleMessage) -> npt.NDArray[np.int64]:
-    """:meth:`contract.SampleMessage.times_ns` as an array, computed in numpy with the same
-    operations (``round`` and ``rint`` both round half to even), so equal to the last bit.
-    A regular message's offsets depend only on its length and rate, so they are cached."""
-    if msg.t is not None:
-        if len(msg.t) < 16:  # (numpy's call overhead is larger than the list's here)
-            return np.asarray(msg.times_ns(), dtype=np.int64)
-        return np.rint(np.asarray(msg.t, dtype=np.float64) * 1e9).astype(np.int64)
-    assert msg.t0 is not None
-    assert msg.fs is not None
-    return round(msg.t0 * 1e9) + _offsets_ns(len(msg.values), msg.fs)
-
-
-@functools.lru_cache(maxsize=256)
-def _offsets_ns(n: int, fs: float) -> npt.NDArray[np.int64]:
-    offsets = np.rint(np.arange(n, dtype=np.float64) * (1e9 / fs)).astype(np.int64)
-    offsets.setflags(write=False)
-    return offsets
 
 
 def sample_times(msg: contract.SampleMessage) -> npt.NDArray[np.float64]:

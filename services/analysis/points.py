@@ -14,6 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from typing import cast
 
+import numpy as np
+import numpy.typing as npt
+
 from rekindle import contract
 from rekindle.analysis import schema
 from rekindle.analysis.core import (
@@ -50,13 +53,31 @@ def line(
     """One line of line protocol; None when no field has a (finite) value."""
     parts = []
     for key, value in fields.items():
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        if value is None:
             continue
-        parts.append(f"{_escape_key(key)}={_field(value)}")
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                continue
+            parts.append(f"{_key(key)}={value!r}")
+        else:
+            parts.append(f"{_key(key)}={_field(value)}")
     if not parts:
         return None
-    tag_text = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v)
-    return f"{_escape_key(measurement)}{tag_text} {','.join(parts)} {ns}"
+    return f"{_series(measurement, tuple(sorted(tags.items())))} {','.join(parts)} {ns}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _key(text: str) -> str:
+    """:func:`_escape_key` of a field key, remembered (the schema's keys are a small set)."""
+    return _escape_key(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _series(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """The measurement and its tag set (``tags`` sorted by key; empty values left out),
+    escaped: the same for every line of a series, so computed once per series."""
+    tag_text = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in tags if v)
+    return f"{_escape_key(measurement)}{tag_text}"
 
 
 def _line_value(value: object) -> FieldValue | None:
@@ -69,6 +90,26 @@ def _line_value(value: object) -> FieldValue | None:
 
 def to_ns(seconds: float) -> int:
     return round(seconds * 1e9)
+
+
+def sample_times_ns(msg: contract.SampleMessage) -> npt.NDArray[np.int64]:
+    """:meth:`contract.SampleMessage.times_ns` as an array, computed in numpy with the same
+    operations (``round`` and ``rint`` both round half to even), so equal to the last bit.
+    A regular message's offsets depend only on its length and rate, so they are cached."""
+    if msg.t is not None:
+        if len(msg.t) < 16:  # (numpy's call overhead is larger than the list's here)
+            return np.asarray(msg.times_ns(), dtype=np.int64)
+        return np.rint(np.asarray(msg.t, dtype=np.float64) * 1e9).astype(np.int64)
+    assert msg.t0 is not None
+    assert msg.fs is not None
+    return round(msg.t0 * 1e9) + _offsets_ns(len(msg.values), msg.fs)
+
+
+@functools.lru_cache(maxsize=256)
+def _offsets_ns(n: int, fs: float) -> npt.NDArray[np.int64]:
+    offsets = np.rint(np.arange(n, dtype=np.float64) * (1e9 / fs)).astype(np.int64)
+    offsets.setflags(write=False)
+    return offsets
 
 
 @functools.lru_cache(maxsize=4096)
@@ -93,7 +134,7 @@ def _sample_lines(msg: contract.SampleMessage) -> list[str] | None:
     if set(map(type, flat)) - {float} or not all(map(math.isfinite, flat)):
         return None
     prefix = _signal_prefix(msg.site, msg.session, msg.device, msg.stream)
-    times = msg.times_ns()
+    times = sample_times_ns(msg).tolist()
     if msg.stream != "acc":
         return [f"{prefix}value={v!r} {ns}" for v, ns in zip(flat, times, strict=True)]
     out = []
