@@ -15,7 +15,8 @@ from rekindle.analysis.batch import write_results
 from rekindle.analysis.core import Episode, FeatureRow
 from rekindle.analysis.offline import add_metrics, run_pipeline
 from rekindle.analysis.params import apply
-from rekindle.analysis.pipeline import SessionPipeline, sample_times_ns
+from rekindle.analysis.pipeline import SessionPipeline
+from rekindle.analysis.points import sample_times_ns
 from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S, coalesce, coalesced_regular
 from rekindle.ingest.sources.base import Chunk, open_source, regular_chunks
 from rekindle.ingest.sources.e4 import load_e4, read_e4_folder

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rekindle import contract
-from rekindle.analysis.pipeline import sample_times, sample_times_ns
+from rekindle.analysis.pipeline import sample_times
+from rekindle.analysis.points import sample_times_ns
 
 RATES = st.sampled_from([1.0, 4.0, 25.0, 32.0, 52.0, 64.0, 130.0, 128.0, 1000.0 / 7.0])
 
