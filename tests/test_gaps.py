@@ -11,11 +11,13 @@ the status applies."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -133,3 +135,26 @@ def test_end_waits_for_the_data_published_before_it(
     # the late data did not reopen the ended session as a new run
     assert (service.stats.sessions_finished, len(service.pipelines)) == (2, 0)
     assert service.stats.duplicates == 0
+
+
+def test_a_run_gap_given_up_is_logged_with_the_missing_range(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages ordered by their run's ``n``: ``n`` 4 never comes; the warning names 4-4."""
+    site, now = "rungap", time.time() - 100
+
+    def hr(seq: int) -> contract.SampleMessage:
+        msg = contract.samples(
+            site, "s", "hr", "strap", seq, [60.0 + seq], t0=now + seq, fs=1.0, run=RUN
+        )
+        return dataclasses.replace(msg, n=seq)
+
+    caplog.set_level(logging.WARNING, logger="rekindle.analysis.service")
+    with _service(mqtt_broker, influxd, tmp_path, site, "run_gap") as (service, send):
+        send(contract.StatusMessage(site, "s", "strap", "online", now, run=RUN, sent=0))
+        for seq in (0, 1, 2, 3, 5, 6):
+            send(hr(seq))
+        send(contract.StatusMessage(site, "s", "strap", "end", now + 7, run=RUN, sent=7))
+        assert service.wait_sessions_finished(1, timeout=120)
+    gave_up = [r.getMessage() for r in caplog.records if "gave up waiting" in r.getMessage()]
+    assert gave_up == [f"gave up waiting for messages 4-4 of run {RUN} in {site}/s"]

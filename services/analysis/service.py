@@ -1073,15 +1073,15 @@ class AnalysisService:
                     continue
                 order, item = self._reorder.take_first(key)
                 if key[3] == RUN_ORDER:
-                    self._run_n[key] = order - 1
                     log.warning(
-                        "gave up waiting for messages %s-%d of run %s in %s/%s",
-                        self._run_n.get(key, -1) + 1 if key in self._run_n else 0,
+                        "gave up waiting for messages %d-%d of run %s in %s/%s",
+                        self._run_n.get(key, -1) + 1,
                         order - 1,
                         key[4],
                         key[0],
                         key[1],
                     )
+                    self._run_n[key] = order - 1
                 if self._seq.position(stream_key(item.msg)) is None and item.msg.seq > 0:
                     self.stats.missing_seq += item.msg.seq
                     self._record_gap(item.msg, 0, item.msg.seq)
