@@ -208,16 +208,22 @@ def find_dev_set(start: Path = ROOT) -> Path | None:
 
 
 def load_subjects(
-    roots: Sequence[Path], cache: Path | None = DEFAULT_CACHE, only: Sequence[str] = ()
+    roots: Sequence[Path],
+    cache: Path | None = DEFAULT_CACHE,
+    only: Sequence[str] = (),
+    limit: int | None = None,
 ) -> list[Subject]:
-    """Every labelled subject of each root (labels, phases and ``Raw_data/``)."""
-    out = []
+    """Every labelled subject of each root (labels, phases and ``Raw_data/``); with ``limit``
+    the first ``limit`` of them (the others are not read)."""
+    out: list[Subject] = []
     for root in roots:
         tasks = read_labels(root / "labels_stress_intervals.csv")
         phases = read_phases(root / "time_log_phases.csv")
         for name in sorted({iv.subject for iv in tasks}):
             if only and name not in only:
                 continue
+            if limit is not None and len(out) >= limit:
+                return out
             feats = load(name, recording_path(root, name), cache=cache)
             out.append(
                 Subject(
@@ -653,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     cache = None if args.no_cache else DEFAULT_CACHE
     if args.quick:
-        subjects = load_subjects(roots, cache)[:4]
+        subjects = load_subjects(roots, cache, limit=4)
         res = run(
             subjects,
             2,

@@ -42,7 +42,7 @@ def test_cached_rows_replay_to_the_analyzers_episodes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_folds_of_four_subjects(tmp_path: Path) -> None:
-    subjects = cv.load_subjects(_roots(), cache=tmp_path)[:4]
+    subjects = cv.load_subjects(_roots(), cache=tmp_path, limit=4)
     if len(subjects) < 4:  # without the development set: the 3 fixtures only
         assert len(subjects) == 3
     names = [s.name for s in subjects]
