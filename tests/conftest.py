@@ -15,6 +15,7 @@ from rekindle.analysis.evaluate import read_phases
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.live_metrics import MetricsRunner
 from rekindle.analysis.service import AnalysisService, ServiceStats
+from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S, coalesce
 from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.replay import ReplayStats, replay
 from rekindle.ingest.sources.base import Chunk, open_source
@@ -205,12 +206,15 @@ def eda_off_skin(
 
 @pytest.fixture(scope="session")
 def s02_eda_off_skin_in_influx(mqtt_broker: Mosquitto, influxd: InfluxD) -> ReplayedSession:
-    """S02 with its wristband off the skin for 90 s (``EDA_OFF_SKIN``), into ``rekindle_off``."""
+    """S02 with its wristband off the skin for 90 s (``EDA_OFF_SKIN``), into ``rekindle_off``,
+    in the messages of ``rekindle replay --speed max`` (30 s of data each; ``s02_in_influx``
+    replays 1-s messages, and the analysis stores the same lines for both: tests/test_coalesce.py
+    and tests/test_e2e.py::test_replaying_again_duplicates_nothing), half the wall time."""
     chunks = list(open_source(fixture_path(S02)))
     return replay_into_influx(
         mqtt_broker,
         influxd,
-        eda_off_skin(chunks, recording_start(chunks), EDA_OFF_SKIN),
+        coalesce(eda_off_skin(chunks, recording_start(chunks), EDA_OFF_SKIN), MAX_SPEED_MESSAGE_S),
         db="rekindle_off",
         site="galway",
         session="S02-off-skin",
