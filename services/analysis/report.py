@@ -17,13 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rekindle.analysis import params, schema
 from rekindle.analysis.core import AnalysisConfig, Episode, FeatureRow
 from rekindle.analysis.offline import (
     AnalysisResult,
-    seconds_by_quality,
     segment_table,
     summary,
 )
@@ -308,8 +307,13 @@ def _clock(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
 
 
-def _quality_lines(result: AnalysisResult) -> list[str]:
-    per_stream = seconds_by_quality(result)
+def _per_stream(info: dict[str, object]) -> dict[str, dict[str, int]]:
+    """Seconds per quality state per stream, as :func:`~rekindle.analysis.offline.summary`
+    counted them (once for both reports)."""
+    return cast(dict[str, dict[str, int]], info["seconds_by_quality_per_stream"])
+
+
+def _quality_lines(per_stream: dict[str, dict[str, int]]) -> list[str]:
     lines = ["| stream | good (s) | degraded (s) | lost (s) | lost % |", "|---|---|---|---|---|"]
     for stream, counts in per_stream.items():
         total = sum(counts.values())
@@ -352,7 +356,7 @@ def write_report(
     ]
     if plot_name:
         lines += [f"![session]({plot_name})", ""]
-    lines += ["## Signal quality (seconds per state)", "", *_quality_lines(result), ""]
+    lines += ["## Signal quality (seconds per state)", "", *_quality_lines(_per_stream(info)), ""]
     lines += [
         "## Episodes",
         "",
@@ -596,7 +600,7 @@ def html_report(
     else:
         out.append('<p id="markers">No markers.</p>')
     out += ["<h2>Signal quality</h2>", quality_svg(result)]
-    per_stream = seconds_by_quality(result)
+    per_stream = _per_stream(info)
     out.append(
         _table(
             ["stream", "good (s)", "degraded (s)", "lost (s)", "lost %"],
