@@ -50,18 +50,22 @@ class PipelineOutput:
         self.events.extend(other.events)
 
 
-def sample_times(msg: contract.SampleMessage) -> npt.NDArray[np.float64]:
-    """Sample times in unix seconds, from the integer nanoseconds every consumer uses."""
-    return sample_times_ns(msg).astype(np.float64) / 1e9
+def sample_times(
+    msg: contract.SampleMessage, times_ns: npt.NDArray[np.int64] | None = None
+) -> npt.NDArray[np.float64]:
+    """Sample times in unix seconds, from the integer nanoseconds every consumer uses
+    (``times_ns``: the message's :func:`sample_times_ns` when the caller has them already)."""
+    return (sample_times_ns(msg) if times_ns is None else times_ns).astype(np.float64) / 1e9
 
 
 def to_input(
-    msg: contract.Message,
+    msg: contract.Message, times_ns: npt.NDArray[np.int64] | None = None
 ) -> SampleBatch | MarkerInput | GapInput | list[MarkerInput] | None:
-    """The analyzer's view of a wire message (None for status messages)."""
+    """The analyzer's view of a wire message (None for status messages); ``times_ns`` as in
+    :func:`sample_times`."""
     if isinstance(msg, contract.SampleMessage):
         values = np.asarray(msg.values, dtype=np.float64)
-        return SampleBatch(msg.stream, msg.device, sample_times(msg), values)
+        return SampleBatch(msg.stream, msg.device, sample_times(msg, times_ns), values)
     if isinstance(msg, contract.MarkerMessage):
         return [MarkerInput(t, text) for t, text in zip(msg.t, msg.values, strict=True)]
     if isinstance(msg, contract.GapMessage):
@@ -76,7 +80,8 @@ MAX_SILENCE_S = 1800.0
 def _split_at_silences(batch: SampleBatch, max_silence_s: float) -> list[SampleBatch]:
     """``batch`` cut wherever consecutive samples are more than ``max_silence_s`` apart."""
     times = batch.times
-    if len(times) < 2:
+    # (no step between consecutive samples exceeds the batch's whole range: no diff needed)
+    if len(times) < 2 or times.max() - times.min() <= max_silence_s:
         return [batch]
     cuts = (np.flatnonzero(np.diff(times) > max_silence_s) + 1).tolist()
     if not cuts:
@@ -132,7 +137,9 @@ class SessionPipeline:
         return PipelineOutput(lines, events)
 
     def handle(self, msg: contract.Message) -> PipelineOutput:
-        out = PipelineOutput(points.message_lines(msg) if self.store_lines else [])
+        # the sample times, computed once for the raw lines and the analyzer
+        ns = sample_times_ns(msg) if isinstance(msg, contract.SampleMessage) else None
+        out = PipelineOutput(points.message_lines(msg, ns) if self.store_lines else [])
         if isinstance(msg, contract.StatusMessage):
             if msg.state == "online":
                 self.devices_online.add(msg.device)
@@ -147,7 +154,7 @@ class SessionPipeline:
                 if span > self.span_s:
                     self.span_s = span
                     self.analyzer.allow_span(span)
-        item = to_input(msg)
+        item = to_input(msg, ns)
         if isinstance(item, SampleBatch):
             if not len(item.times):
                 return out

@@ -121,7 +121,9 @@ def _signal_prefix(site: str, session: str, device: str, stream: str) -> str:
     return f"signal{tag_text} "
 
 
-def _sample_lines(msg: contract.SampleMessage) -> list[str] | None:
+def _sample_lines(
+    msg: contract.SampleMessage, times_ns: npt.NDArray[np.int64] | None = None
+) -> list[str] | None:
     """:func:`line` for every sample of ``msg``, byte for byte, without building a field dict
     per sample: the tag set once per stream (:func:`_signal_prefix`), ``repr`` of each float.
     None when a value is not a finite Python float (that rare message takes the general path,
@@ -134,7 +136,7 @@ def _sample_lines(msg: contract.SampleMessage) -> list[str] | None:
     if set(map(type, flat)) - {float} or not all(map(math.isfinite, flat)):
         return None
     prefix = _signal_prefix(msg.site, msg.session, msg.device, msg.stream)
-    times = sample_times_ns(msg).tolist()
+    times = (sample_times_ns(msg) if times_ns is None else times_ns).tolist()
     if msg.stream != "acc":
         return [f"{prefix}value={v!r} {ns}" for v, ns in zip(flat, times, strict=True)]
     out = []
@@ -148,10 +150,13 @@ def _sample_lines(msg: contract.SampleMessage) -> list[str] | None:
     return out
 
 
-def message_lines(msg: contract.Message) -> list[str]:
-    """Raw-data lines for a validated wire message (every sample exactly once)."""
+def message_lines(
+    msg: contract.Message, times_ns: npt.NDArray[np.int64] | None = None
+) -> list[str]:
+    """Raw-data lines for a validated wire message (every sample exactly once). ``times_ns``:
+    the message's :func:`sample_times_ns` when the caller has them already."""
     if isinstance(msg, contract.SampleMessage):
-        fast = _sample_lines(msg)
+        fast = _sample_lines(msg, times_ns)
         if fast is not None:
             return fast
     base = {"site": msg.site, "session": msg.session, "device": msg.device}
