@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from rekindle.analysis.live_metrics import CHUNK, Block, SampleStore, StretchRecorder
+from rekindle import contract
+from rekindle.analysis.live_metrics import CHUNK, Block, SampleStore, StretchRecorder, _samples
 from rekindle.analysis.packing import pack, unpack
 
 
@@ -99,5 +100,43 @@ def test_recorder_from_a_checkpoint_before_the_packing_has_the_same_series() -> 
         assert want is not None
         assert got is not None
         assert len(want.times) > 0
+        assert np.array_equal(bits(got.times), bits(want.times))
+        assert np.array_equal(bits(got.values), bits(want.values))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(1, 80), st.booleans()), min_size=1, max_size=40),
+    st.integers(0, 2**32 - 1),
+)
+def test_queued_messages_give_the_arrays_of_converting_each(
+    plan: list[tuple[bool, int, bool]], seed: int
+) -> None:
+    """A recorder fed whole messages (queued, converted together) holds bit for bit what one
+    fed each message's ``_samples`` arrays holds: regular and per-sample times mixed, odd rates,
+    and pickled (the checkpoint) at any point, queue included."""
+    rng = np.random.default_rng(seed)
+    queued, direct = StretchRecorder("s", "x"), StretchRecorder("s", "x")
+    t = 1_700_000_000.123
+    for regular, n, checkpoint in plan:
+        values = tuple(float(v) for v in np.round(rng.uniform(0.0, 30.0, n), 4))
+        if regular:
+            fs = float(rng.choice([4.0, 3.0, 7.3, 64.0]))
+            msg = contract.SampleMessage("s", "x", "eda", "e4", 0, values, t0=t, fs=fs)
+        else:
+            times = tuple(float(x) for x in t + np.sort(rng.uniform(0.0, 3.0, n)))
+            msg = contract.SampleMessage("s", "x", "eda", "e4", 0, values, t=times)
+        t += float(rng.uniform(0.5, 4.0))
+        queued.add_message(msg)
+        direct.add("eda", "e4", *_samples(msg))
+        if checkpoint:
+            queued = pickle.loads(pickle.dumps(queued))
+        assert len(queued.stores["eda", "e4"]) == len(direct.stores["eda", "e4"])
+        assert queued.newest == direct.newest
+        assert queued.counts == direct.counts
+    for a, b in [(0.0, 2e9), (1_700_000_010.0, 1_700_000_030.5)]:
+        want, got = direct.series("eda", a, b), queued.series("eda", a, b)
+        assert want is not None
+        assert got is not None
         assert np.array_equal(bits(got.times), bits(want.times))
         assert np.array_equal(bits(got.values), bits(want.values))

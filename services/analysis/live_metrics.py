@@ -37,6 +37,7 @@ from concurrent import futures
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -149,6 +150,8 @@ class Block:
 CHUNK = 1024
 #: First capacity of a store's unsealed tail (doubled up to :data:`CHUNK`).
 _TAIL_START = 64
+#: Samples a store queues unconverted before converting them together (:meth:`SampleStore.queue`).
+QUEUE_SAMPLES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,27 +177,93 @@ class SampleStore:
     """One stream and device's samples in arrival order, compact and exact: sealed chunks of
     :data:`CHUNK` samples packed losslessly (:mod:`rekindle.analysis.packing`: ~3 B a sample
     of 4-Hz EDA, ~6 B an RR interval, against 16 B as float64 pairs), and an unsealed tail in
-    float64 arrays. What comes out (:meth:`candidates`) is bit for bit what went in."""
+    float64 arrays. What comes out (:meth:`candidates`) is bit for bit what went in.
 
-    __slots__ = ("_n", "_t", "_v", "chunks")
+    A message's samples are first only queued as they came (:meth:`queue`: its ``t0``/``fs``
+    or ``t`` and its values appended to lists, no conversion), and converted to arrays
+    together every :data:`QUEUE_SAMPLES` samples or when read: the same float64 values as
+    converting each message (:func:`_samples`), for a fraction of the worker's time per
+    message (the checkpoint pickles the queue as it is).
+    """
+
+    __slots__ = ("_n", "_q_meta", "_q_t", "_q_v", "_t", "_v", "chunks")
 
     def __init__(self) -> None:
         self.chunks: list[_Chunk] = []
         self._t: F64 = np.empty(0)
         self._v: F64 = np.empty(0)
         self._n = 0
+        # the queue, as flat lists of floats (cheap to extend and to pickle): per message
+        # t0, fs (0 for per-sample times), sample count; the per-sample times; the values
+        self._q_meta: list[float] = []
+        self._q_t: list[float] = []
+        self._q_v: list[float] = []
 
     def __len__(self) -> int:
-        return sum(len(c) for c in self.chunks) + self._n
+        return sum(len(c) for c in self.chunks) + self._n + len(self._q_v)
 
-    def __getstate__(self) -> tuple[list[_Chunk], F64, F64]:
-        return self.chunks, self._t[: self._n].copy(), self._v[: self._n].copy()
+    def __getstate__(
+        self,
+    ) -> tuple[list[_Chunk], F64, F64, tuple[list[float], list[float], list[float]]]:
+        queued = (self._q_meta, self._q_t, self._q_v)
+        return self.chunks, self._t[: self._n].copy(), self._v[: self._n].copy(), queued
 
-    def __setstate__(self, state: tuple[list[_Chunk], F64, F64]) -> None:
-        self.chunks, self._t, self._v = state
-        self._n = len(self._t)
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        """Also a checkpoint written before the queue (three items)."""
+        chunks, self._t, self._v = cast(tuple[list[_Chunk], F64, F64], state[:3])
+        self.chunks, self._n = chunks, len(self._t)
+        queued = cast(
+            tuple[list[float], list[float], list[float]],
+            state[3] if len(state) > 3 else ([], [], []),
+        )
+        self._q_meta, self._q_t, self._q_v = (list(q) for q in queued)
+
+    def queue(
+        self,
+        t0: float | None,
+        fs: float | None,
+        t: Sequence[float] | None,
+        values: Sequence[float],
+    ) -> None:
+        """One message's samples (``t0`` and ``fs``, or ``t``), converted later."""
+        if t is None:
+            assert t0 is not None
+            assert fs is not None
+            self._q_meta += (t0, fs, len(values))
+        else:
+            self._q_meta += (0.0, 0.0, len(values))
+            self._q_t += t
+        self._q_v += values
+        if len(self._q_v) >= QUEUE_SAMPLES:
+            self._drain()
+
+    def _drain(self) -> None:
+        """The queued messages' samples into the arrays, in arrival order."""
+        if not self._q_v:
+            return
+        meta = np.array(self._q_meta, dtype=np.float64).reshape(-1, 3)
+        values = np.array(self._q_v, dtype=np.float64)
+        irregular = np.array(self._q_t, dtype=np.float64)
+        self._q_meta, self._q_t, self._q_v = [], [], []
+        if len(irregular) == len(values):
+            times = irregular
+        else:
+            # t0 + i / fs per message, as _samples computes it, for all of them at once
+            lengths = meta[:, 2].astype(np.intp)
+            per_sample = meta[:, 1] == 0.0
+            fs = np.where(per_sample, 1.0, meta[:, 1])
+            starts = np.cumsum(lengths) - lengths
+            index = (np.arange(len(values)) - np.repeat(starts, lengths)).astype(np.float64)
+            times = np.repeat(meta[:, 0], lengths) + index / np.repeat(fs, lengths)
+            if len(irregular):
+                times[np.repeat(per_sample, lengths)] = irregular
+        self._append(times, values)
 
     def add(self, times: F64, values: F64) -> None:
+        self._drain()
+        self._append(times, values)
+
+    def _append(self, times: F64, values: F64) -> None:
         i, n = 0, len(times)
         while i < n:
             if self._n == CHUNK:
@@ -216,6 +285,7 @@ class SampleStore:
 
     def prune(self, horizon: float) -> int:
         """Drop the samples before ``horizon``; how many were dropped."""
+        self._drain()
         dropped = 0
         kept: list[_Chunk] = []
         for c in self.chunks:
@@ -238,6 +308,7 @@ class SampleStore:
 
     def candidates(self, start: float, end: float) -> tuple[F64, F64]:
         """Every sample with ``start <= t < end`` (and maybe others), in arrival order."""
+        self._drain()
         parts = [c.arrays() for c in self.chunks if c.last >= start and c.first < end]
         parts.append((self._t[: self._n], self._v[: self._n]))
         return (
@@ -310,6 +381,23 @@ class StretchRecorder:
         store.add(times, values)
         self.counts[key] = self.counts.get(key, 0) + len(times)
         self.newest = max(self.newest, float(times.max()))
+        if self.newest - self.pruned_at >= self.keep_s / 10:
+            self.prune()
+
+    def add_message(self, msg: contract.SampleMessage) -> None:
+        """:meth:`add` of a message's samples (:func:`_samples`), queued unconverted
+        (:meth:`SampleStore.queue`)."""
+        if msg.stream not in STREAMS or not len(msg):
+            return
+        key = (msg.stream, msg.device)
+        store = self.stores.get(key)
+        if store is None:
+            store = self.stores[key] = SampleStore()
+        values = cast(tuple[float, ...], msg.values)  # (STREAMS: scalar streams)
+        store.queue(msg.t0, msg.fs, msg.t, values)
+        self.counts[key] = self.counts.get(key, 0) + len(values)
+        # the newest of t0 + i / fs is the last, msg.end (the same float)
+        self.newest = max(self.newest, max(msg.t) if msg.t is not None else msg.end)
         if self.newest - self.pruned_at >= self.keep_s / 10:
             self.prune()
 
@@ -533,7 +621,7 @@ class MetricsRunner:
             rec = self.recorder(msg.site, msg.session)
             rec.extent(msg.start, msg.end)
             if msg.stream in STREAMS:
-                rec.add(msg.stream, msg.device, *_samples(msg))
+                rec.add_message(msg)
         elif isinstance(msg, contract.MarkerMessage):
             rec = self.recorder(msg.site, msg.session)
             for t, text in zip(msg.t, msg.values, strict=True):
