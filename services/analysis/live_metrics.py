@@ -374,30 +374,30 @@ class StretchRecorder:
     def add(self, stream: str, device: str, times: F64, values: F64) -> None:
         if stream not in STREAMS or not len(times):
             return
-        key = (stream, device)
-        store = self.stores.get(key)
-        if store is None:
-            store = self.stores[key] = SampleStore()
-        store.add(times, values)
-        self.counts[key] = self.counts.get(key, 0) + len(times)
-        self.newest = max(self.newest, float(times.max()))
-        if self.newest - self.pruned_at >= self.keep_s / 10:
-            self.prune()
+        self._store(stream, device).add(times, values)
+        self._added(stream, device, len(times), float(times.max()))
 
     def add_message(self, msg: contract.SampleMessage) -> None:
         """:meth:`add` of a message's samples (:func:`_samples`), queued unconverted
         (:meth:`SampleStore.queue`)."""
         if msg.stream not in STREAMS or not len(msg):
             return
-        key = (msg.stream, msg.device)
-        store = self.stores.get(key)
-        if store is None:
-            store = self.stores[key] = SampleStore()
         values = cast(tuple[float, ...], msg.values)  # (STREAMS: scalar streams)
-        store.queue(msg.t0, msg.fs, msg.t, values)
-        self.counts[key] = self.counts.get(key, 0) + len(values)
+        self._store(msg.stream, msg.device).queue(msg.t0, msg.fs, msg.t, values)
         # the newest of t0 + i / fs is the last, msg.end (the same float)
-        self.newest = max(self.newest, max(msg.t) if msg.t is not None else msg.end)
+        self._added(msg.stream, msg.device, len(values), msg.end if msg.t is None else max(msg.t))
+
+    def _store(self, stream: str, device: str) -> SampleStore:
+        store = self.stores.get((stream, device))
+        if store is None:
+            store = self.stores[(stream, device)] = SampleStore()
+        return store
+
+    def _added(self, stream: str, device: str, n: int, newest: float) -> None:
+        """Count ``n`` samples added to (stream, device), the newest at ``newest``; prune."""
+        key = (stream, device)
+        self.counts[key] = self.counts.get(key, 0) + n
+        self.newest = max(self.newest, newest)
         if self.newest - self.pruned_at >= self.keep_s / 10:
             self.prune()
 

@@ -651,7 +651,7 @@ def index_html(targets: Sequence[Path]) -> str:
     summaries = [json.loads((t / "summary.json").read_text(encoding="utf-8")) for t in targets]
     streams: list[str] = []
     for info in summaries:
-        streams += [s for s in info["seconds_by_quality_per_stream"] if s not in streams]
+        streams += [s for s in _per_stream(info) if s not in streams]
     columns = [
         "recording",
         "minutes",
@@ -664,7 +664,7 @@ def index_html(targets: Sequence[Path]) -> str:
     ]
     rows = []
     for target, info in zip(targets, summaries, strict=True):
-        per_stream: dict[str, dict[str, int]] = info["seconds_by_quality_per_stream"]
+        per_stream = _per_stream(info)
         lost = [
             (
                 f"{100.0 * per_stream[s].get('lost', 0) / sum(per_stream[s].values()):.0f}"
