@@ -5,6 +5,10 @@ produces is the same to the last bit; a child that dies is our error, not a hang
 from __future__ import annotations
 
 import pickle
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,10 +23,11 @@ from rekindle.analysis.parallel_beats import (
     in_time_order,
     ppg_inputs,
     ppg_messages,
+    start_before_reading,
 )
 from rekindle.analysis.pipeline import SessionPipeline
 from rekindle.ingest.coalesce import coalesce
-from rekindle.ingest.sources.e4 import read_e4_folder
+from rekindle.ingest.sources.e4 import read_e4_folder, read_e4_stream, read_e4_zip
 from tests.conftest import S02, fixture_path
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs fork and two CPUs")
@@ -99,3 +104,61 @@ def test_a_pipeline_that_stops_early_stops_the_child() -> None:
     with BeatsProcess(CFG, messages) as beats:
         beats.inputs(None)  # type: ignore[arg-type]
     assert not beats.running
+
+
+@pytest.mark.parametrize("span_s", [1.0, 30.0])
+def test_the_ppg_read_alone_is_the_ppg_of_the_whole_read(tmp_path: Path, span_s: float) -> None:
+    """What the child reads before the parent reads anything (BVP.csv alone) is, chunk for
+    chunk, the PPG of the whole export, from a folder and from a zip of it."""
+    folder = fixture_path(S02)
+    whole = [c for c in read_e4_folder(folder, span_s) if c.stream == "ppg"]
+    assert len(whole) > 2962 / span_s / 2
+    assert list(read_e4_stream(folder, "ppg", span_s)) == whole
+    archive = tmp_path / "S02.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f.name)
+    assert [c for c in read_e4_zip(archive, span_s) if c.stream == "ppg"] == whole
+    assert list(read_e4_stream(archive, "ppg", span_s)) == whole
+    (tmp_path / "noppg").mkdir()
+    shutil.copy(folder / "EDA.csv", tmp_path / "noppg" / "EDA.csv")
+    assert list(read_e4_stream(tmp_path / "noppg", "ppg", span_s)) == []
+
+
+def test_only_an_e4_export_starts_its_child_before_reading(tmp_path: Path) -> None:
+    with start_before_reading(str(fixture_path(S02)), None, 30.0) as beats:
+        assert beats is not None
+        assert beats.running
+    assert start_before_reading(str(fixture_path(S02)), AnalysisConfig(ppg_beats=0), 30.0) is None
+    other = tmp_path / "session.csv"
+    other.write_text("time,eda_uS\n1700000000,1.0\n1700000001,1.1\n")
+    assert start_before_reading(str(other), None, 30.0) is None
+    assert start_before_reading(str(tmp_path / "missing"), None, 30.0) is None
+
+
+def test_a_ppg_file_that_does_not_parse_is_the_readers_error(tmp_path: Path) -> None:
+    """The child reads BVP.csv too, but only the parent's reader reports it: one clear error
+    naming the file and line, no traceback from the child."""
+    folder = tmp_path / "S02"
+    shutil.copytree(fixture_path(S02), folder)
+    lines = (folder / "BVP.csv").read_text().splitlines()
+    lines[1000] = "oops"
+    (folder / "BVP.csv").write_text("\n".join(lines) + "\n")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rekindle.cli",
+            "analyze",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "BVP.csv:1001: not a number" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr

@@ -11,6 +11,7 @@ import functools
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,7 @@ def analyze_file(
     (``(subject, phase, start, end)``, the rows whose subject is this recording's name) go into
     ``episodes.csv``, ``segments.csv`` and the reports. ``parallel_beats``: the beats from PPG
     in a second process (``run_pipeline``), for a process that has the machine to itself."""
+    from rekindle.analysis import parallel_beats as parallel  # noqa: PLC0415
     from rekindle.analysis.offline import add_metrics, run_pipeline  # noqa: PLC0415
     from rekindle.ingest.coalesce import MAX_SPEED_MESSAGE_S  # noqa: PLC0415
     from rekindle.ingest.sources import open_spec  # noqa: PLC0415
@@ -65,15 +67,25 @@ def analyze_file(
     started = time.perf_counter()
     name = source
     try:
-        # (the regular series already in the messages run_pipeline coalesces them into)
-        name, chunks = open_spec(source, options=options, message_s=MAX_SPEED_MESSAGE_S)
-        result = run_pipeline(
-            chunks,
-            name,
-            config=config,
-            keep=("eda", "rr") if metrics else (),
-            parallel_beats=parallel_beats,
-        )
+        with ExitStack() as stack:
+            # (an E4 export: the child reads the PPG while this process reads the rest)
+            beats = (
+                parallel.start_before_reading(source, config, MAX_SPEED_MESSAGE_S)
+                if parallel_beats
+                else None
+            )
+            if beats is not None:
+                stack.enter_context(beats)
+            # (the regular series already in the messages run_pipeline coalesces them into)
+            name, chunks = open_spec(source, options=options, message_s=MAX_SPEED_MESSAGE_S)
+            result = run_pipeline(
+                chunks,
+                name,
+                config=config,
+                keep=("eda", "rr") if metrics else (),
+                parallel_beats=parallel_beats,
+                beats=beats,
+            )
         if metrics:
             mine = [(p, a, b) for subject, p, a, b in phases if subject == name]
             add_metrics(result, config, mine)

@@ -74,6 +74,7 @@ def run_pipeline(
     keep: Iterable[str] = (),
     message_s: float = MAX_SPEED_MESSAGE_S,
     parallel_beats: bool = False,
+    beats: parallel.BeatsProcess | None = None,
 ) -> AnalysisResult:
     """The session's events, markers and extent; with ``keep`` (stream names, e.g. ``("eda",
     "rr")``) also those streams' raw samples (of the device with most samples) for the batch
@@ -90,7 +91,9 @@ def run_pipeline(
     (:mod:`rekindle.analysis.parallel_beats`; the same outputs, less wall time on a machine with
     a free core) when it is available, the beats are on and the chunks are in time order; the
     chunks are then all read before the analysis starts. Only for a process whose other threads
-    do not matter to a ``fork`` (the command line; not a batch's worker beside others)."""
+    do not matter to a ``fork`` (the command line; not a batch's worker beside others).
+    ``beats``: such a process already started for these chunks by the caller, who closes it
+    (:func:`~rekindle.analysis.parallel_beats.start_before_reading`)."""
     cfg = config or AnalysisConfig()
     result = AnalysisResult(name, params=changed(config) if config is not None else {})
     events: list[Event] = []
@@ -114,8 +117,7 @@ def run_pipeline(
             yield chunk
 
     with ExitStack() as stack:
-        beats = None
-        if parallel_beats and cfg.ppg_beats > 0 and parallel.available():
+        if beats is None and parallel_beats and cfg.ppg_beats > 0 and parallel.available():
             chunks = list(chunks)  # (read before the fork: a file is never read by both)
             if parallel.in_time_order(chunks) and any(c.stream == "ppg" for c in chunks):
                 ppg = parallel.ppg_messages(chunks, message_s)

@@ -11,7 +11,9 @@ end of data), so the derived intervals reach the analyzer at exactly the points 
 process would have computed them, and the outputs are the same bit for bit
 (tests/test_parallel_beats.py). The child gets the chunks by ``fork`` (nothing is pickled but
 the derived batches); where ``fork`` is not available, or on one CPU, the analysis derives its
-beats itself (:func:`available`).
+beats itself (:func:`available`). For an E4 export the child is started before anything is
+read and reads the PPG file itself (:func:`start_before_reading`), so that its beats overlap
+this process's reading of the other files as well as its analysis.
 
 The live service never uses this: there the PPG arrives message by message.
 """
@@ -22,8 +24,10 @@ import itertools
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from rekindle import contract
 from rekindle.analysis.core import AnalysisConfig, AnalyzerInput, SampleBatch
@@ -31,14 +35,20 @@ from rekindle.analysis.errors import AnalysisError
 from rekindle.analysis.pipeline import to_input
 from rekindle.analysis.ppg import DerivedBeats
 from rekindle.ingest.coalesce import coalesce
+from rekindle.ingest.errors import IngestError
 from rekindle.ingest.sources.base import Chunk
+
+#: The exit code of a child that could not read the PPG itself
+#: (:func:`start_before_reading`).
+SOURCE_FAILED = 3
 
 
 class BeatsProcessError(AnalysisError):
     """The process deriving the PPG beats ended before sending them all (``exitcode``)."""
 
     def __init__(self, exitcode: int | None) -> None:
-        super().__init__(f"the PPG beat process ended early (exit code {exitcode})")
+        why = " reading the PPG" if exitcode == SOURCE_FAILED else ""
+        super().__init__(f"the PPG beat process ended early{why} (exit code {exitcode})")
         self.exitcode = exitcode
 
 
@@ -56,7 +66,7 @@ def ppg_inputs(messages: Iterable[contract.Message]) -> Iterator[contract.Sample
             yield m
 
 
-def ppg_messages(chunks: Sequence[Chunk], message_s: float) -> Iterator[contract.SampleMessage]:
+def ppg_messages(chunks: Iterable[Chunk], message_s: float) -> Iterator[contract.SampleMessage]:
     """The PPG messages that :func:`~rekindle.ingest.coalesce.coalesce` makes of ``chunks``
     (in time order) with the other streams, made from the PPG chunks alone (lazily: for the
     child). The same: a run of one stream's chunks ends where they leave a ``message_s`` cell
@@ -66,6 +76,36 @@ def ppg_messages(chunks: Sequence[Chunk], message_s: float) -> Iterator[contract
     analysis does not read it)."""
     ppg = coalesce((c for c in chunks if c.stream == "ppg"), message_s)
     return ppg_inputs(c.to_message("", "", 0, None) for c in ppg)
+
+
+def _read_then_make(
+    read: Callable[[], Iterable[Chunk]], message_s: float
+) -> Iterator[contract.SampleMessage]:
+    # (a generator: ``read`` runs where it is first iterated, in the child)
+    yield from ppg_messages(read(), message_s)
+
+
+def start_before_reading(
+    spec: str, config: AnalysisConfig | None, message_s: float
+) -> BeatsProcess | None:
+    """A :class:`BeatsProcess` for the recording at ``spec`` whose child reads the PPG itself,
+    started before this process reads the recording, so that the beats are derived while it
+    reads the other streams; for a format that reads its PPG alone for less
+    (:func:`~rekindle.ingest.sources.formats.stream_reader`: E4 folders and zips, whose chunks
+    are in time order by construction, so that :func:`ppg_messages` of them are the
+    pipeline's). None where that does not hold, the beats are off, or :func:`available` is
+    not: then ``run_pipeline(parallel_beats=True)`` forks after reading, or the pipeline
+    derives the beats itself. A PPG file the child cannot read ends it quietly (exit code
+    :data:`SOURCE_FAILED`): this process reads the same file and reports the error."""
+    from rekindle.ingest.sources import formats  # noqa: PLC0415
+
+    cfg = config or AnalysisConfig()
+    if cfg.ppg_beats <= 0 or not available():
+        return None
+    read = formats.stream_reader(Path(spec), "ppg", message_s)
+    if read is None:
+        return None
+    return BeatsProcess(cfg, _read_then_make(read, message_s))
 
 
 def in_time_order(chunks: Sequence[Chunk]) -> bool:
@@ -79,10 +119,13 @@ def _derive(
     # (Ctrl-C reaches the whole process group: the parent handles it and stops this child)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     beats = DerivedBeats(config)
-    for msg in messages:
-        item = to_input(msg)
-        assert isinstance(item, SampleBatch)
-        out.send(beats.inputs(item)[1:])  # (inputs gives the item first, then what it derived)
+    try:
+        for msg in messages:
+            item = to_input(msg)
+            assert isinstance(item, SampleBatch)
+            out.send(beats.inputs(item)[1:])  # (inputs gives the item first, then what it derived)
+    except IngestError:
+        sys.exit(SOURCE_FAILED)  # (no traceback: the parent reads the same file and says why)
     out.send(beats.finish())
     out.close()
 

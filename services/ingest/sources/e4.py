@@ -16,9 +16,10 @@ import gzip
 import io
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,7 @@ STEMS = (*REGULAR_FILES, "IBI")
 DEVICE = "e4"
 TAG_TEXT = "e4_tag"
 F64Array = npt.NDArray[np.float64]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,17 +271,41 @@ def _read(files: _Files) -> E4Export:
     return E4Export(regular, beat_times, rr, tags)
 
 
-def load_e4(path: Path) -> E4Export:
-    """An E4 export folder or E4 Connect zip as arrays."""
+def _load(path: Path, read: Callable[[_Files], _T]) -> _T:
+    """``read`` of the files of an E4 export folder or E4 Connect zip."""
     if path.is_dir():
-        return _read(_folder_files(path))
+        return read(_folder_files(path))
     try:
         with zipfile.ZipFile(path) as archive:
-            return _read(_zip_files(path, archive))
+            return read(_zip_files(path, archive))
     except zipfile.BadZipFile as exc:
         raise SourceError(path, f"not a zip file: {exc}") from exc
     except OSError as exc:
         raise SourceError(path, f"cannot read: {exc}") from exc
+
+
+def load_e4(path: Path) -> E4Export:
+    """An E4 export folder or E4 Connect zip as arrays."""
+    return _load(path, _read)
+
+
+def read_e4_stream(path: Path, stream: SampleStream, message_s: float = 1.0) -> Iterator[Chunk]:
+    """One regular stream of an E4 export folder or zip (``ppg``, ``eda``, ...), its file alone
+    read: the chunks of that stream that :func:`read_e4_folder` / :func:`read_e4_zip` give, in
+    the same order (their merge keeps each stream's own order), for less than the whole read.
+    Nothing when the export has no file of that stream."""
+
+    def read(files: _Files) -> list[RegularSeries]:
+        for stem, (name_stream, scale) in REGULAR_FILES.items():
+            name = files.find(stem) if name_stream == stream else None
+            if name is not None:
+                return [_regular(files.label(name), files.text(name), stream, scale)]
+        return []
+
+    for series in _load(path, read):
+        yield from coalesced_regular(
+            series.stream, DEVICE, series.t0, series.fs, series.values, message_s
+        )
 
 
 def read_e4_folder(folder: Path, message_s: float = 1.0) -> Iterator[Chunk]:

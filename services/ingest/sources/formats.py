@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rekindle.contract import SampleStream
 from rekindle.ingest.errors import SourceError
 from rekindle.ingest.sources.base import Chunk, ReadOptions
 
@@ -26,6 +27,10 @@ class Format:
     #: hand out its regular series already in the chunks ``coalesce(..., message_s)`` makes
     #: (the E4 reader does; the others give 1-s chunks and leave that to ``coalesce``).
     open: Callable[[Path, ReadOptions, float], Iterator[Chunk]]
+    #: One regular stream's chunks alone, ``(path, stream, message_s)``, for less than the
+    #: whole read: the chunks of that stream that ``open`` gives, in its order (``open`` being
+    #: in time order). None where the format has no cheaper way than reading everything.
+    open_stream: Callable[[Path, SampleStream, float], Iterator[Chunk]] | None = None
 
 
 E4_STEMS = ("EDA", "HR", "IBI", "BVP", "TEMP", "ACC")
@@ -97,6 +102,12 @@ def _open_e4(path: Path, _options: ReadOptions, message_s: float) -> Iterator[Ch
     return e4.read_e4_folder(path, message_s)
 
 
+def _open_e4_stream(path: Path, stream: SampleStream, message_s: float) -> Iterator[Chunk]:
+    from rekindle.ingest.sources import e4  # noqa: PLC0415
+
+    return e4.read_e4_stream(path, stream, message_s)
+
+
 def _open_zip(path: Path, _options: ReadOptions, message_s: float) -> Iterator[Chunk]:
     from rekindle.ingest.sources import e4  # noqa: PLC0415
 
@@ -134,8 +145,15 @@ FORMATS: tuple[Format, ...] = (
         "tags*.csv (each may be .csv.gz)",
         _check_e4,
         _open_e4,
+        _open_e4_stream,
     ),
-    Format("zip", "an E4 Connect .zip export holding those files", _check_zip, _open_zip),
+    Format(
+        "zip",
+        "an E4 Connect .zip export holding those files",
+        _check_zip,
+        _open_zip,
+        _open_e4_stream,
+    ),
     Format(
         "CSV",
         "a .csv with a header: a time column (time, timestamp, ...: unix s/ms or ISO 8601) and "
@@ -188,6 +206,23 @@ def open_recording(
     ``message_s`` > 1: chunks that ``coalesce(..., message_s)`` leaves as they are, where the
     reader can make them directly (E4), for an analysis that coalesces them anyway."""
     return detect(path).open(path, options or ReadOptions(), message_s)
+
+
+def stream_reader(
+    path: Path, stream: SampleStream, message_s: float = 1.0
+) -> Callable[[], Iterator[Chunk]] | None:
+    """A reader of ``stream`` alone from the recording at ``path`` (called later, possibly in
+    another process): the chunks of that stream that :func:`open_recording` (with this
+    ``message_s``) gives, in its order; None when the format has no such reader, or ``path`` is
+    no recording (then :func:`open_recording` says why)."""
+    try:
+        fmt = detect(path)
+    except SourceError:
+        return None
+    opener = fmt.open_stream
+    if opener is None:
+        return None
+    return lambda: opener(path, stream, message_s)
 
 
 def list_formats() -> str:
