@@ -126,8 +126,9 @@ def test_the_ppg_read_alone_is_the_ppg_of_the_whole_read(tmp_path: Path, span_s:
 
 
 def test_only_an_e4_export_starts_its_child_before_reading(tmp_path: Path) -> None:
-    with start_before_reading(str(fixture_path(S02)), None, 30.0) as beats:
-        assert beats is not None
+    beats = start_before_reading(str(fixture_path(S02)), None, 30.0)
+    assert beats is not None
+    with beats:
         assert beats.running
     assert start_before_reading(str(fixture_path(S02)), AnalysisConfig(ppg_beats=0), 30.0) is None
     other = tmp_path / "session.csv"
