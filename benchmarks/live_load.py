@@ -208,6 +208,26 @@ def _proc_tree(root: int) -> list[int]:
     return out
 
 
+def session_holders(root: int, workers: int) -> list[int]:
+    """The processes that hold the sessions' state: the service itself with one worker; with
+    ``--workers K`` its worker processes (its direct children other than multiprocessing's
+    resource tracker), not the supervisor and not the NeuroKit2 metrics pools below them."""
+    if workers <= 1:
+        return [root]
+    out = []
+    for pid in _proc_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if parent == root and b"resource_tracker" not in cmdline:
+            out.append(pid)
+    return out
+
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -231,9 +251,12 @@ def cpu_rss(pids: list[int]) -> tuple[float, float]:
 class Sampler(threading.Thread):
     """Every second: CPU and RSS of the analysis tree and the servers, and the heartbeat."""
 
-    def __init__(self, analysis_pid: int, servers: dict[str, int], heartbeat: Path) -> None:
+    def __init__(
+        self, analysis_pid: int, workers: int, servers: dict[str, int], heartbeat: Path
+    ) -> None:
         super().__init__(name="load-sampler", daemon=True)
         self.analysis_pid = analysis_pid
+        self.workers = workers
         self.servers = servers
         self.heartbeat = heartbeat
         self.samples: list[dict[str, float]] = []
@@ -245,7 +268,7 @@ class Sampler(threading.Thread):
         while not self.stop.wait(1.0):
             row = {"t": time.time()}
             row["cpu"], row["rss"] = cpu_rss(_proc_tree(self.analysis_pid))
-            row["rss_main"] = cpu_rss([self.analysis_pid])[1]
+            row["rss_main"] = cpu_rss(session_holders(self.analysis_pid, self.workers))[1]
             for name, pid in self.servers.items():
                 row[name] = cpu_rss([pid])[0]
             self.samples.append(row)
@@ -435,7 +458,8 @@ def run(args: argparse.Namespace) -> int:
             print(log_path.read_text()[-3000:], file=sys.stderr)
             return 1
         outputs = Outputs(broker.url)
-        idle_cpu, idle_rss = cpu_rss([analysis.pid])
+        idle_cpu = cpu_rss([analysis.pid])[0]
+        idle_rss = cpu_rss(session_holders(analysis.pid, args.workers))[1]
         ctx = mp.get_context("spawn")
         ready, go = ctx.Queue(), ctx.Queue()
         shares = [list(range(k, n, args.procs)) for k in range(args.procs)]
@@ -459,7 +483,10 @@ def run(args: argparse.Namespace) -> int:
         for _ in procs:
             go.put(t0)
         sampler = Sampler(
-            analysis.pid, {"mosquitto": broker.proc.pid, "influxd": influx.proc.pid}, heartbeat
+            analysis.pid,
+            args.workers,
+            {"mosquitto": broker.proc.pid, "influxd": influx.proc.pid},
+            heartbeat,
         )
         sampler.start()
         prober = Prober(influx.url, db, [session_id(p) for p in probes], args.poll)
@@ -573,12 +600,25 @@ def report(
             name: (window[-1][name] - window[0][name]) / span for name in ("mosquitto", "influxd")
         }
         rss, rss_main = window[-1]["rss"], window[-1]["rss_main"]
+        holders = "the service process" if args.workers <= 1 else f"its {args.workers} workers"
         print(
             f"analysis CPU {cpu * 100:.1f} % of a core = {cpu * 3600 / n:.2f} CPU-s per "
             f"session-hour; RSS {rss:.0f} MB with its child processes (the NeuroKit2 metrics "
-            f"pool, workers), the service process alone {rss_main:.0f} MB = "
-            f"{(rss_main - idle_rss) / n:.2f} MB per session over the idle {idle_rss:.0f} MB "
+            f"pool, workers), {holders} alone {rss_main:.0f} MB = "
+            f"{(rss_main - idle_rss) / n:.2f} MB per session over idle {idle_rss:.0f} MB "
             "(per-session state grows for ~10 min)"
+        )
+        marks = [m for m in range(5, int((end - t0) // 60) + 1, 5) if t0 + 60 * m >= start]
+        at = []
+        for minute in marks:
+            row = min(window, key=lambda r: abs(r["t"] - (t0 + 60 * minute)))
+            at.append(f"{minute} min {(row['rss_main'] - idle_rss) / n:.2f}")
+        last = [(r["t"], r["rss_main"]) for r in window if r["t"] >= third]
+        print(
+            f"RSS per session over idle ({holders}): "
+            + ", ".join([*at, f"end {(rss_main - idle_rss) / n:.2f} MB"])
+            + f"; trend over the last third {slope(last) * 60 / n * 1000:+.1f} kB per session "
+            "per minute"
         )
         print(
             "servers CPU: "

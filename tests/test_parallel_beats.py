@@ -128,8 +128,10 @@ def test_the_ppg_read_alone_is_the_ppg_of_the_whole_read(tmp_path: Path, span_s:
 def test_only_an_e4_export_starts_its_child_before_reading(tmp_path: Path) -> None:
     beats = start_before_reading(str(fixture_path(S02)), None, 30.0)
     assert beats is not None
+    messages = s02_messages(30.0)
     with beats:
-        assert beats.running
+        early = analyse(messages, beats)
+    assert [pickle.dumps(e) for e in early] == [pickle.dumps(e) for e in analyse(messages, None)]
     assert start_before_reading(str(fixture_path(S02)), AnalysisConfig(ppg_beats=0), 30.0) is None
     other = tmp_path / "session.csv"
     other.write_text("time,eda_uS\n1700000000,1.0\n1700000001,1.1\n")
