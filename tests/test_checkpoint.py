@@ -3,8 +3,12 @@ sessions and the broker queues what arrives meanwhile (persistent MQTT session).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
+
+from rekindle.analysis import service as service_module
 from rekindle.analysis.core import Episode, Event
 from rekindle.analysis.influx import BufferedWriter, InfluxSettings, V1Transport
 from rekindle.analysis.offline import run_pipeline
@@ -84,3 +88,54 @@ def test_unreadable_checkpoint_is_ignored_with_a_log(
     ).start()
     svc.stop()
     assert svc.pipelines == {}
+
+
+def test_put_off_snapshots_hold_the_acks_that_need_them_and_lose_nothing(
+    mqtt_broker: Mosquitto, influxd: InfluxD, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot waits SNAPSHOT_COST_FACTOR times its last cost. With a checkpoint at every
+    commit (``checkpoint_every_s`` 0) a PUBACK promises a checkpoint, so while snapshots are
+    put off the PUBACKs wait for the next one; once it is taken they go out, and every sample
+    is stored once."""
+    influxd.create_database("ckptoff")
+    settings = MqttSettings.from_url(mqtt_broker.url)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database="ckptoff")))
+    monkeypatch.setattr(service_module, "SNAPSHOT_COST_FACTOR", 1e9)  # after the first: none
+    service = AnalysisService(
+        settings,
+        writer,
+        site="ckptoff",
+        client_id="rekindle-analysis-ckptoff-test",
+        persistent_session=True,
+        state_path=tmp_path / "analysis.state",
+        checkpoint_every_s=0.0,
+    ).start()
+    chunks = list(simulate(SimulationScript(duration=300.0, episodes=()), seed=9))
+    try:
+        with Publisher(settings, "ckptoff", "s1", device="sim") as pub:
+            pub.send_status("sim", "online", chunks[0].start)
+            for chunk in chunks:
+                pub.publish(
+                    chunk.to_message(
+                        "ckptoff", "s1", pub.next_seq(chunk.device, chunk.stream), pub.run
+                    )
+                )
+            pub.send_status("sim", "end", chunks[-1].end)
+            deadline = time.monotonic() + 120
+            while not (service.snapshots_put_off > 0 and service.acks_awaiting_snapshot > 0):
+                assert time.monotonic() < deadline, "no snapshot put off with acks waiting"
+                time.sleep(0.02)
+            assert service.snapshots == 1  # the first one; the PUBACKs since wait for the next
+            monkeypatch.setattr(service_module, "SNAPSHOT_COST_FACTOR", 0.0)
+            assert service.wait_sessions_finished(1, timeout=120)
+            pub.flush()
+        assert service.snapshots > 1
+        assert service.acks_awaiting_snapshot == 0
+    finally:
+        service.stop()
+    samples = sum(len(c.values) for c in chunks if c.stream in ("eda", "hr", "rr"))
+    stored = influxd.count(
+        "SELECT count(value) FROM signal WHERE session = 's1' AND stream != 'acc'", "ckptoff"
+    )
+    assert stored == samples
+    assert service.stats.duplicates == 0

@@ -5,6 +5,7 @@ Real mosquitto and influxd (tests/servers.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from tests.servers import InfluxD, Mosquitto
 SITE = "bound"
 DB = "bound"
 LIMIT = 25
+KA_SITE = "bound-keepalive"  # (no retained statuses of the other tests)
 
 
 def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -113,3 +115,64 @@ def test_a_queue_larger_than_the_bound_waiting_at_start_up_is_taken(
     assert second.stats.inbox_peak > 5  # the queue arrived before the worker ran
     stored = influxd.count("SELECT count(value) FROM signal WHERE session = 'S2'", DB)
     assert stored == stats.samples
+
+
+def test_a_worker_held_up_longer_than_the_keepalive_keeps_its_connection(
+    mqtt_broker: Mosquitto, influxd: InfluxD
+) -> None:
+    """The network thread waits for room at most a third of the keepalive, then takes the
+    message over the bound and writes what is due (a ping): the broker, which drops a client
+    it hears nothing from for 1.5 keepalives, keeps the connection however long the worker
+    is held up, and nothing is lost."""
+    influxd.create_database(DB)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_once(_site: str, _session: str, _events: list[Event]) -> None:
+        if not release.is_set():
+            held.set()
+            release.wait(120)
+
+    settings = dataclasses.replace(MqttSettings.from_url(mqtt_broker.url), keepalive=2)
+    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=DB)))
+    service = AnalysisService(
+        settings,
+        writer,
+        site=KA_SITE,
+        publish_features=False,
+        on_events=hold_once,
+        inbox_limit=LIMIT,
+    ).start()
+    result: dict[str, int] = {}
+
+    def publish() -> None:
+        with Publisher(settings, KA_SITE, "S3", device="sim") as pub:
+            stats = replay(
+                simulate(SimulationScript(duration=240.0, episodes=()), seed=7), pub, speed=None
+            )
+            result["samples"] = stats.samples
+            result["chunks"] = stats.chunks
+
+    publisher = threading.Thread(target=publish, name="test-publisher")
+    publisher.start()
+    try:
+        _wait_for(held.is_set, "the worker handling its first events")
+        held_at = time.monotonic()
+        # held for over 3 keepalives (each over-bound message is a third of one; at most 8 s):
+        # without the bound on the wait, mosquitto drops the connection after 1.5 (3 s), and
+        # the service reconnects once the worker goes on
+        _wait_for(
+            lambda: service.stats.inbox_over_bound >= 10 or time.monotonic() - held_at > 8.0,
+            "messages over the bound",
+        )
+        assert service.inbox_size <= LIMIT + service.stats.inbox_over_bound
+        release.set()
+        publisher.join(120)
+        assert not publisher.is_alive()
+        assert service.wait_sessions_finished(1, timeout=120)
+    finally:
+        release.set()
+        service.stop()
+    assert service.connections == 1  # never dropped, never reconnected
+    assert service.stats.accepted == result["chunks"] + 2  # + the online and end statuses
+    stored = influxd.count("SELECT count(value) FROM signal WHERE session = 'S3'", DB)
+    assert stored == result["samples"]

@@ -96,6 +96,9 @@ ACK_EVERY_S = 1.0
 #: Most received messages held for the worker (~1 s at 500 live sessions, ~1.5 MB); then the
 #: network thread waits and the broker queues (the inbox once grew to 28.6k messages, 181 MB).
 INBOX_LIMIT = 2000
+#: The checkpoint's snapshot waits this many times its last cost after it (at most 20 % of
+#: the worker's time; see ``AnalysisService._snapshot_too_soon``).
+SNAPSHOT_COST_FACTOR = 4.0
 
 
 @dataclass(slots=True)
@@ -122,8 +125,11 @@ class ServiceStats:
     #: back-pressure.
     inbox_waits: int = 0
     inbox_full_s: float = 0.0
-    #: Most messages the inbox held at once (at most ``inbox_limit`` while running).
+    #: Most messages the inbox held at once (``inbox_limit``, plus one per third of a
+    #: keepalive that the worker took none: ``inbox_over_bound``).
     inbox_peak: int = 0
+    #: Messages taken over the bound so that the MQTT connection stays alive.
+    inbox_over_bound: int = 0
     sessions_finished: int = 0
     episodes: int = 0
     rejected_by_field: dict[str, int] = field(default_factory=dict)
@@ -279,6 +285,14 @@ class AnalysisService:
         self._unsnapshotted = 0
         self._last_snapshot = -math.inf
         self.snapshots = 0
+        #: how long the last snapshot took the worker (s): the next one waits
+        #: SNAPSHOT_COST_FACTOR times that (the checkpoint's share of the worker stays bounded)
+        self._snapshot_cost_s = 0.0
+        #: snapshots put off that way, and the PUBACKs that wait for the next one (messages
+        #: whose only durable copy is the checkpoint: held behind a gap, or every message with
+        #: ``checkpoint_every_s`` 0)
+        self.snapshots_put_off = 0
+        self._acks_awaiting_snapshot: list[tuple[int, int, int]] = []
         self._deferred: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
         self._last_end: dict[StreamKey, float] = {}
         self._run_n: dict[StreamKey, int] = {}
@@ -401,6 +415,16 @@ class AnalysisService:
         self._inbox.put(item)
         self.stats.inbox_peak = max(self.stats.inbox_peak, self._inbox.qsize())
 
+    @property
+    def acks_awaiting_snapshot(self) -> int:
+        """PUBACKs held until the next checkpoint snapshot covers their messages."""
+        return len(self._acks_awaiting_snapshot)
+
+    @property
+    def connections(self) -> int:
+        """How many times the service connected to the broker (1 unless it lost it)."""
+        return self._connection
+
     def _wait_for_room(self) -> None:
         """Back-pressure (network thread): wait while the inbox is full. Reading nothing more
         from the socket makes the broker queue for us (mosquitto: up to max_queued_messages,
@@ -408,14 +432,26 @@ class AnalysisService:
         acknowledged end to end). The bound holds only while the worker runs: before it starts
         (a persistent session's queue arrives before the subscription acknowledgement, which
         this thread must still read) and once stopping, nothing waits.
+
+        The wait lasts at most a third of the MQTT keepalive: this thread alone writes to the
+        broker (PUBACKs, ``out/*``, pings), and a broker that hears nothing from us for 1.5
+        keepalives drops the connection (mosquitto: "exceeded timeout"), which a held-up worker
+        then pays for with redeliveries. After that the message is taken over the bound
+        (``stats.inbox_over_bound``), this thread writes what is due, and waits again at the
+        next message: the inbox grows by at most one message per third of a keepalive while
+        the worker takes none.
         """
         started = time.monotonic()
+        deadline = started + max(0.5, self.mqtt_settings.keepalive / 3.0)
         self.stats.inbox_waits += 1
         while (
             self._inbox.qsize() >= self.inbox_limit
             and self._working.is_set()
             and not self._stop.is_set()
         ):
+            if time.monotonic() >= deadline:
+                self.stats.inbox_over_bound += 1
+                break
             self._stop.wait(0.002)
         self.stats.inbox_full_s += time.monotonic() - started
 
@@ -543,13 +579,27 @@ class AnalysisService:
             self._ack_urgent.update(self._positions)
         pending, self._pending = self._pending, []
         self._unsnapshotted += len(pending)
+        acks = [(item.mid, item.qos, item.connection) for item in pending if item.qos]
         snapshot = None
         if self.state_path is not None and self._unsnapshotted and self._snapshot_due(final):
-            # the snapshot is taken now: later changes to the sessions must not leak into it
-            snapshot = self._checkpoint_bytes()
-            self._unsnapshotted = 0
-            self._last_snapshot = time.monotonic()
-            self.snapshots += 1
+            if final or not self._snapshot_too_soon():
+                # the snapshot is taken now: later changes to the sessions must not leak into it
+                started = time.monotonic()
+                snapshot = self._checkpoint_bytes()
+                self._last_snapshot = time.monotonic()
+                self._snapshot_cost_s = self._last_snapshot - started
+                self._unsnapshotted = 0
+                self.snapshots += 1
+                acks = self._acks_awaiting_snapshot + acks
+                self._acks_awaiting_snapshot = []
+            else:
+                self.snapshots_put_off += 1
+                if self.checkpoint_every_s <= 0 or len(self._reorder) > 0 or self._deferred:
+                    # these PUBACKs promise a checkpoint: they wait for the next one (the
+                    # broker keeps the messages meanwhile, and sends no more once its
+                    # in-flight window is full: back-pressure)
+                    self._acks_awaiting_snapshot.extend(acks)
+                    acks = []
         # out/ack promises that a restart needs none of what it covers: with a checkpoint, only
         # once one (this job's, or an earlier job's, written before this job completes) covers
         # everything handled
@@ -557,7 +607,7 @@ class AnalysisService:
         job = CommitJob(
             self._take_lines(),
             snapshot,
-            [(item.mid, item.qos, item.connection) for item in pending if item.qos],
+            acks,
             self._due_acks(force=final) if acks_due else [],
             final=final,
             timeout_s=timeout_s,
@@ -593,6 +643,17 @@ class AnalysisService:
             or bool(self._deferred)
             or bool(self._ack_urgent)  # a status, a gap, a reconnect: out/ack at once
         )
+
+    def _snapshot_too_soon(self) -> bool:
+        """Whether the next snapshot must wait: until SNAPSHOT_COST_FACTOR times the last one's
+        cost has passed since it was taken, so that the checkpoint takes at most
+        1 / (1 + SNAPSHOT_COST_FACTOR) of the worker's time whatever the reasons it is due.
+        Without this bound a worker that fell behind (its sessions out of order, resends held
+        behind gaps: a checkpoint due at every commit) spent ever more of its time pickling
+        the checkpoint and fell further behind (500 live sessions, 2 workers: 70 % of the
+        worker's samples in the snapshot after 7 minutes, docs/scaling.md)."""
+        wait = SNAPSHOT_COST_FACTOR * self._snapshot_cost_s
+        return time.monotonic() - self._last_snapshot < wait
 
     def _take_lines(self) -> list[str]:
         lines, self._lines = self._lines, []
