@@ -33,51 +33,70 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -
         time.sleep(0.02)
 
 
+class HeldWorker:
+    """A service whose worker is held up at its first events (``release`` lets it go on)
+    while a publisher streams ``session`` (240 s of the simulator) at broker speed."""
+
+    def __init__(
+        self, settings: MqttSettings, influxd: InfluxD, site: str, session: str, seed: int
+    ) -> None:
+        influxd.create_database(DB)
+        self.held, self.release = threading.Event(), threading.Event()
+        writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=DB)))
+        self.service = AnalysisService(
+            settings,
+            writer,
+            site=site,
+            publish_features=False,
+            on_events=self._hold_once,
+            inbox_limit=LIMIT,
+        ).start()
+        self.result: dict[str, int] = {}
+
+        def publish() -> None:
+            with Publisher(settings, site, session, device="sim") as pub:
+                script = SimulationScript(duration=240.0, episodes=())
+                stats = replay(simulate(script, seed=seed), pub, speed=None)
+                self.result["samples"] = stats.samples
+                self.result["chunks"] = stats.chunks
+
+        self.publisher = threading.Thread(target=publish, name="test-publisher")
+        self.publisher.start()
+
+    def _hold_once(self, _site: str, _session: str, _events: list[Event]) -> None:
+        if not self.release.is_set():
+            self.held.set()
+            self.release.wait(120)  # the worker is busy: messages keep arriving
+
+    def finish(self) -> None:
+        """Let the worker go on; the publisher ends and the session is finished."""
+        try:
+            self.release.set()
+            self.publisher.join(120)
+            assert not self.publisher.is_alive()
+            assert self.service.wait_sessions_finished(1, timeout=120)
+        finally:
+            self.release.set()
+            self.service.stop()
+
+
 def test_a_held_up_worker_fills_the_inbox_to_its_bound_only(
     mqtt_broker: Mosquitto, influxd: InfluxD
 ) -> None:
-    influxd.create_database(DB)
-    held, release = threading.Event(), threading.Event()
-
-    def hold_once(_site: str, _session: str, _events: list[Event]) -> None:
-        if not release.is_set():
-            held.set()
-            release.wait(120)  # the worker is busy: messages keep arriving
-
-    settings = MqttSettings.from_url(mqtt_broker.url)
-    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=DB)))
-    service = AnalysisService(
-        settings, writer, site=SITE, publish_features=False, on_events=hold_once, inbox_limit=LIMIT
-    ).start()
-    result: dict[str, int] = {}
-
-    def publish() -> None:
-        with Publisher(settings, SITE, "S1", device="sim") as pub:
-            stats = replay(
-                simulate(SimulationScript(duration=240.0, episodes=()), seed=5), pub, speed=None
-            )
-            result["samples"] = stats.samples
-            result["chunks"] = stats.chunks
-
-    publisher = threading.Thread(target=publish, name="test-publisher")
-    publisher.start()
+    run = HeldWorker(MqttSettings.from_url(mqtt_broker.url), influxd, SITE, "S1", seed=5)
+    service = run.service
     try:
-        _wait_for(held.is_set, "the worker handling its first events")
+        _wait_for(run.held.is_set, "the worker handling its first events")
         _wait_for(lambda: service.stats.inbox_waits > 0, "the network thread waiting for room")
         _wait_for(lambda: service.inbox_size == LIMIT, "a full inbox behind the held worker")
         assert service.stats.inbox_peak == LIMIT
-        release.set()
-        publisher.join(120)
-        assert not publisher.is_alive()
-        assert service.wait_sessions_finished(1, timeout=120)
     finally:
-        release.set()
-        service.stop()
+        run.finish()
     assert service.stats.inbox_peak == LIMIT
     assert service.stats.inbox_full_s > 0
-    assert service.stats.accepted == result["chunks"] + 2  # + the online and end statuses
+    assert service.stats.accepted == run.result["chunks"] + 2  # + the online and end statuses
     stored = influxd.count("SELECT count(value) FROM signal WHERE session = 'S1'", DB)
-    assert stored == result["samples"]
+    assert stored == run.result["samples"]
 
 
 def test_a_queue_larger_than_the_bound_waiting_at_start_up_is_taken(
@@ -124,38 +143,11 @@ def test_a_worker_held_up_longer_than_the_keepalive_keeps_its_connection(
     message over the bound and writes what is due (a ping): the broker, which drops a client
     it hears nothing from for 1.5 keepalives, keeps the connection however long the worker
     is held up, and nothing is lost."""
-    influxd.create_database(DB)
-    held, release = threading.Event(), threading.Event()
-
-    def hold_once(_site: str, _session: str, _events: list[Event]) -> None:
-        if not release.is_set():
-            held.set()
-            release.wait(120)
-
     settings = dataclasses.replace(MqttSettings.from_url(mqtt_broker.url), keepalive=2)
-    writer = BufferedWriter(V1Transport(InfluxSettings(influxd.url, database=DB)))
-    service = AnalysisService(
-        settings,
-        writer,
-        site=KA_SITE,
-        publish_features=False,
-        on_events=hold_once,
-        inbox_limit=LIMIT,
-    ).start()
-    result: dict[str, int] = {}
-
-    def publish() -> None:
-        with Publisher(settings, KA_SITE, "S3", device="sim") as pub:
-            stats = replay(
-                simulate(SimulationScript(duration=240.0, episodes=()), seed=7), pub, speed=None
-            )
-            result["samples"] = stats.samples
-            result["chunks"] = stats.chunks
-
-    publisher = threading.Thread(target=publish, name="test-publisher")
-    publisher.start()
+    run = HeldWorker(settings, influxd, KA_SITE, "S3", seed=7)
+    service = run.service
     try:
-        _wait_for(held.is_set, "the worker handling its first events")
+        _wait_for(run.held.is_set, "the worker handling its first events")
         held_at = time.monotonic()
         # held for over 3 keepalives (each over-bound message is a third of one; at most 8 s):
         # without the bound on the wait, mosquitto drops the connection after 1.5 (3 s), and
@@ -165,14 +157,9 @@ def test_a_worker_held_up_longer_than_the_keepalive_keeps_its_connection(
             "messages over the bound",
         )
         assert service.inbox_size <= LIMIT + service.stats.inbox_over_bound
-        release.set()
-        publisher.join(120)
-        assert not publisher.is_alive()
-        assert service.wait_sessions_finished(1, timeout=120)
     finally:
-        release.set()
-        service.stop()
+        run.finish()
     assert service.connections == 1  # never dropped, never reconnected
-    assert service.stats.accepted == result["chunks"] + 2  # + the online and end statuses
+    assert service.stats.accepted == run.result["chunks"] + 2  # + the online and end statuses
     stored = influxd.count("SELECT count(value) FROM signal WHERE session = 'S3'", DB)
-    assert stored == result["samples"]
+    assert stored == run.result["samples"]
