@@ -188,8 +188,8 @@ def generate(
 
 
 # --------------------------------------------------------------------------------- monitor
-def _proc_tree(root: int) -> list[int]:
-    """``root`` and its descendants (from /proc)."""
+def _children() -> dict[int, list[int]]:
+    """Every process's children (from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -200,6 +200,12 @@ def _proc_tree(root: int) -> list[int]:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _proc_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """``root`` and its descendants (``children``: a :func:`_children` map; read if None)."""
+    children = _children() if children is None else children
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -208,22 +214,20 @@ def _proc_tree(root: int) -> list[int]:
     return out
 
 
-def session_holders(root: int, workers: int) -> list[int]:
+def session_holders(root: int, workers: int, children: dict[int, list[int]]) -> list[int]:
     """The processes that hold the sessions' state: the service itself with one worker; with
     ``--workers K`` its worker processes (its direct children other than multiprocessing's
     resource tracker), not the supervisor and not the NeuroKit2 metrics pools below them."""
     if workers <= 1:
         return [root]
     out = []
-    for pid in _proc_tree(root):
+    for pid in children.get(root, []):
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
         except OSError:
             continue
-        if parent == root and b"resource_tracker" not in cmdline:
+        if b"resource_tracker" not in cmdline:
             out.append(pid)
     return out
 
@@ -267,8 +271,10 @@ class Sampler(threading.Thread):
         last_beat = None
         while not self.stop.wait(1.0):
             row = {"t": time.time()}
-            row["cpu"], row["rss"] = cpu_rss(_proc_tree(self.analysis_pid))
-            row["rss_main"] = cpu_rss(session_holders(self.analysis_pid, self.workers))[1]
+            children = _children()  # (one walk of /proc for both)
+            row["cpu"], row["rss"] = cpu_rss(_proc_tree(self.analysis_pid, children))
+            holders = session_holders(self.analysis_pid, self.workers, children)
+            row["rss_main"] = cpu_rss(holders)[1]
             for name, pid in self.servers.items():
                 row[name] = cpu_rss([pid])[0]
             self.samples.append(row)
@@ -459,7 +465,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         outputs = Outputs(broker.url)
         idle_cpu = cpu_rss([analysis.pid])[0]
-        idle_rss = cpu_rss(session_holders(analysis.pid, args.workers))[1]
+        idle_rss = cpu_rss(session_holders(analysis.pid, args.workers, _children()))[1]
         ctx = mp.get_context("spawn")
         ready, go = ctx.Queue(), ctx.Queue()
         shares = [list(range(k, n, args.procs)) for k in range(args.procs)]

@@ -3,7 +3,6 @@ sessions and the broker queues what arrives meanwhile (persistent MQTT session).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from rekindle.ingest.publisher import Publisher
 from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
+from tests.waiting import wait_until
 
 
 def test_restart_mid_session_gives_the_uninterrupted_episodes(
@@ -121,10 +121,11 @@ def test_put_off_snapshots_hold_the_acks_that_need_them_and_lose_nothing(
                     )
                 )
             pub.send_status("sim", "end", chunks[-1].end)
-            deadline = time.monotonic() + 120
-            while not (service.snapshots_put_off > 0 and service.acks_awaiting_snapshot > 0):
-                assert time.monotonic() < deadline, "no snapshot put off with acks waiting"
-                time.sleep(0.02)
+            wait_until(
+                lambda: service.snapshots_put_off > 0 and service.acks_awaiting_snapshot > 0,
+                "a snapshot put off with PUBACKs waiting for the next one",
+                every_s=0.02,
+            )
             assert service.snapshots == 1  # the first one; the PUBACKs since wait for the next
             monkeypatch.setattr(service_module, "SNAPSHOT_COST_FACTOR", 0.0)
             assert service.wait_sessions_finished(1, timeout=120)

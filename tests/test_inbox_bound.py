@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rekindle.analysis.core import Event
@@ -19,18 +18,12 @@ from rekindle.ingest.replay import replay
 from rekindle.ingest.sources.simulator import SimulationScript, simulate
 from rekindle.mqtturl import MqttSettings
 from tests.servers import InfluxD, Mosquitto
+from tests.waiting import wait_until
 
 SITE = "bound"
 DB = "bound"
 LIMIT = 25
 KA_SITE = "bound-keepalive"  # (no retained statuses of the other tests)
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not reached within {timeout} s"
-        time.sleep(0.02)
 
 
 class HeldWorker:
@@ -86,9 +79,9 @@ def test_a_held_up_worker_fills_the_inbox_to_its_bound_only(
     run = HeldWorker(MqttSettings.from_url(mqtt_broker.url), influxd, SITE, "S1", seed=5)
     service = run.service
     try:
-        _wait_for(run.held.is_set, "the worker handling its first events")
-        _wait_for(lambda: service.stats.inbox_waits > 0, "the network thread waiting for room")
-        _wait_for(lambda: service.inbox_size == LIMIT, "a full inbox behind the held worker")
+        wait_until(run.held.is_set, "the worker handling its first events")
+        wait_until(lambda: service.stats.inbox_waits > 0, "the network thread waiting for room")
+        wait_until(lambda: service.inbox_size == LIMIT, "a full inbox behind the held worker")
         assert service.stats.inbox_peak == LIMIT
     finally:
         run.finish()
@@ -147,12 +140,12 @@ def test_a_worker_held_up_longer_than_the_keepalive_keeps_its_connection(
     run = HeldWorker(settings, influxd, KA_SITE, "S3", seed=7)
     service = run.service
     try:
-        _wait_for(run.held.is_set, "the worker handling its first events")
+        wait_until(run.held.is_set, "the worker handling its first events")
         held_at = time.monotonic()
         # held for over 3 keepalives (each over-bound message is a third of one; at most 8 s):
         # without the bound on the wait, mosquitto drops the connection after 1.5 (3 s), and
         # the service reconnects once the worker goes on
-        _wait_for(
+        wait_until(
             lambda: service.stats.inbox_over_bound >= 10 or time.monotonic() - held_at > 8.0,
             "messages over the bound",
         )

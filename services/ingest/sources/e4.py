@@ -16,7 +16,7 @@ import gzip
 import io
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -250,12 +250,19 @@ def _ibi(where: Path, text: str) -> tuple[F64Array, F64Array]:
     return t0 + table[:, 0], table[:, 1] * 1000.0
 
 
-def _read(files: _Files) -> E4Export:
+def _read_regular(files: _Files, streams: Collection[SampleStream]) -> list[RegularSeries]:
+    """The regular series of ``streams`` that the export has a file of, in REGULAR_FILES'
+    order."""
     regular = []
     for stem, (stream, scale) in REGULAR_FILES.items():
-        name = files.find(stem)
+        name = files.find(stem) if stream in streams else None
         if name is not None:
             regular.append(_regular(files.label(name), files.text(name), stream, scale))
+    return regular
+
+
+def _read(files: _Files) -> E4Export:
+    regular = _read_regular(files, [s for s, _scale in REGULAR_FILES.values()])
     beat_times, rr = np.empty(0), np.empty(0)
     ibi = files.find("IBI")
     if ibi is not None:
@@ -294,15 +301,7 @@ def read_e4_stream(path: Path, stream: SampleStream, message_s: float = 1.0) -> 
     read: the chunks of that stream that :func:`read_e4_folder` / :func:`read_e4_zip` give, in
     the same order (their merge keeps each stream's own order), for less than the whole read.
     Nothing when the export has no file of that stream."""
-
-    def read(files: _Files) -> list[RegularSeries]:
-        for stem, (name_stream, scale) in REGULAR_FILES.items():
-            name = files.find(stem) if name_stream == stream else None
-            if name is not None:
-                return [_regular(files.label(name), files.text(name), stream, scale)]
-        return []
-
-    for series in _load(path, read):
+    for series in _load(path, lambda files: _read_regular(files, (stream,))):
         yield from coalesced_regular(
             series.stream, DEVICE, series.t0, series.fs, series.values, message_s
         )
