@@ -240,10 +240,15 @@ def test_analysis_sigkilled_between_checkpoints_loses_nothing_of_e2e_publishers(
     # After the kill the broker delivers its whole backlog (the rest of the session: the
     # publisher does not wait for out/ack) at once, and all of it waits behind the gap that the
     # resend fills. More than the hold bound would give the gap up before the resend can come
-    # (reorder.py: then analysed without it, by design), so the session is short enough that the
-    # two thirds after the kill fit: 15 min, 2,355 messages, both scripted episodes.
+    # (reorder.py: then analysed without it, by design). The backlog is what the first process
+    # had not acknowledged, which is more than it had not stored: its PUBACKs go out after each
+    # commit's lines are stored, and one commit can carry hundreds of messages (seen: a third
+    # stored, PUBACKs only up to 15 %; the backlog, 2,003 messages, then exceeded the bound, and
+    # once the resend was only 137 messages). So it is killed at half stored: the backlog is
+    # then under three quarters of the session's 2,355 messages (15 min, both scripted
+    # episodes), within the bound, and the resend a quarter of them.
     chunks = session_chunks(seed=4, minutes=15)
-    assert len(chunks) * 2 // 3 < ReorderBuffer().max_held
+    assert len(chunks) * 3 // 4 < ReorderBuffer().max_held
     samples, features, episodes = expected(chunks)
     assert {kind for kind, _, _ in episodes} == {"arousal", "release"}
     # one checkpoint at the first commit, the next one long after the kill
@@ -254,7 +259,7 @@ def test_analysis_sigkilled_between_checkpoints_loses_nothing_of_e2e_publishers(
     publisher = publish_session(
         mqtt_broker, session, chunks, published, ack_window=len(chunks), resent=resent
     )
-    wait_for(lambda: counts(influxd, db, session)[0] >= samples // 3, "a third stored", first)
+    wait_for(lambda: counts(influxd, db, session)[0] >= samples // 2, "half stored", first)
     first.kill()
     assert counts(influxd, db, session)[0] < samples, "complete before the kill: nothing tested"
     second = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "second", cadence)
@@ -268,7 +273,7 @@ def test_analysis_sigkilled_between_checkpoints_loses_nothing_of_e2e_publishers(
     assert counts(influxd, db, session) == (samples, features, 1)
     assert stored_episodes(influxd, db, session) == episodes
     assert len(resent) == 1
-    assert resent[0] > len(chunks) // 10  # about the third the broker no longer had
+    assert resent[0] > len(chunks) // 10  # about the half the broker no longer had
 
 
 def test_analysis_sigkilled_while_influxdb_is_away_loses_nothing(
