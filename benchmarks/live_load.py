@@ -447,6 +447,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.checkpoint_every is not None:
             cmd += ["--checkpoint-every", f"{args.checkpoint_every:g}"]
+        if not args.fork_snapshots:
+            cmd += ["--no-fork-snapshots"]
     log_path = tmp / "analysis.log"
     procs: list[mp.process.BaseProcess] = []
     outputs = None
@@ -552,6 +554,7 @@ def report(
                 if args.checkpoint_every is None
                 else f" --checkpoint-every {args.checkpoint_every:g}"
             )
+            + ("" if args.fork_snapshots else " --no-fork-snapshots")
             + ")"
             if args.durable
             else "no"
@@ -685,6 +688,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="S",
         help="the analysis's --checkpoint-every when durable (compose: 2; default: its own)",
+    )
+    parser.add_argument(
+        "--no-fork-snapshots",
+        dest="fork_snapshots",
+        action="store_false",
+        help="the analysis's --no-fork-snapshots when durable (the checkpoint pickled on its "
+        "worker thread, as before 2026-12-04)",
     )
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.duration <= args.warmup:

@@ -373,6 +373,7 @@ def _analysis_service(
         checkpoint_every_s=(
             CHECKPOINT_EVERY_S if args.checkpoint_every is None else args.checkpoint_every
         ),
+        fork_snapshots=args.fork_snapshots,
     )
 
 
@@ -892,6 +893,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="this worker's name in its group (default: the host name); unique per group",
+    )
+    p.add_argument(
+        "--fork-snapshots",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --state, pickle and write each checkpoint snapshot in a forked child, so the "
+        "worker stops only for the fork (~4 ms) instead of the pickling (~0.8 ms per open "
+        "session); --no-fork-snapshots pickles it on the worker thread (default: on where the "
+        "system can fork)",
     )
     p.add_argument(
         "--metrics",

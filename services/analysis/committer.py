@@ -10,7 +10,8 @@ had a thread of its own:
 1. make the job's lines durable (written to InfluxDB, or appended to the write-ahead log and
    fsynced: :meth:`BufferedWriter.persist`); a job that cannot be made durable yet (InfluxDB
    away and no write-ahead log) is retried every ``retry_s`` and nothing after it proceeds;
-2. write the job's checkpoint snapshot (atomically, fsynced);
+2. write the job's checkpoint snapshot (atomically, fsynced), or move the file a forked child
+   wrote it to into place (:mod:`rekindle.analysis.snapshot`);
 3. acknowledge (``deliver``: PUBACKs, then the ``out/ack`` publishes).
 
 Jobs queued behind each other while the committer was busy are merged into one before it
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rekindle.analysis.influx import BufferedWriter
+from rekindle.analysis.snapshot import SnapshotFile, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,9 @@ class CommitJob:
     """One commit point of the worker (see the module docstring)."""
 
     lines: list[str]
-    #: The pickled checkpoint at the commit point (None: none is written for this job).
-    checkpoint: bytes | None = None
+    #: The checkpoint: pickled at the commit point, or written to a file by a forked child
+    #: (None: none is written for this job).
+    checkpoint: bytes | SnapshotFile | None = None
     #: (mid, qos, connection) of every message processed since the previous commit.
     acks: list[tuple[int, int, int]] = field(default_factory=list)
     #: ``out/ack`` messages (topic, payload) to publish, retained, once durable.
@@ -76,6 +79,9 @@ def merge(jobs: list[CommitJob]) -> CommitJob:
     """One job doing what ``jobs`` (in order) would: all their lines, the newest checkpoint
     (taken after the others, so it covers their messages), all their acknowledgements."""
     checkpoints = [job.checkpoint for job in jobs if job.checkpoint is not None]
+    for older in checkpoints[:-1]:
+        if isinstance(older, SnapshotFile):
+            older.discard()
     return CommitJob(
         [line for job in jobs for line in job.lines],
         checkpoints[-1] if checkpoints else None,
@@ -94,11 +100,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 class Committer:
@@ -248,7 +250,9 @@ class Committer:
                 return
             with self._cond:
                 self._cond.wait(self.retry_s)
-        if job.checkpoint is not None and self.checkpoint_path is not None:
+        if isinstance(job.checkpoint, SnapshotFile) and self.checkpoint_path is not None:
+            job.checkpoint.install(self.checkpoint_path)
+        elif isinstance(job.checkpoint, bytes) and self.checkpoint_path is not None:
             write_atomic(self.checkpoint_path, job.checkpoint)
         self.deliver(job)
         self.completed += 1

@@ -47,7 +47,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from rekindle import __version__, contract
-from rekindle.analysis import health, points, schema
+from rekindle.analysis import health, points, schema, snapshot
 from rekindle.analysis.committer import (
     CHECKPOINT_EVERY_S,
     MAX_JOBS,
@@ -241,6 +241,7 @@ class AnalysisService:
         metrics: MetricsRunner | None = None,
         inbox_limit: int = INBOX_LIMIT,
         commit_jobs: int = MAX_JOBS,
+        fork_snapshots: bool = True,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         if inbox_limit < 1:
@@ -293,6 +294,14 @@ class AnalysisService:
         #: ``checkpoint_every_s`` 0)
         self.snapshots_put_off = 0
         self._acks_awaiting_snapshot: list[tuple[int, int, int]] = []
+        #: the snapshot is pickled by a forked child (snapshot.py) where the system can fork:
+        #: the one in flight, how many were forked, how many failed (their acknowledgements
+        #: then wait for the next one), the worker's time in the last fork (s)
+        self.fork_snapshots = fork_snapshots and snapshot.available()
+        self._forked: snapshot.ForkedSnapshot | None = None
+        self.snapshots_forked = 0
+        self.snapshot_failures = 0
+        self.snapshot_fork_s = 0.0
         self._deferred: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
         self._last_end: dict[StreamKey, float] = {}
         self._run_n: dict[StreamKey, int] = {}
@@ -417,8 +426,10 @@ class AnalysisService:
 
     @property
     def acks_awaiting_snapshot(self) -> int:
-        """PUBACKs held until the next checkpoint snapshot covers their messages."""
-        return len(self._acks_awaiting_snapshot)
+        """PUBACKs held until a checkpoint snapshot covers their messages (the next one, or
+        the forked one in flight)."""
+        forked = self._forked
+        return len(self._acks_awaiting_snapshot) + (0 if forked is None else len(forked.acks))
 
     @property
     def connections(self) -> int:
@@ -458,6 +469,7 @@ class AnalysisService:
     # ---------------------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> AnalysisService:
         if self.state_path is not None:
+            snapshot.remove_leftovers(self.state_path)  # (a crash's, never installed)
             self._restore(self.state_path)
         self._load_rejects()
         try:
@@ -553,6 +565,9 @@ class AnalysisService:
                 self._lines.extend(self.metrics.close(timeout))
         self.writer.add(self._take_lines())
         self.writer.close(timeout_s=timeout)
+        if self._forked is not None:
+            self._forked.abandon()  # (the checkpoint written next covers it)
+            self._forked = None
         if self.state_path is not None:
             self.checkpoint(self.state_path)
         log.info(
@@ -580,37 +595,54 @@ class AnalysisService:
         pending, self._pending = self._pending, []
         self._unsnapshotted += len(pending)
         acks = [(item.mid, item.qos, item.connection) for item in pending if item.qos]
-        snapshot = None
+        checkpoint: bytes | snapshot.SnapshotFile | None = None
+        publishes: list[tuple[str, bytes]] = []
+        if self._forked is not None and (final or self._forked.poll()):
+            checkpoint, acks, publishes = self._forked_done(self._forked, acks, final)
+            self._forked = None
+        # PUBACKs that promise a checkpoint (the messages' only durable copy is the snapshot)
+        promise = self.checkpoint_every_s <= 0 or len(self._reorder) > 0 or bool(self._deferred)
         if self.state_path is not None and self._unsnapshotted and self._snapshot_due(final):
-            if final or not self._snapshot_too_soon():
+            if final or (self._forked is None and not self._snapshot_too_soon()):
                 # the snapshot is taken now: later changes to the sessions must not leak into it
-                started = time.monotonic()
-                snapshot = self._checkpoint_bytes()
-                self._last_snapshot = time.monotonic()
-                self._snapshot_cost_s = self._last_snapshot - started
+                forked = None if final or not self.fork_snapshots else self._fork_snapshot()
                 self._unsnapshotted = 0
                 self.snapshots += 1
-                acks = self._acks_awaiting_snapshot + acks
-                self._acks_awaiting_snapshot = []
+                held, self._acks_awaiting_snapshot = self._acks_awaiting_snapshot, []
+                if forked is not None:
+                    # what it covers is acknowledged once the committer installs it; PUBACKs
+                    # that promise no checkpoint go out with this commit's lines
+                    forked.acks = held + (acks if promise else [])
+                    acks = [] if promise else acks
+                    if self._ack_dirty:
+                        forked.publishes = self._due_acks(force=False, keys=forked.keys)
+                    self._forked = forked
+                else:
+                    started = time.monotonic()
+                    if checkpoint is not None and not isinstance(checkpoint, bytes):
+                        checkpoint.discard()  # (this newer one covers it)
+                    checkpoint = self._checkpoint_bytes()
+                    self._last_snapshot = time.monotonic()
+                    self._snapshot_cost_s = self._last_snapshot - started
+                    acks = held + acks
             else:
                 self.snapshots_put_off += 1
-                if self.checkpoint_every_s <= 0 or len(self._reorder) > 0 or self._deferred:
-                    # these PUBACKs promise a checkpoint: they wait for the next one (the
-                    # broker keeps the messages meanwhile, and sends no more once its
-                    # in-flight window is full: back-pressure)
+                if promise:
+                    # these PUBACKs wait for the next snapshot (the broker keeps the messages
+                    # meanwhile, and sends no more once its in-flight window is full:
+                    # back-pressure)
                     self._acks_awaiting_snapshot.extend(acks)
                     acks = []
         # out/ack promises that a restart needs none of what it covers: with a checkpoint, only
         # once one (this job's, or an earlier job's, written before this job completes) covers
-        # everything handled
-        acks_due = self._ack_dirty and (self.state_path is None or self._unsnapshotted == 0)
+        # everything handled (not while a forked one is in flight: it covers its own)
+        acks_due = self._ack_dirty and (
+            self.state_path is None or (self._unsnapshotted == 0 and self._forked is None)
+        )
+        if acks_due:
+            publishes.extend(self._due_acks(force=final))
         job = CommitJob(
-            self._take_lines(),
-            snapshot,
-            acks,
-            self._due_acks(force=final) if acks_due else [],
-            final=final,
-            timeout_s=timeout_s,
+            self._take_lines(), checkpoint, acks, publishes, final=final, timeout_s=timeout_s
         )
         if job.lines or job.acks or job.publishes or job.checkpoint is not None or final:
             self._committer.submit(job, None if final else self._stop)
@@ -619,6 +651,48 @@ class AnalysisService:
         if pending:
             self.commits += 1
         return not self._committer.stalled
+
+    def _fork_snapshot(self) -> snapshot.ForkedSnapshot | None:
+        """A child pickling the checkpoint as it is now (snapshot.py); None when the system
+        cannot fork (then the worker pickles it, as without ``fork_snapshots``)."""
+        assert self.state_path is not None
+        started = time.monotonic()
+        try:
+            forked = snapshot.ForkedSnapshot.start(
+                self._checkpoint_state(), snapshot.snapshot_path(self.state_path, self.snapshots)
+            )
+        except OSError as exc:
+            log.warning("cannot fork the checkpoint snapshot (%s): pickling it here", exc)
+            return None
+        self._last_snapshot = time.monotonic()
+        self.snapshot_fork_s = self._last_snapshot - started
+        self.snapshots_forked += 1
+        return forked
+
+    def _forked_done(
+        self, forked: snapshot.ForkedSnapshot, acks: list[tuple[int, int, int]], final: bool
+    ) -> tuple[snapshot.SnapshotFile | None, list[tuple[int, int, int]], list[tuple[str, bytes]]]:
+        """The checkpoint, PUBACKs and ``out/ack`` messages of this commit once ``forked`` has
+        ended (or, with ``final``, been abandoned for the final snapshot, which covers it). A
+        failed child is logged; what it covered waits for the next snapshot."""
+        # the next snapshot waits for SNAPSHOT_COST_FACTOR times what this one cost the
+        # machine: the checkpoint's share of a core stays bounded, as on the worker
+        if final:
+            forked.abandon()
+            self._unsnapshotted += 1  # (the final snapshot is taken in any case)
+            return None, forked.acks + acks, forked.publishes
+        self._snapshot_cost_s = forked.wall_s
+        try:
+            written = forked.result()
+        except snapshot.SnapshotError as exc:
+            self.snapshot_failures += 1
+            log.error("%s; its messages wait for the next snapshot", exc)
+            self._acks_awaiting_snapshot = forked.acks + self._acks_awaiting_snapshot
+            self._ack_dirty.update(forked.keys)
+            self._ack_urgent.update(forked.keys)
+            self._unsnapshotted += 1
+            return None, acks, []
+        return written, forked.acks + acks, forked.publishes
 
     def _snapshot_due(self, final: bool) -> bool:
         """Whether this commit writes the checkpoint.
@@ -670,7 +744,9 @@ class AnalysisService:
         for topic, payload in job.publishes:
             self._client.publish(topic, payload, qos=1, retain=True)
 
-    def _due_acks(self, *, force: bool = False) -> list[tuple[str, bytes]]:
+    def _due_acks(
+        self, *, force: bool = False, keys: list[tuple[str, str]] | None = None
+    ) -> list[tuple[str, bytes]]:
         """The (retained) ``out/ack`` messages saying how far each changed session is handled,
         for the committer to publish once the commit they are built at is durable.
 
@@ -678,7 +754,8 @@ class AnalysisService:
         ``ACK_EVERY_MESSAGES`` messages or ``ACK_EVERY_S`` passed since its last one (a live
         session: about once a second instead of at every commit, which at 500 sessions was
         ~2,000 retained publishes a second), and at once for a status, a gap, a reconnect or
-        ``force``. Publishers resend only after 3 s without progress (publisher.py).
+        ``force``. Publishers resend only after 3 s without progress (publisher.py). ``keys``
+        gets the sessions they are for.
         """
         now = time.monotonic()
         publishes: list[tuple[str, bytes]] = []
@@ -690,6 +767,8 @@ class AnalysisService:
             or self._ack_unsent.get(key, 0) >= ACK_EVERY_MESSAGES
             or now - self._ack_sent.get(key, -math.inf) >= ACK_EVERY_S
         ]
+        if keys is not None:
+            keys.extend(due)
         for key in due:
             self._ack_dirty.discard(key)
             self._ack_urgent.discard(key)
@@ -746,7 +825,10 @@ class AnalysisService:
         log.debug("checkpoint: %d open session(s) to %s", len(self.pipelines), path)
 
     def _checkpoint_bytes(self) -> bytes:
-        state = {
+        return pickle.dumps(self._checkpoint_state(), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _checkpoint_state(self) -> dict[str, object]:
+        return {
             "format": CHECKPOINT_FORMAT,
             "version": __version__,
             "pipelines": self.pipelines,
@@ -762,7 +844,6 @@ class AnalysisService:
             "gap_spans": self._gap_spans,
             "metrics": None if self.metrics is None else self.metrics.checkpoint_state(),
         }
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, path: Path) -> None:
         if not path.exists():
@@ -896,18 +977,20 @@ class AnalysisService:
                 # Holding unacknowledged messages, wait only briefly: the broker may be waiting
                 # for our acknowledgements (mosquitto sends at most max_inflight_messages
                 # unacknowledged ones, amqtt one at a time), so nothing arriving means commit.
-                wait = self.idle_commit_s if self._pending and not self._stalled else 0.2
+                # (a forked snapshot in flight: its acknowledgements wait for it to end)
+                waiting = bool(self._pending) or self._forked is not None
+                wait = self.idle_commit_s if waiting and not self._stalled else 0.2
                 try:
                     item = self._inbox.get(timeout=wait)
                 except queue.Empty:
                     self._collect_metrics()
-                    if self._pending and not self._stalled:
+                    if waiting and not self._stalled:
                         self._stalled = not self._commit()
                         continue
                     self._expire_idle_sessions()
                     self._give_up_gaps()
                     self._stalled = not self._commit()
-                    if not self._stalled and self._committer.drained():
+                    if not self._stalled and self._committer.drained() and self._forked is None:
                         self._idle.set()
                     if self._stop.is_set():
                         return
