@@ -236,7 +236,10 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_rss(pids: list[int]) -> tuple[float, float]:
-    """CPU seconds (user + system) and RSS (MB) summed over ``pids``."""
+    """CPU seconds (user + system, their own and that of their children that ended and were
+    waited for) and RSS (MB) summed over ``pids``. The ended children's share matters: the
+    analysis forks a short-lived child for each checkpoint snapshot (snapshot.py), whose CPU
+    would otherwise vanish from the figures when it ends."""
     cpu = rss = 0.0
     for pid in pids:
         try:
@@ -248,7 +251,7 @@ def cpu_rss(pids: list[int]) -> tuple[float, float]:
                         rss += int(line.split()[1]) / 1024
         except OSError:
             continue
-        cpu += (int(fields[11]) + int(fields[12])) / _TICK
+        cpu += sum(int(f) for f in fields[11:15]) / _TICK  # utime stime cutime cstime
     return cpu, rss
 
 
