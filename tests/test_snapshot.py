@@ -46,6 +46,7 @@ def test_the_child_writes_the_state_as_it_was_at_the_fork(tmp_path: Path) -> Non
     written = forked.result()
     assert forked.error is None
     assert forked.wall_s > 0
+    assert forked.cpu_s <= forked.wall_s + 0.01  # (one thread: no more CPU than wall time)
     assert written.path.read_bytes() == expected
     written.install(tmp_path / "a.state")
     assert (tmp_path / "a.state").read_bytes() == expected
@@ -123,3 +124,11 @@ def test_many_snapshots_in_a_row_leave_no_child_behind(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # (reaped: no zombie left)
+
+
+def test_the_child_reports_the_cpu_it_took(tmp_path: Path) -> None:
+    """The next snapshot is paced by the child's CPU time (service._snapshot_too_soon)."""
+    state = {"floats": [float(i) for i in range(2_000_000)]}  # (~0.1 s to pickle)
+    forked = ForkedSnapshot.start(state, snapshot.snapshot_path(tmp_path / "s", 0))
+    forked.result().discard()
+    assert 0.005 < forked.cpu_s <= forked.wall_s + 0.01

@@ -135,7 +135,7 @@ class ServiceStats:
     rejected_by_field: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Inbound:
     topic: str
     payload: bytes
@@ -144,6 +144,9 @@ class _Inbound:
     mid: int = 0
     qos: int = 0
     connection: int = 0  # which broker connection delivered it (a mid is only valid there)
+    #: handling it left it waiting (behind a seq gap, or a status behind its run's data): its
+    #: only durable copy is the checkpoint, which its PUBACK must wait for
+    held: bool = False
 
 
 def open_sessions(path: Path) -> list[tuple[str, str]]:
@@ -294,6 +297,8 @@ class AnalysisService:
         #: ``checkpoint_every_s`` 0)
         self.snapshots_put_off = 0
         self._acks_awaiting_snapshot: list[tuple[int, int, int]] = []
+        #: messages left waiting so far (held behind a gap, statuses deferred)
+        self._holds = 0
         #: the snapshot is pickled by a forked child (snapshot.py) where the system can fork:
         #: the one in flight, how many were forked, how many failed (their acknowledgements
         #: then wait for the next one), the worker's time in the last fork (s)
@@ -594,14 +599,25 @@ class AnalysisService:
             self._ack_urgent.update(self._positions)
         pending, self._pending = self._pending, []
         self._unsnapshotted += len(pending)
-        acks = [(item.mid, item.qos, item.connection) for item in pending if item.qos]
+        # PUBACKs that promise a checkpoint: with one, every PUBACK with checkpoint_every_s 0;
+        # otherwise those of messages left waiting while something still waits (their only
+        # durable copy is the snapshot). The others' lines are durable when this job's PUBACKs
+        # go out (until 2026-12-04 every PUBACK waited while any message waited: with two
+        # workers, which see messages out of order often, the broker's in-flight window then
+        # passed about one window of messages per snapshot)
+        every = self.checkpoint_every_s <= 0
+        waiting = len(self._reorder) > 0 or bool(self._deferred)
+        acks: list[tuple[int, int, int]] = []
+        promised: list[tuple[int, int, int]] = []
+        for i in pending:
+            if i.qos:
+                promises = self.state_path is not None and (every or (i.held and waiting))
+                (promised if promises else acks).append((i.mid, i.qos, i.connection))
         checkpoint: bytes | snapshot.SnapshotFile | None = None
         publishes: list[tuple[str, bytes]] = []
         if self._forked is not None and (final or self._forked.poll()):
             checkpoint, acks, publishes = self._forked_done(self._forked, acks, final)
             self._forked = None
-        # PUBACKs that promise a checkpoint (the messages' only durable copy is the snapshot)
-        promise = self.checkpoint_every_s <= 0 or len(self._reorder) > 0 or bool(self._deferred)
         if self.state_path is not None and self._unsnapshotted and self._snapshot_due(final):
             if final or (self._forked is None and not self._snapshot_too_soon()):
                 # the snapshot is taken now: later changes to the sessions must not leak into it
@@ -612,8 +628,7 @@ class AnalysisService:
                 if forked is not None:
                     # what it covers is acknowledged once the committer installs it; PUBACKs
                     # that promise no checkpoint go out with this commit's lines
-                    forked.acks = held + (acks if promise else [])
-                    acks = [] if promise else acks
+                    forked.acks = held + promised
                     if self._ack_dirty:
                         forked.publishes = self._due_acks(force=False, keys=forked.keys)
                     self._forked = forked
@@ -624,15 +639,14 @@ class AnalysisService:
                     checkpoint = self._checkpoint_bytes()
                     self._last_snapshot = time.monotonic()
                     self._snapshot_cost_s = self._last_snapshot - started
-                    acks = held + acks
+                    acks = held + promised + acks
             else:
                 self.snapshots_put_off += 1
-                if promise:
-                    # these PUBACKs wait for the next snapshot (the broker keeps the messages
-                    # meanwhile, and sends no more once its in-flight window is full:
-                    # back-pressure)
-                    self._acks_awaiting_snapshot.extend(acks)
-                    acks = []
+                # these PUBACKs wait for the next snapshot (the broker keeps the messages
+                # meanwhile, and sends no more once its in-flight window is full: back-pressure)
+                self._acks_awaiting_snapshot.extend(promised)
+        else:
+            self._acks_awaiting_snapshot.extend(promised)
         # out/ack promises that a restart needs none of what it covers: with a checkpoint, only
         # once one (this job's, or an earlier job's, written before this job completes) covers
         # everything handled (not while a forked one is in flight: it covers its own)
@@ -675,13 +689,14 @@ class AnalysisService:
         """The checkpoint, PUBACKs and ``out/ack`` messages of this commit once ``forked`` has
         ended (or, with ``final``, been abandoned for the final snapshot, which covers it). A
         failed child is logged; what it covered waits for the next snapshot."""
-        # the next snapshot waits for SNAPSHOT_COST_FACTOR times what this one cost the
-        # machine: the checkpoint's share of a core stays bounded, as on the worker
         if final:
             forked.abandon()
             self._unsnapshotted += 1  # (the final snapshot is taken in any case)
             return None, forked.acks + acks, forked.publishes
-        self._snapshot_cost_s = forked.wall_s
+        # the next snapshot waits for SNAPSHOT_COST_FACTOR times the CPU this one cost (not
+        # its wall time, which a busy machine stretches while the PUBACKs wait): the
+        # checkpoint's share of a core stays bounded, as on the worker
+        self._snapshot_cost_s = forked.cpu_s
         try:
             written = forked.result()
         except snapshot.SnapshotError as exc:
@@ -698,8 +713,9 @@ class AnalysisService:
         """Whether this commit writes the checkpoint.
 
         The PUBACKs of a commit go out once its lines are durable; the checkpoint, which costs
-        the worker ~0.3 ms per open session (``benchmarks/checkpoint_cost.py``: ~65 ms for 250
-        sessions, and mosquitto's in-flight window makes a commit every ~100 messages), is
+        ~0.3-0.8 ms per open session to pickle (``benchmarks/checkpoint_cost.py``: ~65 ms for 250
+        sessions, and mosquitto's in-flight window makes a commit every ~100 messages; done by
+        a forked child, snapshot.py, unless ``fork_snapshots`` is off), is
         written every ``checkpoint_every_s`` (0: at every commit), at once while messages wait
         behind a gap or statuses behind them (acknowledged, their only durable copy is the
         checkpoint), and when ``out/ack`` is urgent (a status: a publisher's ``end`` waits for
@@ -715,13 +731,15 @@ class AnalysisService:
             or time.monotonic() - self._last_snapshot >= self.checkpoint_every_s
             or len(self._reorder) > 0
             or bool(self._deferred)
+            or bool(self._acks_awaiting_snapshot)  # (PUBACKs wait for it)
             or bool(self._ack_urgent)  # a status, a gap, a reconnect: out/ack at once
         )
 
     def _snapshot_too_soon(self) -> bool:
         """Whether the next snapshot must wait: until SNAPSHOT_COST_FACTOR times the last one's
-        cost has passed since it was taken, so that the checkpoint takes at most
-        1 / (1 + SNAPSHOT_COST_FACTOR) of the worker's time whatever the reasons it is due.
+        cost (the worker's pickling, or the forked child's wall time) has passed since it was
+        taken, so that the checkpoint takes at most 1 / (1 + SNAPSHOT_COST_FACTOR) of the worker
+        (or of a core, forked) whatever the reasons it is due.
         Without this bound a worker that fell behind (its sessions out of order, resends held
         behind gaps: a checkpoint due at every commit) spent ever more of its time pickling
         the checkpoint and fell further behind (500 live sessions, 2 workers: 70 % of the
@@ -998,7 +1016,9 @@ class AnalysisService:
                 if not self._pending:
                     self._pending_since = time.monotonic()
                 self._pending.append(item)
+                holds = self._holds
                 self.process(item.topic, item.payload, item.received, retained=item.retained)
+                item.held = self._holds != holds
                 self._collect_metrics()
                 # Commit at once when we hold ack_batch messages and either the broker has
                 # nothing more for us right now or the committer is free (its write then
@@ -1124,6 +1144,7 @@ class AnalysisService:
             self._deferred.setdefault((msg.site, msg.session), []).append(
                 (topic, payload, received)
             )
+            self._holds += 1
             return
         if isinstance(msg, contract.StatusMessage):
             self._apply(msg, topic, retained)
@@ -1158,6 +1179,7 @@ class AnalysisService:
             return False
         if self._reorder.hold(key, order, Held(msg, topic, payload, received, time.monotonic())):
             self.stats.held += 1
+            self._holds += 1
             self._ack_dirty.add((msg.site, msg.session))  # out/ack lists it as held
             log.debug("%s %d on %s waits for its predecessors", key[3], order, topic)
         else:

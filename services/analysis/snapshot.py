@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import resource
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,8 +124,9 @@ class ForkedSnapshot:
     keys: list[tuple[str, str]] = field(default_factory=list)
     pid: int = 0
     started: float = 0.0
-    #: The child's wall time (s), once it ended.
+    #: The child's wall time and CPU time (user + system, s), once it ended.
     wall_s: float = 0.0
+    cpu_s: float = 0.0
     #: Why the child failed (None: it has not ended, or it succeeded).
     error: str | None = None
     ended: bool = False
@@ -134,7 +137,12 @@ class ForkedSnapshot:
         """Fork the child; raises OSError when the system cannot fork (then pickle here)."""
         read_fd, write_fd = os.pipe()
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns that a child of a multi-threaded process may deadlock
+                # on a lock another thread held: ours takes none (it pickles lock-free state
+                # and writes one file), see the module docstring
+                warnings.filterwarnings("ignore", ".*multi-threaded.*fork", DeprecationWarning)
+                pid = os.fork()
         except OSError:
             os.close(read_fd)
             os.close(write_fd)
@@ -148,20 +156,21 @@ class ForkedSnapshot:
     def poll(self) -> bool:
         """True once the child has ended (without waiting for it)."""
         if not self.ended:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             if pid != 0:
-                self._ended(status)
+                self._ended(status, usage)
         return self.ended
 
     def wait(self) -> None:
         """Wait for the child to end."""
         if not self.ended:
-            _pid, status = os.waitpid(self.pid, 0)
-            self._ended(status)
+            _pid, status, usage = os.wait4(self.pid, 0)
+            self._ended(status, usage)
 
-    def _ended(self, status: int) -> None:
+    def _ended(self, status: int, usage: resource.struct_rusage) -> None:
         self.ended = True
         self.wall_s = time.monotonic() - self.started
+        self.cpu_s = usage.ru_utime + usage.ru_stime
         reason = b""
         with contextlib.suppress(OSError):
             reason = os.read(self._err_fd, 4000)
