@@ -122,7 +122,9 @@ def run_pipeline(
             if parallel.in_time_order(chunks) and any(c.stream == "ppg" for c in chunks):
                 ppg = parallel.ppg_messages(chunks, message_s)
                 beats = stack.enter_context(parallel.BeatsProcess(cfg, ppg))
-        pipeline = SessionPipeline(site, session, config, store_lines=False, beats=beats)
+        pipeline = SessionPipeline(
+            site, session, config, store_lines=False, beats=beats, decomposition=False
+        )
         for seq, chunk in enumerate(coalesce(tapped(), message_s)):
             events.extend(pipeline.handle(chunk.to_message(site, session, seq, None)).events)
         events.extend(pipeline.finish().events)

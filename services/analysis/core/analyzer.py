@@ -145,8 +145,12 @@ def _pending_key(pend: _Pending) -> tuple[str, str]:
 class SessionAnalyzer:
     """Streaming analysis of one session. See the module docstring for the time model."""
 
-    def __init__(self, config: AnalysisConfig | None = None) -> None:
+    def __init__(self, config: AnalysisConfig | None = None, *, decomposition: bool = True) -> None:
+        """``decomposition``: emit each second's :class:`EdaDecomposition` (the tonic/phasic
+        samples the live service stores); off where nothing reads them (an offline analysis
+        keeps only the feature rows and episodes), which saves ~5 % of its time."""
         self.cfg = config or AnalysisConfig()
+        self.decomposition = decomposition
         self._lateness = self.cfg.lateness_s
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._entries: list[_Pending] = []  # sorted by key
@@ -467,13 +471,13 @@ class SessionAnalyzer:
                     tonic, phasic, scr_rate, quality["eda"] = proc_e.tick(
                         k, motion=False, in_gap=False
                     )
-                    proc_e.take_events(out)
+                    proc_e.take_events(out, self.decomposition)
             else:
                 eda_ticks: dict[str, EdaTick] = {}
                 for d, proc_e in eda_procs.items():
                     in_gap = bool(gaps) and self._in_gap("eda", d, k)
                     eda_ticks[d] = proc_e.tick(k, motion=d in moving, in_gap=in_gap)
-                    proc_e.take_events(out)
+                    proc_e.take_events(out, self.decomposition)
                 tonic, phasic, scr_rate, quality["eda"] = self._pick(eda_ticks)
         hr_value = None
         hr_procs = self._hr

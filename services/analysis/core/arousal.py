@@ -25,7 +25,7 @@ its references; in short:
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
@@ -109,26 +109,44 @@ class _Quantile:
     """Lower ``q`` quantile (towards calm: ``sign`` 1 = low values) of the values from
     ``window + gap`` to ``gap`` seconds ago."""
 
-    __slots__ = ("_buf", "gap", "q", "sign", "window")
+    __slots__ = ("_buf", "_in", "_sorted", "gap", "q", "sign", "window")
 
     def __init__(self, window: float, gap: float, q: float, sign: float) -> None:
         self.window, self.gap, self.q, self.sign = window, gap, q, sign
         self._buf: deque[tuple[int, float]] = deque()
+        #: the values of the first ``_in`` entries of ``_buf`` (those up to ``gap`` ago),
+        #: sorted; kept as the window moves (an insertion and a removal per second instead of
+        #: sorting the window every second); None: to be rebuilt (a fresh one, or restored from
+        #: a checkpoint written before it was kept)
+        self._sorted: list[float] | None = None
+        self._in = 0
 
     def push(self, k: int, v: float | None) -> float | None:
         buf = self._buf
         if v is not None:
             buf.append((k, self.sign * v))
+        kept = self._sorted
         while buf and buf[0][0] < k - self.window - self.gap:
-            buf.popleft()
+            _, old = buf.popleft()
+            if kept is not None and self._in:
+                del kept[bisect_left(kept, old)]
+                self._in -= 1
         hi = k - self.gap
-        # (buf is in time order, so the values up to ``hi`` are a prefix of it, found by
-        # bisection instead of testing every entry: the same values in the same order)
-        m = bisect_right(buf, hi, key=itemgetter(0))
-        vals: list[float] = sorted(map(itemgetter(1), islice(buf, m)))
-        if len(vals) < max(1, math.ceil(self.window / 2)):
+        if kept is None:
+            # (buf is in time order, so the values up to ``hi`` are a prefix of it, found by
+            # bisection)
+            m = bisect_right(buf, hi, key=itemgetter(0))
+            kept = self._sorted = sorted(map(itemgetter(1), islice(buf, m)))
+            self._in = m
+        else:
+            n = self._in
+            while n < len(buf) and buf[n][0] <= hi:
+                insort(kept, buf[n][1])
+                n += 1
+            self._in = n
+        if len(kept) < max(1, math.ceil(self.window / 2)):
             return None
-        return self.sign * vals[math.floor(self.q * (len(vals) - 1))]
+        return self.sign * kept[math.floor(self.q * (len(kept) - 1))]
 
 
 class _Input:

@@ -205,12 +205,16 @@ class EdaProcessor:
         n = len(self._scr_peaks) + 2 * len(self._mins) + len(self._hist)
         return 80 * n + 3 * 8 * len(self._out_t) + 1024
 
-    def take_events(self, out: list[Event]) -> None:
-        """Append the SCRs and the decomposition produced since the last call to ``out``."""
+    def take_events(self, out: list[Event], decomposition: bool = True) -> None:
+        """Append the SCRs and (with ``decomposition``) the decomposition produced since the
+        last call to ``out``; without, the decomposition is dropped."""
         if self._scrs:
             out.extend(self._scrs)
             self._scrs.clear()
-        if self._out_t:
+        if self._out_t and not decomposition:
+            empty = _EMPTY
+            self._out_t, self._out_tonic, self._out_phasic = empty[:], empty[:], empty[:]
+        elif self._out_t:
             # the arrays take over the buffers (no copy); fresh buffers collect the next ones
             # (``frombuffer``'s default dtype is float64; passing it costs ~0.3 us a call)
             frombuffer = np.frombuffer
