@@ -211,20 +211,18 @@ class EdaProcessor:
         if self._scrs:
             out.extend(self._scrs)
             self._scrs.clear()
-        if self._out_t and not decomposition:
-            empty = _EMPTY
-            self._out_t, self._out_tonic, self._out_phasic = empty[:], empty[:], empty[:]
-        elif self._out_t:
-            # the arrays take over the buffers (no copy); fresh buffers collect the next ones
-            # (``frombuffer``'s default dtype is float64; passing it costs ~0.3 us a call)
-            frombuffer = np.frombuffer
-            out.append(
-                EdaDecomposition(
-                    self.device,
-                    frombuffer(self._out_t),
-                    frombuffer(self._out_tonic),
-                    frombuffer(self._out_phasic),
+        if self._out_t:
+            if decomposition:
+                # the arrays take over the buffers (no copy); fresh buffers collect the next
+                # ones (``frombuffer``'s default dtype is float64; passing it costs ~0.3 us)
+                frombuffer = np.frombuffer
+                out.append(
+                    EdaDecomposition(
+                        self.device,
+                        frombuffer(self._out_t),
+                        frombuffer(self._out_tonic),
+                        frombuffer(self._out_phasic),
+                    )
                 )
-            )
             empty = _EMPTY  # (slicing an empty array is cheaper than ``array("d")``)
             self._out_t, self._out_tonic, self._out_phasic = empty[:], empty[:], empty[:]
