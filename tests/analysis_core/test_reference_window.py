@@ -76,7 +76,7 @@ def test_restored_without_its_sorted_list_rebuilds_it() -> None:
     first = _Quantile(60.0, 10.0, 0.2, 1.0)
     got = [first.push(k, v) for k, v in pushes[:300]]
     resumed = pickle.loads(pickle.dumps(first))
-    resumed._sorted, resumed._in = None, 0  # (as restored from the older checkpoint)
+    resumed._sorted = None  # (as restored from the older checkpoint)
     got += [resumed.push(k, v) for k, v in pushes[300:]]
     assert got == expected
 

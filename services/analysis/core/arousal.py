@@ -109,17 +109,16 @@ class _Quantile:
     """Lower ``q`` quantile (towards calm: ``sign`` 1 = low values) of the values from
     ``window + gap`` to ``gap`` seconds ago."""
 
-    __slots__ = ("_buf", "_in", "_sorted", "gap", "q", "sign", "window")
+    __slots__ = ("_buf", "_sorted", "gap", "q", "sign", "window")
 
     def __init__(self, window: float, gap: float, q: float, sign: float) -> None:
         self.window, self.gap, self.q, self.sign = window, gap, q, sign
         self._buf: deque[tuple[int, float]] = deque()
-        #: the values of the first ``_in`` entries of ``_buf`` (those up to ``gap`` ago),
-        #: sorted; kept as the window moves (an insertion and a removal per second instead of
-        #: sorting the window every second); None: to be rebuilt (a fresh one, or restored from
-        #: a checkpoint written before it was kept)
+        #: the values of the first ``len(_sorted)`` entries of ``_buf`` (those up to ``gap``
+        #: ago), sorted; kept as the window moves (an insertion and a removal per second instead
+        #: of sorting the window every second); None: to be rebuilt (a fresh one, or restored
+        #: from a checkpoint written before it was kept)
         self._sorted: list[float] | None = None
-        self._in = 0
 
     def push(self, k: int, v: float | None) -> float | None:
         buf = self._buf
@@ -128,22 +127,19 @@ class _Quantile:
         kept = self._sorted
         while buf and buf[0][0] < k - self.window - self.gap:
             _, old = buf.popleft()
-            if kept is not None and self._in:
+            if kept:  # (the oldest entry is among those kept while any is)
                 del kept[bisect_left(kept, old)]
-                self._in -= 1
         hi = k - self.gap
         if kept is None:
             # (buf is in time order, so the values up to ``hi`` are a prefix of it, found by
             # bisection)
             m = bisect_right(buf, hi, key=itemgetter(0))
             kept = self._sorted = sorted(map(itemgetter(1), islice(buf, m)))
-            self._in = m
         else:
-            n = self._in
+            n = len(kept)
             while n < len(buf) and buf[n][0] <= hi:
                 insort(kept, buf[n][1])
                 n += 1
-            self._in = n
         if len(kept) < max(1, math.ceil(self.window / 2)):
             return None
         return self.sign * kept[math.floor(self.q * (len(kept) - 1))]
