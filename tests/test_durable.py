@@ -132,16 +132,21 @@ def publish_session(
     published: threading.Event,
     ack_window: int | None = None,
     resent: list[int] | None = None,
+    hold: tuple[int, threading.Event] | None = None,
 ) -> threading.Thread:
     """Publish the session at broker speed in a thread, then ``end``; set ``published`` after
     (with ``ack_window``, once the analysis acknowledged everything end to end, appending to
-    ``resent`` how many messages the publisher resent)."""
+    ``resent`` how many messages the publisher resent). ``hold=(k, resume)`` stops after the
+    first k chunks until ``resume`` is set, so that a kill meant for mid-session comes before
+    the end however fast the analysis is."""
 
     def run() -> None:
         settings = MqttSettings.from_url(broker.url)
         with Publisher(settings, SITE, session, device="sim", ack_window=ack_window) as pub:
             pub.send_status("sim", "online", chunks[0].start)
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks):
+                if hold is not None and i == hold[0] and not hold[1].wait(DEADLINE_S):
+                    return
                 pub.publish(
                     chunk.to_message(
                         SITE, session, pub.next_seq(chunk.device, chunk.stream), pub.run
@@ -207,10 +212,14 @@ def test_analysis_sigkilled_mid_session_loses_and_duplicates_nothing(
     assert episodes, "the scripted session must contain episodes"
     first = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "first")
     published = threading.Event()
-    publisher = publish_session(mqtt_broker, session, chunks, published)
-    # kill it once it has stored a third of the session, while messages are in flight
+    resume = threading.Event()
+    hold = (len(chunks) // 2, resume)
+    publisher = publish_session(mqtt_broker, session, chunks, published, hold=hold)
+    # kill it once it has stored a third of the session, while messages are in flight (the
+    # publisher waits at half the session until then)
     wait_for(lambda: counts(influxd, db, session)[0] >= samples // 3, "a third stored", first)
     first.kill()
+    resume.set()
     killed_at = counts(influxd, db, session)[0]
     assert killed_at < samples, "the session was complete before the kill: nothing tested"
     restarted = time.monotonic()
@@ -256,11 +265,16 @@ def test_analysis_sigkilled_between_checkpoints_loses_nothing_of_e2e_publishers(
     first = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "first", cadence)
     published = threading.Event()
     resent: list[int] = []
+    resume = threading.Event()
+    # (the publisher waits at two thirds of the session until the kill: the backlog is then
+    # still under three quarters)
+    hold = (len(chunks) * 2 // 3, resume)
     publisher = publish_session(
-        mqtt_broker, session, chunks, published, ack_window=len(chunks), resent=resent
+        mqtt_broker, session, chunks, published, ack_window=len(chunks), resent=resent, hold=hold
     )
     wait_for(lambda: counts(influxd, db, session)[0] >= samples // 2, "half stored", first)
     first.kill()
+    resume.set()
     assert counts(influxd, db, session)[0] < samples, "complete before the kill: nothing tested"
     second = AnalysisProcess(mqtt_broker, influxd.url, db, tmp_path, "second", cadence)
     try:
